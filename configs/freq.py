@@ -1,0 +1,60 @@
+"""freq: regress the frequency of a sine from 100 samples.
+
+  python -m seqjax.main --config=configs/freq.py                  # max_freq=10
+  python -m seqjax.main --config=configs/freq.py:max_freq=45
+  python -m seqjax.main --config=configs/freq.py:seed             # the seed's own setup
+  python -m seqjax.main --config=configs/freq.py:quick            # smoke run, seconds
+
+Default: fresh sines every step (online), targets normalised to [-1, 1],
+LSTM(100) -> Dense(100, relu) -> Dense(1), Adam with warmup + cosine decay.
+Expected on a 2-core CPU (see README for the measured numbers): held-out MAE
+<= 0.05 at max_freq 10/20/30 and <= 0.15 at 45, a few minutes each.
+`:seed`: 10 sines per frequency, the seed's model with Dropout(0.1) and a relu
+output, 200 epochs of batch 32, Adam 1e-3, unnormalised targets.
+"""
+
+from seqjax import configlib
+
+
+def get_config(arg=None):
+  arg = configlib.parse_arg(arg, max_freq=10, seed=False, quick=False, steps=0)
+  config = configlib.base_config()
+
+  config.task.name = "freq"
+  config.task.max_freq = arg.max_freq
+  config.task.time_steps = 100
+  config.task.per_freq = 0  # 0: fresh data every step; > 0: a finite set, per frequency
+  config.task.eval_per_freq = 50
+  config.task.normalize_targets = True
+
+  config.model.hidden = 100
+  config.model.head_hidden = (100,)
+  config.model.activation = "relu"
+
+  config.train.steps = {10: 3000, 20: 4000, 30: 5000}.get(arg.max_freq, 6000)
+  config.train.batch_size = 64
+  config.train.learning_rate = 3e-3
+  config.train.schedule = "warmup_cosine"
+  config.train.warmup_steps = 200
+  config.train.grad_clip = 1.0
+  config.train.log_every = 200
+  config.train.eval_every = 1000
+  config.train.checkpoint_every = 1000
+
+  if arg.seed:
+    config.task.per_freq = 10
+    config.task.normalize_targets = False
+    config.model.dropout = 0.1
+    config.model.out_activation = "relu"
+    config.train.epochs = 200
+    config.train.batch_size = 32
+    config.train.learning_rate = 1e-3
+    config.train.schedule = "constant"
+    config.train.warmup_steps = 0
+    config.train.grad_clip = 0.0
+    config.train.log_every = 100
+  if arg.steps:
+    config.train.steps = arg.steps
+  if arg.quick:
+    configlib.make_quick(config)
+  return config

@@ -1,0 +1,97 @@
+"""Helpers for config files: the arg parser and the groups every config shares.
+
+A config file's `get_config(arg=None)` receives what follows the colon in
+`--config=configs/freq.py:max_freq=30,seed`: comma-separated `key=value`
+pairs and bare flags (big_vision style).
+"""
+
+from __future__ import annotations
+
+import ast
+
+import ml_collections
+
+from seqjax import validate
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses `"a=1,flag"` against `defaults`; unknown keys are a ConfigError.
+
+  Bare words set booleans to True; values are Python literals when they
+  parse (`30`, `0.1`, `True`) and strings otherwise, and must have the type
+  of their default.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      validate.fail(f"<config arg> {key}", item, "allowed args: " + ", ".join(defaults))
+    if not _:
+      value = True
+    else:
+      try:
+        value = ast.literal_eval(raw)
+      except (ValueError, SyntaxError):
+        value = raw
+    expected = type(defaults[key])
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+      validate.fail(f"<config arg> {key}", value, f"must be a {expected.__name__}")
+    out[key] = value
+  return ml_collections.ConfigDict(out)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields every experiment has; config files fill in `task` and override the rest."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.task = ml_collections.ConfigDict()
+
+  config.model = ml_collections.ConfigDict()
+  config.model.hidden = 32
+  config.model.num_layers = 1
+  config.model.head_hidden = ()
+  config.model.activation = "relu"
+  config.model.out_activation = "none"
+  config.model.dropout = 0.0
+  config.model.kernel_init = "glorot_uniform"
+  config.model.kernel_gain = 1.0
+  config.model.recurrent_init = "orthogonal"
+  config.model.recurrent_gain = 1.0
+  config.model.bias_init = "zeros"
+  config.model.forget_bias = 1.0
+  config.model.chrono_tmax = 0.0  # > 0: chrono init of gate biases, timescales up to this
+  config.model.unroll = 1
+  config.model.dtype = "float32"
+
+  config.train = ml_collections.ConfigDict()
+  config.train.steps = 1000
+  config.train.epochs = 0  # > 0 (finite datasets): steps = epochs * steps per epoch
+  config.train.batch_size = 32
+  config.train.optimizer = "adam"
+  config.train.learning_rate = 1e-3
+  config.train.schedule = "constant"
+  config.train.warmup_steps = 0
+  config.train.end_lr_factor = 0.01
+  config.train.weight_decay = 0.0
+  config.train.grad_clip = 0.0  # 0: no clipping
+  config.train.log_every = 100
+  config.train.eval_every = 1000
+  config.train.checkpoint_every = 1000
+  config.train.eval_batch_size = 1024
+  return config
+
+
+def make_quick(config: ml_collections.ConfigDict) -> None:
+  """Shrinks a config to a smoke run of a few seconds (big_vision's `runlocal`)."""
+  config.model.hidden = min(config.model.hidden, 16)
+  config.model.head_hidden = tuple(min(w, 16) for w in config.model.head_hidden)
+  config.train.steps = 20
+  config.train.epochs = 0
+  config.train.warmup_steps = min(config.train.warmup_steps, 5)
+  config.train.log_every = 10
+  config.train.eval_every = 10
+  config.train.checkpoint_every = 10

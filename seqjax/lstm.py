@@ -1,0 +1,325 @@
+"""A hand-written LSTM (Flax linen) run under `jax.lax.scan`.
+
+Shape letters used in this module:
+  B  batch                 T  time steps
+  I  input features        H  hidden units per layer
+  G  gates, G = 4H, ordered i, f, g, o (PyTorch and Keras order)
+  L  stacked layers
+
+Carry convention: a carry is the pair `(h, c)`. For one layer each is [B, H];
+for the stacked `LSTM` each is [L, B, H], the layout of `torch.nn.LSTM`'s
+`(h_n, c_n)`. The carry is always returned to the caller, so stateful use
+(rollout, streaming chunks) is the caller passing it back in.
+
+Everything that does not depend on the carry is computed for the whole
+sequence before the scan: the input projection `x @ W_x + b` is one matmul,
+and the scan body is only `h @ W_h` (one fused [H, G] matmul) plus gate math.
+The carry and the gate non-linearities stay in float32 whatever `dtype` the
+matmuls use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.recurrent import flip_sequences
+
+Array = jax.Array
+Carry = tuple[Array, Array]
+Initializer = Callable[..., Array]
+
+# Names accepted by `initializer()`, i.e. by the configs.
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "lecun_normal", "he_normal", "orthogonal",
+                "normal", "uniform", "zeros")
+
+
+def initializer(name: str, gain: float = 1.0) -> Initializer:
+  """Returns a Keras-named initializer; `gain` scales it (orthogonal's `gain`).
+
+  Args:
+    name: one of `INITIALIZERS`.
+    gain: multiplies the initializer's output; for "normal" it is the stddev
+      and for "uniform" the half-width, as in Keras' RandomNormal/RandomUniform.
+  """
+  inits = nn.initializers
+  table = {
+      "glorot_uniform": lambda: inits.variance_scaling(gain**2, "fan_avg", "uniform"),
+      "glorot_normal": lambda: inits.variance_scaling(gain**2, "fan_avg", "truncated_normal"),
+      "lecun_normal": lambda: inits.variance_scaling(gain**2, "fan_in", "truncated_normal"),
+      "he_normal": lambda: inits.variance_scaling(2 * gain**2, "fan_in", "truncated_normal"),
+      "orthogonal": lambda: inits.orthogonal(scale=gain),
+      "normal": lambda: inits.normal(stddev=gain),
+      "uniform": lambda: _uniform(gain),
+      "zeros": lambda: inits.zeros,
+  }
+  if name not in table:
+    raise ValueError(f"initializer: unknown name {name!r}; allowed: {', '.join(INITIALIZERS)}")
+  return table[name]()
+
+
+def _uniform(limit: float) -> Initializer:
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+  return init
+
+
+def per_gate(init: Initializer) -> Initializer:
+  """Applies `init` to each of the four [.., H] gate blocks of a [.., G] kernel.
+
+  An orthogonal recurrent kernel is then orthogonal per gate ([H, H] blocks),
+  as in Flax's and PyTorch-style initialisations, rather than across all gates.
+  """
+  def init_fn(key, shape, dtype=jnp.float32):
+    *lead, g = shape
+    keys = jax.random.split(key, 4)
+    return jnp.concatenate([init(k, (*lead, g // 4), dtype) for k in keys], axis=-1)
+  return init_fn
+
+
+def acc_dtype(dtype: Any) -> Any:
+  """Accumulation/carry dtype for a compute dtype: float32, or float64 for float64."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def lstm_step(w_h: Array, carry: Carry, gx_t: Array, dtype: Any = jnp.float32) -> Carry:
+  """One LSTM step given the already projected input.
+
+  Args:
+    w_h: recurrent kernel [H, G].
+    carry: (h, c), each [B, H], float32.
+    gx_t: `x_t @ W_x + b` for this step, [B, G], float32 (float64 in x64 tests).
+    dtype: dtype of the recurrent matmul (e.g. bfloat16); it accumulates in
+      `acc_dtype(dtype)`.
+
+  Returns:
+    The new carry (h, c); h is also the step's output.
+  """
+  h, c = carry
+  gates = gx_t + jnp.dot(h.astype(dtype), w_h.astype(dtype),
+                         preferred_element_type=acc_dtype(dtype))
+  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h = jax.nn.sigmoid(o) * jnp.tanh(c)
+  return h, c
+
+
+class LSTMCell(nn.Module):
+  """The LSTM cell: parameters and one step, `(carry, x_t) -> (carry, h_t)`.
+
+  Attributes:
+    hidden: H.
+    in_features: I (the layer passes `x.shape[-1]`).
+    kernel_init: input kernel initializer, applied to [I, G] (Keras default).
+    recurrent_init: recurrent kernel initializer, applied per gate to [H, H].
+    bias_init: bias initializer for [G].
+    forget_bias: added to the forget-gate bias at init (Keras
+      `unit_forget_bias=True` is 1.0; 0.0 turns it off).
+    chrono_tmax: > 0 replaces `forget_bias` by the chrono initialisation
+      (Tallec & Ollivier, 2018): b_f ~ log(U(1, tmax - 1)), b_i = -b_f, so the
+      units' memory timescales spread up to `tmax` steps.
+    dtype: matmul compute dtype; params and carry are `param_dtype`/float32.
+  """
+  hidden: int
+  in_features: int
+  kernel_init: Initializer = nn.initializers.glorot_uniform()
+  recurrent_init: Initializer = nn.initializers.orthogonal()
+  bias_init: Initializer = nn.initializers.zeros
+  forget_bias: float = 1.0
+  chrono_tmax: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def setup(self):
+    g = 4 * self.hidden
+    self.input_kernel = self.param("input_kernel", self.kernel_init,
+                                   (self.in_features, g), self.param_dtype)
+    self.recurrent_kernel = self.param("recurrent_kernel", per_gate(self.recurrent_init),
+                                       (self.hidden, g), self.param_dtype)
+
+    def bias_init(key, shape, dtype):
+      h = self.hidden
+      key, chrono_key = jax.random.split(key)
+      extra = jnp.zeros(shape, dtype).at[h:2 * h].set(self.forget_bias)
+      if self.chrono_tmax > 0:
+        b_f = jnp.log(jax.random.uniform(chrono_key, (h,), dtype, 1.0,
+                                         max(self.chrono_tmax - 1.0, 1.0)))
+        extra = jnp.zeros(shape, dtype).at[:h].set(-b_f).at[h:2 * h].set(b_f)
+      return self.bias_init(key, shape, dtype) + extra
+
+    self.bias = self.param("bias", bias_init, (g,), self.param_dtype)
+
+  def project(self, x: Array) -> Array:
+    """`x @ W_x + b` for any leading shape: [..., I] -> [..., G] (float32)."""
+    acc = acc_dtype(self.dtype)
+    gx = jnp.dot(x.astype(self.dtype), self.input_kernel.astype(self.dtype),
+                 preferred_element_type=acc)
+    return gx + self.bias.astype(acc)
+
+  def __call__(self, carry: Carry, x_t: Array) -> tuple[Carry, Array]:
+    """One step on raw input x_t [B, I]; returns ((h, c), h), each [B, H]."""
+    carry = lstm_step(self.recurrent_kernel, carry, self.project(x_t), self.dtype)
+    return carry, carry[0]
+
+  def initialize_carry(self, batch_shape: tuple[int, ...]) -> Carry:
+    return zero_carry(batch_shape, self.hidden, acc_dtype(self.dtype))
+
+
+def zero_carry(batch_shape: tuple[int, ...], hidden: int, dtype: Any = jnp.float32) -> Carry:
+  """The zero carry (h, c), each [*batch_shape, H] (two buffers, so both can be donated)."""
+  shape = (*batch_shape, hidden)
+  return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+
+
+def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
+               unroll: int | bool = 1, dtype: Any = jnp.float32) -> tuple[Carry, Array]:
+  """Runs the recurrence over time on projected inputs.
+
+  Args:
+    w_h: recurrent kernel [H, G].
+    gx: projected inputs, time-major [T, B, G].
+    carry: (h, c), each [B, H].
+    mask: [T, B] bool, False where a step is padding (carry kept, output 0),
+      or None when every step is valid.
+    unroll: `lax.scan` unroll.
+    dtype: recurrent matmul dtype.
+
+  Returns:
+    (final carry, outputs [T, B, H]).
+  """
+  if mask is None:
+    def body(carry, gx_t):
+      carry = lstm_step(w_h, carry, gx_t, dtype)
+      return carry, carry[0]
+    return jax.lax.scan(body, carry, gx, unroll=unroll)
+
+  def masked_body(carry, inputs):
+    gx_t, m_t = inputs
+    new = lstm_step(w_h, carry, gx_t, dtype)
+    m = m_t[:, None]
+    carry = tuple(jnp.where(m, n, o) for n, o in zip(new, carry, strict=True))
+    return carry, jnp.where(m, new[0], 0.0)
+  return jax.lax.scan(masked_body, carry, (gx, mask), unroll=unroll)
+
+
+class LSTMLayer(nn.Module):
+  """One LSTM layer over a sequence: [B, T, I] -> [B, T, H].
+
+  Attributes:
+    hidden, kernel_init, recurrent_init, bias_init, forget_bias, chrono_tmax,
+    dtype, param_dtype: see `LSTMCell`.
+    reverse: process time from last to first valid step; outputs stay aligned
+      with the input positions (PyTorch's backward direction).
+    unroll: `lax.scan` unroll factor.
+  """
+  hidden: int
+  kernel_init: Initializer = nn.initializers.glorot_uniform()
+  recurrent_init: Initializer = nn.initializers.orthogonal()
+  bias_init: Initializer = nn.initializers.zeros
+  forget_bias: float = 1.0
+  chrono_tmax: float = 0.0
+  reverse: bool = False
+  unroll: int | bool = 1
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
+               mask: Array | None = None) -> tuple[Carry, Array]:
+    """Runs the layer.
+
+    Args:
+      x: inputs [B, T, I].
+      carry: initial (h, c), each [B, H]; zeros when None.
+      lengths: valid steps per sequence [B] (right padding), or None.
+      mask: [B, T] bool, steps to run anywhere in the sequence (Keras
+        `Masking`); skipped steps keep the carry and output 0. At most one of
+        `lengths` and `mask`.
+
+    Returns:
+      (final carry, outputs [B, T, H]); outputs are 0 on padded/masked steps.
+    """
+    if lengths is not None and mask is not None:
+      raise ValueError("LSTMLayer: pass lengths or mask, not both")
+    batch, steps, in_features = x.shape
+    cell = LSTMCell(self.hidden, in_features, self.kernel_init, self.recurrent_init,
+                    self.bias_init, self.forget_bias, self.chrono_tmax, self.dtype,
+                    self.param_dtype, name="cell")
+    if carry is None:
+      carry = zero_carry((batch,), self.hidden, acc_dtype(self.dtype))
+    if lengths is not None:
+      mask = jnp.arange(steps)[None, :] < jnp.asarray(lengths)[:, None]  # [B, T]
+
+    def flip(a):  # reverse each sequence within its valid length
+      return flip_sequences(a, lengths, num_batch_dims=1, time_major=False) if self.reverse else a
+
+    gx = jnp.swapaxes(cell.project(flip(x)), 0, 1)  # [T, B, G]: one matmul for all steps
+    if mask is not None:
+      mask = jnp.swapaxes(flip(mask), 0, 1)  # [T, B]
+    carry, ys = scan_layer(cell.recurrent_kernel, gx, carry, mask,
+                           unroll=self.unroll, dtype=self.dtype)
+    return carry, flip(jnp.swapaxes(ys, 0, 1))
+
+
+class LSTM(nn.Module):
+  """Stacked LSTM, the `torch.nn.LSTM(batch_first=True)` / Keras `LSTM` equivalent.
+
+  Attributes:
+    hidden: H, the same for every layer.
+    num_layers: L.
+    return_sequences: outputs [B, T, H] of the top layer if True, else its
+      last valid output [B, H] (the top layer's final h).
+    reverse, unroll, initializers, forget_bias, chrono_tmax, dtype: see
+      `LSTMLayer`.
+  """
+  hidden: int
+  num_layers: int = 1
+  return_sequences: bool = True
+  kernel_init: Initializer = nn.initializers.glorot_uniform()
+  recurrent_init: Initializer = nn.initializers.orthogonal()
+  bias_init: Initializer = nn.initializers.zeros
+  forget_bias: float = 1.0
+  chrono_tmax: float = 0.0
+  reverse: bool = False
+  unroll: int | bool = 1
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
+               mask: Array | None = None) -> tuple[Carry, Array]:
+    """Runs all layers.
+
+    Args:
+      x: inputs [B, T, I].
+      carry: initial (h, c), each [L, B, H]; zeros when None.
+      lengths: valid steps per sequence [B], or None.
+      mask: [B, T] bool steps to run (Keras `Masking`), or None.
+
+    Returns:
+      (final carry (h, c) each [L, B, H], outputs [B, T, H] or [B, H]).
+    """
+    if carry is None:
+      carry = zero_carry((self.num_layers, x.shape[0]), self.hidden, acc_dtype(self.dtype))
+    hs, cs = [], []
+    for layer in range(self.num_layers):
+      (h, c), x = LSTMLayer(self.hidden, self.kernel_init, self.recurrent_init, self.bias_init,
+                            self.forget_bias, self.chrono_tmax, self.reverse, self.unroll,
+                            self.dtype, self.param_dtype, name=f"layer{layer}")(
+                                x, (carry[0][layer], carry[1][layer]), lengths, mask)
+      hs.append(h)
+      cs.append(c)
+    carry = (jnp.stack(hs), jnp.stack(cs))
+    return carry, (x if self.return_sequences else carry[0][-1])
+
+
+def num_lstm_params(in_features: int, hidden: int, num_layers: int = 1) -> int:
+  """Parameter count in the single-bias (Keras) layout: 4H(I + H + 1) per layer."""
+  total, fan_in = 0, in_features
+  for _ in range(num_layers):
+    total += 4 * hidden * (fan_in + hidden + 1)
+    fan_in = hidden
+  return total

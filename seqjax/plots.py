@@ -1,0 +1,69 @@
+"""PNG plots written to the workdir (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def loss_curves(records: list[dict], path: str, metric: str) -> str:
+  """Train loss and held-out metric against step, log scale."""
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  train = [r for r in records if r["split"] == "train"]
+  held = [r for r in records if r["split"] == "eval"]
+  axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+  axes[0].set_title("training loss")
+  if held:
+    axes[1].plot([r["step"] for r in held], [r[metric] for r in held], "o-", label=metric)
+  axes[1].set_title(f"held-out {metric}")
+  for ax in axes:
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def predicted_vs_true(true: np.ndarray, pred: np.ndarray, path: str, unit: str) -> str:
+  """Scatter of held-out predictions against targets, with the identity line."""
+  fig, ax = plt.subplots(figsize=(4.6, 4.3))
+  ax.scatter(true, pred, s=6, alpha=0.5)
+  lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+  ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+  mae = float(np.mean(np.abs(pred - true)))
+  ax.set_title(f"held-out {unit}: MAE {mae:.4f}")
+  ax.set_xlabel(f"true {unit}")
+  ax.set_ylabel(f"predicted {unit}")
+  return _save(fig, path)
+
+
+def sequences(inputs: np.ndarray, true: np.ndarray, pred: np.ndarray, path: str,
+              title: str, split_at: int | None = None) -> str:
+  """A few sequences: truth vs prediction (e.g. next step, or a rollout after `split_at`)."""
+  n = min(3, true.shape[0])
+  fig, axes = plt.subplots(n, 1, figsize=(8, 2.2 * n), squeeze=False)
+  for i, ax in enumerate(axes[:, 0]):
+    ax.plot(np.arange(len(true[i])), true[i], "k-", lw=1.5, label="truth")
+    ax.plot(np.arange(len(pred[i])), pred[i], "r--", lw=1.2, label="prediction")
+    if split_at is not None:
+      ax.axvline(split_at, color="gray", lw=0.8)
+    ax.grid(alpha=0.3)
+  axes[0, 0].legend(loc="upper right")
+  axes[0, 0].set_title(title)
+  axes[-1, 0].set_xlabel("step")
+  return _save(fig, path)
+
+
+def in_workdir(workdir: str, name: str) -> str:
+  return os.path.join(workdir, name)

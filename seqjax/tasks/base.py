@@ -1,0 +1,136 @@
+"""What every task provides, and the helpers they share.
+
+Shape letters: B batch, T time, I input features, O outputs, N dataset size.
+
+A batch is a dict of arrays:
+  x       [B, T, I] inputs
+  y       targets: [B, O] (head "last") or [B, T, O] / [B, T] (head "per_step")
+  weight  loss weights, [B] or [B, T]: 0 for padding examples (the last,
+          partial batch of an epoch) and for steps without a target
+  mask    optional [B, T] bool: LSTM steps to run (Keras `Masking`)
+  reset   optional [] bool, stateful training only: start from the zero carry
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Batch = dict[str, jax.Array]
+
+# Salts folded into the data key so that training and held-out data never
+# share a random stream.
+TRAIN_SALT, EVAL_SALT, DATASET_SALT = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """An experiment: data, loss and metrics.
+
+  Attributes:
+    name: registry name.
+    in_features: I.
+    out_features: O (classes for a classifier).
+    head: "last" or "per_step" (see `models.SequenceModel`).
+    train_batch: `(key, step) -> Batch`, pure JAX, called inside the jitted
+      step with a traced step: online tasks sample fresh examples from
+      `fold_in(key, step)`, finite datasets take batch `step` of an epoch.
+    eval_batch: `(key) -> Batch`, the fixed held-out set (arrays, [N, ...]).
+    loss_and_metrics: `(preds, batch) -> (loss, {name: value})`, metrics in
+      the task's own units (e.g. MAE in cycles for freq).
+    metric: the headline held-out metric name, and `higher_is_better`.
+    stateful_period: > 0 threads the carry through consecutive train steps
+      and resets it every `stateful_period` steps (seed echo's stateful LSTM).
+    plot: which picture of predictions train.py draws ("scatter", "sequence"
+      or "none").
+    steps_per_epoch: for finite datasets, else None.
+  """
+  name: str
+  in_features: int
+  out_features: int
+  head: str
+  train_batch: Callable[[jax.Array, jax.Array], Batch]
+  eval_batch: Callable[[jax.Array], Batch]
+  loss_and_metrics: Callable[[jax.Array, Batch], tuple[jax.Array, dict[str, jax.Array]]]
+  metric: str
+  higher_is_better: bool = False
+  stateful_period: int = 0
+  plot: str = "scatter"
+  steps_per_epoch: int | None = None
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
+  """Mean of `values` [B, ...] weighted by `weight` (broadcast from the left)."""
+  weight = weight.reshape(weight.shape + (1,) * (values.ndim - weight.ndim))
+  weight = jnp.broadcast_to(weight, values.shape)
+  return jnp.sum(values * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def regression_loss(preds: jax.Array, batch: Batch, shift: float = 0.0,
+                    scale: float = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MSE on normalised targets `(y - shift) / scale`; MSE/MAE in target units.
+
+  `preds` are in normalised units; with shift 0 and scale 1 this is plain MSE.
+  """
+  y = batch["y"]
+  err_norm = preds - (y - shift) / scale
+  err = err_norm * scale
+  w = batch["weight"]
+  loss = weighted_mean(err_norm**2, w)
+  return loss, {"mse": weighted_mean(err**2, w), "mae": weighted_mean(jnp.abs(err), w)}
+
+
+def classification_loss(logits: jax.Array, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Softmax cross-entropy on integer labels; accuracy."""
+  labels = batch["y"]
+  logp = jax.nn.log_softmax(logits)
+  nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+  w = batch["weight"]
+  acc = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  return weighted_mean(nll, w), {"xent": weighted_mean(nll, w), "accuracy": weighted_mean(acc, w)}
+
+
+def epoch_batch(data: Batch, key: jax.Array, step: jax.Array, batch_size: int,
+                shuffle: bool = True) -> Batch:
+  """Batch `step` of a finite dataset, Keras `fit` order.
+
+  Each epoch is a fresh permutation (`shuffle`), cut into ceil(N / batch)
+  batches; the last one is padded with repeated examples of weight 0, so the
+  loss averages only over the real ones as Keras' partial batch does.
+  """
+  n = jax.tree.leaves(data)[0].shape[0]
+  per_epoch = -(-n // batch_size)
+  epoch, i = step // per_epoch, step % per_epoch
+  order = jax.random.permutation(jax.random.fold_in(key, epoch), n) if shuffle else jnp.arange(n)
+  pos = i * batch_size + jnp.arange(batch_size)
+  idx = order[jnp.minimum(pos, n - 1)]
+  batch = jax.tree.map(lambda a: a[idx], data)
+  valid = (pos < n).astype(jnp.float32)
+  batch["weight"] = batch["weight"] * valid.reshape(valid.shape + (1,) * (batch["weight"].ndim - 1))
+  return batch
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+  return -(-n // batch_size)
+
+
+def vmap_sample(fn: Callable[[jax.Array], Batch], key: jax.Array, n: int) -> Batch:
+  """`n` independent examples of `fn(key) -> example`, vmapped."""
+  return jax.vmap(fn)(jax.random.split(key, n))
+
+
+def train_batches(example: Callable[[jax.Array], Batch], batch_size: int,
+                  dataset: Batch | None = None) -> Callable[[jax.Array, jax.Array], Batch]:
+  """The `train_batch(key, step)` of a task.
+
+  Online (no `dataset`): `batch_size` fresh examples from `fold_in(key, step)`.
+  Finite: batch `step` of the dataset's epochs (see `epoch_batch`).
+  """
+  if dataset is None:
+    return lambda key, step: vmap_sample(example, jax.random.fold_in(key, step), batch_size)
+  return lambda key, step: epoch_batch(dataset, key, step, batch_size)

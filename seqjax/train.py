@@ -1,0 +1,272 @@
+"""`train_and_evaluate(config, workdir)`: model, jitted step, eval, checkpoints, logs.
+
+Keys: one root key from `config.seed`, split into data, init and dropout keys;
+step `s` uses `fold_in(key, s)`, so a run resumed at step k continues exactly
+as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+
+from seqjax import checkpoint, lstm, models, plots, tasks, validate, writers
+from seqjax.tasks import base
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrainState(train_state.TrainState):
+  """Flax TrainState plus the LSTM carry threaded by stateful training."""
+  carry: Any = None
+
+
+def itstime(step: int, every: int, total: int) -> bool:
+  """True every `every` steps and always on the last step (big_vision)."""
+  return step == total or (every > 0 and step % every == 0)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the task-independent fields; tasks check their own in `make`."""
+  m, t = config.model, config.train
+  for field in ("hidden", "num_layers"):
+    validate.positive(f"model.{field}", m[field])
+  for width in m.head_hidden:
+    validate.positive("model.head_hidden", width)
+  validate.one_of("model.activation", m.activation, models.ACTIVATIONS)
+  validate.one_of("model.out_activation", m.out_activation, models.ACTIVATIONS)
+  validate.in_range("model.dropout", m.dropout, 0.0, 0.99)
+  for field in ("kernel_init", "recurrent_init", "bias_init"):
+    validate.one_of(f"model.{field}", m[field], lstm.INITIALIZERS)
+  validate.positive_float("model.kernel_gain", m.kernel_gain)
+  validate.positive_float("model.recurrent_gain", m.recurrent_gain)
+  validate.non_negative("model.chrono_tmax", m.chrono_tmax)
+  validate.positive("model.unroll", m.unroll)
+  validate.one_of("model.dtype", m.dtype, DTYPES)
+  validate.positive("train.batch_size", t.batch_size)
+  validate.non_negative("train.epochs", t.epochs)
+  if not t.epochs:
+    validate.positive("train.steps", t.steps)
+  validate.one_of("train.optimizer", t.optimizer, OPTIMIZERS)
+  validate.one_of("train.schedule", t.schedule, SCHEDULES)
+  validate.positive_float("train.learning_rate", t.learning_rate)
+  validate.non_negative("train.warmup_steps", t.warmup_steps)
+  validate.in_range("train.end_lr_factor", t.end_lr_factor, 0.0, 1.0)
+  validate.non_negative("train.weight_decay", t.weight_decay)
+  validate.non_negative("train.grad_clip", t.grad_clip)
+  for field in ("log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
+    validate.positive(f"train.{field}", t[field])
+
+
+def create_model(config: ml_collections.ConfigDict, task: base.Task) -> models.SequenceModel:
+  m = config.model
+  return models.SequenceModel(
+      hidden=m.hidden, out_features=task.out_features, num_layers=m.num_layers, head=task.head,
+      head_hidden=tuple(m.head_hidden), activation=m.activation, out_activation=m.out_activation,
+      dropout=m.dropout, kernel_init=lstm.initializer(m.kernel_init, m.kernel_gain),
+      recurrent_init=lstm.initializer(m.recurrent_init, m.recurrent_gain),
+      bias_init=lstm.initializer(m.bias_init), forget_bias=m.forget_bias,
+      chrono_tmax=m.chrono_tmax, unroll=m.unroll,
+      dtype=DTYPES[m.dtype])
+
+
+def create_optimizer(config: ml_collections.ConfigDict, total_steps: int):
+  t = config.train
+  if t.schedule == "constant":
+    lr = optax.constant_schedule(t.learning_rate)
+  elif t.schedule == "cosine":
+    lr = optax.cosine_decay_schedule(t.learning_rate, total_steps, t.end_lr_factor)
+  else:
+    lr = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps,
+                                            max(total_steps, t.warmup_steps + 1),
+                                            t.learning_rate * t.end_lr_factor)
+  if t.optimizer == "adam":
+    opt = optax.adam(lr)
+  elif t.optimizer == "adamw":
+    opt = optax.adamw(lr, weight_decay=t.weight_decay)
+  else:
+    opt = optax.sgd(lr, momentum=0.9)
+  return optax.chain(optax.clip_by_global_norm(t.grad_clip), opt) if t.grad_clip else opt
+
+
+def init_state(config: ml_collections.ConfigDict, task: base.Task, model: models.SequenceModel,
+               data_key: jax.Array, init_key: jax.Array, total_steps: int) -> TrainState:
+  """Fresh parameters, optimizer state and (for stateful tasks) a zero carry."""
+  sample = task.train_batch(data_key, jnp.zeros((), jnp.int32))
+  sample = jax.tree.map(lambda a: a[:1] if a.ndim else a, sample)
+  params = model.init(init_key, sample["x"], mask=sample.get("mask"))["params"]
+  carry = None
+  if task.stateful_period:
+    carry = lstm.zero_carry((config.model.num_layers, config.train.batch_size), config.model.hidden)
+  return TrainState.create(apply_fn=model.apply, params=params,
+                           tx=create_optimizer(config, total_steps), carry=carry)
+
+
+def _apply(model, params, batch, carry=None, *, train=False, rng=None):
+  return model.apply({"params": params}, batch["x"], carry, mask=batch.get("mask"),
+                     train=train, rngs={"dropout": rng} if train else None)
+
+
+def make_train_step(model: models.SequenceModel, task: base.Task, data_key: jax.Array,
+                    dropout_key: jax.Array):
+  """The pure step `(state) -> (state, metrics)`; the batch is generated inside it on device."""
+  stateful = task.stateful_period > 0
+
+  def train_step(state: TrainState):
+    batch = task.train_batch(data_key, state.step)
+    carry = None
+    if stateful:
+      carry = jax.tree.map(lambda c: jnp.where(batch["reset"], jnp.zeros_like(c), c), state.carry)
+
+    def loss_fn(params):
+      new_carry, preds = _apply(model, params, batch, carry, train=True,
+                                rng=jax.random.fold_in(dropout_key, state.step))
+      loss, metrics = task.loss_and_metrics(preds, batch)
+      return loss, (metrics, new_carry)
+
+    (loss, (metrics, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    if stateful:
+      state = state.replace(carry=jax.lax.stop_gradient(new_carry))
+    metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(state.params)}
+    return state, metrics
+
+  return train_step
+
+
+def evaluate(model, params, eval_set: base.Batch, batch_size: int, eval_fn) -> np.ndarray:
+  """Predictions for the whole held-out set, in batches (the last one padded)."""
+  n = eval_set["x"].shape[0]
+  preds = []
+  for start in range(0, n, batch_size):
+    chunk = jax.tree.map(lambda a: a[start:start + batch_size], eval_set)
+    pad = batch_size - chunk["x"].shape[0] if n > batch_size else 0
+    if pad:
+      chunk = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), chunk)
+    out = eval_fn(params, chunk)
+    preds.append(out[:out.shape[0] - pad])
+  return jnp.concatenate(preds)
+
+
+def _finite(metrics: dict[str, float]) -> bool:
+  return all(np.isfinite(v) for v in metrics.values())
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains, evaluates on held-out data, writes everything to `workdir`.
+
+  Returns the final held-out metrics (also in `workdir/results.json`).
+  Raises `validate.ConfigError` for bad config values before any compilation,
+  and `FloatingPointError` naming the step range if the loss becomes NaN/Inf.
+  """
+  t_start = time.perf_counter()
+  validate_config(config)
+  root = jax.random.key(config.seed)
+  data_key, init_key, dropout_key, eval_key = jax.random.split(root, 4)
+  task = tasks.make(config.task, config.train.batch_size, data_key)
+  total = (config.train.epochs * task.steps_per_epoch if config.train.epochs and
+           task.steps_per_epoch else config.train.steps)
+  if config.train.epochs and not task.steps_per_epoch:
+    validate.fail("train.epochs", config.train.epochs,
+                  "needs a finite dataset (this task config is online); set train.steps")
+
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+  model = create_model(config, task)
+  state = init_state(config, task, model, data_key, init_key, total)
+  params = state.params
+  n_params = sum(p.size for p in jax.tree.leaves(params))
+  writers.console(f"task {task.name}: {n_params} parameters, {total} steps, workdir {workdir}")
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  state = ckpt.restore_latest(state)
+  first_step = int(state.step)
+  if first_step:
+    writers.console(f"resumed from the checkpoint at step {first_step}")
+
+  train_step = jax.jit(make_train_step(model, task, data_key, dropout_key), donate_argnums=0)
+  eval_fn = jax.jit(lambda p, b: _apply(model, p, b)[1])
+  eval_set = task.eval_batch(jax.random.fold_in(eval_key, base.EVAL_SALT))
+  writer = writers.MetricWriter(workdir)
+  progress = writers.Progress(first_step, total)
+
+  def run_eval(step):
+    preds = evaluate(model, state.params, eval_set, config.train.eval_batch_size, eval_fn)
+    _, metrics = task.loss_and_metrics(preds, eval_set)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    writer.write(step, "eval", metrics)
+    writers.console(f"held-out at step {step}: "
+                    + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
+    return preds, metrics
+
+  pending, last_ok, compile_s = [], first_step, None
+  try:
+    for step in range(first_step + 1, total + 1):
+      state, metrics = train_step(state)
+      pending.append(metrics)
+      if compile_s is None:
+        jax.block_until_ready(metrics)
+        compile_s = time.perf_counter() - t_start
+        progress.start(step)
+      if itstime(step, config.train.log_every, total) or itstime(
+          step, config.train.checkpoint_every, total):
+        rows = jax.device_get(pending)
+        for offset, row in enumerate(rows):
+          if not _finite(row):
+            bad = step - len(rows) + 1 + offset
+            raise FloatingPointError(
+                f"loss or gradients became NaN/Inf at step {bad} (last finite step {bad - 1}, "
+                f"last checkpoint at step {ckpt.latest_step() or 'none'}); "
+                "lower train.learning_rate or set train.grad_clip")
+        last_ok, pending = step, []
+        if itstime(step, config.train.log_every, total):
+          scalars = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+          writer.write(step, "train", scalars)
+          progress.report(step, scalars)
+        if itstime(step, config.train.checkpoint_every, total):
+          ckpt.save(step, state)
+      if itstime(step, config.train.eval_every, total) and step != total:
+        run_eval(step)
+    preds, held_out = run_eval(total)
+  finally:
+    ckpt.close()
+  del last_ok
+
+  results = {
+      "task": task.name, "metric": task.metric, "held_out": held_out, "steps": total,
+      "parameters": n_params, "compile_s": compile_s,
+      "wall_s": time.perf_counter() - t_start, "platform": jax.default_backend(),
+  }
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  _plot(workdir, task, eval_set, np.asarray(preds), writers.read_metrics(workdir))
+  writer.close()
+  writers.console("results: " + json.dumps(results))
+  return results
+
+
+def _plot(workdir: str, task: base.Task, eval_set: base.Batch, preds: np.ndarray,
+          records: list[dict]) -> None:
+  plots.loss_curves(records, os.path.join(workdir, "loss.png"), task.metric)
+  if task.plot == "scatter":
+    shift, scale = task.info["target_shift"], task.info["target_scale"]
+    plots.predicted_vs_true(np.asarray(eval_set["y"])[:, 0], preds[:, 0] * scale + shift,
+                            os.path.join(workdir, "predictions.png"), task.info["unit"])
+  elif task.plot == "sequence":
+    plots.sequences(np.asarray(eval_set["x"])[..., 0], np.asarray(eval_set["y"])[..., 0],
+                    preds[..., 0], os.path.join(workdir, "teacher_forced.png"),
+                    "held-out next-step prediction (teacher forced)")

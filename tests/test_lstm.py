@@ -1,0 +1,204 @@
+"""Tier 1: shapes and numerics of the hand-written LSTM (tiny sizes)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from seqjax import lstm
+
+KEY = jax.random.key(0)
+
+
+def _init(module, x, **kw):
+  return module.init(KEY, x, **kw)
+
+
+def _randn(seed, shape, scale=1.0):
+  return scale * jax.random.normal(jax.random.key(seed), shape)
+
+
+@pytest.mark.parametrize("layers,return_sequences", [(1, True), (2, True), (2, False)])
+def test_shapes(layers, return_sequences):
+  x = _randn(1, (3, 5, 2))
+  m = lstm.LSTM(4, layers, return_sequences=return_sequences)
+  (h, c), y = m.apply(_init(m, x), x)
+  assert h.shape == c.shape == (layers, 3, 4)
+  assert h.dtype == c.dtype == jnp.float32
+  assert y.shape == ((3, 5, 4) if return_sequences else (3, 4))
+  if return_sequences:
+    np.testing.assert_allclose(y[:, -1], h[-1], atol=1e-6)
+  else:
+    np.testing.assert_allclose(y, h[-1], atol=1e-6)
+
+
+def test_param_layout_and_forget_bias():
+  x = jnp.ones((1, 3, 2))
+  m = lstm.LSTMLayer(5, forget_bias=1.0)
+  params = _init(m, x)["params"]["cell"]
+  assert params["input_kernel"].shape == (2, 20)
+  assert params["recurrent_kernel"].shape == (5, 20)
+  np.testing.assert_array_equal(params["bias"], jnp.r_[jnp.zeros(5), jnp.ones(5), jnp.zeros(10)])
+  m0 = lstm.LSTMLayer(5, forget_bias=0.0)
+  np.testing.assert_array_equal(_init(m0, x)["params"]["cell"]["bias"], jnp.zeros(20))
+
+
+@pytest.mark.parametrize("gain", [0.01, 1.0, 3.0])
+def test_orthogonal_recurrent_init_per_gate_with_gain(gain):
+  m = lstm.LSTMLayer(6, recurrent_init=lstm.initializer("orthogonal", gain))
+  w = _init(m, jnp.ones((1, 2, 3)))["params"]["cell"]["recurrent_kernel"]
+  for block in jnp.split(w, 4, axis=1):
+    np.testing.assert_allclose(block.T @ block, gain**2 * jnp.eye(6), atol=1e-5 * max(1, gain**2))
+
+
+def test_seed_input_kernel_orthogonal_gain():
+  # The mean seed's Keras `kernel_initializer=orthogonal(gain=.01)` on a [1, 40] kernel.
+  m = lstm.LSTMLayer(10, kernel_init=lstm.initializer("orthogonal", 0.01))
+  w = _init(m, jnp.ones((1, 2, 1)))["params"]["cell"]["input_kernel"]
+  np.testing.assert_allclose(jnp.linalg.norm(w), 0.01, rtol=1e-5)
+
+
+def test_unknown_initializer_is_a_clear_error():
+  with pytest.raises(ValueError, match="unknown name 'ortho'.*orthogonal"):
+    lstm.initializer("ortho")
+
+
+@pytest.mark.parametrize("in_features,hidden,layers,expected", [
+    (1, 100, 1, 40_800),   # freq seed: LSTM(100) on 1 input
+    (1, 10, 1, 480),       # mean seed: LSTM(10)
+    (100, 50, 1, 30_200),  # echo seed: LSTM(50) on 100 one-hot classes
+    (1, 32, 2, 12_672),    # sine seed: LSTM(32) x 2
+])
+def test_seed_param_counts(in_features, hidden, layers, expected):
+  m = lstm.LSTM(hidden, layers)
+  params = _init(m, jnp.ones((1, 2, in_features)))
+  assert sum(p.size for p in jax.tree.leaves(params)) == expected
+  assert lstm.num_lstm_params(in_features, hidden, layers) == expected
+
+
+def test_cell_step_equals_layer_step():
+  x = _randn(2, (2, 1, 3))
+  layer = lstm.LSTMLayer(4)
+  params = _init(layer, x)
+  carry0 = (_randn(3, (2, 4)), _randn(4, (2, 4)))
+  carry, y = layer.apply(params, x, carry0)
+  cell = lstm.LSTMCell(4, 3)
+  carry_c, y_c = cell.apply({"params": params["params"]["cell"]}, carry0, x[:, 0])
+  np.testing.assert_allclose(y[:, 0], y_c, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), carry, carry_c)
+
+
+def test_step_by_step_equals_scan_and_chunks():
+  """What stateful rollout relies on: threading the carry = one long scan."""
+  x = _randn(5, (3, 12, 2))
+  m = lstm.LSTM(6, 2)
+  params = _init(m, x)
+  carry_full, y_full = m.apply(params, x)
+
+  carry, ys = None, []
+  for t in range(12):
+    carry, y = m.apply(params, x[:, t:t + 1], carry)
+    ys.append(y)
+  np.testing.assert_allclose(jnp.concatenate(ys, 1), y_full, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), carry, carry_full)
+
+  carry, ys = None, []
+  for start, stop in [(0, 5), (5, 6), (6, 12)]:
+    carry, y = m.apply(params, x[:, start:stop], carry)
+    ys.append(y)
+  np.testing.assert_allclose(jnp.concatenate(ys, 1), y_full, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), carry, carry_full)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_masking_matches_unpadded_runs(reverse):
+  lengths = [3, 7, 1, 5]
+  x = _randn(6, (4, 7, 2))
+  x = jnp.where(jnp.arange(7)[None, :, None] < jnp.array(lengths)[:, None, None], x, 9.0)
+  m = lstm.LSTM(5, 2, reverse=reverse)
+  params = _init(m, x)
+  (h, c), y = m.apply(params, x, lengths=jnp.array(lengths))
+  for b, n in enumerate(lengths):
+    (hb, cb), yb = m.apply(params, x[b:b + 1, :n])
+    np.testing.assert_allclose(y[b, :n], yb[0], atol=1e-5)
+    np.testing.assert_array_equal(y[b, n:], 0.0)
+    np.testing.assert_allclose(h[:, b], hb[:, 0], atol=1e-5)
+    np.testing.assert_allclose(c[:, b], cb[:, 0], atol=1e-5)
+
+
+def test_reverse_equals_forward_on_flipped_input():
+  x = _randn(7, (2, 6, 3))
+  fwd, bwd = lstm.LSTMLayer(4), lstm.LSTMLayer(4, reverse=True)
+  params = _init(fwd, x)
+  carry_f, y_f = fwd.apply(params, x[:, ::-1])
+  carry_b, y_b = bwd.apply(params, x)
+  np.testing.assert_allclose(y_b, y_f[:, ::-1], atol=1e-6)
+  np.testing.assert_allclose(carry_b[0], carry_f[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("unroll", [2, 5, True])
+def test_unroll_does_not_change_the_function(unroll):
+  x = _randn(8, (2, 10, 3))
+  params = _init(lstm.LSTM(4), x)
+  _, y1 = lstm.LSTM(4).apply(params, x)
+  _, y2 = lstm.LSTM(4, unroll=unroll).apply(params, x)
+  np.testing.assert_allclose(y1, y2, atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_carry():
+  x = _randn(9, (2, 8, 3))
+  m16, m32 = lstm.LSTM(8, 2, dtype=jnp.bfloat16), lstm.LSTM(8, 2)
+  params = _init(m16, x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  (h, c), y = m16.apply(params, x)
+  assert h.dtype == c.dtype == y.dtype == jnp.float32
+  _, y32 = m32.apply(params, x)
+  np.testing.assert_allclose(y, y32, atol=3e-2)
+
+
+def test_gradients_match_finite_differences_float64():
+  with jax.enable_x64(True):
+    x = _randn(10, (2, 4, 3)).astype(jnp.float64)
+    m = lstm.LSTM(3, 2, dtype=jnp.float64, param_dtype=jnp.float64)
+    params = _init(m, x)
+    carry0 = (_randn(11, (2, 2, 3), 0.5).astype(jnp.float64),
+              _randn(12, (2, 2, 3), 0.5).astype(jnp.float64))
+
+    def loss(params, x, carry0):
+      (h, c), y = m.apply(params, x, carry0)
+      return jnp.sum(jnp.sin(y)) + jnp.sum(h * c)
+
+    check_grads(loss, (params, x, carry0), order=1, modes=["rev"], atol=1e-7, rtol=1e-7)
+
+
+def test_jit_traces_once_per_shape():
+  m = lstm.LSTM(4)
+  x = jnp.ones((2, 5, 3))
+  params = _init(m, x)
+  traces = []
+
+  @jax.jit
+  def f(params, x):
+    traces.append(1)
+    return m.apply(params, x)
+
+  for _ in range(3):
+    f(params, x)
+  assert len(traces) == 1
+
+
+def test_keras_style_mask_skips_steps_anywhere():
+  """`mask` (Keras Masking) = running only the unmasked steps; masked outputs are 0."""
+  x = _randn(13, (2, 6, 2))
+  mask = jnp.array([[False, False, True, True, False, True],
+                    [True, True, True, True, True, True]])
+  m = lstm.LSTM(3, 2)
+  params = _init(m, x)
+  (h, c), y = m.apply(params, x, mask=mask)
+  for b in range(2):
+    keep = np.flatnonzero(np.asarray(mask[b]))
+    (hb, cb), yb = m.apply(params, x[b:b + 1, keep])
+    np.testing.assert_allclose(y[b, keep], yb[0], atol=1e-5)
+    np.testing.assert_array_equal(y[b, ~np.asarray(mask[b])], 0.0)
+    np.testing.assert_allclose(h[:, b], hb[:, 0], atol=1e-5)
