@@ -33,7 +33,7 @@ def get_config(arg=None):
   config.model.chrono_tmax = float(arg.length)  # memory timescales up to the sequence length
   config.model.unroll = 8
 
-  config.train.steps = 1500
+  config.train.steps = 1500 if arg.length <= 200 else 1000
   config.train.batch_size = config.task.train_size  # full batch
   config.train.learning_rate = 1e-2
   config.train.schedule = "warmup_cosine"

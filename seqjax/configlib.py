@@ -26,7 +26,8 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     key, _, raw = item.partition("=")
     key = key.strip()
     if key not in defaults:
-      validate.fail(f"<config arg> {key}", item, "allowed args: " + ", ".join(defaults))
+      raise validate.ConfigError(f"config arg {item!r} is unknown; allowed args: "
+                                 + ", ".join(defaults))
     if not _:
       value = True
     else:
@@ -38,7 +39,8 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-      validate.fail(f"<config arg> {key}", value, f"must be a {expected.__name__}")
+      raise validate.ConfigError(f"config arg {item!r} is invalid: {key} must be a "
+                                 f"{expected.__name__}")
     out[key] = value
   return ml_collections.ConfigDict(out)
 

@@ -4,6 +4,7 @@ Overrides: `--config.train.steps=500`; config args: `--config=configs/freq.py:ma
 """
 
 import os
+import re
 import sys
 import time
 
@@ -16,6 +17,26 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory; default: a new runs/<config>/<time>/.")
 flags.mark_flags_as_required(["config"])
+
+
+def parse_flags(argv):
+  """absl's flag parsing; a bad config file, arg or override is one line and exit 2."""
+  try:
+    args = FLAGS(argv)
+    FLAGS.config.keys()  # a config file that failed to load raises here, not in main
+    return args
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    message = str(e)
+    if "ConfigError: " in message:  # raised inside get_config, wrapped with a traceback
+      message = message.rsplit("ConfigError: ", 1)[1]
+    elif isinstance(e, AttributeError | KeyError):  # a typo in a --config.* override
+      field = re.search(r"\w+", message)
+      hint = message[message.find("Did you mean"):].rstrip("'\"") if "Did you" in message else ""
+      message = f"unknown config field {field.group(0) if field else message!r}. {hint}"
+    elif isinstance(e, OSError):
+      message = f"cannot load the config file: {message.splitlines()[-1].strip()}"
+    print("error: " + " ".join(message.replace("\\n", " ").split()), file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
@@ -37,4 +58,4 @@ def main(argv):
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.WARNING)  # our progress goes to stdout; keep library chatter out
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

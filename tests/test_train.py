@@ -4,7 +4,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
@@ -77,7 +76,7 @@ def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):
-  """A run killed after its step-10 checkpoint and rerun ends exactly where an uninterrupted one does."""
+  """Killed after its step-10 checkpoint and rerun: ends where an uninterrupted run does."""
   config = load_config("freq", "quick")
   full = train.train_and_evaluate(config, str(tmp_path / "full"))
 

@@ -6,6 +6,8 @@ Held-out: the same integer frequencies with new random offsets.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,7 +39,7 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> bas
   limit = nyquist(cfg.time_steps)
   if not isinstance(cfg.max_freq, int) or not 2 <= cfg.max_freq or cfg.max_freq - 1 >= limit:
     validate.fail("task.max_freq", cfg.max_freq,
-                  f"allowed 2..{int(limit + 1.5)}: frequencies up to max_freq-1 must stay below "
+                  f"allowed 2..{math.ceil(limit)}: frequencies up to max_freq-1 must stay below "
                   f"the aliasing limit {limit} of {cfg.time_steps} samples over 2pi")
   validate.non_negative("task.per_freq", cfg.per_freq)
   validate.positive("task.eval_per_freq", cfg.eval_per_freq)
