@@ -25,11 +25,15 @@ def get_config(arg=None):
   config.task.width = math.pi / 2
   config.task.train_size = 0  # 0: fresh phases every step
   config.task.eval_size = 1000
+  config.task.free_run = 50  # fed-back steps trained after the window (0: teacher forcing only)
+  config.task.rollout_warmup = 50
+  config.task.rollout_horizons = (10, 50, 100, 200)
+  config.task.rollout_size = 256
 
   config.model.hidden = 32
   config.model.num_layers = 2
 
-  config.train.steps = 3000
+  config.train.steps = 8000
   config.train.batch_size = 64
   config.train.learning_rate = 3e-3
   config.train.schedule = "warmup_cosine"
@@ -41,6 +45,7 @@ def get_config(arg=None):
 
   if arg.seed:
     config.task.train_size = 1000
+    config.task.free_run = 0
     config.train.epochs = 50
     config.train.batch_size = 32
     config.train.learning_rate = 1e-3
@@ -53,4 +58,6 @@ def get_config(arg=None):
     configlib.make_quick(config)
     config.task.train_size = min(config.task.train_size, 64)
     config.task.eval_size = 16
+    config.task.free_run = min(config.task.free_run, 5)
+    config.task.rollout_size = 8
   return config

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -65,5 +63,23 @@ def sequences(inputs: np.ndarray, true: np.ndarray, pred: np.ndarray, path: str,
   return _save(fig, path)
 
 
-def in_workdir(workdir: str, name: str) -> str:
-  return os.path.join(workdir, name)
+def rollout(prefix: np.ndarray, truth: np.ndarray, preds: np.ndarray, path: str) -> str:
+  """Truth vs free-running rollout for a few sequences, and RMSE against horizon."""
+  warm, n = prefix.shape[1], truth.shape[1]
+  fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+  t_warm, t_gen = np.arange(warm), np.arange(warm, warm + n)
+  for i in range(min(3, prefix.shape[0])):
+    line, = axes[0].plot(t_warm, prefix[i], lw=1.5)
+    axes[0].plot(t_gen, truth[i], color=line.get_color(), lw=1.5, alpha=0.5)
+    axes[0].plot(t_gen, preds[i], "--", color=line.get_color(), lw=1.2)
+  axes[0].axvline(warm, color="gray", lw=0.8)
+  axes[0].set_title("warm-up (solid), truth (faint) and free-running rollout (dashed)")
+  axes[0].set_xlabel("step")
+  rmse = np.sqrt(np.mean((preds - truth) ** 2, axis=0))
+  axes[1].plot(np.arange(1, n + 1), rmse)
+  axes[1].set_yscale("log")
+  axes[1].set_title(f"held-out RMSE vs horizon ({prefix.shape[0]} sequences)")
+  axes[1].set_xlabel("steps after warm-up")
+  for ax in axes:
+    ax.grid(alpha=0.3)
+  return _save(fig, path)

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from seqjax import checkpoint, lstm, models, plots, tasks, validate, writers
+from seqjax import checkpoint, lstm, models, plots, rollout, tasks, validate, writers
 from seqjax.tasks import base
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -118,6 +118,15 @@ def _apply(model, params, batch, carry=None, *, train=False, rng=None):
                      train=train, rngs={"dropout": rng} if train else None)
 
 
+def _forward_train(model, task, params, batch, carry, rng):
+  """Training predictions: teacher forced, then `task.free_run` fed-back steps."""
+  carry, preds = _apply(model, params, batch, carry, train=True, rng=rng)
+  if task.free_run:
+    carry, generated = rollout.free_run(model, params, carry, preds[:, -1], task.free_run)
+    preds = jnp.concatenate([preds, generated], axis=1)
+  return carry, preds
+
+
 def make_train_step(model: models.SequenceModel, task: base.Task, data_key: jax.Array,
                     dropout_key: jax.Array):
   """The pure step `(state) -> (state, metrics)`; the batch is generated inside it on device."""
@@ -130,8 +139,8 @@ def make_train_step(model: models.SequenceModel, task: base.Task, data_key: jax.
       carry = jax.tree.map(lambda c: jnp.where(batch["reset"], jnp.zeros_like(c), c), state.carry)
 
     def loss_fn(params):
-      new_carry, preds = _apply(model, params, batch, carry, train=True,
-                                rng=jax.random.fold_in(dropout_key, state.step))
+      new_carry, preds = _forward_train(model, task, params, batch, carry,
+                                        jax.random.fold_in(dropout_key, state.step))
       loss, metrics = task.loss_and_metrics(preds, batch)
       return loss, (metrics, new_carry)
 
@@ -251,12 +260,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "parameters": n_params, "compile_s": compile_s,
       "wall_s": time.perf_counter() - t_start, "platform": jax.default_backend(),
   }
+  if task.rollout_set is not None:
+    results["rollout"] = evaluate_rollout(model, state.params, task, eval_key, workdir)
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   _plot(workdir, task, eval_set, np.asarray(preds), writers.read_metrics(workdir))
   writer.close()
   writers.console("results: " + json.dumps(results))
   return results
+
+
+def evaluate_rollout(model, params, task: base.Task, eval_key: jax.Array,
+                     workdir: str) -> dict[str, Any]:
+  """Free-running RMSE at each horizon on held-out prefixes; prints a table and plots."""
+  prefix, truth = task.rollout_set(jax.random.fold_in(eval_key, base.ROLLOUT_SALT))
+  preds = rollout.rollout(model, params, prefix, truth.shape[1])
+  rmse = rollout.horizon_rmse(preds, truth, task.rollout_horizons)
+  writers.console(f"free-running rollout, {prefix.shape[0]} held-out sequences, "
+                  f"{prefix.shape[1]}-step warm-up:")
+  writers.console("| horizon | " + " | ".join(str(h) for h in task.rollout_horizons) + " |")
+  writers.console("|---|" + "---|" * len(task.rollout_horizons))
+  writers.console("| RMSE | " + " | ".join(f"{v:.4f}" for v in rmse.values()) + " |")
+  plots.rollout(np.asarray(prefix)[..., 0], np.asarray(truth)[..., 0], np.asarray(preds)[..., 0],
+                os.path.join(workdir, "rollout.png"))
+  return {"warmup": int(prefix.shape[1]), "sequences": int(prefix.shape[0]), **rmse}
 
 
 def _plot(workdir: str, task: base.Task, eval_set: base.Batch, preds: np.ndarray,

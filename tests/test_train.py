@@ -73,6 +73,10 @@ def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
   plot = {"freq": "predictions.png", "mean": "predictions.png", "sine": "teacher_forced.png"}
   if name in plot:
     assert plot[name] in files
+  if name == "sine":  # free-running evaluation after a 50-step warm-up
+    assert "rollout.png" in files
+    assert {"rmse@10", "rmse@50", "rmse@100", "rmse@200"} <= set(saved["rollout"])
+    assert saved["rollout"]["warmup"] == 50
 
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):

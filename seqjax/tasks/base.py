@@ -24,7 +24,7 @@ Batch = dict[str, jax.Array]
 
 # Salts folded into the data key so that training and held-out data never
 # share a random stream.
-TRAIN_SALT, EVAL_SALT, DATASET_SALT = 0, 1, 2
+TRAIN_SALT, EVAL_SALT, DATASET_SALT, ROLLOUT_SALT = 0, 1, 2, 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,13 @@ class Task:
     plot: which picture of predictions train.py draws ("scatter", "sequence"
       or "none").
     steps_per_epoch: for finite datasets, else None.
+    free_run: > 0 (per-step next-value tasks): training also free-runs this
+      many steps after the teacher-forced inputs, feeding predictions back,
+      with the loss on the true continuation (fights exposure bias); the
+      batch's `y` and `weight` then cover T + free_run steps.
+    rollout_set: `(key) -> (prefix [N, W, I], truth [N, steps, O])` for the
+      free-running evaluation, or None.
+    rollout_horizons: horizons (steps after the prefix) to report.
   """
   name: str
   in_features: int
@@ -61,6 +68,9 @@ class Task:
   stateful_period: int = 0
   plot: str = "scatter"
   steps_per_epoch: int | None = None
+  free_run: int = 0
+  rollout_set: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None = None
+  rollout_horizons: tuple[int, ...] = ()
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

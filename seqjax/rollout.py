@@ -1,0 +1,105 @@
+"""Stateful, free-running generation with an explicit carry.
+
+Shape letters: B independent rollouts, W warm-up steps, N generated steps,
+I inputs, O outputs (generation feeds outputs back, so O == I), L layers,
+H hidden.
+
+Everything is a pure function of (params, carry, inputs): "stateful" means the
+caller passes the carry back in. `rollout` is one jitted program: the warm-up
+is one scan over the true prefix, the free run one `lax.scan` whose step feeds
+its own prediction back as the next input.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from seqjax import lstm
+
+
+def step(model, params, carry: lstm.Carry | None, chunk: jax.Array) -> tuple[lstm.Carry, jax.Array]:
+  """Runs a per-step model on a chunk [B, t, I] from `carry`; returns (carry, y [B, t, O])."""
+  return model.apply({"params": params}, chunk, carry)
+
+
+def free_run(model, params, carry: lstm.Carry, first_input: jax.Array,
+             steps: int) -> tuple[lstm.Carry, jax.Array]:
+  """Generates `steps` outputs, each fed back as the next input.
+
+  Args:
+    model: a per-step model `(x [B, 1, I], carry) -> (carry, y [B, 1, O])`.
+    params: its parameters.
+    carry: the carry after the last true input.
+    first_input: the input of the first generated step, [B, I].
+    steps: N.
+
+  Returns:
+    (final carry, outputs [B, N, O]).
+  """
+  def body(state, _):
+    carry, x = state
+    carry, y = step(model, params, carry, x[:, None])
+    return (carry, y[:, 0]), y[:, 0]
+
+  (carry, _), ys = jax.lax.scan(body, (carry, first_input), None, length=steps)
+  return carry, jnp.swapaxes(ys, 0, 1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def rollout(model, params, prefix: jax.Array, steps: int,
+            carry: lstm.Carry | None = None) -> jax.Array:
+  """Warms up on a true prefix, then free-runs.
+
+  Args:
+    model: a per-step next-value model (static: one compilation per shape).
+    params: its parameters.
+    prefix: true values [B, W, I].
+    steps: N, the number of values to generate after the prefix.
+    carry: carry before the prefix (zeros when None).
+
+  Returns:
+    [B, N, O]: output n predicts prefix position W + n. Output 0 is the
+    prediction from the last true value; each later one is fed the previous.
+  """
+  carry, y = step(model, params, carry, prefix)
+  first = y[:, -1]
+  _, rest = free_run(model, params, carry, first, steps - 1)
+  return jnp.concatenate([first[:, None], rest], axis=1)
+
+
+class Stream:
+  """Feeds an unbounded sequence chunk by chunk, carrying the state between calls.
+
+  The seed echo's stateful Keras LSTM, as a thin convenience over `step`:
+  the carry is a plain attribute the caller can read, replace or `reset`.
+  """
+
+  def __init__(self, model, params, batch_size: int, num_layers: int, hidden: int):
+    self._model, self._params = model, params
+    self._shape = (num_layers, batch_size)
+    self._hidden = hidden
+    self._step = jax.jit(functools.partial(step, model))
+    self.reset()
+
+  def reset(self) -> None:
+    """Back to the zero carry (Keras `reset_states`)."""
+    self.carry = lstm.zero_carry(self._shape, self._hidden)
+
+  def __call__(self, chunk: jax.Array) -> jax.Array:
+    """chunk [B, t, I] -> outputs [B, t, O]; the carry moves on by t steps."""
+    self.carry, y = self._step(self._params, self.carry, chunk)
+    return y
+
+
+def horizon_rmse(preds: jax.Array, truth: jax.Array, horizons) -> dict[str, float]:
+  """RMSE over rollouts of the error at each horizon h (step h of the free run).
+
+  Args:
+    preds, truth: [B, N, O].
+    horizons: steps (1-based) to report, each <= N.
+  """
+  err = jnp.sqrt(jnp.mean((preds - truth) ** 2, axis=(0, 2)))  # [N]
+  return {f"rmse@{h}": float(err[h - 1]) for h in horizons}
