@@ -33,26 +33,14 @@ def get_config(arg=None):
 
   config.model.hidden = 50 if arg.window > 1 else 128
 
-  config.train.steps = 2000
-  config.train.batch_size = 64
-  config.train.learning_rate = 3e-3
-  config.train.schedule = "warmup_cosine"
-  config.train.warmup_steps = 100
-  config.train.grad_clip = 1.0
-  config.train.log_every = 200
-  config.train.eval_every = 1000
-  config.train.checkpoint_every = 1000
+  configlib.seqjax_training(config, steps=2000, batch_size=64)
 
   if arg.seed:
     config.task.seq_len = 25
     config.task.stateful = True
     config.model.hidden = 50
+    configlib.keras_fit(config, batch_size=5)
     config.train.steps = 2000 * 4  # 2000 sequences x 4 batches of 5 windows
-    config.train.batch_size = 5
-    config.train.learning_rate = 1e-3
-    config.train.schedule = "constant"
-    config.train.warmup_steps = 0
-    config.train.grad_clip = 0.0
   if arg.steps:
     config.train.steps = arg.steps
   if arg.quick:

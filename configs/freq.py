@@ -31,27 +31,16 @@ def get_config(arg=None):
   config.model.head_hidden = (100,)
   config.model.activation = "relu"
 
-  config.train.steps = {10: 3000, 20: 4000, 30: 5000}.get(arg.max_freq, 6000)
-  config.train.batch_size = 64
-  config.train.learning_rate = 3e-3
-  config.train.schedule = "warmup_cosine"
-  config.train.warmup_steps = 200
-  config.train.grad_clip = 1.0
-  config.train.log_every = 200
-  config.train.eval_every = 1000
-  config.train.checkpoint_every = 1000
+  configlib.seqjax_training(
+      config, steps={10: 3000, 20: 4000, 30: 5000}.get(arg.max_freq, 6000), batch_size=64,
+      warmup_steps=200)
 
   if arg.seed:
     config.task.per_freq = 10
     config.task.normalize_targets = False
     config.model.dropout = 0.1
     config.model.out_activation = "relu"
-    config.train.epochs = 200
-    config.train.batch_size = 32
-    config.train.learning_rate = 1e-3
-    config.train.schedule = "constant"
-    config.train.warmup_steps = 0
-    config.train.grad_clip = 0.0
+    configlib.keras_fit(config, batch_size=32, epochs=200)
     config.train.log_every = 100
   if arg.steps:
     config.train.steps = arg.steps

@@ -33,15 +33,10 @@ def get_config(arg=None):
   config.model.chrono_tmax = float(arg.length)  # memory timescales up to the sequence length
   config.model.unroll = 8
 
-  config.train.steps = 1500 if arg.length <= 200 else 1000
-  config.train.batch_size = config.task.train_size  # full batch
-  config.train.learning_rate = 1e-2
-  config.train.schedule = "warmup_cosine"
-  config.train.warmup_steps = 100
-  config.train.grad_clip = 1.0
-  config.train.log_every = 100
-  config.train.eval_every = 500
-  config.train.checkpoint_every = 500
+  configlib.seqjax_training(
+      config, steps=1500 if arg.length <= 200 else 1000,
+      batch_size=config.task.train_size,  # full batch
+      learning_rate=1e-2, log_every=100, every=500)
   config.train.eval_batch_size = 512
 
   if arg.seed:
@@ -55,12 +50,7 @@ def get_config(arg=None):
     config.model.out_activation = "relu"
     config.model.unroll = 1
     config.model.chrono_tmax = 0.0
-    config.train.epochs = 50
-    config.train.batch_size = 1
-    config.train.learning_rate = 1e-3
-    config.train.schedule = "constant"
-    config.train.warmup_steps = 0
-    config.train.grad_clip = 0.0
+    configlib.keras_fit(config, batch_size=1, epochs=50)
   if arg.steps:
     config.train.steps = arg.steps
   if arg.quick:

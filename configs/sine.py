@@ -33,25 +33,12 @@ def get_config(arg=None):
   config.model.hidden = 32
   config.model.num_layers = 2
 
-  config.train.steps = 8000
-  config.train.batch_size = 64
-  config.train.learning_rate = 3e-3
-  config.train.schedule = "warmup_cosine"
-  config.train.warmup_steps = 100
-  config.train.grad_clip = 1.0
-  config.train.log_every = 200
-  config.train.eval_every = 1000
-  config.train.checkpoint_every = 1000
+  configlib.seqjax_training(config, steps=8000, batch_size=64)
 
   if arg.seed:
     config.task.train_size = 1000
     config.task.free_run = 0
-    config.train.epochs = 50
-    config.train.batch_size = 32
-    config.train.learning_rate = 1e-3
-    config.train.schedule = "constant"
-    config.train.warmup_steps = 0
-    config.train.grad_clip = 0.0
+    configlib.keras_fit(config, batch_size=32, epochs=50)
   if arg.steps:
     config.train.steps = arg.steps
   if arg.quick:

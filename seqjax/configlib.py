@@ -97,3 +97,20 @@ def make_quick(config: ml_collections.ConfigDict) -> None:
   config.train.log_every = 10
   config.train.eval_every = 10
   config.train.checkpoint_every = 10
+
+
+def seqjax_training(config: ml_collections.ConfigDict, *, steps: int, batch_size: int,
+                    learning_rate: float = 3e-3, warmup_steps: int = 100, log_every: int = 200,
+                    every: int = 1000) -> None:
+  """The defaults that beat the seeds: Adam, warmup + cosine decay, clipping at norm 1."""
+  t = config.train
+  t.steps, t.batch_size, t.learning_rate = steps, batch_size, learning_rate
+  t.schedule, t.warmup_steps, t.grad_clip = "warmup_cosine", warmup_steps, 1.0
+  t.log_every, t.eval_every, t.checkpoint_every = log_every, every, every
+
+
+def keras_fit(config: ml_collections.ConfigDict, *, batch_size: int, epochs: int = 0) -> None:
+  """The seeds' `compile('adam')` + `fit`: Adam 1e-3, constant rate, no clipping."""
+  t = config.train
+  t.epochs, t.batch_size, t.learning_rate = epochs, batch_size, 1e-3
+  t.schedule, t.warmup_steps, t.grad_clip = "constant", 0, 0.0
