@@ -1,21 +1,34 @@
-"""Orbax checkpoints of the train state in `workdir/checkpoints/<step>`."""
+"""Orbax checkpoints of the train state in `workdir/checkpoints/<step>`.
+
+A checkpoint that cannot be restored (truncated by a kill, corrupted on disk)
+is moved aside to `workdir/checkpoints_unreadable/<step>` with a warning, and
+the previous one is used: nothing is deleted, and a run never crashes on it.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from seqjax import validate, writers
 
 
 class Checkpointer:
   """Saves the whole train state (params, optimizer, step, carry); restores the latest."""
 
   def __init__(self, directory: str, max_to_keep: int = 3):
-    self._mngr = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self._dir = os.path.abspath(directory)
+    self._max_to_keep = max_to_keep
+    self._mngr = self._manager()
+
+  def _manager(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        self._dir, options=ocp.CheckpointManagerOptions(
+            max_to_keep=self._max_to_keep, create=True, cleanup_tmp_directories=True))
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -23,15 +36,45 @@ class Checkpointer:
   def save(self, step: int, state) -> None:
     self._mngr.save(step, args=ocp.args.StandardSave(_saveable(state)))
 
+  def wait(self) -> None:
+    """Blocks until pending (asynchronous) saves are on disk."""
+    self._mngr.wait_until_finished()
+
   def restore_latest(self, state):
-    """`state` restored from the newest checkpoint, or `state` itself if there is none."""
-    step = self._mngr.latest_step()
-    if step is None:
-      return state
+    """`state` from the newest readable checkpoint, or `state` itself if there is none."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _saveable(state))
-    restored = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-    logging.info("restored checkpoint %d", step)
+    moved = False
+    restored = None
+    for step in sorted(self._mngr.all_steps(), reverse=True):
+      try:
+        restored = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        break
+      except Exception as e:  # noqa: BLE001  (any unreadable checkpoint: fall back, never crash)
+        if self._readable(step):
+          raise validate.ConfigError(
+              f"checkpoint {step} in {self._dir} does not fit this config's model or optimizer "
+              f"({type(e).__name__}); use a new --workdir") from None
+        aside = os.path.join(os.path.dirname(self._dir), "checkpoints_unreadable", str(step))
+        writers.console(f"warning: checkpoint {step} is unreadable ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]}); moved to {aside}, trying the previous")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        shutil.move(os.path.join(self._dir, str(step)), aside)
+        moved = True
+    if moved:  # the manager caches its step list
+      self._mngr.close()
+      self._mngr = self._manager()
+    if restored is None:
+      return state
+    logging.info("restored checkpoint %d", int(restored["step"]))
     return state.replace(**restored)
+
+  def _readable(self, step: int) -> bool:
+    """Whether the checkpoint restores at all, without a target structure."""
+    try:
+      self._mngr.restore(step, args=ocp.args.StandardRestore())
+      return True
+    except Exception:  # noqa: BLE001
+      return False
 
   def close(self) -> None:
     self._mngr.wait_until_finished()

@@ -49,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Fields every experiment has; config files fill in `task` and override the rest."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.allow_config_change = False  # resume a workdir whose config.json differs
 
   config.task = ml_collections.ConfigDict()
 

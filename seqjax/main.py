@@ -54,6 +54,9 @@ def main(argv):
   except FloatingPointError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
+  except train.Preempted as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
 
 
 if __name__ == "__main__":

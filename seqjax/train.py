@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import threading
 import time
 from typing import Any
 
@@ -25,6 +28,7 @@ from seqjax.tasks import base
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+MIN_FREE_MB = 64
 
 
 class TrainState(train_state.TrainState):
@@ -169,38 +173,101 @@ def evaluate(model, params, eval_set: base.Batch, batch_size: int, eval_fn) -> n
   return jnp.concatenate(preds)
 
 
-def _finite(metrics: dict[str, float]) -> bool:
-  return all(np.isfinite(v) for v in metrics.values())
+class Preempted(Exception):  # noqa: N818  (a stop, not an error)
+  """SIGTERM arrived; a checkpoint of the current step was saved before stopping."""
+
+
+class _SigtermFlag:
+  """Records SIGTERM (a preemption notice) while training, instead of dying mid-step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Creates and checks `workdir` before anything is compiled.
+
+  Raises ConfigError if it cannot be written, has too little free space, or
+  holds checkpoints of a different config (unless `config.allow_config_change`).
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_probe")
+    with open(probe, "w") as f:
+      f.write("x" * 4096)
+    os.remove(probe)
+  except OSError as e:
+    raise validate.ConfigError(f"--workdir={workdir!r} is not writable: {e}") from None
+  free_mb = shutil.disk_usage(workdir).free / 2**20
+  if free_mb < MIN_FREE_MB:
+    raise validate.ConfigError(f"--workdir={workdir!r} has {free_mb:.0f} MiB free; at least "
+                               f"{MIN_FREE_MB} MiB are needed for checkpoints and metrics")
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
+    with open(path) as f:
+      before = _flatten(json.load(f))
+    now = _flatten(json.loads(config.to_json_best_effort()))
+    changed = [f"{k}: {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
+               for k in sorted(set(before) | set(now))
+               if k != "allow_config_change" and before.get(k) != now.get(k)]
+    if changed and not config.allow_config_change:
+      raise validate.ConfigError(
+          f"--workdir={workdir!r} holds a run with a different config ({'; '.join(changed)}); "
+          "use a new --workdir, or --config.allow_config_change=True to resume anyway")
+  with open(path, "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains, evaluates on held-out data, writes everything to `workdir`.
 
+  Rerunning with the same workdir resumes from the latest readable checkpoint.
   Returns the final held-out metrics (also in `workdir/results.json`).
-  Raises `validate.ConfigError` for bad config values before any compilation,
-  and `FloatingPointError` naming the step range if the loss becomes NaN/Inf.
+
+  Raises:
+    validate.ConfigError: a bad config value or workdir, before compiling.
+    FloatingPointError: the loss or gradients became NaN/Inf (names the step).
+    Preempted: SIGTERM; a checkpoint of the current step was saved first.
   """
   t_start = time.perf_counter()
   validate_config(config)
   root = jax.random.key(config.seed)
   data_key, init_key, dropout_key, eval_key = jax.random.split(root, 4)
   task = tasks.make(config.task, config.train.batch_size, data_key)
-  total = (config.train.epochs * task.steps_per_epoch if config.train.epochs and
-           task.steps_per_epoch else config.train.steps)
   if config.train.epochs and not task.steps_per_epoch:
     validate.fail("train.epochs", config.train.epochs,
                   "needs a finite dataset (this task config is online); set train.steps")
-
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  total = config.train.epochs * task.steps_per_epoch if config.train.epochs else config.train.steps
+  prepare_workdir(config, workdir)
 
   model = create_model(config, task)
   state = init_state(config, task, model, data_key, init_key, total)
-  params = state.params
-  n_params = sum(p.size for p in jax.tree.leaves(params))
+  n_params = sum(p.size for p in jax.tree.leaves(state.params))
   writers.console(f"task {task.name}: {n_params} parameters, {total} steps, workdir {workdir}")
-
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   state = ckpt.restore_latest(state)
   first_step = int(state.step)
@@ -222,51 +289,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
     return preds, metrics
 
-  pending, last_ok, compile_s = [], first_step, None
+  def flush(pending, step):
+    """Fetches the metrics of the steps since the last flush; stops on NaN/Inf."""
+    rows = jax.device_get(pending)
+    for offset, row in enumerate(rows):
+      if not all(np.isfinite(v) for v in row.values()):
+        bad = step - len(rows) + 1 + offset
+        raise FloatingPointError(
+            f"loss or gradients became NaN/Inf at step {bad} (steps {step - len(rows) + 1}.."
+            f"{bad - 1} were finite; last checkpoint: step {ckpt.latest_step() or 'none'}); "
+            "lower train.learning_rate or set train.grad_clip")
+    return rows
+
+  pending, compile_s = [], None
   try:
-    for step in range(first_step + 1, total + 1):
-      state, metrics = train_step(state)
-      pending.append(metrics)
-      if compile_s is None:
-        jax.block_until_ready(metrics)
-        compile_s = time.perf_counter() - t_start
-        progress.start(step)
-      if itstime(step, config.train.log_every, total) or itstime(
-          step, config.train.checkpoint_every, total):
-        rows = jax.device_get(pending)
-        for offset, row in enumerate(rows):
-          if not _finite(row):
-            bad = step - len(rows) + 1 + offset
-            raise FloatingPointError(
-                f"loss or gradients became NaN/Inf at step {bad} (last finite step {bad - 1}, "
-                f"last checkpoint at step {ckpt.latest_step() or 'none'}); "
-                "lower train.learning_rate or set train.grad_clip")
-        last_ok, pending = step, []
-        if itstime(step, config.train.log_every, total):
-          scalars = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-          writer.write(step, "train", scalars)
-          progress.report(step, scalars)
-        if itstime(step, config.train.checkpoint_every, total):
-          ckpt.save(step, state)
-      if itstime(step, config.train.eval_every, total) and step != total:
-        run_eval(step)
-    preds, held_out = run_eval(total)
+    with _SigtermFlag() as sigterm:
+      for step in range(first_step + 1, total + 1):
+        state, metrics = train_step(state)
+        pending.append(metrics)
+        if compile_s is None:
+          jax.block_until_ready(metrics)
+          compile_s = time.perf_counter() - t_start
+          progress.start(step)
+        log = itstime(step, config.train.log_every, total)
+        save = itstime(step, config.train.checkpoint_every, total) or sigterm.requested
+        if log or save:
+          rows, pending = flush(pending, step), []
+          if log:
+            scalars = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            writer.write(step, "train", scalars)
+            progress.report(step, scalars)
+          if save:
+            ckpt.save(step, state)
+          if sigterm.requested:
+            ckpt.wait()
+            raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved; rerun the "
+                            "same command to resume")
+        if itstime(step, config.train.eval_every, total) and step != total:
+          run_eval(step)
+      preds, held_out = run_eval(total)
   finally:
     ckpt.close()
-  del last_ok
+    writer.close()
 
-  results = {
-      "task": task.name, "metric": task.metric, "held_out": held_out, "steps": total,
-      "parameters": n_params, "compile_s": compile_s,
-      "wall_s": time.perf_counter() - t_start, "platform": jax.default_backend(),
-  }
+  # results.json holds only what the run computed (bit-identical across reruns); times apart.
+  results = {"task": task.name, "metric": task.metric, "held_out": held_out, "steps": total,
+             "parameters": n_params}
   if task.rollout_set is not None:
     results["rollout"] = evaluate_rollout(model, state.params, task, eval_key, workdir)
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  timing = {"compile_s": compile_s, "wall_s": time.perf_counter() - t_start,
+            "platform": jax.default_backend(), "devices": jax.device_count()}
+  for name, content in (("results.json", results), ("timing.json", timing)):
+    with open(os.path.join(workdir, name), "w") as f:
+      json.dump(content, f, indent=2)
   _plot(workdir, task, eval_set, np.asarray(preds), writers.read_metrics(workdir))
-  writer.close()
   writers.console("results: " + json.dumps(results))
+  writers.console(f"time: {timing['wall_s']:.1f} s (first step, compile included: "
+                  f"{compile_s or 0:.1f} s)")
   return results
 
 

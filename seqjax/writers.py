@@ -61,9 +61,18 @@ class Progress:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """All records of `workdir/metrics.jsonl`."""
+  """The records of `workdir/metrics.jsonl`, in step order.
+
+  A resumed run recomputes the steps after its checkpoint; their newest
+  record (split, step) wins, so a resumed history reads as one run.
+  """
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
+  latest = {}
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      if line.strip():
+        record = json.loads(line)
+        latest[(record["split"], record["step"])] = record
+  return sorted(latest.values(), key=lambda r: (r["step"], r["split"]))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
 
-from seqjax import checkpoint, tasks, train, writers
+from seqjax import checkpoint, report, tasks, train, writers
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -73,6 +73,8 @@ def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
   plot = {"freq": "predictions.png", "mean": "predictions.png", "sine": "teacher_forced.png"}
   if name in plot:
     assert plot[name] in files
+  table = report.rows(str(tmp_path))
+  assert len(table) == 3 and table[2].startswith(f"| wd | {name} | {saved['metric']} ")
   if name == "sine":  # free-running evaluation after a 50-step warm-up
     assert "rollout.png" in files
     assert {"rmse@10", "rmse@50", "rmse@100", "rmse@200"} <= set(saved["rollout"])
@@ -116,13 +118,26 @@ def test_periodic_actions_fire_on_their_own_setting(tmp_path):
 
 
 def test_nan_stops_with_step_range_and_keeps_work(tmp_path):
+  """A huge learning rate after 20 good steps: stop naming the step; keep checkpoints, metrics."""
   config = load_config("freq", "quick")
-  config.unlock()
-  config.train.learning_rate = 1e12
-  config.train.grad_clip = 0.0
-  config.train.schedule = "constant"
-  config.train.steps = 40
   workdir = str(tmp_path / "wd")
-  with pytest.raises(FloatingPointError, match=r"NaN/Inf at step \d+ \(last finite step"):
+  train.train_and_evaluate(config, workdir)
+  good = _restore_raw(workdir, 20)
+  config.unlock()
+  config.train.steps = 40
+  config.train.learning_rate = 1e12  # same optimizer structure, so the checkpoint still fits
+  config.allow_config_change = True
+  with pytest.raises(FloatingPointError, match=r"NaN/Inf at step 2\d .*last checkpoint: step 20"):
     train.train_and_evaluate(config, workdir)
-  assert os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+  assert steps == [10, 20]
+  after = _restore_raw(workdir, 20)
+  jax.tree.map(np.testing.assert_array_equal, good, after)
+  records = writers.read_metrics(workdir)
+  assert [r["step"] for r in records if r["split"] == "train"] == [10, 20]
+
+
+def _restore_raw(workdir, step):
+  import orbax.checkpoint as ocp
+  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "default")
+  return ocp.StandardCheckpointer().restore(path)

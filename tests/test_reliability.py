@@ -1,0 +1,248 @@
+"""Preemption-safe, bit-exact resume; bad input fails early and loses nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from test_train import load_config
+
+from seqjax import train, validate
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CMD = [sys.executable, "-m", "seqjax.main", "--config=configs/echo.py:quick",
+       "--config.train.steps=300", "--config.train.checkpoint_every=10",
+       "--config.train.log_every=10", "--config.train.eval_every=100"]
+
+
+def _run(args, **kw):
+  return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+
+
+def _start(workdir):
+  return subprocess.Popen(CMD + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(workdir, step, proc, timeout=120):
+  path = os.path.join(workdir, "checkpoints", str(step))
+  t0 = time.time()
+  while not os.path.isdir(path):
+    assert proc.poll() is None, "run ended before the checkpoint appeared"
+    assert time.time() - t0 < timeout
+    time.sleep(0.02)
+
+
+def _checkpoint_steps(workdir):
+  return sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+
+
+def _final_params(workdir):
+  step = _checkpoint_steps(workdir)[-1]
+  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "default")
+  return step, ocp.StandardCheckpointer().restore(path)["params"]
+
+
+def _same_run(workdir_a, workdir_b):
+  for name in ("results.json",):
+    with open(os.path.join(workdir_a, name)) as a, open(os.path.join(workdir_b, name)) as b:
+      assert a.read() == b.read()
+  step_a, params_a = _final_params(workdir_a)
+  step_b, params_b = _final_params(workdir_b)
+  assert step_a == step_b
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("full") / "wd")
+  result = _run(CMD + [f"--workdir={workdir}"])
+  assert result.returncode == 0, result.stderr
+  return workdir
+
+
+def test_kill_9_then_rerun_is_bit_identical(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "wd")
+  proc = _start(workdir)
+  _wait_for_checkpoint(workdir, 50, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  assert proc.returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+  rerun = _run(CMD + [f"--workdir={workdir}"])
+  assert rerun.returncode == 0, rerun.stderr
+  assert "resumed from the checkpoint at step" in rerun.stdout
+  _same_run(uninterrupted, workdir)
+
+
+def test_sigterm_saves_a_checkpoint_then_resumes(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "wd")
+  proc = _start(workdir)
+  _wait_for_checkpoint(workdir, 50, proc)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 143, err
+  stopped_at = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
+  assert _checkpoint_steps(workdir)[-1] == stopped_at
+  rerun = _run(CMD + [f"--workdir={workdir}"])
+  assert rerun.returncode == 0, rerun.stderr
+  assert f"resumed from the checkpoint at step {stopped_at}" in rerun.stdout
+  _same_run(uninterrupted, workdir)
+
+
+DATA_HASH = """
+import hashlib, sys, jax, numpy as np
+sys.path.insert(0, "tests")
+from test_train import load_config
+from seqjax import tasks
+digest = hashlib.sha256()
+for name, arg in [("freq", None), ("mean", None), ("sine", None), ("echo", "window=1,lag=5"),
+                  ("echo", "seed")]:
+  config = load_config(name, arg)
+  key = jax.random.key(config.seed)
+  task = tasks.make(config.task, config.train.batch_size, key)
+  step = jax.jit(task.train_batch)
+  for s in range(3):
+    for leaf in jax.tree.leaves(step(key, np.int32(s))):
+      digest.update(np.asarray(leaf).tobytes())
+  for leaf in jax.tree.leaves(task.eval_batch(jax.random.fold_in(key, 1))):
+    digest.update(np.asarray(leaf).tobytes())
+print(jax.device_count(), digest.hexdigest())
+"""
+
+
+def test_data_generation_is_bit_identical_on_1_and_8_devices():
+  outputs = []
+  for devices in (1, 8):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    result = _run([sys.executable, "-c", DATA_HASH], env=env)
+    assert result.returncode == 0, result.stderr
+    count, digest = result.stdout.split()
+    assert int(count) == devices
+    outputs.append(digest)
+  assert outputs[0] == outputs[1]
+
+
+def test_two_runs_are_bit_identical(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "wd")
+  result = _run(CMD + [f"--workdir={workdir}"])
+  assert result.returncode == 0, result.stderr
+  _same_run(uninterrupted, workdir)
+
+
+def test_corrupted_latest_checkpoint_falls_back(tmp_path, capsys):
+  config = load_config("freq", "quick")
+  reference = train.train_and_evaluate(config, str(tmp_path / "ref"))
+  workdir = str(tmp_path / "wd")
+  train.train_and_evaluate(config, workdir)
+  latest = os.path.join(workdir, "checkpoints", "20")
+  for folder, _, files in os.walk(latest):  # truncate every file of the newest checkpoint
+    for name in files:
+      with open(os.path.join(folder, name), "r+b") as f:
+        f.truncate(max(0, os.path.getsize(f.name) // 3))
+  os.remove(os.path.join(workdir, "results.json"))
+  capsys.readouterr()
+  resumed = train.train_and_evaluate(config, workdir)
+  out = capsys.readouterr().out
+  assert "warning: checkpoint 20 is unreadable" in out
+  assert "resumed from the checkpoint at step 10" in out
+  assert os.path.isdir(os.path.join(workdir, "checkpoints_unreadable", "20"))
+  assert resumed == reference
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+  config = load_config("freq", "quick")
+  workdir = str(tmp_path / "wd")
+  train.train_and_evaluate(config, workdir)
+  config.unlock()
+  config.model.hidden = 8
+  config.train.learning_rate = 0.5
+  with pytest.raises(validate.ConfigError,
+                     match=r"different config \(model.hidden: 16 -> 8; train.learning_rate"):
+    train.train_and_evaluate(config, workdir)
+  config.model.hidden = 16
+  config.train.steps = 30
+  config.allow_config_change = True  # the explicit opt-in
+  results = train.train_and_evaluate(config, workdir)
+  assert results["steps"] == 30 and _checkpoint_steps(workdir)[-1] == 30
+
+
+def test_unwritable_workdir_fails_before_compiling(tmp_path, monkeypatch):
+  config = load_config("freq", "quick")
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  compiled = []
+  monkeypatch.setattr(train, "make_train_step", lambda *a: compiled.append(1))
+  with pytest.raises(validate.ConfigError, match="is not writable"):
+    train.train_and_evaluate(config, str(blocker / "wd"))
+
+  class Full:
+    free = 1 << 20
+  monkeypatch.setattr(train.shutil, "disk_usage", lambda path: Full)
+  with pytest.raises(validate.ConfigError, match="1 MiB free"):
+    train.train_and_evaluate(config, str(tmp_path / "wd"))
+  assert not compiled
+
+
+# (config file, arg, field override or None, value, field named in the message)
+BAD_INPUTS = [
+    ("freq", "quick", "task.name", "fre", "task.name"),
+    ("freq", "quick", "task.max_freq", 60, "task.max_freq"),
+    ("freq", "quick", "task.max_freq", 1, "task.max_freq"),
+    ("freq", "quick", "task.time_steps", 0, "task.time_steps"),
+    ("freq", "quick", "task.per_freq", -1, "task.per_freq"),
+    ("mean", "quick", "task.length", -3, "task.length"),
+    ("mean", "quick", "task.train_size", 0, "task.train_size"),
+    ("mean", "quick", "task.train_size", 51, "task.train_size"),
+    ("echo", "quick", "task.window", 30, "task.window"),
+    ("echo", "quick", "task.lag", 5, "task.lag"),
+    ("echo", "quick,window=1,lag=5", "task.chunk", 30, "task.chunk"),
+    ("echo", "quick,seed", "train.batch_size", 3, "train.batch_size"),
+    ("sine", "quick", "task.width", 0.0, "task.width"),
+    ("sine", "quick", "task.free_run", -1, "task.free_run"),
+    ("freq", "quick", "model.hidden", 0, "model.hidden"),
+    ("freq", "quick", "model.num_layers", -1, "model.num_layers"),
+    ("freq", "quick", "model.recurrent_gain", 0.0, "model.recurrent_gain"),
+    ("freq", "quick", "model.kernel_gain", -1.0, "model.kernel_gain"),
+    ("freq", "quick", "model.recurrent_init", "ortho", "model.recurrent_init"),
+    ("freq", "quick", "model.activation", "swish2", "model.activation"),
+    ("freq", "quick", "model.dropout", 1.5, "model.dropout"),
+    ("freq", "quick", "model.dtype", "float16", "model.dtype"),
+    ("freq", "quick", "model.chrono_tmax", -5.0, "model.chrono_tmax"),
+    ("freq", "quick", "train.batch_size", 0, "train.batch_size"),
+    ("freq", "quick", "train.steps", -10, "train.steps"),
+    ("freq", "quick", "train.optimizer", "adamm", "train.optimizer"),
+    ("freq", "quick", "train.schedule", "linear", "train.schedule"),
+    ("freq", "quick", "train.learning_rate", -1e-3, "train.learning_rate"),
+    ("freq", "quick", "train.end_lr_factor", 2.0, "train.end_lr_factor"),
+    ("freq", "quick", "train.grad_clip", -1.0, "train.grad_clip"),
+    ("freq", "quick", "train.log_every", 0, "train.log_every"),
+    ("freq", "quick", "train.epochs", 3, "train.epochs"),  # online data has no epochs
+]
+
+
+@pytest.mark.parametrize("name,arg,field,value,named", BAD_INPUTS,
+                         ids=[f"{b[2]}={b[3]}" for b in BAD_INPUTS])
+def test_bad_input_is_one_line_naming_the_field(name, arg, field, value, named, tmp_path,
+                                                monkeypatch):
+  config = load_config(name, arg)
+  config.unlock()
+  group, key = field.split(".")
+  config[group][key] = value
+  compiled = []
+  monkeypatch.setattr(train, "make_train_step", lambda *a: compiled.append(1))
+  workdir = tmp_path / "wd"
+  with pytest.raises(validate.ConfigError) as info:
+    train.train_and_evaluate(config, str(workdir))
+  message = str(info.value)
+  assert "\n" not in message and f"config.{named}=" in message
+  assert not compiled and not workdir.exists()
+
+
+def test_bad_input_table_is_large_enough():
+  assert len(BAD_INPUTS) >= 20
