@@ -17,8 +17,10 @@ def rows(root: str) -> list[str]:
       continue
     with open(path) as f:
       r = json.load(f)
-    with open(os.path.join(root, name, "timing.json")) as f:
-      r |= json.load(f)
+    timing = os.path.join(root, name, "timing.json")
+    if os.path.exists(timing):  # older runs kept their times in results.json
+      with open(timing) as f:
+        r |= json.load(f)
     metric = r["metric"]
     value = r["held_out"][metric]
     shown = f"{metric} {value:.4%}" if metric == "accuracy" else f"{metric} {value:.3g}"

@@ -257,7 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   validate_config(config)
   root = jax.random.key(config.seed)
   data_key, init_key, dropout_key, eval_key = jax.random.split(root, 4)
-  task = tasks.make(config.task, config.train.batch_size, data_key)
+  task = tasks.make(config.task, config.train.batch_size)
   if config.train.epochs and not task.steps_per_epoch:
     validate.fail("train.epochs", config.train.epochs,
                   "needs a finite dataset (this task config is online); set train.steps")
@@ -276,7 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_step = jax.jit(make_train_step(model, task, data_key, dropout_key), donate_argnums=0)
   eval_fn = jax.jit(lambda p, b: _apply(model, p, b)[1])
-  eval_set = task.eval_batch(jax.random.fold_in(eval_key, base.EVAL_SALT))
+  eval_set = task.eval_batch(data_key, jax.random.fold_in(eval_key, base.EVAL_SALT))
   writer = writers.MetricWriter(workdir)
   progress = writers.Progress(first_step, total)
 

@@ -105,12 +105,12 @@ for name, arg in [("freq", None), ("mean", None), ("sine", None), ("echo", "wind
                   ("echo", "seed")]:
   config = load_config(name, arg)
   key = jax.random.key(config.seed)
-  task = tasks.make(config.task, config.train.batch_size, key)
+  task = tasks.make(config.task, config.train.batch_size)
   step = jax.jit(task.train_batch)
   for s in range(3):
     for leaf in jax.tree.leaves(step(key, np.int32(s))):
       digest.update(np.asarray(leaf).tobytes())
-  for leaf in jax.tree.leaves(task.eval_batch(jax.random.fold_in(key, 1))):
+  for leaf in jax.tree.leaves(task.eval_batch(key, jax.random.fold_in(key, 1))):
     digest.update(np.asarray(leaf).tobytes())
 print(jax.device_count(), digest.hexdigest())
 """

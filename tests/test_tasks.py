@@ -22,7 +22,7 @@ def _task(name, arg=None, **overrides):
   config.unlock()
   for field, value in overrides.items():
     config.task[field] = value
-  return tasks.make(config.task, config.train.batch_size, KEY), config
+  return tasks.make(config.task, config.train.batch_size), config
 
 
 def test_freq_online_samples():
@@ -49,7 +49,7 @@ def test_freq_seed_dataset_and_held_out():
   assert weights.sum() == 90 and weights.shape == (96,)
   f = np.concatenate([b["y"][:, 0] for b in seen])[weights > 0]
   np.testing.assert_array_equal(np.bincount(f.astype(int)), [0] + [10] * 9)
-  held = task.eval_batch(jax.random.key(7))
+  held = task.eval_batch(KEY, jax.random.key(7))
   np.testing.assert_array_equal(np.bincount(held["y"][:, 0].astype(int)), [0] + [50] * 9)
   train_x = np.concatenate([b["x"] for b in seen])[weights > 0]
   # Same integer frequencies, new offsets: no held-out sine equals a training sine.
@@ -65,7 +65,7 @@ def test_mean_held_out_disjoint_from_training():
   ones = lambda x: set(np.asarray(x[..., 0].sum(1)).astype(int).tolist())
   train_seqs = ones(b["x"])
   assert len(train_seqs) == 80  # the full batch is the whole training set
-  held = task.eval_batch(KEY)
+  held = task.eval_batch(KEY, jax.random.key(7))
   held_seqs = ones(held["x"])
   assert len(held_seqs) == 121 and not train_seqs & held_seqs
   # Step sequences: 0..0 then 1..1.
@@ -109,8 +109,9 @@ def test_echo_stream_labels_lag_and_chunks():
 def test_sine_next_step_targets():
   task, config = _task("sine")
   b = task.train_batch(KEY, jnp.int32(3))
-  assert b["x"].shape == b["y"].shape == (64, 50, 1)
-  np.testing.assert_array_equal(b["x"][:, 1:], b["y"][:, :-1])
+  free_run = config.task.free_run  # targets go on past the inputs for the free-running loss
+  assert b["x"].shape == (64, 50, 1) and b["y"].shape == (64, 50 + free_run, 1)
+  np.testing.assert_allclose(b["x"][:, 1:], b["y"][:, :49], atol=1e-6)
   dx = np.diff(np.arcsin(np.clip(b["x"][..., 0], -1, 1)), axis=1)
   assert np.all(np.abs(dx) <= np.pi / 2 / 50 + 1e-3)  # each step advances the phase by width/T
 

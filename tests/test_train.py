@@ -34,7 +34,7 @@ def test_one_jitted_step_changes_every_parameter(name, arg):
   config.train.schedule = "constant"  # warmup starts at learning rate 0
   root = jax.random.key(config.seed)
   data_key, init_key, dropout_key, _ = jax.random.split(root, 4)
-  task = tasks.make(config.task, config.train.batch_size, data_key)
+  task = tasks.make(config.task, config.train.batch_size)
   model = train.create_model(config, task)
   state = train.init_state(config, task, model, data_key, init_key, 10)
   before = jax.tree.map(np.array, state.params)

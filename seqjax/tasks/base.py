@@ -37,9 +37,14 @@ class Task:
     out_features: O (classes for a classifier).
     head: "last" or "per_step" (see `models.SequenceModel`).
     train_batch: `(key, step) -> Batch`, pure JAX, called inside the jitted
-      step with a traced step: online tasks sample fresh examples from
-      `fold_in(key, step)`, finite datasets take batch `step` of an epoch.
-    eval_batch: `(key) -> Batch`, the fixed held-out set (arrays, [N, ...]).
+      step with a traced step and the run's data key: online tasks sample
+      fresh examples from `fold_in(key, step)`; finite datasets are rebuilt
+      from `fold_in(key, DATASET_SALT)` (cheap, and it keeps everything a
+      function of the key, so grids of runs vmap over keys) and give batch
+      `step` of an epoch.
+    eval_batch: `(key, eval_key) -> Batch`, the fixed held-out set (arrays,
+      [N, ...]); `key` is the data key (to exclude the training set), new
+      examples come from `eval_key`.
     loss_and_metrics: `(preds, batch) -> (loss, {name: value})`, metrics in
       the task's own units (e.g. MAE in cycles for freq).
     metric: the headline held-out metric name, and `higher_is_better`.
@@ -135,12 +140,15 @@ def vmap_sample(fn: Callable[[jax.Array], Batch], key: jax.Array, n: int) -> Bat
 
 
 def train_batches(example: Callable[[jax.Array], Batch], batch_size: int,
-                  dataset: Batch | None = None) -> Callable[[jax.Array, jax.Array], Batch]:
+                  dataset: Callable[[jax.Array], Batch] | None = None,
+                  ) -> Callable[[jax.Array, jax.Array], Batch]:
   """The `train_batch(key, step)` of a task.
 
   Online (no `dataset`): `batch_size` fresh examples from `fold_in(key, step)`.
-  Finite: batch `step` of the dataset's epochs (see `epoch_batch`).
+  Finite: batch `step` of the epochs of `dataset(fold_in(key, DATASET_SALT))`
+  (see `epoch_batch`).
   """
   if dataset is None:
     return lambda key, step: vmap_sample(example, jax.random.fold_in(key, step), batch_size)
-  return lambda key, step: epoch_batch(dataset, key, step, batch_size)
+  return lambda key, step: epoch_batch(dataset(jax.random.fold_in(key, DATASET_SALT)), key, step,
+                                       batch_size)

@@ -23,7 +23,7 @@ from seqjax import validate
 from seqjax.tasks import base
 
 
-def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> base.Task:
+def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
   """Builds the task from `config.task` (fields: see configs/echo.py)."""
   for field in ("classes", "seq_len", "window", "chunk", "eval_size"):
     validate.positive(f"task.{field}", cfg[field])
@@ -83,7 +83,7 @@ def _window_task(cfg, batch_size):
   return base.Task(
       name="echo", in_features=classes, out_features=classes, head="last",
       train_batch=train_batch,
-      eval_batch=lambda k: windows(_stream(k, cfg.eval_size, seq_len, classes)),
+      eval_batch=lambda key, eval_key: windows(_stream(eval_key, cfg.eval_size, seq_len, classes)),
       loss_and_metrics=base.classification_loss, metric="accuracy", higher_is_better=True,
       stateful_period=period, plot="none")
 
@@ -109,6 +109,7 @@ def _stream_task(cfg, batch_size):
   return base.Task(
       name="echo", in_features=classes, out_features=classes, head="per_step",
       train_batch=train_batch,
-      eval_batch=lambda k: sequences(_stream(k, cfg.eval_size, seq_len, classes)),
+      eval_batch=lambda key, eval_key: sequences(_stream(eval_key, cfg.eval_size, seq_len,
+                                                         classes)),
       loss_and_metrics=base.classification_loss, metric="accuracy", higher_is_better=True,
       stateful_period=period, plot="none")

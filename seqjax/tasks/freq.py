@@ -33,7 +33,7 @@ def _examples(freqs: jax.Array, offsets: jax.Array, time_steps: int) -> base.Bat
           "weight": jnp.ones((n,), jnp.float32)}
 
 
-def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> base.Task:
+def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
   """Builds the task from `config.task` (fields: see configs/freq.py)."""
   validate.positive("task.time_steps", cfg.time_steps)
   limit = nyquist(cfg.time_steps)
@@ -54,16 +54,15 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> bas
     freqs = jnp.tile(jnp.arange(1, max_freq), per_freq)
     return _examples(freqs, jax.random.uniform(k, freqs.shape), steps)
 
-  dataset = None
-  if cfg.per_freq:
-    dataset = fixed_set(jax.random.fold_in(key, base.DATASET_SALT), cfg.per_freq)
+  dataset = (lambda k: fixed_set(k, cfg.per_freq)) if cfg.per_freq else None
   # Normalised targets keep the regression well scaled at any max_freq.
   shift, scale = (max_freq / 2, max_freq / 2) if cfg.normalize_targets else (0.0, 1.0)
   return base.Task(
       name="freq", in_features=1, out_features=1, head="last",
       train_batch=base.train_batches(example, batch_size, dataset),
-      eval_batch=lambda k: fixed_set(k, cfg.eval_per_freq),
+      eval_batch=lambda key, eval_key: fixed_set(eval_key, cfg.eval_per_freq),
       loss_and_metrics=lambda p, b: base.regression_loss(p, b, shift, scale),
       metric="mae", plot="scatter",
-      steps_per_epoch=base.steps_per_epoch(dataset["y"].shape[0], batch_size) if dataset else None,
+      steps_per_epoch=(base.steps_per_epoch((max_freq - 1) * cfg.per_freq, batch_size)
+                       if cfg.per_freq else None),
       info={"target_shift": shift, "target_scale": scale, "unit": "frequency"})

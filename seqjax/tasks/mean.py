@@ -22,7 +22,7 @@ def step_sequences(k: jax.Array, length: int) -> jax.Array:
   return (jnp.arange(length)[None, :] >= k[:, None]).astype(jnp.float32)[..., None]
 
 
-def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> base.Task:
+def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
   """Builds the task from `config.task` (fields: see configs/mean.py)."""
   validate.positive("task.length", cfg.length)
   validate.positive("task.train_size", cfg.train_size)
@@ -32,10 +32,10 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> bas
     validate.fail("task.train_size", cfg.train_size,
                   f"must be < length + 1 = {length + 1}, the number of distinct sequences, "
                   "to leave any for the held-out set")
-  order = jax.random.permutation(jax.random.fold_in(key, base.DATASET_SALT), length + 1)
-  train_idx = order[:cfg.train_size]
-  held_out = order[cfg.train_size:]
-  eval_idx = held_out[:cfg.eval_size]
+
+  def split(key):  # a fixed permutation of all L + 1 sequences: training set, then held out
+    order = jax.random.permutation(jax.random.fold_in(key, base.DATASET_SALT), length + 1)
+    return order[:cfg.train_size], order[cfg.train_size:][:cfg.eval_size]
 
   def examples(idx):
     x = step_sequences(idx, length)
@@ -47,6 +47,7 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> bas
 
   def train_batch(k, step):
     # Only indices travel through the epoch shuffle; sequences are built on device.
+    train_idx, _ = split(k)
     idx = base.epoch_batch({"i": train_idx, "weight": jnp.ones_like(train_idx, jnp.float32)},
                            k, step, batch_size)
     return examples(idx["i"]) | {"weight": idx["weight"]}
@@ -55,9 +56,9 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> bas
   return base.Task(
       name="mean", in_features=1, out_features=1, head="last",
       train_batch=train_batch,
-      eval_batch=lambda k: examples(eval_idx),
+      eval_batch=lambda key, eval_key: examples(split(key)[1]),
       loss_and_metrics=lambda p, b: base.regression_loss(p, b, shift, scale),
       metric="mae", plot="scatter",
       steps_per_epoch=base.steps_per_epoch(cfg.train_size, batch_size),
       info={"target_shift": shift, "target_scale": scale, "unit": "mean",
-            "held_out_available": int(held_out.shape[0])})
+            "held_out_available": length + 1 - cfg.train_size})

@@ -21,7 +21,7 @@ from seqjax import validate
 from seqjax.tasks import base
 
 
-def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> base.Task:
+def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
   """Builds the task from `config.task` (fields: see configs/sine.py)."""
   validate.positive("task.time_steps", cfg.time_steps)
   validate.positive_float("task.width", cfg.width)
@@ -49,14 +49,12 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, key: jax.Array) -> bas
     s = jnp.sin(phases + dt * jnp.arange(warm + n)[None, :])[..., None]
     return s[:, :warm], s[:, warm:]
 
-  dataset = None
-  if cfg.train_size:
-    dataset = base.vmap_sample(example, jax.random.fold_in(key, base.DATASET_SALT),
-                               cfg.train_size)
+  dataset = (lambda k: base.vmap_sample(example, k, cfg.train_size)) if cfg.train_size else None
   return base.Task(
       name="sine", in_features=1, out_features=1, head="per_step",
       train_batch=base.train_batches(example, batch_size, dataset),
-      eval_batch=lambda k: base.vmap_sample(lambda kk: example(kk, 0), k, cfg.eval_size),
+      eval_batch=lambda key, eval_key: base.vmap_sample(lambda k: example(k, 0), eval_key,
+                                                        cfg.eval_size),
       loss_and_metrics=base.regression_loss, metric="mse", plot="sequence",
       steps_per_epoch=base.steps_per_epoch(cfg.train_size, batch_size) if dataset else None,
       free_run=cfg.free_run, rollout_set=rollout_set,
