@@ -17,6 +17,8 @@ LSTM(10) with orthogonal(gain=0.01) input kernel, Dense(1, relu), batch 1,
 
 from seqjax import configlib
 
+GAINS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
 
 def get_config(arg=None):
   arg = configlib.parse_arg(arg, length=200, train_size=0, seed=False, quick=False, steps=0)
@@ -60,3 +62,21 @@ def get_config(arg=None):
     config.task.eval_size = 16
     config.train.batch_size = min(config.train.batch_size, 20)
   return config
+
+
+def sweep(add, name="gain"):
+  """`python -m seqjax.sweep --config=configs/mean.py:seed --sweep=gain --converged=0.05`.
+
+  The seed's question: which orthogonal input-kernel gain makes the seed's
+  setup (batch 1, Masking, LSTM(10)) converge, how often, how fast: 6 gains x
+  8 seeds at L=200 (80 training sequences) and L=2000 (45), each length one
+  vmapped program of 48 models.
+  """
+  if name != "gain":
+    raise ValueError(f"configs/mean.py: unknown sweep {name!r}; allowed: gain")
+  for length, train_size, every in ((200, 80, 400), (2000, 45, 225)):
+    for gain in GAINS:
+      for seed in range(8):
+        add(**{"task.length": length, "task.train_size": train_size, "task.eval_size": 200,
+               "train.eval_every": every, "train.checkpoint_every": every,
+               "model.kernel_gain": gain, "seed": seed})

@@ -83,3 +83,18 @@ def rollout(prefix: np.ndarray, truth: np.ndarray, preds: np.ndarray, path: str)
   for ax in axes:
     ax.grid(alpha=0.3)
   return _save(fig, path)
+
+
+def metric_vs_gain(curves: dict[str, tuple[list[float], list[float]]], path: str,
+                   metric: str) -> str:
+  """Median held-out metric against init gain, one line per group (e.g. length)."""
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for label, (gains, values) in curves.items():
+    ax.plot(gains, values, "o-", label=label)
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("orthogonal init gain")
+  ax.set_ylabel(f"held-out {metric} (median over seeds)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  return _save(fig, path)

@@ -131,12 +131,17 @@ def _forward_train(model, task, params, batch, carry, rng):
   return carry, preds
 
 
-def make_train_step(model: models.SequenceModel, task: base.Task, data_key: jax.Array,
-                    dropout_key: jax.Array):
-  """The pure step `(state) -> (state, metrics)`; the batch is generated inside it on device."""
+def make_train_step(model: models.SequenceModel, task: base.Task):
+  """The pure step `(state, data_key, dropout_key, lr_scale) -> (state, metrics)`.
+
+  The batch is generated inside it, on device, from `data_key` and the step.
+  `lr_scale` multiplies the optimizer's updates (a per-model learning rate in
+  vmapped grids; 1.0 for a single run, which leaves the updates bit-identical).
+  """
   stateful = task.stateful_period > 0
 
-  def train_step(state: TrainState):
+  def train_step(state: TrainState, data_key: jax.Array, dropout_key: jax.Array,
+                 lr_scale: jax.Array | float = 1.0):
     batch = task.train_batch(data_key, state.step)
     carry = None
     if stateful:
@@ -149,7 +154,10 @@ def make_train_step(model: models.SequenceModel, task: base.Task, data_key: jax.
       return loss, (metrics, new_carry)
 
     (loss, (metrics, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u: u * lr_scale, updates)
+    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          opt_state=opt_state)
     if stateful:
       state = state.replace(carry=jax.lax.stop_gradient(new_carry))
     metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads),
@@ -274,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if first_step:
     writers.console(f"resumed from the checkpoint at step {first_step}")
 
-  train_step = jax.jit(make_train_step(model, task, data_key, dropout_key), donate_argnums=0)
+  train_step = jax.jit(make_train_step(model, task), donate_argnums=0)
   eval_fn = jax.jit(lambda p, b: _apply(model, p, b)[1])
   eval_set = task.eval_batch(data_key, jax.random.fold_in(eval_key, base.EVAL_SALT))
   writer = writers.MetricWriter(workdir)
@@ -305,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     with _SigtermFlag() as sigterm:
       for step in range(first_step + 1, total + 1):
-        state, metrics = train_step(state)
+        state, metrics = train_step(state, data_key, dropout_key)
         pending.append(metrics)
         if compile_s is None:
           jax.block_until_ready(metrics)
