@@ -15,6 +15,8 @@ output, 200 epochs of batch 32, Adam 1e-3, unnormalised targets.
 
 from seqjax import configlib
 
+GAINS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
 
 def get_config(arg=None):
   arg = configlib.parse_arg(arg, max_freq=10, seed=False, quick=False, steps=0)
@@ -47,3 +49,17 @@ def get_config(arg=None):
   if arg.quick:
     configlib.make_quick(config)
   return config
+
+
+def sweep(add, name="gain"):
+  """`python -m seqjax.sweep --config=configs/freq.py:seed --sweep=gain --converged=0.5`.
+
+  Orthogonal input-kernel gain on the seed's freq setup (max_freq 10):
+  6 gains x 4 seeds as one vmapped program.
+  """
+  if name != "gain":
+    raise ValueError(f"configs/freq.py: unknown sweep {name!r}; allowed: gain")
+  for gain in GAINS:
+    for seed in range(4):
+      add(**{"model.kernel_init": "orthogonal", "model.kernel_gain": gain, "seed": seed,
+             "train.eval_every": 60})

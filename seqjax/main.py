@@ -44,7 +44,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   workdir = FLAGS.workdir
   if workdir is None:
-    name = os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS["config"])))[0]
+    path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
+    name = os.path.splitext(os.path.basename(path))[0]
     workdir = os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S"))
   try:
     train.train_and_evaluate(FLAGS.config, workdir)

@@ -242,6 +242,42 @@ def train_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]], wo
   return results
 
 
+def throughput(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
+               steps: int) -> dict[str, float]:
+  """Model-steps/s of the vmapped grid against the same models trained one after another.
+
+  Both sides are timed after compilation, over `steps` steps; "one after
+  another" is the plain jitted step of a single model (what a run of
+  `seqjax.main` executes), times the number of models.
+  """
+  grid = Grid(config, runs)
+  state, step_fn = grid.init(), grid.step_fn()
+  args = (grid.data_keys, grid.dropout_keys, grid.lr_scale)
+  state, m = step_fn(state, *args)
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, m = step_fn(state, *args)
+  jax.block_until_ready(m)
+  grid_rate = grid.size * steps / (time.perf_counter() - t0)
+
+  single = jax.tree.map(lambda a: a[0], grid.init())
+  one_step = jax.jit(train.make_train_step(grid.model, grid.task), donate_argnums=0)
+  keys = (grid.data_keys[0], grid.dropout_keys[0])
+  single, m = one_step(single, *keys)
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    single, m = one_step(single, *keys)
+  jax.block_until_ready(m)
+  single_rate = steps / (time.perf_counter() - t0)
+  out = {"models": grid.size, "grid_model_steps_per_s": grid_rate,
+         "sequential_model_steps_per_s": single_rate, "speedup": grid_rate / single_rate,
+         "platform": jax.default_backend()}
+  writers.console(json.dumps(out))
+  return out
+
+
 def gain_table(results: list[dict[str, Any]], metric: str, group: str,
                field: str = "model.kernel_gain") -> list[str]:
   """Markdown rows: per gain, converged count, median and IQR of metric and steps."""
@@ -267,8 +303,10 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
   lines = ["| group | gain | converged | held-out metric median (IQR) | steps to converge "
            "median (IQR) |", "|---|---|---|---|---|"]
   curves = {}
-  for structural, members in group_runs(runs):
-    label = ",".join(f"{k}={v}" for k, v in structural.items()) or "all"
+  groups = group_runs(runs)
+  varying = [k for k in groups[0][0] if len({json.dumps(g[0].get(k)) for g in groups}) > 1]
+  for structural, members in groups:
+    label = ",".join(f"{k}={structural[k]}" for k in varying) or "all"
     cfg = override(config, structural)
     arrays = [{k: v for k, v in r.items() if k in ARRAY_FIELDS} for r in members]
     writers.console(f"group {label}: {len(members)} models as one program")
@@ -296,26 +334,35 @@ def grid_metric(config) -> str:
 
 
 def main():
-  from absl import app, flags
+  from absl import app, flags, logging
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("sweep", "gain", "Name passed to the config file's sweep(add, name).")
   flags.DEFINE_string("workdir", None, "Output directory (default runs/sweep/<config>-<sweep>).")
   flags.DEFINE_float("converged", None, "Held-out metric threshold for steps-to-converge.")
+  flags.DEFINE_integer("throughput", 0, "> 0: only time this many steps of each group's grid "
+                       "against its models one after another, and print model-steps/s.")
   flags.mark_flags_as_required(["config"])
   FLAGS = flags.FLAGS  # noqa: N806
 
   def run(argv):
     del argv
-    path = config_flags.get_config_filename(FLAGS["config"])
+    path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
     name = os.path.splitext(os.path.basename(path))[0]
     workdir = FLAGS.workdir or os.path.join("runs", "sweep", f"{name}-{FLAGS.sweep}")
     try:
+      if FLAGS.throughput:
+        for structural, members in group_runs(load_sweep(path, FLAGS.sweep)):
+          arrays = [{k: v for k, v in r.items() if k in ARRAY_FIELDS} for r in members]
+          writers.console(f"group {structural}:")
+          throughput(override(FLAGS.config, structural), arrays, FLAGS.throughput)
+        return
       run_sweep(FLAGS.config, path, FLAGS.sweep, workdir, FLAGS.converged)
     except validate.ConfigError as e:
       raise SystemExit(f"error: {e}") from None
 
+  logging.set_verbosity(logging.WARNING)  # progress goes to stdout; keep library chatter out
   app.run(run)
 
 
