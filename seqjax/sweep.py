@@ -251,31 +251,28 @@ def throughput(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   `seqjax.main` executes), times the number of models.
   """
   grid = Grid(config, runs)
-  state, step_fn = grid.init(), grid.step_fn()
-  args = (grid.data_keys, grid.dropout_keys, grid.lr_scale)
+  grid_rate = grid.size * _steps_per_s(grid.step_fn(), grid.init(), steps, grid.data_keys,
+                                       grid.dropout_keys, grid.lr_scale)
+  single_rate = _steps_per_s(jax.jit(train.make_train_step(grid.model, grid.task),
+                                     donate_argnums=0),
+                             jax.tree.map(lambda a: a[0], grid.init()), steps,
+                             grid.data_keys[0], grid.dropout_keys[0])
+  out = {"models": grid.size, "grid_model_steps_per_s": grid_rate,
+         "sequential_model_steps_per_s": single_rate, "speedup": grid_rate / single_rate,
+         "platform": jax.default_backend()}
+  writers.console(json.dumps(out))
+  return out
+
+
+def _steps_per_s(step_fn: Callable, state, steps: int, *args) -> float:
+  """Steps per second of `step_fn(state, *args)`, after one compiling step."""
   state, m = step_fn(state, *args)
   jax.block_until_ready(m)
   t0 = time.perf_counter()
   for _ in range(steps):
     state, m = step_fn(state, *args)
   jax.block_until_ready(m)
-  grid_rate = grid.size * steps / (time.perf_counter() - t0)
-
-  single = jax.tree.map(lambda a: a[0], grid.init())
-  one_step = jax.jit(train.make_train_step(grid.model, grid.task), donate_argnums=0)
-  keys = (grid.data_keys[0], grid.dropout_keys[0])
-  single, m = one_step(single, *keys)
-  jax.block_until_ready(m)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    single, m = one_step(single, *keys)
-  jax.block_until_ready(m)
-  single_rate = steps / (time.perf_counter() - t0)
-  out = {"models": grid.size, "grid_model_steps_per_s": grid_rate,
-         "sequential_model_steps_per_s": single_rate, "speedup": grid_rate / single_rate,
-         "platform": jax.default_backend()}
-  writers.console(json.dumps(out))
-  return out
+  return steps / (time.perf_counter() - t0)
 
 
 def gain_table(results: list[dict[str, Any]], metric: str, group: str,

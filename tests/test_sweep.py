@@ -53,3 +53,12 @@ def test_grid_refuses_structural_fields():
     assert "model.hidden" in str(e)
   else:
     raise AssertionError("expected a ConfigError")
+
+
+def test_throughput_reports_both_rates():
+  config = load_config("mean", "quick,seed")
+  out = sweep.throughput(config, [{"seed": s} for s in range(3)], steps=2)
+  assert out["models"] == 3
+  assert out["grid_model_steps_per_s"] > 0 and out["sequential_model_steps_per_s"] > 0
+  np.testing.assert_allclose(out["speedup"], out["grid_model_steps_per_s"]
+                             / out["sequential_model_steps_per_s"])
