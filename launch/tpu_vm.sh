@@ -9,9 +9,14 @@
 #   bash launch/tpu_vm.sh delete
 #
 # `run` executes the same command on all workers (--worker=all), the standard
-# way to start a JAX program on a TPU VM. Today seqjax drives the devices of one
-# host: use a single-host slice (v4-8, v5litepod-8). Multi-host pods need
-# jax.distributed.initialize() and sharded steps, which are not built yet.
+# way to start a JAX program on a TPU VM. Any slice works, single-host (v4-8) or
+# a multi-host pod (v4-32, v5litepod-64): with SEQJAX_DISTRIBUTED=1 every worker
+# calls jax.distributed.initialize() (JAX finds the pod from the TPU metadata),
+# the mesh spans all hosts' chips, worker 0 writes logs, metrics and plots, and
+# orbax writes checkpoints from every host. On a pod, give --workdir a directory
+# all workers share (a file system mounted on each, e.g. gcsfuse or NFS):
+#   bash launch/tpu_vm.sh run python -m seqjax.main --config=configs/freq.py \
+#     --workdir=/mnt/shared/freq --config.train.batch_size=1024
 set -euo pipefail
 : "${NAME:=seqjax-tpu}" "${ZONE:=us-central2-b}" "${TYPE:=v4-8}" "${VERSION:=tpu-ubuntu2204-base}"
 : "${REPO:=}"
@@ -25,7 +30,7 @@ case "$cmd" in
     ssh_all "git clone $REPO seqjax && cd seqjax && python3 -m pip install -q 'jax[tpu]' -e ."
     ;;
   run)
-    ssh_all "cd seqjax && $*"
+    ssh_all "cd seqjax && SEQJAX_DISTRIBUTED=1 $*"
     ;;
   fetch)
     gcloud compute tpus tpu-vm scp --zone="$ZONE" --worker=0 --recurse "$NAME:seqjax/$1" "$2"

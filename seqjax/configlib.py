@@ -85,6 +85,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_every = 1000
   config.train.checkpoint_every = 1000
   config.train.eval_batch_size = 1024
+
+  # Devices (jax.sharding): `data` splits batches, `model` the models of a sweep grid;
+  # -1: all devices not taken by the other axis. Changing the mesh keeps a run resumable.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.model = 1
   return config
 
 

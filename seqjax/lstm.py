@@ -174,8 +174,38 @@ def zero_carry(batch_shape: tuple[int, ...], hidden: int, dtype: Any = jnp.float
   return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
 
+def auto_unroll(steps: int, batch: int, hidden: int, platform: str | None = None) -> int:
+  """The `lax.scan` unroll for a shape and platform, from `python -m seqjax.bench` figures.
+
+  Each scan iteration costs a loop overhead (CPU) or a few kernel launches
+  (GPU); unrolling amortises it, at the price of compile time and code size.
+  Small per-step work (small B*H) gains the most.
+  """
+  platform = platform or jax.default_backend()
+  work = batch * hidden
+  if platform == "cpu":
+    unroll = 8 if work <= 4096 else 4 if work <= 65536 else 1
+  else:
+    unroll = 16 if work <= 65536 else 4
+  return max(1, min(unroll, steps))
+
+
+# Bytes the per-step residuals of one layer's backward pass may take before
+# `auto_remat` recomputes them instead (about 12 [B, H] float32 arrays a step).
+REMAT_BUDGET = 2 * 2**30
+
+
+def auto_remat(steps: int, batch: int, hidden: int) -> int:
+  """Remat chunk length for a shape: 0 (store everything) unless it would exceed
+  `REMAT_BUDGET`, then about sqrt(T) steps per chunk (memory O(sqrt T) steps)."""
+  if steps * batch * hidden * 4 * 12 <= REMAT_BUDGET:
+    return 0
+  return max(1, int(round(steps ** 0.5)))
+
+
 def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
-               unroll: int | bool = 1, dtype: Any = jnp.float32) -> tuple[Carry, Array]:
+               unroll: int | bool = 1, dtype: Any = jnp.float32,
+               remat: int = 0) -> tuple[Carry, Array]:
   """Runs the recurrence over time on projected inputs.
 
   Args:
@@ -186,6 +216,10 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
       or None when every step is valid.
     unroll: `lax.scan` unroll.
     dtype: recurrent matmul dtype.
+    remat: > 0 runs the scan in chunks of `remat` steps under `jax.checkpoint`:
+      the backward pass keeps only the carries between chunks and recomputes
+      a chunk's gates when it reaches it, so a long sequence needs memory for
+      T/remat + remat steps instead of T (at the cost of a second forward).
 
   Returns:
     (final carry, outputs [T, B, H]).
@@ -194,15 +228,30 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
     def body(carry, gx_t):
       carry = lstm_step(w_h, carry, gx_t, dtype)
       return carry, carry[0]
-    return jax.lax.scan(body, carry, gx, unroll=unroll)
+    xs = gx
+  else:
+    def body(carry, inputs):
+      gx_t, m_t = inputs
+      new = lstm_step(w_h, carry, gx_t, dtype)
+      m = m_t[:, None]
+      carry = tuple(jnp.where(m, n, o) for n, o in zip(new, carry, strict=True))
+      return carry, jnp.where(m, new[0], 0.0)
+    xs = (gx, mask)
 
-  def masked_body(carry, inputs):
-    gx_t, m_t = inputs
-    new = lstm_step(w_h, carry, gx_t, dtype)
-    m = m_t[:, None]
-    carry = tuple(jnp.where(m, n, o) for n, o in zip(new, carry, strict=True))
-    return carry, jnp.where(m, new[0], 0.0)
-  return jax.lax.scan(masked_body, carry, (gx, mask), unroll=unroll)
+  def run(carry, xs):
+    return jax.lax.scan(body, carry, xs, unroll=unroll)
+
+  steps = gx.shape[0]
+  if not remat or remat >= steps:
+    return run(carry, xs)
+  chunks, done = steps // remat, steps // remat * remat
+  head = jax.tree.map(lambda a: a[:done].reshape(chunks, remat, *a.shape[1:]), xs)
+  carry, ys = jax.lax.scan(jax.checkpoint(run, prevent_cse=False), carry, head)
+  ys = ys.reshape(done, *ys.shape[2:])
+  if done < steps:
+    carry, tail = run(carry, jax.tree.map(lambda a: a[done:], xs))
+    ys = jnp.concatenate([ys, tail])
+  return carry, ys
 
 
 class LSTMLayer(nn.Module):
@@ -213,7 +262,10 @@ class LSTMLayer(nn.Module):
     dtype, param_dtype: see `LSTMCell`.
     reverse: process time from last to first valid step; outputs stay aligned
       with the input positions (PyTorch's backward direction).
-    unroll: `lax.scan` unroll factor.
+    unroll: `lax.scan` unroll factor; 0 chooses it by shape and platform
+      (`auto_unroll`).
+    remat: checkpointed chunk length for long sequences (see `scan_layer`);
+      0 off, -1 chosen by shape (`auto_remat`).
   """
   hidden: int
   kernel_init: Initializer = nn.initializers.glorot_uniform()
@@ -223,6 +275,7 @@ class LSTMLayer(nn.Module):
   chrono_tmax: float = 0.0
   reverse: bool = False
   unroll: int | bool = 1
+  remat: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -259,8 +312,10 @@ class LSTMLayer(nn.Module):
     gx = jnp.swapaxes(cell.project(flip(x)), 0, 1)  # [T, B, G]: one matmul for all steps
     if mask is not None:
       mask = jnp.swapaxes(flip(mask), 0, 1)  # [T, B]
+    unroll = self.unroll or auto_unroll(steps, batch, self.hidden)
+    remat = auto_remat(steps, batch, self.hidden) if self.remat == -1 else self.remat
     carry, ys = scan_layer(cell.recurrent_kernel, gx, carry, mask,
-                           unroll=self.unroll, dtype=self.dtype)
+                           unroll=unroll, dtype=self.dtype, remat=remat)
     return carry, flip(jnp.swapaxes(ys, 0, 1))
 
 
@@ -272,8 +327,8 @@ class LSTM(nn.Module):
     num_layers: L.
     return_sequences: outputs [B, T, H] of the top layer if True, else its
       last valid output [B, H] (the top layer's final h).
-    reverse, unroll, initializers, forget_bias, chrono_tmax, dtype: see
-      `LSTMLayer`.
+    reverse, unroll, remat, initializers, forget_bias, chrono_tmax, dtype:
+      see `LSTMLayer`.
   """
   hidden: int
   num_layers: int = 1
@@ -285,6 +340,7 @@ class LSTM(nn.Module):
   chrono_tmax: float = 0.0
   reverse: bool = False
   unroll: int | bool = 1
+  remat: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -308,7 +364,7 @@ class LSTM(nn.Module):
     for layer in range(self.num_layers):
       (h, c), x = LSTMLayer(self.hidden, self.kernel_init, self.recurrent_init, self.bias_init,
                             self.forget_bias, self.chrono_tmax, self.reverse, self.unroll,
-                            self.dtype, self.param_dtype, name=f"layer{layer}")(
+                            self.remat, self.dtype, self.param_dtype, name=f"layer{layer}")(
                                 x, (carry[0][layer], carry[1][layer]), lengths, mask)
       hs.append(h)
       cs.append(c)

@@ -11,7 +11,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seqjax import train, validate
+from seqjax import sharding, train, validate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -47,6 +47,7 @@ def main(argv):
     path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
     name = os.path.splitext(os.path.basename(path))[0]
     workdir = os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S"))
+  sharding.initialize_distributed()  # multi-host jobs: before anything touches a device
   try:
     train.train_and_evaluate(FLAGS.config, workdir)
   except validate.ConfigError as e:

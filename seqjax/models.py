@@ -70,8 +70,8 @@ class SequenceModel(nn.Module):
   classifier); `head="per_step"` maps every step, y [B, T, O].
 
   Attributes:
-    hidden, num_layers, unroll, reverse, forget_bias, chrono_tmax, dtype: LSTM
-      options.
+    hidden, num_layers, unroll, remat, reverse, forget_bias, chrono_tmax,
+      dtype: LSTM options (`lstm.LSTMLayer`).
     kernel_init, recurrent_init, bias_init: LSTM initializers.
     head: "last" or "per_step".
     head_hidden, out_features, activation, out_activation, dropout: see
@@ -92,6 +92,7 @@ class SequenceModel(nn.Module):
   chrono_tmax: float = 0.0
   reverse: bool = False
   unroll: int | bool = 1
+  remat: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -105,8 +106,8 @@ class SequenceModel(nn.Module):
         self.hidden, self.num_layers, return_sequences=self.head == "per_step",
         kernel_init=self.kernel_init, recurrent_init=self.recurrent_init,
         bias_init=self.bias_init, forget_bias=self.forget_bias, chrono_tmax=self.chrono_tmax,
-        reverse=self.reverse,
-        unroll=self.unroll, dtype=self.dtype, name="lstm")(x, carry, lengths, mask)
+        reverse=self.reverse, unroll=self.unroll, remat=self.remat, dtype=self.dtype,
+        name="lstm")(x, carry, lengths, mask)
     y = DenseStack(tuple(self.head_hidden), self.out_features, self.activation,
                    self.out_activation, self.dropout, self.dtype, name="head")(feats, train=train)
     return carry, y

@@ -9,6 +9,10 @@ learning rate) train together as one program vmapped over a leading `model`
 axis M: one compilation, one step for all of them. Runs that differ in
 structural settings (sizes, lengths) form separate groups, one program each.
 
+On a mesh (`config.mesh`), the grid's models are split along the `model`
+axis and each model's batch along `data` (e.g. 16 models on a 4x2 mesh: four
+models per data-parallel pair of devices).
+
 Each model of a grid computes what the same config trained alone computes
 (`train.train_and_evaluate`), to float tolerance: same keys from its seed, same
 data, and its gains applied as the scale of the unit-gain initializer.
@@ -27,8 +31,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from seqjax import checkpoint, plots, tasks, train, validate, writers
+from seqjax import checkpoint, plots, sharding, tasks, train, validate, writers
 from seqjax.tasks import base
 
 ARRAY_FIELDS = ("seed", "model.kernel_gain", "model.recurrent_gain", "model.forget_bias",
@@ -101,6 +107,11 @@ class Grid:
         if field in r:
           validate.positive_float(field, r[field])
     self.task = tasks.make(config.task, config.train.batch_size)
+    self.mesh = sharding.make_mesh(config.mesh)
+    sharding.check_divides(self.mesh, sharding.MODEL, self.size, "the number of sweep runs")
+    sharding.check_divides(self.mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
+    self.split = NamedSharding(self.mesh, P(sharding.MODEL))  # arrays [M, ...]
+    self.repl = sharding.replicated(self.mesh)
     if config.train.epochs and not self.task.steps_per_epoch:
       validate.fail("train.epochs", config.train.epochs, "needs a finite dataset")
     self.total = (config.train.epochs * self.task.steps_per_epoch if config.train.epochs
@@ -108,14 +119,19 @@ class Grid:
     # One model built with unit gains; each model's gains are applied as scales.
     unit = override(config, {"model.kernel_gain": 1.0, "model.recurrent_gain": 1.0})
     self.model = train.create_model(unit, self.task)
+    # Per-model arrays are made by jitted functions placed on the mesh, so every
+    # process of a multi-host job holds its part of the same global arrays.
+    place = lambda f, *a: jax.jit(f, out_shardings=self.split)(*a)
     seeds = _per_model(config, runs, "seed", int)
-    keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 4))(seeds)
-    self.data_keys, self.init_keys, self.dropout_keys, self.eval_keys = (keys[:, i]
-                                                                         for i in range(4))
-    self.kernel_gain = _per_model(config, runs, "model.kernel_gain")
-    self.recurrent_gain = _per_model(config, runs, "model.recurrent_gain")
-    self.forget_bias = _per_model(config, runs, "model.forget_bias")
-    self.lr_scale = _per_model(config, runs, "train.learning_rate") / config.train.learning_rate
+    keys = place(jax.vmap(lambda s: jax.random.split(jax.random.key(s), 4)), seeds)
+    self.data_keys, self.init_keys, self.dropout_keys, self.eval_keys = (
+        place(lambda k, i=i: k[:, i], keys) for i in range(4))
+    identity = lambda a: a
+    self.kernel_gain = place(identity, _per_model(config, runs, "model.kernel_gain"))
+    self.recurrent_gain = place(identity, _per_model(config, runs, "model.recurrent_gain"))
+    self.forget_bias = place(identity, _per_model(config, runs, "model.forget_bias"))
+    self.lr_scale = place(identity, _per_model(config, runs, "train.learning_rate")
+                          / config.train.learning_rate)
 
   def init(self) -> train.TrainState:
     """Stacked train states [M, ...]."""
@@ -129,12 +145,19 @@ class Grid:
           state.params)
       return state.replace(params=params, opt_state=state.tx.init(params))
 
-    return jax.vmap(one)(self.data_keys, self.init_keys, self.kernel_gain, self.recurrent_gain,
-                         self.forget_bias)
+    args = (self.data_keys, self.init_keys, self.kernel_gain, self.recurrent_gain,
+            self.forget_bias)
+    init = jax.vmap(one)
+    self.state_sharding = sharding.state_shardings(self.mesh, jax.eval_shape(init, *args),
+                                                   grid=True)
+    return jax.jit(init, out_shardings=self.state_sharding)(*args)
 
   def step_fn(self) -> Callable:
-    step = jax.vmap(train.make_train_step(self.model, self.task))
-    return jax.jit(step, donate_argnums=0)
+    """The jitted grid step; call after `init` (it needs the state's sharding)."""
+    step = jax.vmap(train.make_train_step(self.model, self.task, self.mesh),
+                    spmd_axis_name=sharding.MODEL)
+    return jax.jit(step, in_shardings=(self.state_sharding, self.split, self.split, self.split),
+                   out_shardings=(self.state_sharding, self.repl), donate_argnums=0)
 
   def eval_fn(self) -> Callable:
     """`(params [M, ...], eval_set [M, N, ...]) -> metrics {name: [M]}`."""
@@ -146,11 +169,16 @@ class Grid:
       preds = jnp.concatenate([train._apply(model, params, c)[1] for c in chunks])
       return task.loss_and_metrics(preds, eval_set)[1]
 
-    return jax.jit(jax.vmap(one))
+    return jax.jit(jax.vmap(one, spmd_axis_name=sharding.MODEL), out_shardings=self.repl)
 
   def eval_sets(self) -> base.Batch:
-    keys = jax.vmap(lambda k: jax.random.fold_in(k, base.EVAL_SALT))(self.eval_keys)
-    return jax.vmap(self.task.eval_batch)(self.data_keys, keys)
+    sets = lambda data_keys, eval_keys: jax.vmap(self.task.eval_batch)(
+        data_keys, jax.vmap(lambda k: jax.random.fold_in(k, base.EVAL_SALT))(eval_keys))
+    return jax.jit(sets, out_shardings=self.split)(self.data_keys, self.eval_keys)
+
+  def first_step(self, state: train.TrainState) -> int:
+    """The step every model of `state` is at (readable on every process)."""
+    return int(jax.jit(lambda s: s[0], out_shardings=self.repl)(state.step))
 
 
 def _scale_lstm(path, p, kernel_gain, recurrent_gain, forget_shift, hidden):
@@ -180,9 +208,9 @@ def train_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]], wo
   state = grid.init()
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   state = ckpt.restore_latest(state)
-  first = int(np.asarray(state.step)[0])
+  first = grid.first_step(state)
   step_fn, eval_fn, eval_set = grid.step_fn(), grid.eval_fn(), grid.eval_sets()
-  writer = writers.MetricWriter(workdir)
+  writer = writers.MetricWriter(workdir, enabled=sharding.is_writer())
   progress = writers.Progress(first, grid.total)
   metric, higher = grid.task.metric, grid.task.higher_is_better
   converge_step = np.full(grid.size, -1)
@@ -232,11 +260,12 @@ def train_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]], wo
   timing = {"models": grid.size, "steps": grid.total, "compile_s": compile_s, "wall_s": wall,
             "model_steps_per_s": grid.size * (grid.total - first) / max(wall - (compile_s or 0),
                                                                         1e-9),
-            "platform": jax.default_backend()}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump({"metric": metric, "runs": results, "history": history}, f, indent=2)
-  with open(os.path.join(workdir, "timing.json"), "w") as f:
-    json.dump(timing, f, indent=2)
+            "platform": jax.default_backend(), "mesh": dict(grid.mesh.shape)}
+  if sharding.is_writer():
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump({"metric": metric, "runs": results, "history": history}, f, indent=2)
+    with open(os.path.join(workdir, "timing.json"), "w") as f:
+      json.dump(timing, f, indent=2)
   writers.console(f"grid of {grid.size}: {wall:.0f} s, "
                   f"{timing['model_steps_per_s']:.1f} model-steps/s (compile {compile_s:.1f} s)")
   return results
@@ -251,7 +280,8 @@ def throughput(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   `seqjax.main` executes), times the number of models.
   """
   grid = Grid(config, runs)
-  grid_rate = grid.size * _steps_per_s(grid.step_fn(), grid.init(), steps, grid.data_keys,
+  state = grid.init()
+  grid_rate = grid.size * _steps_per_s(grid.step_fn(), state, steps, grid.data_keys,
                                        grid.dropout_keys, grid.lr_scale)
   single_rate = _steps_per_s(jax.jit(train.make_train_step(grid.model, grid.task),
                                      donate_argnums=0),
@@ -348,6 +378,7 @@ def main():
     path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
     name = os.path.splitext(os.path.basename(path))[0]
     workdir = FLAGS.workdir or os.path.join("runs", "sweep", f"{name}-{FLAGS.sweep}")
+    sharding.initialize_distributed()
     try:
       if FLAGS.throughput:
         for structural, members in group_runs(load_sweep(path, FLAGS.sweep)):

@@ -7,6 +7,7 @@ as if it had never stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,13 +23,15 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from seqjax import checkpoint, lstm, models, plots, rollout, tasks, validate, writers
+from seqjax import checkpoint, lstm, models, plots, rollout, sharding, tasks, validate, writers
 from seqjax.tasks import base
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MIN_FREE_MB = 64
+# Fields a resumed run may change: where it runs (the mesh), not what it computes.
+RESUMABLE_PREFIXES = ("allow_config_change", "mesh.")
 
 
 class TrainState(train_state.TrainState):
@@ -131,10 +134,11 @@ def _forward_train(model, task, params, batch, carry, rng):
   return carry, preds
 
 
-def make_train_step(model: models.SequenceModel, task: base.Task):
+def make_train_step(model: models.SequenceModel, task: base.Task, mesh=None):
   """The pure step `(state, data_key, dropout_key, lr_scale) -> (state, metrics)`.
 
-  The batch is generated inside it, on device, from `data_key` and the step.
+  The batch is generated inside it, on device, from `data_key` and the step;
+  with a `mesh`, each device generates only its shard of the batch.
   `lr_scale` multiplies the optimizer's updates (a per-model learning rate in
   vmapped grids; 1.0 for a single run, which leaves the updates bit-identical).
   """
@@ -143,6 +147,8 @@ def make_train_step(model: models.SequenceModel, task: base.Task):
   def train_step(state: TrainState, data_key: jax.Array, dropout_key: jax.Array,
                  lr_scale: jax.Array | float = 1.0):
     batch = task.train_batch(data_key, state.step)
+    if mesh is not None:
+      batch = sharding.constrain_batch(mesh, batch)
     carry = None
     if stateful:
       carry = jax.tree.map(lambda c: jnp.where(batch["reset"], jnp.zeros_like(c), c), state.carry)
@@ -231,13 +237,14 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     now = _flatten(json.loads(config.to_json_best_effort()))
     changed = [f"{k}: {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
                for k in sorted(set(before) | set(now))
-               if k != "allow_config_change" and before.get(k) != now.get(k)]
+               if not k.startswith(RESUMABLE_PREFIXES) and before.get(k) != now.get(k)]
     if changed and not config.allow_config_change:
       raise validate.ConfigError(
           f"--workdir={workdir!r} holds a run with a different config ({'; '.join(changed)}); "
           "use a new --workdir, or --config.allow_config_change=True to resume anyway")
-  with open(path, "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if sharding.is_writer():
+    with open(path, "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -248,6 +255,57 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     else:
       out[f"{prefix}{key}"] = value
   return out
+
+
+@dataclasses.dataclass
+class Run:
+  """What a run is made of, before its first step (see `setup`)."""
+  task: base.Task
+  model: models.SequenceModel
+  mesh: jax.sharding.Mesh
+  total: int  # steps
+  state: TrainState  # fresh, placed on the mesh
+  state_sharding: Any
+  data_key: jax.Array
+  dropout_key: jax.Array
+  eval_key: jax.Array
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
+  """Checks the config (and `workdir`), builds the task, mesh, model and sharded state.
+
+  Every check happens before anything is compiled. Raises validate.ConfigError.
+  """
+  validate_config(config)
+  data_key, init_key, dropout_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
+  task = tasks.make(config.task, config.train.batch_size)
+  if config.train.epochs and not task.steps_per_epoch:
+    validate.fail("train.epochs", config.train.epochs,
+                  "needs a finite dataset (this task config is online); set train.steps")
+  total = config.train.epochs * task.steps_per_epoch if config.train.epochs else config.train.steps
+  mesh = sharding.make_mesh(config.mesh)
+  if mesh.shape[sharding.MODEL] != 1:
+    validate.fail("mesh.model", config.mesh.model, "must be 1 for a single run (the model axis "
+                  "splits the models of a sweep grid); use mesh.data")
+  sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
+  if workdir is not None:
+    prepare_workdir(config, workdir)
+  model = create_model(config, task)
+  init = lambda: init_state(config, task, model, data_key, init_key, total)
+  state_sharding = sharding.state_shardings(mesh, jax.eval_shape(init))
+  state = jax.jit(init, out_shardings=state_sharding)()
+  return Run(task, model, mesh, total, state, state_sharding, data_key, dropout_key, eval_key)
+
+
+def jit_train_step(run: Run):
+  """`step(state, data_key, dropout_key) -> (state, metrics)`, jitted on the run's mesh.
+
+  The state is donated (updated in place); metrics come back replicated.
+  """
+  repl = sharding.replicated(run.mesh)
+  return jax.jit(make_train_step(run.model, run.task, run.mesh),
+                 in_shardings=(run.state_sharding, repl, repl),
+                 out_shardings=(run.state_sharding, repl), donate_argnums=0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -262,30 +320,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Preempted: SIGTERM; a checkpoint of the current step was saved first.
   """
   t_start = time.perf_counter()
-  validate_config(config)
-  root = jax.random.key(config.seed)
-  data_key, init_key, dropout_key, eval_key = jax.random.split(root, 4)
-  task = tasks.make(config.task, config.train.batch_size)
-  if config.train.epochs and not task.steps_per_epoch:
-    validate.fail("train.epochs", config.train.epochs,
-                  "needs a finite dataset (this task config is online); set train.steps")
-  total = config.train.epochs * task.steps_per_epoch if config.train.epochs else config.train.steps
-  prepare_workdir(config, workdir)
-
-  model = create_model(config, task)
-  state = init_state(config, task, model, data_key, init_key, total)
+  run = setup(config, workdir)
+  task, model, mesh, total = run.task, run.model, run.mesh, run.total
+  data_key, dropout_key, eval_key = run.data_key, run.dropout_key, run.eval_key
+  state = run.state
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
-  writers.console(f"task {task.name}: {n_params} parameters, {total} steps, workdir {workdir}")
+  writers.console(f"task {task.name}: {n_params} parameters, {total} steps, workdir {workdir}, "
+                  f"mesh {dict(mesh.shape)}")
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   state = ckpt.restore_latest(state)
   first_step = int(state.step)
   if first_step:
     writers.console(f"resumed from the checkpoint at step {first_step}")
 
-  train_step = jax.jit(make_train_step(model, task), donate_argnums=0)
-  eval_fn = jax.jit(lambda p, b: _apply(model, p, b)[1])
-  eval_set = task.eval_batch(data_key, jax.random.fold_in(eval_key, base.EVAL_SALT))
-  writer = writers.MetricWriter(workdir)
+  repl = sharding.replicated(mesh)
+  train_step = jit_train_step(run)
+  eval_fn = jax.jit(lambda p, b: _apply(model, p, sharding.constrain_batch(mesh, b))[1],
+                    out_shardings=repl)
+  eval_set = jax.jit(task.eval_batch, out_shardings=repl)(
+      data_key, jax.random.fold_in(eval_key, base.EVAL_SALT))
+  writer = writers.MetricWriter(workdir, enabled=sharding.is_writer())
   progress = writers.Progress(first_step, total)
 
   def run_eval(step):
@@ -344,23 +398,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results = {"task": task.name, "metric": task.metric, "held_out": held_out, "steps": total,
              "parameters": n_params}
   if task.rollout_set is not None:
-    results["rollout"] = evaluate_rollout(model, state.params, task, eval_key, workdir)
+    results["rollout"] = evaluate_rollout(model, state.params, task, eval_key, workdir, repl)
   timing = {"compile_s": compile_s, "wall_s": time.perf_counter() - t_start,
-            "platform": jax.default_backend(), "devices": jax.device_count()}
-  for name, content in (("results.json", results), ("timing.json", timing)):
-    with open(os.path.join(workdir, name), "w") as f:
-      json.dump(content, f, indent=2)
-  _plot(workdir, task, eval_set, np.asarray(preds), writers.read_metrics(workdir))
+            "platform": jax.default_backend(), "devices": mesh.size,
+            "mesh": dict(mesh.shape), "processes": jax.process_count()}
+  if sharding.is_writer():
+    for name, content in (("results.json", results), ("timing.json", timing)):
+      with open(os.path.join(workdir, name), "w") as f:
+        json.dump(content, f, indent=2)
+    _plot(workdir, task, eval_set, np.asarray(preds), writers.read_metrics(workdir))
   writers.console("results: " + json.dumps(results))
   writers.console(f"time: {timing['wall_s']:.1f} s (first step, compile included: "
                   f"{compile_s or 0:.1f} s)")
   return results
 
 
-def evaluate_rollout(model, params, task: base.Task, eval_key: jax.Array,
-                     workdir: str) -> dict[str, Any]:
-  """Free-running RMSE at each horizon on held-out prefixes; prints a table and plots."""
-  prefix, truth = task.rollout_set(jax.random.fold_in(eval_key, base.ROLLOUT_SALT))
+def evaluate_rollout(model, params, task: base.Task, eval_key: jax.Array, workdir: str,
+                     placement=None) -> dict[str, Any]:
+  """Free-running RMSE at each horizon on held-out prefixes; prints a table and plots.
+
+  `placement`: the sharding of the held-out prefixes (replicated on the run's mesh).
+  """
+  prefix, truth = jax.jit(task.rollout_set, out_shardings=placement)(
+      jax.random.fold_in(eval_key, base.ROLLOUT_SALT))
   preds = rollout.rollout(model, params, prefix, truth.shape[1])
   rmse = rollout.horizon_rmse(preds, truth, task.rollout_horizons)
   writers.console(f"free-running rollout, {prefix.shape[0]} held-out sequences, "
@@ -368,8 +428,9 @@ def evaluate_rollout(model, params, task: base.Task, eval_key: jax.Array,
   writers.console("| horizon | " + " | ".join(str(h) for h in task.rollout_horizons) + " |")
   writers.console("|---|" + "---|" * len(task.rollout_horizons))
   writers.console("| RMSE | " + " | ".join(f"{v:.4f}" for v in rmse.values()) + " |")
-  plots.rollout(np.asarray(prefix)[..., 0], np.asarray(truth)[..., 0], np.asarray(preds)[..., 0],
-                os.path.join(workdir, "rollout.png"))
+  if sharding.is_writer():
+    plots.rollout(np.asarray(prefix)[..., 0], np.asarray(truth)[..., 0],
+                  np.asarray(preds)[..., 0], os.path.join(workdir, "rollout.png"))
   return {"warmup": int(prefix.shape[1]), "sequences": int(prefix.shape[0]), **rmse}
 
 

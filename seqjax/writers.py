@@ -6,6 +6,7 @@ import json
 import os
 import time
 
+import jax
 from tensorboardX import SummaryWriter
 
 
@@ -13,13 +14,18 @@ class MetricWriter:
   """Writes scalars to `workdir/metrics.jsonl` and TensorBoard event files.
 
   Appends, so a resumed run keeps the lines written before it stopped.
+  `enabled=False` (every process of a multi-host job but the first) writes nothing.
   """
 
-  def __init__(self, workdir: str):
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+  def __init__(self, workdir: str, enabled: bool = True):
+    self._enabled = enabled
+    if enabled:
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
+    if not self._enabled:
+      return
     record = {"step": step, "split": split, "time": time.time(), **scalars}
     self._jsonl.write(json.dumps(record) + "\n")
     self._jsonl.flush()
@@ -28,13 +34,16 @@ class MetricWriter:
     self._tb.flush()
 
   def close(self) -> None:
+    if not self._enabled:
+      return
     self._jsonl.close()
     self._tb.close()
 
 
 def console(message: str) -> None:
-  """A line for the person running the experiment (stdout, unbuffered)."""
-  print(message, flush=True)
+  """A line for the person running the experiment (stdout, unbuffered; process 0 only)."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
 
 class Progress:

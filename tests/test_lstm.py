@@ -146,6 +146,42 @@ def test_unroll_does_not_change_the_function(unroll):
   np.testing.assert_allclose(y1, y2, atol=1e-6)
 
 
+@pytest.mark.parametrize("remat,masked", [(3, False), (4, True), (10, False), (-1, False)])
+def test_remat_chunks_do_not_change_values_or_gradients(remat, masked):
+  """Chunked, checkpointed scans (with a tail when T % remat != 0) equal one scan."""
+  x = _randn(13, (2, 10, 3))
+  mask = jnp.arange(10)[None, :] < jnp.asarray([[10], [6]]) if masked else None
+  params = _init(lstm.LSTM(4, 2), x)
+
+  def loss(params, remat):
+    (h, c), y = lstm.LSTM(4, 2, remat=remat).apply(params, x, mask=mask)
+    return jnp.sum(jnp.sin(y)) + jnp.sum(h * c)
+
+  (l1, g1), (l2, g2) = (jax.value_and_grad(loss)(params, r) for r in (0, remat))
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g1, g2)
+
+
+def test_remat_stores_fewer_residuals():
+  """The backward pass of a chunked scan saves carries per chunk, not gates per step."""
+  x = _randn(14, (2, 64, 3))
+  params = _init(lstm.LSTM(8), x)
+
+  def saved_bytes(remat):
+    f = lambda p: jnp.sum(lstm.LSTM(8, remat=remat).apply(p, x)[1])
+    _, residuals = jax.vjp(f, params)
+    return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(residuals))
+
+  assert saved_bytes(8) < 0.6 * saved_bytes(0)
+
+
+def test_auto_unroll_and_remat_choices():
+  assert lstm.auto_unroll(2000, 1, 10, "cpu") == 8
+  assert lstm.auto_unroll(5, 5, 50, "gpu") == 5  # never more than T
+  assert lstm.auto_remat(100, 32, 100) == 0
+  assert lstm.auto_remat(10000, 64, 256) == 100
+
+
 def test_bfloat16_compute_keeps_float32_params_and_carry():
   x = _randn(9, (2, 8, 3))
   m16, m32 = lstm.LSTM(8, 2, dtype=jnp.bfloat16), lstm.LSTM(8, 2)

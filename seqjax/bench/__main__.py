@@ -1,0 +1,76 @@
+"""`python -m seqjax.bench`: seqjax against Flax nn.RNN, PyTorch nn.LSTM and Keras.
+
+  python -m seqjax.bench                          # seed and large shapes, every installed peer
+  python -m seqjax.bench --shapes=seed --repeats=20
+  python -m seqjax.bench --seeds                  # time to result: :seed configs vs Keras
+  python -m seqjax.bench --memory                 # T=10000 B=64 H=256 train step, peak memory
+
+Peers come from the `bench` extra (`pip install -e ".[bench]"`); missing ones
+are skipped with a note. Runs on whatever JAX's default backend is (CPU or
+GPU; torch follows onto cuda). Writes bench.csv/json/md under --out.
+"""
+
+from __future__ import annotations
+
+import json
+import platform as host_platform
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("shapes", ["seed", "large"], "Shape groups (seed, large, tiny) or names.")
+flags.DEFINE_list("peers", None, "Peers to run (default: every installed one).")
+flags.DEFINE_integer("repeats", 10, "Timed rounds per measurement (the median is reported).")
+flags.DEFINE_string("out", None, "Output directory (default bench_results/<platform>).")
+flags.DEFINE_bool("seeds", False, "Time to result of each :seed config against its Keras peer.")
+flags.DEFINE_bool("memory", False, "Peak memory of the T=10000 train step, with remat.")
+
+
+def main(argv):
+  del argv
+  import jax
+
+  from seqjax.bench import memory, peers, seeds, shapes, timing
+
+  backend = jax.default_backend()
+  out = FLAGS.out or f"bench_results/{backend}"
+  meta = {"backend": backend, "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+          "machine": host_platform.machine(), "cpus": _cpus()}
+  if FLAGS.seeds:
+    seeds.main(out, meta)
+    return
+  if FLAGS.memory:
+    memory.main(out, meta)
+    return
+  groups = {"seed": shapes.SEED_SHAPES, "large": shapes.LARGE_SHAPES, "tiny": shapes.TINY_SHAPES}
+  chosen = [s for name in FLAGS.shapes for s in groups.get(name, (shapes.SHAPES.get(name),))]
+  if None in chosen:
+    raise app.UsageError(f"--shapes: allowed groups {list(groups)} or names {list(shapes.SHAPES)}")
+  names = FLAGS.peers or list(peers.PEERS)
+  unknown = [n for n in names if n not in peers.PEERS]
+  if unknown:
+    raise app.UsageError(f"--peers: unknown {unknown}; allowed: {list(peers.PEERS)}")
+  device = "cuda" if backend == "gpu" else "cpu"
+  rows = []
+  for shape in chosen:
+    for name in names:
+      if not peers.available(name):
+        print(f"skipping {name}: not installed (pip install -e '.[bench]')", flush=True)
+        continue
+      row = timing.time_peer(name, peers.PEERS[name], shape, FLAGS.repeats, device=device)
+      print(json.dumps(row), flush=True)
+      rows.append(row)
+  timing.add_ratios(rows)
+  table = timing.markdown(rows)
+  print(f"\n{meta['device']} ({backend}), median of {FLAGS.repeats} rounds\n\n{table}")
+  for path in timing.write(rows, out, meta):
+    print("wrote", path)
+
+
+def _cpus() -> int:
+  import os
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,67 @@
+"""The seqjax peer of the benchmark, and the registry of all peers.
+
+seqjax runs what `seqjax.main` trains: `models.SequenceModel` (the hand-written
+LSTM under `lax.scan`, input projection hoisted out of the loop, Dense head on
+the last step), an optax Adam step jitted with the state donated. The other
+peers (`others.py`) build the same function with Flax nn.RNN, torch and Keras.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from seqjax import lstm, models
+from seqjax.bench import others
+from seqjax.bench.others import LEARNING_RATE, Closures, _data
+from seqjax.bench.shapes import Shape
+
+
+def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int | None = None,
+                remat: int | None = None, dtype: str = "float32") -> Closures:
+  """seqjax's `(train_step, forward)` closures for `shape` (see `others` for the contract).
+
+  `unroll`/`remat` default to `lstm.auto_unroll`/`lstm.auto_remat` for the shape and
+  the platform, as `seqjax.main` chooses them; `dtype` is the matmul compute dtype.
+  """
+  del device  # JAX places on its default device (set JAX_PLATFORMS to choose)
+  x, y = (jnp.asarray(a) for a in _data(shape, seed))
+  model = models.SequenceModel(
+      hidden=shape.hidden, out_features=1, num_layers=shape.layers, head="last",
+      unroll=lstm.auto_unroll(shape.time, shape.batch, shape.hidden) if unroll is None else unroll,
+      remat=lstm.auto_remat(shape.time, shape.batch, shape.hidden) if remat is None else remat,
+      dtype=jnp.dtype(dtype))
+  params = jax.jit(model.init)(jax.random.key(seed), x[:1])["params"]
+  tx = optax.adam(LEARNING_RATE)
+
+  def loss_fn(params, x, y):
+    return jnp.mean((model.apply({"params": params}, x)[1] - y) ** 2)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def step(state, x, y):
+    params, opt_state = state
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  predict = jax.jit(lambda params, x: model.apply({"params": params}, x)[1])
+  state = [(params, tx.init(params))]
+
+  def train_step():
+    state[0], loss = step(state[0], x, y)
+    jax.block_until_ready(loss)
+
+  def forward():
+    jax.block_until_ready(predict(state[0][0], x))
+
+  return train_step, forward
+
+
+PEERS = {"seqjax": seqjax_lstm, **others.PEERS}
+
+
+def available(name: str) -> bool:
+  return name == "seqjax" or others.available(name)

@@ -1,0 +1,135 @@
+"""The device mesh of `config.mesh` and the shardings of states and batches.
+
+Mesh axes: `data` splits the batch (axis 0 of every batch array); `model`
+splits the stacked models of a vmapped grid (axis 0 of grid states). Single
+runs replicate their parameters on every device; grids shard theirs along
+`model`. Batches are generated inside the jitted step and constrained to
+their sharding, so each device computes only its own shard of the data (the
+partitionable threefry PRNG makes the values independent of the mesh).
+
+Multi-host (TPU pods, SLURM or MPI GPU clusters): `initialize_distributed`
+joins the job before anything touches a device; every process then runs the
+same program over the global mesh, generating only the shards its devices
+hold, and `is_writer()` (process 0) alone writes logs, metrics and plots.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from seqjax import validate
+
+DATA, MODEL = "data", "model"
+
+
+def initialize_distributed() -> bool:
+  """Calls `jax.distributed.initialize()` when the environment describes a multi-process job.
+
+  Recognised: `JAX_COORDINATOR_ADDRESS` (with `JAX_NUM_PROCESSES` and
+  `JAX_PROCESS_ID`), SLURM with more than one task, Open MPI with more than
+  one rank, and `SEQJAX_DISTRIBUTED=1` (the TPU pod launcher sets it; JAX
+  then finds the pod from the TPU metadata). Must run before any JAX
+  computation. Returns whether it initialized.
+  """
+  env = os.environ
+  if env.get("SEQJAX_DISTRIBUTED") == "0":
+    return False
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    count, index = env.get("JAX_NUM_PROCESSES"), env.get("JAX_PROCESS_ID")
+    jax.distributed.initialize(num_processes=int(count) if count else None,
+                               process_id=int(index) if index else None)
+    return True
+  cluster = (int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env
+             or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+             or env.get("SEQJAX_DISTRIBUTED") == "1")
+  if cluster:
+    jax.distributed.initialize()
+  return cluster
+
+
+def is_writer() -> bool:
+  """Whether this process writes logs, metrics, plots and result files (process 0)."""
+  return jax.process_index() == 0
+
+
+def mesh_shape(data: int, model: int, devices: int, processes: int = 1) -> tuple[int, int]:
+  """Resolves `-1` (all remaining devices) and checks the sizes; raises ConfigError.
+
+  Fewer devices than there are may be used on one host (e.g. `mesh.data=1`
+  to compare with a single device); a multi-host job must use all of them.
+  """
+  for field, value in (("mesh.data", data), ("mesh.model", model)):
+    if not isinstance(value, int) or isinstance(value, bool) or not (value == -1 or value >= 1):
+      validate.fail(field, value, "must be -1 (all devices) or a positive device count")
+  if data == -1 and model == -1:
+    validate.fail("mesh.data", data, "and mesh.model cannot both be -1")
+  if data == -1 or model == -1:
+    fixed = model if data == -1 else data
+    if devices % fixed:
+      validate.fail("mesh.model" if data == -1 else "mesh.data", fixed,
+                    f"must divide the {devices} devices when the other axis is -1")
+    data, model = (devices // fixed, model) if data == -1 else (data, devices // fixed)
+  if data * model > devices or (processes > 1 and data * model != devices):
+    validate.fail("mesh", f"{data}x{model}", f"needs data*model {'=' if processes > 1 else '<='} "
+                  f"the {devices} devices{' of this multi-host job' if processes > 1 else ''}")
+  return data, model
+
+
+def make_mesh(mesh_config) -> Mesh:
+  """A `(data, model)` mesh over the first data*model devices."""
+  devices = jax.devices()
+  data, model = mesh_shape(mesh_config.data, mesh_config.model, len(devices), jax.process_count())
+  chosen = devices[:data * model]
+  try:  # topology-aware placement on TPU/GPU; a plain reshape where that does not apply
+    grid = mesh_utils.create_device_mesh((data, model), chosen)
+  except (ValueError, NotImplementedError, AssertionError):
+    grid = np.asarray(chosen).reshape(data, model)
+  return Mesh(grid, (DATA, MODEL))
+
+
+def check_divides(mesh: Mesh, axis: str, size: int, field: str) -> None:
+  """ConfigError unless `size` (a batch or a grid) splits evenly along `axis`."""
+  n = mesh.shape[axis]
+  if size % n:
+    validate.fail(field, size, f"must be divisible by mesh.{axis}={n} (the {n} devices it "
+                  f"splits over); change {field} or set --config.mesh.{axis}")
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def state_shardings(mesh: Mesh, state, grid: bool = False):
+  """Shardings for a (possibly abstract) train state.
+
+  Single run: everything replicated except the carry [L, B, H], split along
+  `data` by batch. Grid: every leaf split along `model` on axis 0, the carry
+  [M, L, B, H] also along `data`.
+  """
+  lead = (MODEL,) if grid else ()
+  shardings = jax.tree.map(lambda _: NamedSharding(mesh, P(*lead)), state)
+  if state.carry is not None:
+    carry = NamedSharding(mesh, P(*lead, None, DATA))
+    shardings = shardings.replace(carry=jax.tree.map(lambda _: carry, state.carry))
+  return shardings
+
+
+def constrain_batch(mesh: Mesh, batch):
+  """Places a batch generated inside jit: split along `data` where it divides, else replicated.
+
+  Called inside the (possibly vmapped) step; under `vmap(spmd_axis_name=MODEL)`
+  JAX prepends the grid's `model` axis itself.
+  """
+  n = mesh.shape[DATA]
+
+  def place(a):
+    spec = P(DATA) if a.ndim and a.shape[0] % n == 0 else P()
+    return jax.lax.with_sharding_constraint(a, NamedSharding(mesh, spec))
+
+  return jax.tree.map(place, batch)

@@ -1,0 +1,61 @@
+"""`python -m seqjax.bench` smoke test on a tiny shape: runs and writes its tables (no timings
+are asserted)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from seqjax.bench import peers, seeds, shapes, timing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_cli_on_a_tiny_shape(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "seqjax.bench", "--shapes=tiny", "--repeats=2",
+                         "--peers=seqjax,flax nn.RNN", f"--out={tmp_path}"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / "bench.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["peer"] for r in rows] == ["seqjax", "flax nn.RNN"]
+  assert {"shape", "train_ms", "forward_ms", "train_ratio", "forward_ratio", "compile_s",
+          "train_timesteps_per_s"} <= set(rows[0])
+  assert min(float(r["train_ratio"]) for r in rows) == 1.0
+  assert all(float(r["train_ms"]) > 0 and float(r["compile_s"]) > 0 for r in rows)
+  report = json.load(open(tmp_path / "bench.json"))
+  assert report["meta"]["backend"] == "cpu" and len(report["rows"]) == 2
+  table = (tmp_path / "bench.md").read_text().splitlines()
+  assert table[0].startswith("| shape | peer | train step ms | x fastest |")
+  assert table[2].startswith("| tiny B2 T3 I2 H4 | seqjax |")
+  assert "| shape | peer |" in proc.stdout
+
+
+def test_bench_rejects_unknown_peers_and_shapes():
+  for flag in ("--peers=caffe", "--shapes=huge"):
+    proc = subprocess.run([sys.executable, "-m", "seqjax.bench", flag], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "allowed" in proc.stderr
+
+
+def test_every_installed_peer_runs_its_steps():
+  """Each installed peer builds the tiny shape and runs a train step and a forward pass."""
+  for name, build in peers.PEERS.items():
+    if not peers.available(name):
+      continue
+    train_step, forward = build(shapes.SHAPES["tiny"])
+    train_step()
+    forward()
+
+
+def test_ratios_and_seed_table():
+  rows = timing.add_ratios([{"shape": "a", "train_ms": 2.0, "forward_ms": 1.0},
+                            {"shape": "a", "train_ms": 1.0, "forward_ms": 4.0}])
+  assert [r["train_ratio"] for r in rows] == [2.0, 1.0]
+  assert [r["forward_ratio"] for r in rows] == [1.0, 4.0]
+  table = seeds.markdown([{"experiment": "freq", "seqjax_s": 5.0, "metric": "mae",
+                           "seqjax_metric": 0.1, "keras_s": 20.0, "keras_metric": 0.2,
+                           "ratio": 0.25}])
+  assert table.splitlines()[2] == "| freq | 5.0 | 20.0 | 0.25 | mae 0.1 | 0.2 |"
+  assert timing.time_calls(lambda: None, repeats=3, min_seconds=0.01) >= 0
