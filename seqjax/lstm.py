@@ -183,8 +183,8 @@ def auto_unroll(steps: int, batch: int, hidden: int, platform: str | None = None
   """
   platform = platform or jax.default_backend()
   work = batch * hidden
-  if platform == "cpu":
-    unroll = 8 if work <= 4096 else 4 if work <= 65536 else 1
+  if platform == "cpu":  # measured: unrolling helps B1 H10 (mean) 2.7x, slows B32 H100 (freq)
+    unroll = 8 if work <= 256 else 1
   else:
     unroll = 16 if work <= 65536 else 4
   return max(1, min(unroll, steps))
