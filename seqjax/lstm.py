@@ -28,6 +28,9 @@ import jax
 import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
+from seqjax import recurrence
+from seqjax.recurrence import acc_dtype, lstm_step
+
 Array = jax.Array
 Carry = tuple[Array, Array]
 Initializer = Callable[..., Array]
@@ -78,33 +81,6 @@ def per_gate(init: Initializer) -> Initializer:
     keys = jax.random.split(key, 4)
     return jnp.concatenate([init(k, (*lead, g // 4), dtype) for k in keys], axis=-1)
   return init_fn
-
-
-def acc_dtype(dtype: Any) -> Any:
-  """Accumulation/carry dtype for a compute dtype: float32, or float64 for float64."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def lstm_step(w_h: Array, carry: Carry, gx_t: Array, dtype: Any = jnp.float32) -> Carry:
-  """One LSTM step given the already projected input.
-
-  Args:
-    w_h: recurrent kernel [H, G].
-    carry: (h, c), each [B, H], float32.
-    gx_t: `x_t @ W_x + b` for this step, [B, G], float32 (float64 in x64 tests).
-    dtype: dtype of the recurrent matmul (e.g. bfloat16); it accumulates in
-      `acc_dtype(dtype)`.
-
-  Returns:
-    The new carry (h, c); h is also the step's output.
-  """
-  h, c = carry
-  gates = gx_t + jnp.dot(h.astype(dtype), w_h.astype(dtype),
-                         preferred_element_type=acc_dtype(dtype))
-  i, f, g, o = jnp.split(gates, 4, axis=-1)
-  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-  h = jax.nn.sigmoid(o) * jnp.tanh(c)
-  return h, c
 
 
 class LSTMCell(nn.Module):
@@ -205,8 +181,8 @@ def auto_remat(steps: int, batch: int, hidden: int) -> int:
 
 def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
                unroll: int | bool = 1, dtype: Any = jnp.float32,
-               remat: int = 0) -> tuple[Carry, Array]:
-  """Runs the recurrence over time on projected inputs.
+               remat: int = 0, fused: bool = True) -> tuple[Carry, Array]:
+  """Runs the recurrence over time on projected inputs (`recurrence.scan`), in remat chunks.
 
   Args:
     w_h: recurrent kernel [H, G].
@@ -220,27 +196,16 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
       the backward pass keeps only the carries between chunks and recomputes
       a chunk's gates when it reaches it, so a long sequence needs memory for
       T/remat + remat steps instead of T (at the cost of a second forward).
+    fused: the hand-written VJP (`recurrence.scan`); False uses JAX's autodiff.
 
   Returns:
     (final carry, outputs [T, B, H]).
   """
-  if mask is None:
-    def body(carry, gx_t):
-      carry = lstm_step(w_h, carry, gx_t, dtype)
-      return carry, carry[0]
-    xs = gx
-  else:
-    def body(carry, inputs):
-      gx_t, m_t = inputs
-      new = lstm_step(w_h, carry, gx_t, dtype)
-      m = m_t[:, None]
-      carry = tuple(jnp.where(m, n, o) for n, o in zip(new, carry, strict=True))
-      return carry, jnp.where(m, new[0], 0.0)
-    xs = (gx, mask)
-
   def run(carry, xs):
-    return jax.lax.scan(body, carry, xs, unroll=unroll)
+    gx, mask = xs
+    return recurrence.scan(w_h, gx, carry, mask, unroll=unroll, dtype=dtype, fused=fused)
 
+  xs = (gx, mask)
   steps = gx.shape[0]
   if not remat or remat >= steps:
     return run(carry, xs)
@@ -309,7 +274,9 @@ class LSTMLayer(nn.Module):
     def flip(a):  # reverse each sequence within its valid length
       return flip_sequences(a, lengths, num_batch_dims=1, time_major=False) if self.reverse else a
 
-    gx = jnp.swapaxes(cell.project(flip(x)), 0, 1)  # [T, B, G]: one matmul for all steps
+    # One matmul for all steps, time-major from the start: transposing x [B, T, I]
+    # is cheaper than transposing its projection [B, T, G] (and its gradient).
+    gx = cell.project(jnp.swapaxes(flip(x), 0, 1))  # [T, B, G]
     if mask is not None:
       mask = jnp.swapaxes(flip(mask), 0, 1)  # [T, B]
     unroll = self.unroll or auto_unroll(steps, batch, self.hidden)

@@ -163,8 +163,14 @@ def test_remat_chunks_do_not_change_values_or_gradients(remat, masked):
 
 
 def test_remat_stores_fewer_residuals():
-  """The backward pass of a chunked scan saves carries per chunk, not gates per step."""
+  """The backward pass of a chunked scan saves carries per chunk, not gates per step.
+
+  Beyond the carries it keeps its input, the projected x [T, B, G], which
+  exists anyway (the forward pass made it); an unchunked scan keeps
+  [B, G] + 3 [B, H] per step on top of it.
+  """
   x = _randn(14, (2, 64, 3))
+  projected_bytes = 64 * 2 * 4 * 8 * 4
   params = _init(lstm.LSTM(8), x)
 
   def saved_bytes(remat):
@@ -172,7 +178,7 @@ def test_remat_stores_fewer_residuals():
     _, residuals = jax.vjp(f, params)
     return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(residuals))
 
-  assert saved_bytes(8) < 0.6 * saved_bytes(0)
+  assert saved_bytes(8) - projected_bytes < 0.2 * saved_bytes(0)
 
 
 def test_auto_unroll_and_remat_choices():
