@@ -91,6 +91,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1
   config.mesh.model = 1
+  # A CPU-only host as several XLA devices, so `data` can split the batch over its
+  # cores: -1 the most (up to the cores) that divide train.batch_size, 0 JAX's one
+  # device, N exactly N. Applied by seqjax.main before JAX starts; XLA_FLAGS'
+  # --xla_force_host_platform_device_count, if set, wins.
+  config.mesh.cpu_devices = -1
   return config
 
 

@@ -185,13 +185,7 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
   """Runs the recurrence over time on projected inputs (`recurrence.scan`), in remat chunks.
 
   Args:
-    w_h: recurrent kernel [H, G].
-    gx: projected inputs, time-major [T, B, G].
-    carry: (h, c), each [B, H].
-    mask: [T, B] bool, False where a step is padding (carry kept, output 0),
-      or None when every step is valid.
-    unroll: `lax.scan` unroll.
-    dtype: recurrent matmul dtype.
+    w_h, gx, carry, mask, unroll, dtype: see `recurrence.scan` (gx is [T, B, G]).
     remat: > 0 runs the scan in chunks of `remat` steps under `jax.checkpoint`:
       the backward pass keeps only the carries between chunks and recomputes
       a chunk's gates when it reaches it, so a long sequence needs memory for

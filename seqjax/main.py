@@ -47,8 +47,10 @@ def main(argv):
     path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
     name = os.path.splitext(os.path.basename(path))[0]
     workdir = os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S"))
-  sharding.initialize_distributed()  # multi-host jobs: before anything touches a device
   try:
+    # Both before anything touches a device: multi-host jobs join, a CPU host splits its cores.
+    if not sharding.initialize_distributed():
+      sharding.set_cpu_devices(FLAGS.config.mesh.cpu_devices, FLAGS.config.train.batch_size)
     train.train_and_evaluate(FLAGS.config, workdir)
   except validate.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)

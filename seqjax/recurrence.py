@@ -155,11 +155,9 @@ def _fused_bwd(unroll, dtype, residuals, cotangents):
 
   xs = (p, k, f, douts) if mask is None else (p, k, f, douts, mask)
   (dh0, dc0), dz = jax.lax.scan(body, (dh_final, dc_final), xs, reverse=True, unroll=unroll)
-  steps, batch, gates = dz.shape
   # All steps' weight gradients as one matmul: [H, T*B] x [T*B, G].
-  dw = jax.lax.dot_general(h_prev.reshape(steps * batch, -1).astype(dtype),
-                           dz.reshape(steps * batch, gates).astype(dtype),
-                           (((0,), (0,)), ((), ())), preferred_element_type=acc_dtype(dtype))
+  dw = jax.lax.dot_general(h_prev.astype(dtype), dz.astype(dtype), (((0, 1), (0, 1)), ((), ())),
+                           preferred_element_type=acc_dtype(dtype))
   return dw.astype(w_h.dtype), dz.astype(p.dtype), (dh0, dc0), None
 
 

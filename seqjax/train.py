@@ -30,6 +30,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MIN_FREE_MB = 64
+# Train steps dispatched before the oldest of them must have finished.
+MAX_IN_FLIGHT = 2
+
 # Fields a resumed run may change: where it runs (the mesh), not what it computes.
 RESUMABLE_PREFIXES = ("allow_config_change", "mesh.")
 
@@ -176,6 +179,8 @@ def make_train_step(model: models.SequenceModel, task: base.Task, mesh=None):
 def evaluate(model, params, eval_set: base.Batch, batch_size: int, eval_fn) -> np.ndarray:
   """Predictions for the whole held-out set, in batches (the last one padded)."""
   n = eval_set["x"].shape[0]
+  if n <= batch_size:  # one call; eager slicing would compile an op per array
+    return eval_fn(params, eval_set)
   preds = []
   for start in range(0, n, batch_size):
     chunk = jax.tree.map(lambda a: a[start:start + batch_size], eval_set)
@@ -339,13 +344,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     out_shardings=repl)
   eval_set = jax.jit(task.eval_batch, out_shardings=repl)(
       data_key, jax.random.fold_in(eval_key, base.EVAL_SALT))
+  score = jax.jit(lambda preds, batch: task.loss_and_metrics(preds, batch)[1])
   writer = writers.MetricWriter(workdir, enabled=sharding.is_writer())
   progress = writers.Progress(first_step, total)
 
   def run_eval(step):
     preds = evaluate(model, state.params, eval_set, config.train.eval_batch_size, eval_fn)
-    _, metrics = task.loss_and_metrics(preds, eval_set)
-    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics = {k: float(v) for k, v in score(preds, eval_set).items()}
     writer.write(step, "eval", metrics)
     writers.console(f"held-out at step {step}: "
                     + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
@@ -369,6 +374,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       for step in range(first_step + 1, total + 1):
         state, metrics = train_step(state, data_key, dropout_key)
         pending.append(metrics)
+        if len(pending) > MAX_IN_FLIGHT:
+          # Bound the steps dispatched ahead: with several CPU devices, a long queue of
+          # executions can starve XLA's CPU thread pool and deadlock their all-reduces.
+          jax.block_until_ready(pending[-MAX_IN_FLIGHT - 1])
         if compile_s is None:
           jax.block_until_ready(metrics)
           compile_s = time.perf_counter() - t_start

@@ -45,7 +45,12 @@ def _checkpoint_steps(workdir):
 def _final_params(workdir):
   step = _checkpoint_steps(workdir)[-1]
   path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "default")
-  return step, ocp.StandardCheckpointer().restore(path)["params"]
+  checkpointer = ocp.StandardCheckpointer()
+  # Saved on however many devices the run made (mesh.cpu_devices); read onto this one.
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata.tree)
+  return step, checkpointer.restore(path, target)["params"]
 
 
 def _same_run(workdir_a, workdir_b):

@@ -186,3 +186,34 @@ def test_weak_scaling_measurement_on_one_device():
   assert row["devices"] == 1 and row["global_batch"] == 4 and row["steps_per_s"] > 0
   lines = scaling.table([row, dict(row, devices=2, steps_per_s=row["steps_per_s"] / 2)])
   assert lines.splitlines()[3].endswith("| 0.50 |")
+
+
+@pytest.mark.parametrize("batch,cores,expected", [(32, 2, 2), (5, 2, 1), (1, 16, 1), (12, 8, 6),
+                                                  (64, 1, 1)])
+def test_auto_cpu_devices_divide_the_batch(batch, cores, expected):
+  assert sharding.auto_cpu_devices(batch, cores) == expected
+
+
+@pytest.mark.parametrize("count", [-2, 1.5, True, "2"])
+def test_bad_cpu_devices_is_a_config_error(count):
+  with pytest.raises(validate.ConfigError, match="mesh.cpu_devices"):
+    sharding.set_cpu_devices(count, 32)
+
+
+def test_main_splits_a_cpu_into_devices_without_deadlock(tmp_path):
+  """`mesh.cpu_devices=2` makes two CPU devices and the run uses both.
+
+  The loop bounds the steps in flight (`train.MAX_IN_FLIGHT`): with 100 steps
+  queued between two logs, XLA's CPU all-reduce deadlocked in some runs (in
+  every run of freq.py:seed on 2 devices), so this can catch it, not always.
+  """
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+  proc = subprocess.run(
+      [sys.executable, "-m", "seqjax.main", "--config=configs/freq.py:quick",
+       f"--workdir={tmp_path}", "--config.mesh.cpu_devices=2", "--config.train.steps=100",
+       "--config.train.log_every=100", "--config.train.eval_every=100",
+       "--config.train.checkpoint_every=100", "--config.train.batch_size=32"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(env, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  timing = json.loads((tmp_path / "timing.json").read_text())
+  assert timing["devices"] == 2 and timing["mesh"] == {"data": 2, "model": 1}

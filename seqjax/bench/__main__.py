@@ -30,7 +30,11 @@ def main(argv):
   del argv
   import jax
 
+  from seqjax import sharding
   from seqjax.bench import memory, peers, seeds, shapes, timing
+
+  if not (FLAGS.seeds or FLAGS.memory):  # CPU cores as devices, as seqjax.main makes them
+    sharding.set_cpu_devices(sharding.available_cores(), 1)
 
   backend = jax.default_backend()
   out = FLAGS.out or f"bench_results/{backend}"

@@ -12,35 +12,47 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from seqjax import lstm, models
+from seqjax import lstm, models, sharding
 from seqjax.bench import others
 from seqjax.bench.others import LEARNING_RATE, Closures, _data
 from seqjax.bench.shapes import Shape
 
 
 def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int | None = None,
-                remat: int | None = None, dtype: str = "float32") -> Closures:
+                remat: int | None = None, dtype: str = "float32",
+                split_batch: bool = True) -> Closures:
   """seqjax's `(train_step, forward)` closures for `shape` (see `others` for the contract).
 
   `unroll`/`remat` default to `lstm.auto_unroll`/`lstm.auto_remat` for the shape and
   the platform, as `seqjax.main` chooses them; `dtype` is the matmul compute dtype.
+  `split_batch`: like `seqjax.main`, split the batch over the devices of the
+  default backend that divide it (on CPU, the cores when the bench made them
+  devices, `mesh.cpu_devices`); False runs on one device.
   """
   del device  # JAX places on its default device (set JAX_PLATFORMS to choose)
-  x, y = (jnp.asarray(a) for a in _data(shape, seed))
+  devices = jax.devices()
+  count = sharding.auto_cpu_devices(shape.batch, len(devices)) if split_batch else 1
+  mesh = Mesh(np.asarray(devices[:count]), (sharding.DATA,))
+  rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(sharding.DATA))
+  x, y = (jax.device_put(a, split) for a in _data(shape, seed))
   model = models.SequenceModel(
       hidden=shape.hidden, out_features=1, num_layers=shape.layers, head="last",
       unroll=lstm.auto_unroll(shape.time, shape.batch, shape.hidden) if unroll is None else unroll,
       remat=lstm.auto_remat(shape.time, shape.batch, shape.hidden) if remat is None else remat,
       dtype=jnp.dtype(dtype))
-  params = jax.jit(model.init)(jax.random.key(seed), x[:1])["params"]
+  params = jax.jit(model.init, out_shardings=rep)(jax.random.key(seed), _data(shape, seed)[0][:1])
+  params = params["params"]
   tx = optax.adam(LEARNING_RATE)
 
   def loss_fn(params, x, y):
     return jnp.mean((model.apply({"params": params}, x)[1] - y) ** 2)
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  @functools.partial(jax.jit, donate_argnums=0, out_shardings=(rep, rep))
   def step(state, x, y):
     params, opt_state = state
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
@@ -48,7 +60,7 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
     return (optax.apply_updates(params, updates), opt_state), loss
 
   predict = jax.jit(lambda params, x: model.apply({"params": params}, x)[1])
-  state = [(params, tx.init(params))]
+  state = [(params, jax.jit(tx.init, out_shardings=rep)(params))]
 
   def train_step():
     state[0], loss = step(state[0], x, y)
@@ -60,8 +72,9 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
   return train_step, forward
 
 
-PEERS = {"seqjax": seqjax_lstm, **others.PEERS}
+PEERS = {"seqjax": seqjax_lstm,
+         "seqjax 1 device": functools.partial(seqjax_lstm, split_batch=False), **others.PEERS}
 
 
 def available(name: str) -> bool:
-  return name == "seqjax" or others.available(name)
+  return name.startswith("seqjax") or others.available(name)
