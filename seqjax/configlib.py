@@ -82,7 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.weight_decay = 0.0
   config.train.grad_clip = 0.0  # 0: no clipping
   config.train.log_every = 100
-  config.train.eval_every = 1000
+  config.train.eval_every = 1000  # 0: once, at the end
   config.train.checkpoint_every = 1000
   config.train.eval_batch_size = 1024
 
@@ -126,3 +126,4 @@ def keras_fit(config: ml_collections.ConfigDict, *, batch_size: int, epochs: int
   t = config.train
   t.epochs, t.batch_size, t.learning_rate = epochs, batch_size, 1e-3
   t.schedule, t.warmup_steps, t.grad_clip = "constant", 0, 0.0
+  t.eval_every = 0  # the held-out set once, at the end: the seeds' fit, then evaluate

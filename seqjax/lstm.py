@@ -167,14 +167,16 @@ def auto_unroll(steps: int, batch: int, hidden: int, platform: str | None = None
 
 
 # Bytes the per-step residuals of one layer's backward pass may take before
-# `auto_remat` recomputes them instead (about 12 [B, H] float32 arrays a step).
+# `auto_remat` recomputes them instead: `recurrence.scan` keeps 7 [B, H] float32
+# arrays a step (the [B, 4H] gate factors, two [B, H] factors, the previous h).
 REMAT_BUDGET = 2 * 2**30
+RESIDUALS_PER_STEP = 7
 
 
 def auto_remat(steps: int, batch: int, hidden: int) -> int:
   """Remat chunk length for a shape: 0 (store everything) unless it would exceed
   `REMAT_BUDGET`, then about sqrt(T) steps per chunk (memory O(sqrt T) steps)."""
-  if steps * batch * hidden * 4 * 12 <= REMAT_BUDGET:
+  if steps * batch * hidden * 4 * RESIDUALS_PER_STEP <= REMAT_BUDGET:
     return 0
   return max(1, int(round(steps ** 0.5)))
 

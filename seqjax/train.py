@@ -75,8 +75,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validate.in_range("train.end_lr_factor", t.end_lr_factor, 0.0, 1.0)
   validate.non_negative("train.weight_decay", t.weight_decay)
   validate.non_negative("train.grad_clip", t.grad_clip)
-  for field in ("log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
+  for field in ("log_every", "checkpoint_every", "eval_batch_size"):
     validate.positive(f"train.{field}", t[field])
+  if not isinstance(t.eval_every, int) or isinstance(t.eval_every, bool) or t.eval_every < 0:
+    validate.fail("train.eval_every", t.eval_every,
+                  "must be a positive integer, or 0 to evaluate once at the end")
 
 
 def create_model(config: ml_collections.ConfigDict, task: base.Task) -> models.SequenceModel:
