@@ -227,6 +227,8 @@ class LSTMLayer(nn.Module):
       (`auto_unroll`).
     remat: checkpointed chunk length for long sequences (see `scan_layer`);
       0 off, -1 chosen by shape (`auto_remat`).
+    fused: the hand-written VJP of `recurrence.scan` (fast); False lets JAX
+      differentiate the scan, which forward-mode AD (`jax.jvp`, `jacfwd`) needs.
   """
   hidden: int
   kernel_init: Initializer = nn.initializers.glorot_uniform()
@@ -239,6 +241,7 @@ class LSTMLayer(nn.Module):
   remat: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  fused: bool = True
 
   @nn.compact
   def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
@@ -278,7 +281,7 @@ class LSTMLayer(nn.Module):
     unroll = self.unroll or auto_unroll(steps, batch, self.hidden)
     remat = auto_remat(steps, batch, self.hidden) if self.remat == -1 else self.remat
     carry, ys = scan_layer(cell.recurrent_kernel, gx, carry, mask,
-                           unroll=unroll, dtype=self.dtype, remat=remat)
+                           unroll=unroll, dtype=self.dtype, remat=remat, fused=self.fused)
     return carry, flip(jnp.swapaxes(ys, 0, 1))
 
 
@@ -290,7 +293,7 @@ class LSTM(nn.Module):
     num_layers: L.
     return_sequences: outputs [B, T, H] of the top layer if True, else its
       last valid output [B, H] (the top layer's final h).
-    reverse, unroll, remat, initializers, forget_bias, chrono_tmax, dtype:
+    reverse, unroll, remat, initializers, forget_bias, chrono_tmax, dtype, fused:
       see `LSTMLayer`.
   """
   hidden: int
@@ -306,6 +309,7 @@ class LSTM(nn.Module):
   remat: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  fused: bool = True
 
   @nn.compact
   def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
@@ -327,7 +331,8 @@ class LSTM(nn.Module):
     for layer in range(self.num_layers):
       (h, c), x = LSTMLayer(self.hidden, self.kernel_init, self.recurrent_init, self.bias_init,
                             self.forget_bias, self.chrono_tmax, self.reverse, self.unroll,
-                            self.remat, self.dtype, self.param_dtype, name=f"layer{layer}")(
+                            self.remat, self.dtype, self.param_dtype, self.fused,
+                            name=f"layer{layer}")(
                                 x, (carry[0][layer], carry[1][layer]), lengths, mask)
       hs.append(h)
       cs.append(c)

@@ -50,7 +50,9 @@ def main(argv):
   try:
     # Both before anything touches a device: multi-host jobs join, a CPU host splits its cores.
     if not sharding.initialize_distributed():
-      sharding.set_cpu_devices(FLAGS.config.mesh.cpu_devices, FLAGS.config.train.batch_size)
+      config = FLAGS.config
+      sharding.set_cpu_devices(config.mesh.cpu_devices, config.train.batch_size,
+                               config.model.hidden)
     train.train_and_evaluate(FLAGS.config, workdir)
   except validate.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)

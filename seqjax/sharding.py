@@ -53,7 +53,7 @@ def initialize_distributed() -> bool:
   return cluster
 
 
-def set_cpu_devices(count: int, batch_size: int) -> int | None:
+def set_cpu_devices(count: int, batch_size: int, hidden: int | None = None) -> int | None:
   """Makes the CPU backend `count` XLA devices (`jax_num_cpu_devices`), before JAX starts.
 
   One XLA CPU device runs a scan step's small kernels one after another on one
@@ -63,8 +63,10 @@ def set_cpu_devices(count: int, batch_size: int) -> int | None:
 
   Args:
     count: -1 the most devices, up to the cores this process may use, that
-      divide `batch_size`; 0 leave JAX's default (one); N > 0 exactly N.
+      divide `batch_size` and leave each enough work (`auto_cpu_devices`);
+      0 leave JAX's default (one); N > 0 exactly N.
     batch_size: the global train batch the `data` axis splits.
+    hidden: the LSTM width, for the work per device.
 
   Returns:
     The device count set, or None when left alone: 0, an XLA_FLAGS or
@@ -80,7 +82,7 @@ def set_cpu_devices(count: int, batch_size: int) -> int | None:
       or "JAX_NUM_CPU_DEVICES" in os.environ):
     return None
   if count == -1:
-    count = auto_cpu_devices(batch_size, available_cores())
+    count = auto_cpu_devices(batch_size, available_cores(), hidden)
   try:
     jax.config.update("jax_num_cpu_devices", count)
   except RuntimeError:  # JAX already started in this process (e.g. called from a notebook)
@@ -98,9 +100,17 @@ def available_cores() -> int:
   return os.cpu_count() or 1
 
 
-def auto_cpu_devices(batch_size: int, cores: int) -> int:
-  """The most devices, at most `cores`, that split `batch_size` evenly."""
-  return max(d for d in range(1, max(cores, 1) + 1) if batch_size % d == 0)
+# Below this much work per device and step (rows of the batch x hidden units) the
+# all-reduce costs more than the second core gives (`python -m seqjax.bench`:
+# freq's 16 x 100 per device runs 0.7x the time of one device, sine's 16 x 32 1.4x).
+MIN_SPLIT_WORK = 1024
+
+
+def auto_cpu_devices(batch_size: int, cores: int, hidden: int | None = None) -> int:
+  """The most devices, at most `cores`, that split `batch_size` evenly, each with at
+  least `MIN_SPLIT_WORK` rows x `hidden` (when given) to do."""
+  return max(d for d in range(1, max(cores, 1) + 1) if batch_size % d == 0
+             and (d == 1 or hidden is None or batch_size // d * hidden >= MIN_SPLIT_WORK))
 
 
 def is_writer() -> bool:

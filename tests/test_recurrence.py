@@ -74,3 +74,14 @@ def test_fused_vjp_under_vmap_matches_per_model_grads():
   batched = jax.vmap(jax.grad(loss))(ws)
   for k in range(3):
     np.testing.assert_allclose(batched[k], jax.grad(loss)(ws[k]), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_without_fused_vjp_supports_forward_mode():
+  x = jax.random.normal(jax.random.key(1), (2, 6, 3))
+  model = lstm.LSTM(4, 2, fused=False)
+  params = model.init(jax.random.key(0), x)
+  f = lambda x: model.apply(params, x)[1]
+  _, tangent = jax.jvp(f, (x,), (jnp.ones_like(x),))
+  _, vjp = jax.vjp(lambda x: lstm.LSTM(4, 2).apply(params, x)[1], x)
+  # <J 1, 1> from forward mode equals <1, J^T 1> from the fused reverse mode
+  np.testing.assert_allclose(jnp.sum(tangent), jnp.sum(vjp(jnp.ones((2, 6, 4)))[0]), rtol=1e-4)

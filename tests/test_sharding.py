@@ -188,10 +188,11 @@ def test_weak_scaling_measurement_on_one_device():
   assert lines.splitlines()[3].endswith("| 0.50 |")
 
 
-@pytest.mark.parametrize("batch,cores,expected", [(32, 2, 2), (5, 2, 1), (1, 16, 1), (12, 8, 6),
-                                                  (64, 1, 1)])
-def test_auto_cpu_devices_divide_the_batch(batch, cores, expected):
-  assert sharding.auto_cpu_devices(batch, cores) == expected
+@pytest.mark.parametrize("batch,cores,hidden,expected", [
+    (32, 2, None, 2), (5, 2, None, 1), (1, 16, None, 1), (12, 8, None, 6), (64, 1, None, 1),
+    (32, 2, 100, 2), (32, 2, 32, 1), (64, 8, 64, 4), (64, 8, 16, 1)])
+def test_auto_cpu_devices_divide_the_batch(batch, cores, hidden, expected):
+  assert sharding.auto_cpu_devices(batch, cores, hidden) == expected
 
 
 @pytest.mark.parametrize("count", [-2, 1.5, True, "2"])

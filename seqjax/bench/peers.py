@@ -31,12 +31,12 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
   `unroll`/`remat` default to `lstm.auto_unroll`/`lstm.auto_remat` for the shape and
   the platform, as `seqjax.main` chooses them; `dtype` is the matmul compute dtype.
   `split_batch`: like `seqjax.main`, split the batch over the devices of the
-  default backend that divide it (on CPU, the cores when the bench made them
-  devices, `mesh.cpu_devices`); False runs on one device.
+  default backend that divide it and leave each enough work (on CPU, the cores
+  when the bench made them devices, `mesh.cpu_devices`); False: one device.
   """
   del device  # JAX places on its default device (set JAX_PLATFORMS to choose)
   devices = jax.devices()
-  count = sharding.auto_cpu_devices(shape.batch, len(devices)) if split_batch else 1
+  count = sharding.auto_cpu_devices(shape.batch, len(devices), shape.hidden) if split_batch else 1
   mesh = Mesh(np.asarray(devices[:count]), (sharding.DATA,))
   rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(sharding.DATA))
   x, y = (jax.device_put(a, split) for a in _data(shape, seed))
