@@ -92,9 +92,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.mesh.data = -1
   config.mesh.model = 1
   # A CPU-only host as several XLA devices, so `data` can split the batch over its
-  # cores: -1 the most (up to the cores) that divide train.batch_size, 0 JAX's one
-  # device, N exactly N. Applied by seqjax.main before JAX starts; XLA_FLAGS'
-  # --xla_force_host_platform_device_count, if set, wins.
+  # cores: -1 the most (up to the cores) that divide train.batch_size and leave each
+  # enough work (sharding.auto_cpu_devices), 0 JAX's one device, N exactly N. Applied
+  # by seqjax.main before JAX starts; XLA_FLAGS' host device count, if set, wins.
   config.mesh.cpu_devices = -1
   return config
 

@@ -18,8 +18,8 @@ small kernels plus a [H, G] weight-gradient matmul and add in every step:
   backward scan, not T small ones accumulated inside it.
 
 Measured on the freq shape (B32 T100 H100, 2-core CPU) by `python -m seqjax.bench`.
-The derivation is checked against JAX's autodiff of the same step in
-tests/test_lstm.py (`scan(..., fused=False)` keeps that path).
+The derivation is checked against JAX's autodiff of the same forward scan in
+tests/test_recurrence.py (`scan(..., fused=False)` keeps that path).
 """
 
 from __future__ import annotations
@@ -186,14 +186,4 @@ def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None, *,
   """
   if fused:
     return _fused(w_h, gx, carry, mask, unroll, dtype)
-
-  def body(carry, xs):
-    gx_t, m_t = xs if mask is not None else (xs, None)
-    new = lstm_step(w_h, carry, gx_t, dtype)
-    if m_t is None:
-      return new, new[0]
-    m = m_t[:, None]
-    return tuple(jnp.where(m, n, o) for n, o in zip(new, carry, strict=True)), \
-        jnp.where(m, new[0], 0.0)
-
-  return jax.lax.scan(body, carry, gx if mask is None else (gx, mask), unroll=unroll)
+  return _forward(w_h, gx, carry, mask, unroll, dtype, keep=False)
