@@ -187,7 +187,7 @@ def evaluate(model, params, eval_set: base.Batch, batch_size: int, eval_fn) -> n
   preds = []
   for start in range(0, n, batch_size):
     chunk = jax.tree.map(lambda a: a[start:start + batch_size], eval_set)
-    pad = batch_size - chunk["x"].shape[0] if n > batch_size else 0
+    pad = batch_size - chunk["x"].shape[0]
     if pad:
       chunk = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), chunk)
     out = eval_fn(params, chunk)

@@ -39,14 +39,14 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
   count = sharding.auto_cpu_devices(shape.batch, len(devices), shape.hidden) if split_batch else 1
   mesh = Mesh(np.asarray(devices[:count]), (sharding.DATA,))
   rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(sharding.DATA))
-  x, y = (jax.device_put(a, split) for a in _data(shape, seed))
+  x_np, y_np = _data(shape, seed)
+  x, y = jax.device_put(x_np, split), jax.device_put(y_np, split)
   model = models.SequenceModel(
       hidden=shape.hidden, out_features=1, num_layers=shape.layers, head="last",
       unroll=lstm.auto_unroll(shape.time, shape.batch, shape.hidden) if unroll is None else unroll,
       remat=lstm.auto_remat(shape.time, shape.batch, shape.hidden) if remat is None else remat,
       dtype=jnp.dtype(dtype))
-  params = jax.jit(model.init, out_shardings=rep)(jax.random.key(seed), _data(shape, seed)[0][:1])
-  params = params["params"]
+  params = jax.jit(model.init, out_shardings=rep)(jax.random.key(seed), x_np[:1])["params"]
   tx = optax.adam(LEARNING_RATE)
 
   def loss_fn(params, x, y):
