@@ -50,7 +50,6 @@ def get_config(arg=None):
     config.model.kernel_init = "orthogonal"
     config.model.kernel_gain = 0.01
     config.model.out_activation = "relu"
-    config.model.unroll = 1
     config.model.chrono_tmax = 0.0
     configlib.keras_fit(config, batch_size=1, epochs=50)
   if arg.steps:

@@ -67,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.bias_init = "zeros"
   config.model.forget_bias = 1.0
   config.model.chrono_tmax = 0.0  # > 0: chrono init of gate biases, timescales up to this
-  config.model.unroll = 1
+  config.model.unroll = 0  # 0: by shape and platform (lstm.auto_unroll)
   config.model.dtype = "float32"
 
   config.train = ml_collections.ConfigDict()

@@ -11,11 +11,14 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seqjax import sharding, train, validate
+from seqjax import compile_cache, sharding, train, validate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory; default: a new runs/<config>/<time>/.")
+flags.DEFINE_string("compilation_cache", compile_cache.default_dir(),
+                    "JAX's persistent compilation cache: reruns load compiled programs instead "
+                    "of compiling them; empty: off.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -47,6 +50,7 @@ def main(argv):
     path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
     name = os.path.splitext(os.path.basename(path))[0]
     workdir = os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S"))
+  compile_cache.enable(FLAGS.compilation_cache)
   try:
     # Both before anything touches a device: multi-host jobs join, a CPU host splits its cores.
     if not sharding.initialize_distributed():

@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from seqjax import checkpoint, plots, sharding, tasks, train, validate, writers
+from seqjax import checkpoint, compile_cache, plots, sharding, tasks, train, validate, writers
 from seqjax.tasks import base
 
 ARRAY_FIELDS = ("seed", "model.kernel_gain", "model.recurrent_gain", "model.forget_bias",
@@ -370,6 +370,8 @@ def main():
   flags.DEFINE_float("converged", None, "Held-out metric threshold for steps-to-converge.")
   flags.DEFINE_integer("throughput", 0, "> 0: only time this many steps of each group's grid "
                        "against its models one after another, and print model-steps/s.")
+  flags.DEFINE_string("compilation_cache", compile_cache.default_dir(),
+                      "JAX's persistent compilation cache directory; empty: off.")
   flags.mark_flags_as_required(["config"])
   FLAGS = flags.FLAGS  # noqa: N806
 
@@ -378,6 +380,7 @@ def main():
     path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
     name = os.path.splitext(os.path.basename(path))[0]
     workdir = FLAGS.workdir or os.path.join("runs", "sweep", f"{name}-{FLAGS.sweep}")
+    compile_cache.enable(FLAGS.compilation_cache)
     sharding.initialize_distributed()
     try:
       if FLAGS.throughput:

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
+from jax.experimental import multihost_utils
 
 from seqjax import checkpoint, lstm, models, plots, rollout, sharding, tasks, validate, writers
 from seqjax.tasks import base
@@ -30,8 +31,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MIN_FREE_MB = 64
-# Train steps dispatched before the oldest of them must have finished.
-MAX_IN_FLIGHT = 2
+# Seconds of training per device call once a call has been timed (see the run loop).
+CALL_SECONDS = 0.5
 
 # Fields a resumed run may change: where it runs (the mesh), not what it computes.
 RESUMABLE_PREFIXES = ("allow_config_change", "mesh.")
@@ -62,7 +63,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validate.positive_float("model.kernel_gain", m.kernel_gain)
   validate.positive_float("model.recurrent_gain", m.recurrent_gain)
   validate.non_negative("model.chrono_tmax", m.chrono_tmax)
-  validate.positive("model.unroll", m.unroll)
+  validate.non_negative("model.unroll", m.unroll)
   validate.one_of("model.dtype", m.dtype, DTYPES)
   validate.positive("train.batch_size", t.batch_size)
   validate.non_negative("train.epochs", t.epochs)
@@ -141,9 +142,10 @@ def _forward_train(model, task, params, batch, carry, rng):
 
 
 def make_train_step(model: models.SequenceModel, task: base.Task, mesh=None):
-  """The pure step `(state, data_key, dropout_key, lr_scale) -> (state, metrics)`.
+  """The pure step `(state, data_key, dropout_key, lr_scale, data) -> (state, metrics)`.
 
-  The batch is generated inside it, on device, from `data_key` and the step;
+  The batch is generated inside it, on device, from `data_key` and the step
+  (and `data`, the task's `train_data(data_key)`, built here when None);
   with a `mesh`, each device generates only its shard of the batch.
   `lr_scale` multiplies the optimizer's updates (a per-model learning rate in
   vmapped grids; 1.0 for a single run, which leaves the updates bit-identical).
@@ -151,8 +153,10 @@ def make_train_step(model: models.SequenceModel, task: base.Task, mesh=None):
   stateful = task.stateful_period > 0
 
   def train_step(state: TrainState, data_key: jax.Array, dropout_key: jax.Array,
-                 lr_scale: jax.Array | float = 1.0):
-    batch = task.train_batch(data_key, state.step)
+                 lr_scale: jax.Array | float = 1.0, data: Any = None):
+    if data is None:
+      data = task.train_data(data_key)
+    batch = task.batch_from(data, data_key, state.step)
     if mesh is not None:
       batch = sharding.constrain_batch(mesh, batch)
     carry = None
@@ -179,20 +183,66 @@ def make_train_step(model: models.SequenceModel, task: base.Task, mesh=None):
   return train_step
 
 
-def evaluate(model, params, eval_set: base.Batch, batch_size: int, eval_fn) -> np.ndarray:
-  """Predictions for the whole held-out set, in batches (the last one padded)."""
-  n = eval_set["x"].shape[0]
-  if n <= batch_size:  # one call; eager slicing would compile an op per array
-    return eval_fn(params, eval_set)
-  preds = []
-  for start in range(0, n, batch_size):
-    chunk = jax.tree.map(lambda a: a[start:start + batch_size], eval_set)
-    pad = batch_size - chunk["x"].shape[0]
-    if pad:
-      chunk = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), chunk)
-    out = eval_fn(params, chunk)
-    preds.append(out[:out.shape[0] - pad])
-  return jnp.concatenate(preds)
+def make_train_loop(model: models.SequenceModel, task: base.Task, mesh=None):
+  """`(state, data_key, dropout_key, num_steps) -> (state, totals)`: many steps, one call.
+
+  A device-side while loop runs up to `num_steps` train steps (a traced
+  count: one compiled program serves every call), builds the task's
+  `train_data` once for all of them, and stops early after the first step
+  whose metrics are not finite. Small steps cost less than a dispatch from
+  Python, so the run loop hands whole log intervals to this.
+
+  totals: {"sums": {name: sum over the steps run}, "steps": steps run,
+  "finite": False if the last step run had a NaN/Inf metric}.
+  """
+  train_step = make_train_step(model, task, mesh)
+
+  def train_loop(state, data_key, dropout_key, num_steps):
+    data = task.train_data(data_key)
+    step = lambda st: train_step(st, data_key, dropout_key, data=data)
+    zeros = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), jax.eval_shape(step, state)[1])
+
+    def body(carry):
+      i, state, sums, _ = carry
+      state, metrics = step(state)
+      finite = jnp.all(jnp.stack([jnp.isfinite(m).all() for m in jax.tree.leaves(metrics)]))
+      return i + 1, state, jax.tree.map(jnp.add, sums, metrics), finite
+
+    n, state, sums, finite = jax.lax.while_loop(
+        lambda c: (c[0] < num_steps) & c[3], body, (jnp.int32(0), state, zeros, jnp.bool_(True)))
+    return state, {"sums": sums, "steps": n, "finite": finite}
+
+  return train_loop
+
+
+def make_evaluate(model: models.SequenceModel, task: base.Task, batch_size: int, mesh=None):
+  """`(params, eval_set) -> (preds, metrics)`: the held-out set in one call, to jit.
+
+  The set [N, ...] is cut into batches of `batch_size` (the last one padded
+  with repeats of the last example, then dropped), run under `lax.map` so that
+  memory is bounded by one batch; metrics are the task's, over all N.
+  """
+  def predict(params, batch):
+    if mesh is not None:
+      batch = sharding.constrain_batch(mesh, batch)
+    return _apply(model, params, batch)[1]
+
+  def evaluate(params, eval_set):
+    n = jax.tree.leaves(eval_set)[0].shape[0]
+    if n <= batch_size:
+      preds = predict(params, eval_set)
+    else:
+      batches, pad = -(-n // batch_size), -n % batch_size
+
+      def split(a):
+        a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) if pad else a
+        return a.reshape(batches, batch_size, *a.shape[1:])
+
+      preds = jax.lax.map(lambda b: predict(params, b), jax.tree.map(split, eval_set))
+      preds = preds.reshape(batches * batch_size, *preds.shape[2:])[:n]
+    return preds, task.loss_and_metrics(preds, eval_set)[1]
+
+  return evaluate
 
 
 class Preempted(Exception):  # noqa: N818  (a stop, not an error)
@@ -316,6 +366,23 @@ def jit_train_step(run: Run):
                  out_shardings=(run.state_sharding, repl), donate_argnums=0)
 
 
+def jit_train_loop(run: Run):
+  """`make_train_loop` jitted on the run's mesh; the state is donated."""
+  repl = sharding.replicated(run.mesh)
+  return jax.jit(make_train_loop(run.model, run.task, run.mesh),
+                 in_shardings=(run.state_sharding, repl, repl, repl),
+                 out_shardings=(run.state_sharding, repl), donate_argnums=0)
+
+
+def next_stop(step: int, train_config: ml_collections.ConfigDict, total: int) -> int:
+  """The first step after `step` that logs, checkpoints, evaluates or ends the run."""
+  stops = [total]
+  for every in (train_config.log_every, train_config.checkpoint_every, train_config.eval_every):
+    if every > 0:
+      stops.append((step // every + 1) * every)
+  return min(stops)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains, evaluates on held-out data, writes everything to `workdir`.
 
@@ -342,64 +409,65 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writers.console(f"resumed from the checkpoint at step {first_step}")
 
   repl = sharding.replicated(mesh)
-  train_step = jit_train_step(run)
-  eval_fn = jax.jit(lambda p, b: _apply(model, p, sharding.constrain_batch(mesh, b))[1],
-                    out_shardings=repl)
+  train_loop = jit_train_loop(run)
+  evaluate = jax.jit(make_evaluate(model, task, config.train.eval_batch_size, mesh),
+                     out_shardings=repl)
   eval_set = jax.jit(task.eval_batch, out_shardings=repl)(
       data_key, jax.random.fold_in(eval_key, base.EVAL_SALT))
-  score = jax.jit(lambda preds, batch: task.loss_and_metrics(preds, batch)[1])
   writer = writers.MetricWriter(workdir, enabled=sharding.is_writer())
   progress = writers.Progress(first_step, total)
 
   def run_eval(step):
-    preds = evaluate(model, state.params, eval_set, config.train.eval_batch_size, eval_fn)
-    metrics = {k: float(v) for k, v in score(preds, eval_set).items()}
+    preds, metrics = evaluate(state.params, eval_set)
+    metrics = {k: float(v) for k, v in metrics.items()}
     writer.write(step, "eval", metrics)
     writers.console(f"held-out at step {step}: "
                     + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
     return preds, metrics
 
-  def flush(pending, step):
-    """Fetches the metrics of the steps since the last flush; stops on NaN/Inf."""
-    rows = jax.device_get(pending)
-    for offset, row in enumerate(rows):
-      if not all(np.isfinite(v) for v in row.values()):
-        bad = step - len(rows) + 1 + offset
-        raise FloatingPointError(
-            f"loss or gradients became NaN/Inf at step {bad} (steps {step - len(rows) + 1}.."
-            f"{bad - 1} were finite; last checkpoint: step {ckpt.latest_step() or 'none'}); "
-            "lower train.learning_rate or set train.grad_clip")
-    return rows
-
-  pending, compile_s = [], None
+  t = config.train
+  step, chunk, compile_s = first_step, 1, None
+  window, window_steps = None, 0  # metric sums since the last log
   try:
     with _SigtermFlag() as sigterm:
-      for step in range(first_step + 1, total + 1):
-        state, metrics = train_step(state, data_key, dropout_key)
-        pending.append(metrics)
-        if len(pending) > MAX_IN_FLIGHT:
-          # Bound the steps dispatched ahead: with several CPU devices, a long queue of
-          # executions can starve XLA's CPU thread pool and deadlock their all-reduces.
-          jax.block_until_ready(pending[-MAX_IN_FLIGHT - 1])
+      while step < total:
+        # Steps per call: 1 until a call is timed without compiling, then about
+        # CALL_SECONDS of work, so SIGTERM and progress wait no longer than that.
+        n = min(next_stop(step, t, total) - step, chunk)
+        t_call = time.perf_counter()
+        state, totals = train_loop(state, data_key, dropout_key, np.int32(n))
+        totals = jax.device_get(totals)
+        elapsed = time.perf_counter() - t_call
+        ran = int(totals["steps"])
+        step += ran
         if compile_s is None:
-          jax.block_until_ready(metrics)
           compile_s = time.perf_counter() - t_start
           progress.start(step)
-        log = itstime(step, config.train.log_every, total)
-        save = itstime(step, config.train.checkpoint_every, total) or sigterm.requested
-        if log or save:
-          rows, pending = flush(pending, step), []
-          if log:
-            scalars = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-            writer.write(step, "train", scalars)
-            progress.report(step, scalars)
-          if save:
-            ckpt.save(step, state)
-          if sigterm.requested:
-            ckpt.wait()
-            raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved; rerun the "
-                            "same command to resume")
-        if itstime(step, config.train.eval_every, total) and step != total:
+        else:
+          chunk = max(1, int(CALL_SECONDS * ran / max(elapsed, 1e-6)))
+          if jax.process_count() > 1:  # every process must run the same number of steps
+            chunk = int(multihost_utils.broadcast_one_to_all(np.int32(chunk)))
+        if not totals["finite"]:
+          raise FloatingPointError(
+              f"loss or gradients became NaN/Inf at step {step} (steps before it were finite; "
+              f"last checkpoint: step {ckpt.latest_step() or 'none'}); "
+              "lower train.learning_rate or set train.grad_clip")
+        window = totals["sums"] if window is None else jax.tree.map(np.add, window,
+                                                                    totals["sums"])
+        window_steps += ran
+        save = itstime(step, t.checkpoint_every, total) or sigterm.requested
+        if itstime(step, t.log_every, total):
+          scalars = {k: float(v) / window_steps for k, v in window.items()}
+          window, window_steps = None, 0
+          writer.write(step, "train", scalars)
+          progress.report(step, scalars)
+        if save:
+          ckpt.save(step, state)
+        if sigterm.requested:
+          ckpt.wait()
+          raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved; rerun the "
+                          "same command to resume")
+        if itstime(step, t.eval_every, total) and step != total:
           run_eval(step)
       preds, held_out = run_eval(total)
   finally:

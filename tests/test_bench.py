@@ -54,8 +54,10 @@ def test_ratios_and_seed_table():
                             {"shape": "a", "train_ms": 1.0, "forward_ms": 4.0}])
   assert [r["train_ratio"] for r in rows] == [2.0, 1.0]
   assert [r["forward_ratio"] for r in rows] == [1.0, 4.0]
-  table = seeds.markdown([{"experiment": "freq", "seqjax_s": 5.0, "metric": "mae",
-                           "seqjax_metric": 0.1, "keras_s": 20.0, "keras_metric": 0.2,
-                           "ratio": 0.25}])
-  assert table.splitlines()[2] == "| freq | 5.0 | 20.0 | 0.25 | mae 0.1 | 0.2 |"
+  table = seeds.markdown([{"experiment": "freq", "metric": "mae",
+                           "seqjax_cold_s": 5.0, "seqjax_cold_metric": 0.1, "keras_cold_s": 20.0,
+                           "keras_cold_metric": 0.2, "cold_ratio": 0.25,
+                           "seqjax_warm_s": 2.0, "seqjax_warm_metric": 0.1, "keras_warm_s": 10.0,
+                           "keras_warm_metric": 0.2, "warm_ratio": 0.2}])
+  assert table.splitlines()[2] == "| freq | 5.0 | 20.0 | 0.25 | 2.0 | 10.0 | 0.20 | mae 0.1 | 0.2 |"
   assert timing.time_calls(lambda: None, repeats=3, min_seconds=0.01) >= 0

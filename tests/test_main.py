@@ -9,9 +9,10 @@ import pytest
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
-def run_main(*args, workdir):
+def run_main(*args, workdir, env=None):
   return subprocess.run([sys.executable, "-m", "seqjax.main", *args, f"--workdir={workdir}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, **(env or {})))
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -38,3 +39,26 @@ def test_quick_run_from_the_command_line(tmp_path):
   assert result.returncode == 0, result.stderr
   assert "steps/s" in result.stdout and "results:" in result.stdout
   assert (workdir / "results.json").exists()
+
+
+def test_rerun_loads_compiled_programs_from_the_cache(tmp_path):
+  """The second run compiles nothing new (the cache does not grow) and computes the same."""
+  cache = tmp_path / "cache"
+  results = []
+  for run in ("first", "second"):
+    result = run_main("--config=configs/freq.py:quick", f"--compilation_cache={cache}",
+                      workdir=str(tmp_path / run))
+    assert result.returncode == 0, result.stderr
+    results.append((tmp_path / run / "results.json").read_text())
+    entries = sorted(os.listdir(cache))
+    if run == "first":
+      assert entries, "nothing was cached"
+      cached = entries
+  assert entries == cached
+  assert results[0] == results[1]
+
+  home_cache = tmp_path / "xdg"
+  off = run_main("--config=configs/freq.py:quick", "--compilation_cache=",
+                 workdir=str(tmp_path / "off"), env={"XDG_CACHE_HOME": str(home_cache)})
+  assert off.returncode == 0, off.stderr
+  assert not (home_cache / "seqjax").exists()  # (matplotlib keeps its font cache there)

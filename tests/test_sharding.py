@@ -204,9 +204,10 @@ def test_bad_cpu_devices_is_a_config_error(count):
 def test_main_splits_a_cpu_into_devices_without_deadlock(tmp_path):
   """`mesh.cpu_devices=2` makes two CPU devices and the run uses both.
 
-  The loop bounds the steps in flight (`train.MAX_IN_FLIGHT`): with 100 steps
-  queued between two logs, XLA's CPU all-reduce deadlocked in some runs (in
-  every run of freq.py:seed on 2 devices), so this can catch it, not always.
+  With 100 steps dispatched one by one between two logs, XLA's CPU all-reduce
+  deadlocked in some runs (in every run of freq.py:seed on 2 devices); the
+  loop now runs the steps in device-side loops, one call in flight. The race
+  did not fire every time, so this can catch a regression, not always.
   """
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
   proc = subprocess.run(

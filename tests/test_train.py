@@ -48,6 +48,45 @@ def test_one_jitted_step_changes_every_parameter(name, arg):
   assert not unchanged, f"parameters not updated: {unchanged}"
 
 
+@pytest.mark.parametrize("name,arg", [("sine", "quick,seed"), ("echo", "quick,seed")])
+def test_train_loop_runs_the_same_steps_as_single_steps(name, arg):
+  """One call of the device-side loop = that many single steps (finite data, stateful carry)."""
+  config = load_config(name, arg)
+  data_key, init_key, dropout_key, _ = jax.random.split(jax.random.key(config.seed), 4)
+  task = tasks.make(config.task, config.train.batch_size)
+  model = train.create_model(config, task)
+  state = train.init_state(config, task, model, data_key, init_key, 10)
+  step = jax.jit(train.make_train_step(model, task))
+  single, sums = state, None
+  for _ in range(5):
+    single, metrics = step(single, data_key, dropout_key)
+    sums = metrics if sums is None else jax.tree.map(np.add, sums, metrics)
+  loop = jax.jit(train.make_train_loop(model, task))
+  looped, totals = loop(state, data_key, dropout_key, 3)  # a traced count: one program for both
+  looped, more = loop(looped, data_key, dropout_key, 2)
+  assert int(totals["steps"]) == 3 and int(more["steps"]) == 2 and bool(more["finite"])
+  assert int(looped.step) == 5
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               jax.tree.leaves(single), jax.tree.leaves(looped))
+  for name_ in sums:
+    np.testing.assert_allclose(totals["sums"][name_] + more["sums"][name_], sums[name_],
+                               rtol=1e-5)
+
+
+def test_train_loop_stops_at_the_first_non_finite_step():
+  config = load_config("freq", "quick")
+  config.unlock()
+  config.train.learning_rate = 1e12
+  config.train.schedule = "constant"
+  data_key, init_key, dropout_key, _ = jax.random.split(jax.random.key(config.seed), 4)
+  task = tasks.make(config.task, config.train.batch_size)
+  model = train.create_model(config, task)
+  state = train.init_state(config, task, model, data_key, init_key, 10)
+  state, totals = jax.jit(train.make_train_loop(model, task))(state, data_key, dropout_key, 50)
+  assert not bool(totals["finite"])
+  assert 1 <= int(totals["steps"]) < 50 and int(state.step) == int(totals["steps"])
+
+
 @pytest.mark.parametrize("name,arg", [
     ("freq", "quick"), ("sine", "quick"), ("mean", "quick"), ("echo", "quick"),
     ("echo", "quick,window=1,lag=5"),

@@ -36,12 +36,15 @@ class Task:
     in_features: I.
     out_features: O (classes for a classifier).
     head: "last" or "per_step" (see `models.SequenceModel`).
-    train_batch: `(key, step) -> Batch`, pure JAX, called inside the jitted
-      step with a traced step and the run's data key: online tasks sample
-      fresh examples from `fold_in(key, step)`; finite datasets are rebuilt
-      from `fold_in(key, DATASET_SALT)` (cheap, and it keeps everything a
-      function of the key, so grids of runs vmap over keys) and give batch
-      `step` of an epoch.
+    train_data: `(key) -> data`, pure JAX, what train batches are cut from:
+      a finite dataset built from `fold_in(key, DATASET_SALT)`, or `()` for
+      online tasks. Built inside each jitted training call, once per call (not
+      per step), so everything stays a function of the run's data key and
+      grids of runs vmap over keys.
+    batch_from: `(data, key, step) -> Batch`, pure JAX, called inside the
+      jitted step with a traced step: online tasks sample fresh examples from
+      `fold_in(key, step)`; finite datasets give batch `step` of an epoch.
+      `train_batch(key, step)` composes the two.
     eval_batch: `(key, eval_key) -> Batch`, the fixed held-out set (arrays,
       [N, ...]); `key` is the data key (to exclude the training set), new
       examples come from `eval_key`.
@@ -65,7 +68,7 @@ class Task:
   in_features: int
   out_features: int
   head: str
-  train_batch: Callable[[jax.Array, jax.Array], Batch]
+  batch_from: Callable[[Any, jax.Array, jax.Array], Batch]
   eval_batch: Callable[[jax.Array], Batch]
   loss_and_metrics: Callable[[jax.Array, Batch], tuple[jax.Array, dict[str, jax.Array]]]
   metric: str
@@ -77,6 +80,11 @@ class Task:
   rollout_set: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None = None
   rollout_horizons: tuple[int, ...] = ()
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  train_data: Callable[[jax.Array], Any] = lambda key: ()
+
+  def train_batch(self, key: jax.Array, step: jax.Array) -> Batch:
+    """Train batch `step` from the run's data key (builds `train_data` first)."""
+    return self.batch_from(self.train_data(key), key, step)
 
 
 def weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
@@ -139,16 +147,16 @@ def vmap_sample(fn: Callable[[jax.Array], Batch], key: jax.Array, n: int) -> Bat
   return jax.vmap(fn)(jax.random.split(key, n))
 
 
-def train_batches(example: Callable[[jax.Array], Batch], batch_size: int,
-                  dataset: Callable[[jax.Array], Batch] | None = None,
-                  ) -> Callable[[jax.Array, jax.Array], Batch]:
-  """The `train_batch(key, step)` of a task.
+def train_source(example: Callable[[jax.Array], Batch], batch_size: int,
+                 dataset: Callable[[jax.Array], Batch] | None = None) -> dict[str, Callable]:
+  """A task's `train_data` and `batch_from` (keyword arguments of `Task`).
 
   Online (no `dataset`): `batch_size` fresh examples from `fold_in(key, step)`.
   Finite: batch `step` of the epochs of `dataset(fold_in(key, DATASET_SALT))`
   (see `epoch_batch`).
   """
   if dataset is None:
-    return lambda key, step: vmap_sample(example, jax.random.fold_in(key, step), batch_size)
-  return lambda key, step: epoch_batch(dataset(jax.random.fold_in(key, DATASET_SALT)), key, step,
-                                       batch_size)
+    return {"batch_from": lambda data, key, step: vmap_sample(
+        example, jax.random.fold_in(key, step), batch_size)}
+  return {"train_data": lambda key: dataset(jax.random.fold_in(key, DATASET_SALT)),
+          "batch_from": lambda data, key, step: epoch_batch(data, key, step, batch_size)}

@@ -65,7 +65,7 @@ def _window_task(cfg, batch_size):
                     f"must divide the {n_windows} windows of a sequence when task.stateful")
     period = n_windows // batch_size
 
-    def train_batch(k, step):
+    def batch_from(data, k, step):
       # Batch `step % period` of sequence `step // period`, in order (shuffle=False).
       seq = _stream(jax.random.fold_in(k, step // period), 1, seq_len, classes)
       batch = jax.tree.map(
@@ -73,7 +73,7 @@ def _window_task(cfg, batch_size):
           windows(seq))
       return batch | {"reset": step % period == 0}
   else:
-    def train_batch(k, step):
+    def batch_from(data, k, step):
       k = jax.random.fold_in(k, step)
       ks, kw = jax.random.split(k)
       batch = windows(_stream(ks, batch_size, seq_len, classes))
@@ -82,7 +82,7 @@ def _window_task(cfg, batch_size):
 
   return base.Task(
       name="echo", in_features=classes, out_features=classes, head="last",
-      train_batch=train_batch,
+      batch_from=batch_from,
       eval_batch=lambda key, eval_key: windows(_stream(eval_key, cfg.eval_size, seq_len, classes)),
       loss_and_metrics=base.classification_loss, metric="accuracy", higher_is_better=True,
       stateful_period=period, plot="none")
@@ -100,7 +100,7 @@ def _stream_task(cfg, batch_size):
     return {"x": jax.nn.one_hot(s, classes), "y": target,
             "weight": jnp.broadcast_to(valid, s.shape)}
 
-  def train_batch(k, step):
+  def batch_from(data, k, step):
     seq = sequences(_stream(jax.random.fold_in(k, step // period), batch_size, seq_len, classes))
     batch = jax.tree.map(
         lambda a: jax.lax.dynamic_slice_in_dim(a, (step % period) * chunk, chunk, axis=1), seq)
@@ -108,7 +108,7 @@ def _stream_task(cfg, batch_size):
 
   return base.Task(
       name="echo", in_features=classes, out_features=classes, head="per_step",
-      train_batch=train_batch,
+      batch_from=batch_from,
       eval_batch=lambda key, eval_key: sequences(_stream(eval_key, cfg.eval_size, seq_len,
                                                          classes)),
       loss_and_metrics=base.classification_loss, metric="accuracy", higher_is_better=True,

@@ -59,7 +59,7 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
   shift, scale = (max_freq / 2, max_freq / 2) if cfg.normalize_targets else (0.0, 1.0)
   return base.Task(
       name="freq", in_features=1, out_features=1, head="last",
-      train_batch=base.train_batches(example, batch_size, dataset),
+      **base.train_source(example, batch_size, dataset),
       eval_batch=lambda key, eval_key: fixed_set(eval_key, cfg.eval_per_freq),
       loss_and_metrics=lambda p, b: base.regression_loss(p, b, shift, scale),
       metric="mae", plot="scatter",

@@ -45,9 +45,8 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
       batch["mask"] = x[..., 0] != 0
     return batch
 
-  def train_batch(k, step):
+  def batch_from(train_idx, k, step):
     # Only indices travel through the epoch shuffle; sequences are built on device.
-    train_idx, _ = split(k)
     idx = base.epoch_batch({"i": train_idx, "weight": jnp.ones_like(train_idx, jnp.float32)},
                            k, step, batch_size)
     return examples(idx["i"]) | {"weight": idx["weight"]}
@@ -55,7 +54,7 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
   shift, scale = (0.5, 0.5) if cfg.normalize_targets else (0.0, 1.0)
   return base.Task(
       name="mean", in_features=1, out_features=1, head="last",
-      train_batch=train_batch,
+      train_data=lambda k: split(k)[0], batch_from=batch_from,
       eval_batch=lambda key, eval_key: examples(split(key)[1]),
       loss_and_metrics=lambda p, b: base.regression_loss(p, b, shift, scale),
       metric="mae", plot="scatter",

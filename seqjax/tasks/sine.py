@@ -52,7 +52,7 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
   dataset = (lambda k: base.vmap_sample(example, k, cfg.train_size)) if cfg.train_size else None
   return base.Task(
       name="sine", in_features=1, out_features=1, head="per_step",
-      train_batch=base.train_batches(example, batch_size, dataset),
+      **base.train_source(example, batch_size, dataset),
       eval_batch=lambda key, eval_key: base.vmap_sample(lambda k: example(k, 0), eval_key,
                                                         cfg.eval_size),
       loss_and_metrics=base.regression_loss, metric="mse", plot="sequence",
