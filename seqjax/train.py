@@ -7,6 +7,7 @@ as if it had never stopped.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -335,7 +336,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
   Every check happens before anything is compiled. Raises validate.ConfigError.
   """
   validate_config(config)
-  data_key, init_key, dropout_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
   task = tasks.make(config.task, config.train.batch_size)
   if config.train.epochs and not task.steps_per_epoch:
     validate.fail("train.epochs", config.train.epochs,
@@ -349,9 +349,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
   if workdir is not None:
     prepare_workdir(config, workdir)
   model = create_model(config, task)
-  init = lambda: init_state(config, task, model, data_key, init_key, total)
-  state_sharding = sharding.state_shardings(mesh, jax.eval_shape(init))
-  state = jax.jit(init, out_shardings=state_sharding)()
+
+  def init():  # the keys too: eager key ops would each compile a program of their own
+    data_key, init_key, dropout_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
+    return init_state(config, task, model, data_key, init_key, total), (data_key, dropout_key,
+                                                                         eval_key)
+
+  state_sharding = sharding.state_shardings(mesh, jax.eval_shape(init)[0])
+  state, (data_key, dropout_key, eval_key) = jax.jit(
+      init, out_shardings=(state_sharding, sharding.replicated(mesh)))()
   return Run(task, model, mesh, total, state, state_sharding, data_key, dropout_key, eval_key)
 
 
@@ -372,6 +378,16 @@ def jit_train_loop(run: Run):
   return jax.jit(make_train_loop(run.model, run.task, run.mesh),
                  in_shardings=(run.state_sharding, repl, repl, repl),
                  out_shardings=(run.state_sharding, repl), donate_argnums=0)
+
+
+def compile_ahead(jitted, *args):
+  """`jitted` lowered and compiled for the shapes and shardings of `args`.
+
+  Only their types are read, so it may run in another thread while the
+  caller uses the arrays; call the result with arguments of exactly those
+  types (it does not retrace).
+  """
+  return jitted.lower(*args).compile()
 
 
 def next_stop(step: int, train_config: ml_collections.ConfigDict, total: int) -> int:
@@ -409,11 +425,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writers.console(f"resumed from the checkpoint at step {first_step}")
 
   repl = sharding.replicated(mesh)
-  train_loop = jit_train_loop(run)
-  evaluate = jax.jit(make_evaluate(model, task, config.train.eval_batch_size, mesh),
-                     out_shardings=repl)
-  eval_set = jax.jit(task.eval_batch, out_shardings=repl)(
-      data_key, jax.random.fold_in(eval_key, base.EVAL_SALT))
+  # XLA compiles the train loop in a worker thread while this one builds the held-out set
+  # and compiles its evaluation: on a CPU the small programs cost no extra wall time then.
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile") as pool:
+    train_loop = pool.submit(compile_ahead, jit_train_loop(run), state, data_key, dropout_key,
+                             np.int32(1))
+    eval_set = jax.jit(
+        lambda dk, ek: task.eval_batch(dk, jax.random.fold_in(ek, base.EVAL_SALT)),
+        out_shardings=repl)(data_key, eval_key)
+    evaluate = compile_ahead(jax.jit(make_evaluate(model, task, config.train.eval_batch_size,
+                                                   mesh), out_shardings=repl),
+                             state.params, eval_set)
+    train_loop = train_loop.result()
   writer = writers.MetricWriter(workdir, enabled=sharding.is_writer())
   progress = writers.Progress(first_step, total)
 
@@ -499,8 +522,8 @@ def evaluate_rollout(model, params, task: base.Task, eval_key: jax.Array, workdi
 
   `placement`: the sharding of the held-out prefixes (replicated on the run's mesh).
   """
-  prefix, truth = jax.jit(task.rollout_set, out_shardings=placement)(
-      jax.random.fold_in(eval_key, base.ROLLOUT_SALT))
+  prefix, truth = jax.jit(lambda k: task.rollout_set(jax.random.fold_in(k, base.ROLLOUT_SALT)),
+                          out_shardings=placement)(eval_key)
   preds = rollout.rollout(model, params, prefix, truth.shape[1])
   rmse = rollout.horizon_rmse(preds, truth, task.rollout_horizons)
   writers.console(f"free-running rollout, {prefix.shape[0]} held-out sequences, "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from seqjax import validate
 from seqjax.tasks import base
@@ -48,7 +49,7 @@ def _stream(k: jax.Array, n: int, seq_len: int, classes: int) -> jax.Array:
 def _window_task(cfg, batch_size):
   classes, seq_len, window, lag = cfg.classes, cfg.seq_len, cfg.window, cfg.lag
   # Seed framing: windows end at positions window..seq_len-1 (pandas shift + drop).
-  ends = jnp.arange(window, seq_len)
+  ends = np.arange(window, seq_len)
   n_windows = ends.shape[0]
 
   def windows(s):  # [N, seq_len] -> x [N * n_windows, window, C], y [N * n_windows]
