@@ -21,6 +21,7 @@ class Checkpointer:
   """Saves the whole train state (params, optimizer, step, carry); restores the latest."""
 
   def __init__(self, directory: str, max_to_keep: int = 3):
+    _write_replicated_arrays_whole()
     self._dir = os.path.abspath(directory)
     self._max_to_keep = max_to_keep
     self._mngr = self._manager()
@@ -79,6 +80,31 @@ class Checkpointer:
   def close(self) -> None:
     self._mngr.wait_until_finished()
     self._mngr.close()
+
+
+def _write_replicated_arrays_whole() -> None:
+  """In a single process, saves a replicated array from one device, whole.
+
+  Orbax's default (replica-parallel) splits a replicated array into a slice per
+  device, each written by its device, which compiles a slicing program per
+  shape and device at the first save: 0.4 s for a seed model on two CPU
+  devices, for a parallelism that pays only when the replicas are on different
+  hosts. Multi-process runs keep the default.
+  """
+  if jax.process_count() > 1:
+    return
+  default = ocp.type_handlers.get_type_handler(jax.Array)
+  if not getattr(default, "_use_replica_parallel", False):
+    return
+  handler = ocp.type_handlers.ArrayHandler(
+      use_replica_parallel=False,
+      array_metadata_store=getattr(default, "_array_metadata_store", None))
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # orbax warns on every override
+  try:
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 def _saveable(state) -> dict:

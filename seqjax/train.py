@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from typing import Any
@@ -279,10 +280,10 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_probe")
-    with open(probe, "w") as f:
-      f.write("x" * 4096)
-    os.remove(probe)
+    # A name of its own: the processes of a multi-host job may share the workdir.
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_probe.") as f:
+      f.write(b"x" * 4096)
+      f.flush()
   except OSError as e:
     raise validate.ConfigError(f"--workdir={workdir!r} is not writable: {e}") from None
   free_mb = shutil.disk_usage(workdir).free / 2**20

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from seqjax.bench import peers, seeds, shapes, timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,6 +49,19 @@ def test_every_installed_peer_runs_its_steps():
     train_step, forward = build(shapes.SHAPES["tiny"])
     train_step()
     forward()
+
+
+def test_device_loop_peer_runs_the_same_steps():
+  """One call of the device-loop peer = `steps` single-step calls (same predictions after)."""
+  shape = shapes.SHAPES["tiny"]
+  loop_step, loop_forward = peers.seqjax_lstm(shape, steps_per_call=3)
+  step, forward = peers.seqjax_lstm(shape)
+  assert (loop_step.steps, step.steps) == (3, 1)
+  loop_step()
+  for _ in range(3):
+    step()
+  np.testing.assert_allclose(loop_forward(), forward(), rtol=1e-5, atol=1e-6)
+  assert np.abs(forward() - peers.seqjax_lstm(shape)[1]()).max() > 1e-4  # the steps did train
 
 
 def test_ratios_and_seed_table():

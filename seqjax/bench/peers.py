@@ -4,6 +4,10 @@ seqjax runs what `seqjax.main` trains: `models.SequenceModel` (the hand-written
 LSTM under `lax.scan`, input projection hoisted out of the loop, Dense head on
 the last step), an optax Adam step jitted with the state donated. The other
 peers (`others.py`) build the same function with Flax nn.RNN, torch and Keras.
+
+"seqjax device loop" runs the same step `LOOP_STEPS` times in one call, in a
+`lax.fori_loop`, as `seqjax.main` trains (`train.make_train_loop`): its train
+time is per step, without a Python dispatch and a host sync in every step.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from seqjax.bench import others
 from seqjax.bench.others import LEARNING_RATE, Closures, _data
 from seqjax.bench.shapes import Shape
 
+LOOP_STEPS = 25
+
 
 def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int | None = None,
                 remat: int | None = None, dtype: str = "float32",
-                split_batch: bool = True) -> Closures:
+                split_batch: bool = True, steps_per_call: int = 1) -> Closures:
   """seqjax's `(train_step, forward)` closures for `shape` (see `others` for the contract).
 
   `unroll`/`remat` default to `lstm.auto_unroll`/`lstm.auto_remat` for the shape and
@@ -33,6 +39,8 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
   `split_batch`: like `seqjax.main`, split the batch over the devices of the
   default backend that divide it and leave each enough work (on CPU, the cores
   when the bench made them devices, `mesh.cpu_devices`); False: one device.
+  `steps_per_call`: steps run by one `train_step()` call, in a device-side
+  loop; the closure's `steps` attribute says how many (the timing divides).
   """
   del device  # JAX places on its default device (set JAX_PLATFORMS to choose)
   devices = jax.devices()
@@ -52,12 +60,18 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
   def loss_fn(params, x, y):
     return jnp.mean((model.apply({"params": params}, x)[1] - y) ** 2)
 
-  @functools.partial(jax.jit, donate_argnums=0, out_shardings=(rep, rep))
-  def step(state, x, y):
+  def one_step(state, x, y):
     params, opt_state = state
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
+
+  @functools.partial(jax.jit, donate_argnums=0, out_shardings=(rep, rep))
+  def step(state, x, y):
+    if steps_per_call == 1:
+      return one_step(state, x, y)
+    return jax.lax.fori_loop(0, steps_per_call, lambda _, sl: one_step(sl[0], x, y),
+                             (state, jnp.zeros((), jnp.float32)))
 
   predict = jax.jit(lambda params, x: model.apply({"params": params}, x)[1])
   state = [(params, jax.jit(tx.init, out_shardings=rep)(params))]
@@ -66,14 +80,17 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
     state[0], loss = step(state[0], x, y)
     jax.block_until_ready(loss)
 
-  def forward():
-    jax.block_until_ready(predict(state[0][0], x))
+  def forward():  # also returns the prediction [B, 1] (for tests)
+    return jax.block_until_ready(predict(state[0][0], x))
 
+  train_step.steps = steps_per_call
   return train_step, forward
 
 
 PEERS = {"seqjax": seqjax_lstm,
-         "seqjax 1 device": functools.partial(seqjax_lstm, split_batch=False), **others.PEERS}
+         "seqjax 1 device": functools.partial(seqjax_lstm, split_batch=False),
+         "seqjax device loop": functools.partial(seqjax_lstm, steps_per_call=LOOP_STEPS),
+         **others.PEERS}
 
 
 def available(name: str) -> bool:
