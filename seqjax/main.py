@@ -51,8 +51,8 @@ def main(argv):
     path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
     name = os.path.splitext(os.path.basename(path))[0]
     workdir = os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S"))
-  # The garbage collector would walk the ~10^6 objects of the imports (JAX, Flax, orbax,
-  # matplotlib) in every full collection while tracing, and once more at exit (~0.3 s).
+  # The garbage collector would walk the ~10^6 objects of the imports (JAX, Flax, optax,
+  # orbax) in every full collection while tracing, and once more at exit (~0.3 s).
   gc.freeze()
   compile_cache.enable(FLAGS.compilation_cache)
   try:

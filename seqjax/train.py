@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import importlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ import optax
 from flax.training import train_state
 from jax.experimental import multihost_utils
 
-from seqjax import checkpoint, lstm, models, plots, rollout, sharding, tasks, validate, writers
+from seqjax import checkpoint, lstm, models, rollout, sharding, tasks, validate, writers
 from seqjax.tasks import base
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -412,6 +413,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Preempted: SIGTERM; a checkpoint of the current step was saved first.
   """
   t_start = time.perf_counter()
+  # matplotlib takes ~0.4 s to import; it does so here while XLA compiles (without the GIL).
+  # Not a daemon: an exit waits for it rather than stopping it halfway.
+  threading.Thread(target=_plots, name="import-plots").start()
   run = setup(config, workdir)
   task, model, mesh, total = run.task, run.model, run.mesh, run.total
   data_key, dropout_key, eval_key = run.data_key, run.dropout_key, run.eval_key
@@ -533,13 +537,19 @@ def evaluate_rollout(model, params, task: base.Task, eval_key: jax.Array, workdi
   writers.console("|---|" + "---|" * len(task.rollout_horizons))
   writers.console("| RMSE | " + " | ".join(f"{v:.4f}" for v in rmse.values()) + " |")
   if sharding.is_writer():
-    plots.rollout(np.asarray(prefix)[..., 0], np.asarray(truth)[..., 0],
-                  np.asarray(preds)[..., 0], os.path.join(workdir, "rollout.png"))
+    _plots().rollout(np.asarray(prefix)[..., 0], np.asarray(truth)[..., 0],
+                     np.asarray(preds)[..., 0], os.path.join(workdir, "rollout.png"))
   return {"warmup": int(prefix.shape[1]), "sequences": int(prefix.shape[0]), **rmse}
+
+
+def _plots():
+  """`seqjax.plots`, imported on first use (see `train_and_evaluate`)."""
+  return importlib.import_module("seqjax.plots")
 
 
 def _plot(workdir: str, task: base.Task, eval_set: base.Batch, preds: np.ndarray,
           records: list[dict]) -> None:
+  plots = _plots()
   plots.loss_curves(records, os.path.join(workdir, "loss.png"), task.metric)
   if task.plot == "scatter":
     shift, scale = task.info["target_shift"], task.info["target_scale"]
