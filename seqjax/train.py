@@ -320,7 +320,12 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 @dataclasses.dataclass
 class Run:
-  """What a run is made of, before its first step (see `setup`)."""
+  """What a run is made of, before its first step (see `setup`).
+
+  From `plan`, `state` and the keys are abstract (`jax.ShapeDtypeStruct`s
+  with their shardings): enough to compile programs for them; `initialize`
+  computes them.
+  """
   task: base.Task
   model: models.SequenceModel
   mesh: jax.sharding.Mesh
@@ -330,12 +335,13 @@ class Run:
   data_key: jax.Array
   dropout_key: jax.Array
   eval_key: jax.Array
+  init: Any  # jitted () -> (state, (data_key, dropout_key, eval_key))
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
-  """Checks the config (and `workdir`), builds the task, mesh, model and sharded state.
+def plan(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
+  """Checks the config (and `workdir`), builds the task, mesh and model; the state abstract.
 
-  Every check happens before anything is compiled. Raises validate.ConfigError.
+  Every check happens here, before anything is compiled. Raises validate.ConfigError.
   """
   validate_config(config)
   task = tasks.make(config.task, config.train.batch_size)
@@ -357,10 +363,25 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
     return init_state(config, task, model, data_key, init_key, total), (data_key, dropout_key,
                                                                          eval_key)
 
-  state_sharding = sharding.state_shardings(mesh, jax.eval_shape(init)[0])
-  state, (data_key, dropout_key, eval_key) = jax.jit(
-      init, out_shardings=(state_sharding, sharding.replicated(mesh)))()
-  return Run(task, model, mesh, total, state, state_sharding, data_key, dropout_key, eval_key)
+  state, keys = jax.eval_shape(init)
+  state_sharding, repl = sharding.state_shardings(mesh, state), sharding.replicated(mesh)
+  placed = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
+  state = jax.tree.map(placed, state, state_sharding)
+  keys = [placed(k, repl) for k in keys]
+  return Run(task, model, mesh, total, state, state_sharding, *keys,
+             jax.jit(init, out_shardings=(state_sharding, repl)))
+
+
+def initialize(run: Run) -> Run:
+  """`run` with its state and keys computed (compiles and runs the init program)."""
+  state, keys = run.init()
+  return dataclasses.replace(run, state=state, data_key=keys[0], dropout_key=keys[1],
+                             eval_key=keys[2])
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
+  """`plan` then `initialize`: the run with its fresh, sharded state."""
+  return initialize(plan(config, workdir))
 
 
 def jit_train_step(run: Run):
@@ -385,9 +406,10 @@ def jit_train_loop(run: Run):
 def compile_ahead(jitted, *args):
   """`jitted` lowered and compiled for the shapes and shardings of `args`.
 
-  Only their types are read, so it may run in another thread while the
-  caller uses the arrays; call the result with arguments of exactly those
-  types (it does not retrace).
+  `args` may be arrays or `jax.ShapeDtypeStruct`s (only their types are
+  read), so it may run in another thread before or while the caller computes
+  them; call the result with arguments of exactly those types (it does not
+  retrace).
   """
   return jitted.lower(*args).compile()
 
@@ -416,25 +438,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # matplotlib takes ~0.4 s to import; it does so here while XLA compiles (without the GIL).
   # Not a daemon: an exit waits for it rather than stopping it halfway.
   threading.Thread(target=_plots, name="import-plots").start()
-  run = setup(config, workdir)
+  run = plan(config, workdir)
   task, model, mesh, total = run.task, run.model, run.mesh, run.total
-  data_key, dropout_key, eval_key = run.data_key, run.dropout_key, run.eval_key
-  state = run.state
-  n_params = sum(p.size for p in jax.tree.leaves(state.params))
-  writers.console(f"task {task.name}: {n_params} parameters, {total} steps, workdir {workdir}, "
-                  f"mesh {dict(mesh.shape)}")
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-  state = ckpt.restore_latest(state)
-  first_step = int(state.step)
-  if first_step:
-    writers.console(f"resumed from the checkpoint at step {first_step}")
-
   repl = sharding.replicated(mesh)
-  # XLA compiles the train loop in a worker thread while this one builds the held-out set
-  # and compiles its evaluation: on a CPU the small programs cost no extra wall time then.
+  # XLA compiles the train loop (for the abstract state) in a worker thread while this
+  # one compiles and runs the init, restores, builds the held-out set and compiles its
+  # evaluation: on two cores the smaller programs then cost no extra wall time.
   with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile") as pool:
-    train_loop = pool.submit(compile_ahead, jit_train_loop(run), state, data_key, dropout_key,
-                             np.int32(1))
+    train_loop = pool.submit(compile_ahead, jit_train_loop(run), run.state, run.data_key,
+                             run.dropout_key, np.int32(1))
+    run = initialize(run)
+    data_key, dropout_key, eval_key = run.data_key, run.dropout_key, run.eval_key
+    state = run.state
+    n_params = sum(p.size for p in jax.tree.leaves(state.params))
+    writers.console(f"task {task.name}: {n_params} parameters, {total} steps, "
+                    f"workdir {workdir}, mesh {dict(mesh.shape)}")
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+    state = ckpt.restore_latest(state)
+    first_step = int(state.step)
+    if first_step:
+      writers.console(f"resumed from the checkpoint at step {first_step}")
     eval_set = jax.jit(
         lambda dk, ek: task.eval_batch(dk, jax.random.fold_in(ek, base.EVAL_SALT)),
         out_shardings=repl)(data_key, eval_key)

@@ -87,6 +87,20 @@ def test_train_loop_stops_at_the_first_non_finite_step():
   assert 1 <= int(totals["steps"]) < 50 and int(state.step) == int(totals["steps"])
 
 
+def test_plan_is_abstract_and_compiles_the_loop_initialize_runs():
+  """`plan` gives the state's types and shardings without computing it; a train loop
+  compiled for them runs on the state `initialize` computes."""
+  run = train.plan(load_config("echo", "quick,window=1,lag=5"))  # a sharded carry too
+  assert all(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree.leaves(run.state))
+  loop = train.compile_ahead(train.jit_train_loop(run), run.state, run.data_key,
+                             run.dropout_key, np.int32(1))
+  done = train.initialize(run)
+  types = lambda tree: jax.tree.map(lambda a: (a.shape, a.dtype, a.sharding), tree)
+  assert types(done.state) == types(run.state)
+  state, totals = loop(done.state, done.data_key, done.dropout_key, np.int32(2))
+  assert int(state.step) == 2 and bool(totals["finite"])
+
+
 @pytest.mark.parametrize("name,arg", [
     ("freq", "quick"), ("sine", "quick"), ("mean", "quick"), ("echo", "quick"),
     ("echo", "quick,window=1,lag=5"),
