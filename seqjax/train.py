@@ -118,16 +118,22 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int):
 
 
 def init_state(config: ml_collections.ConfigDict, task: base.Task, model: models.SequenceModel,
-               data_key: jax.Array, init_key: jax.Array, total_steps: int) -> TrainState:
-  """Fresh parameters, optimizer state and (for stateful tasks) a zero carry."""
+               data_key: jax.Array, init_key: jax.Array, total_steps: int,
+               tx: optax.GradientTransformation | None = None) -> TrainState:
+  """Fresh parameters, optimizer state and (for stateful tasks) a zero carry.
+
+  `tx`: the optimizer (default `create_optimizer(config, total_steps)`); it is
+  part of the state's tree structure, so programs compiled for one state take
+  another only if both hold the same `tx` object.
+  """
   sample = task.train_batch(data_key, jnp.zeros((), jnp.int32))
   sample = jax.tree.map(lambda a: a[:1] if a.ndim else a, sample)
   params = model.init(init_key, sample["x"], mask=sample.get("mask"))["params"]
   carry = None
   if task.stateful_period:
     carry = lstm.zero_carry((config.model.num_layers, config.train.batch_size), config.model.hidden)
-  return TrainState.create(apply_fn=model.apply, params=params,
-                           tx=create_optimizer(config, total_steps), carry=carry)
+  tx = create_optimizer(config, total_steps) if tx is None else tx
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, carry=carry)
 
 
 def _apply(model, params, batch, carry=None, *, train=False, rng=None):
@@ -193,7 +199,7 @@ def make_train_loop(model: models.SequenceModel, task: base.Task, mesh=None):
   count: one compiled program serves every call), builds the task's
   `train_data` once for all of them, and stops early after the first step
   whose metrics are not finite. Small steps cost less than a dispatch from
-  Python, so the run loop hands whole log intervals to this.
+  Python, so the run loop hands this ~`CALL_SECONDS` of steps at a time.
 
   totals: {"sums": {name: sum over the steps run}, "steps": steps run,
   "finite": False if the last step run had a NaN/Inf metric}.
@@ -358,10 +364,12 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
     prepare_workdir(config, workdir)
   model = create_model(config, task)
 
+  tx = create_optimizer(config, total)  # one object: the abstract and the real state match
+
   def init():  # the keys too: eager key ops would each compile a program of their own
     data_key, init_key, dropout_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
-    return init_state(config, task, model, data_key, init_key, total), (data_key, dropout_key,
-                                                                         eval_key)
+    return (init_state(config, task, model, data_key, init_key, total, tx),
+            (data_key, dropout_key, eval_key))
 
   state, keys = jax.eval_shape(init)
   state_sharding, repl = sharding.state_shardings(mesh, state), sharding.replicated(mesh)
@@ -435,10 +443,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Preempted: SIGTERM; a checkpoint of the current step was saved first.
   """
   t_start = time.perf_counter()
-  # matplotlib takes ~0.4 s to import; it does so here while XLA compiles (without the GIL).
-  # Not a daemon: an exit waits for it rather than stopping it halfway.
-  threading.Thread(target=_plots, name="import-plots").start()
   run = plan(config, workdir)
+  # matplotlib takes ~0.4 s to import; it does so now, while XLA compiles (without the GIL),
+  # once the config is known good. Not a daemon: an exit waits for it rather than cut it.
+  threading.Thread(target=_plots, name="import-plots").start()
   task, model, mesh, total = run.task, run.model, run.mesh, run.total
   repl = sharding.replicated(mesh)
   # XLA compiles the train loop (for the abstract state) in a worker thread while this
@@ -482,8 +490,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     with _SigtermFlag() as sigterm:
       while step < total:
-        # Steps per call: 1 until a call is timed without compiling, then about
-        # CALL_SECONDS of work, so SIGTERM and progress wait no longer than that.
+        # Steps per call: 1 at first (its end is the first step, `compile_s`), then
+        # about CALL_SECONDS of work, so SIGTERM and progress wait no longer than that.
         n = min(next_stop(step, t, total) - step, chunk)
         t_call = time.perf_counter()
         state, totals = train_loop(state, data_key, dropout_key, np.int32(n))
@@ -506,7 +514,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         window = totals["sums"] if window is None else jax.tree.map(np.add, window,
                                                                     totals["sums"])
         window_steps += ran
-        save = itstime(step, t.checkpoint_every, total) or sigterm.requested
+        stop = sigterm.requested  # read once: a signal between two reads would skip the save
+        save = itstime(step, t.checkpoint_every, total) or stop
         if itstime(step, t.log_every, total):
           scalars = {k: float(v) / window_steps for k, v in window.items()}
           window, window_steps = None, 0
@@ -514,7 +523,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           progress.report(step, scalars)
         if save:
           ckpt.save(step, state)
-        if sigterm.requested:
+        if stop:
           ckpt.wait()
           raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved; rerun the "
                           "same command to resume")

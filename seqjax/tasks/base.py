@@ -38,9 +38,9 @@ class Task:
     head: "last" or "per_step" (see `models.SequenceModel`).
     train_data: `(key) -> data`, pure JAX, what train batches are cut from:
       a finite dataset built from `fold_in(key, DATASET_SALT)`, or `()` for
-      online tasks. Built inside each jitted training call, once per call (not
-      per step), so everything stays a function of the run's data key and
-      grids of runs vmap over keys.
+      online tasks. Built inside each jitted training call (once per call of
+      `train.make_train_loop`, not per step), so everything stays a function
+      of the run's data key and grids of runs vmap over keys.
     batch_from: `(data, key, step) -> Batch`, pure JAX, called inside the
       jitted step with a traced step: online tasks sample fresh examples from
       `fold_in(key, step)`; finite datasets give batch `step` of an epoch.
