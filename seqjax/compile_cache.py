@@ -13,6 +13,7 @@ import os
 import platform
 
 import jax
+from absl import flags
 
 
 def default_dir() -> str:
@@ -47,3 +48,10 @@ def enable(path: str | None) -> str | None:
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   return path
+
+
+def define_flag() -> flags.FlagHolder:
+  """`--compilation_cache` (default `default_dir()`; empty: off), for a command's `main`."""
+  return flags.DEFINE_string(
+      "compilation_cache", default_dir(), "JAX's persistent compilation cache: reruns load "
+      "compiled programs instead of compiling them; empty: off.")

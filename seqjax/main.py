@@ -17,9 +17,7 @@ from seqjax import compile_cache, sharding, train, validate
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory; default: a new runs/<config>/<time>/.")
-flags.DEFINE_string("compilation_cache", compile_cache.default_dir(),
-                    "JAX's persistent compilation cache: reruns load compiled programs instead "
-                    "of compiling them; empty: off.")
+compile_cache.define_flag()
 flags.mark_flags_as_required(["config"])
 
 

@@ -370,8 +370,7 @@ def main():
   flags.DEFINE_float("converged", None, "Held-out metric threshold for steps-to-converge.")
   flags.DEFINE_integer("throughput", 0, "> 0: only time this many steps of each group's grid "
                        "against its models one after another, and print model-steps/s.")
-  flags.DEFINE_string("compilation_cache", compile_cache.default_dir(),
-                      "JAX's persistent compilation cache directory; empty: off.")
+  compile_cache.define_flag()
   flags.mark_flags_as_required(["config"])
   FLAGS = flags.FLAGS  # noqa: N806
 

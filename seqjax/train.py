@@ -163,9 +163,8 @@ def make_train_step(model: models.SequenceModel, task: base.Task, mesh=None):
 
   def train_step(state: TrainState, data_key: jax.Array, dropout_key: jax.Array,
                  lr_scale: jax.Array | float = 1.0, data: Any = None):
-    if data is None:
-      data = task.train_data(data_key)
-    batch = task.batch_from(data, data_key, state.step)
+    batch = (task.train_batch(data_key, state.step) if data is None
+             else task.batch_from(data, data_key, state.step))
     if mesh is not None:
       batch = sharding.constrain_batch(mesh, batch)
     carry = None

@@ -24,6 +24,15 @@ def load_config(name: str, arg: str | None = None):
   return config
 
 
+def fresh(config):
+  """(task, model, fresh state for 10 steps, data key, dropout key) of a config, one device."""
+  data_key, init_key, dropout_key, _ = jax.random.split(jax.random.key(config.seed), 4)
+  task = tasks.make(config.task, config.train.batch_size)
+  model = train.create_model(config, task)
+  state = train.init_state(config, task, model, data_key, init_key, 10)
+  return task, model, state, data_key, dropout_key
+
+
 @pytest.mark.parametrize("name,arg", [
     ("freq", "quick"), ("sine", "quick"), ("mean", "quick"), ("echo", "quick"),
     ("echo", "quick,window=1,lag=5"), ("echo", "quick,seed"), ("sine", "quick,seed"),
@@ -32,11 +41,7 @@ def test_one_jitted_step_changes_every_parameter(name, arg):
   config = load_config(name, arg)
   config.unlock()
   config.train.schedule = "constant"  # warmup starts at learning rate 0
-  root = jax.random.key(config.seed)
-  data_key, init_key, dropout_key, _ = jax.random.split(root, 4)
-  task = tasks.make(config.task, config.train.batch_size)
-  model = train.create_model(config, task)
-  state = train.init_state(config, task, model, data_key, init_key, 10)
+  task, model, state, data_key, dropout_key = fresh(config)
   before = jax.tree.map(np.array, state.params)
   step = jax.jit(train.make_train_step(model, task))
   state, metrics = step(state, data_key, dropout_key)
@@ -52,10 +57,7 @@ def test_one_jitted_step_changes_every_parameter(name, arg):
 def test_train_loop_runs_the_same_steps_as_single_steps(name, arg):
   """One call of the device-side loop = that many single steps (finite data, stateful carry)."""
   config = load_config(name, arg)
-  data_key, init_key, dropout_key, _ = jax.random.split(jax.random.key(config.seed), 4)
-  task = tasks.make(config.task, config.train.batch_size)
-  model = train.create_model(config, task)
-  state = train.init_state(config, task, model, data_key, init_key, 10)
+  task, model, state, data_key, dropout_key = fresh(config)
   step = jax.jit(train.make_train_step(model, task))
   single, sums = state, None
   for _ in range(5):
@@ -78,10 +80,7 @@ def test_train_loop_stops_at_the_first_non_finite_step():
   config.unlock()
   config.train.learning_rate = 1e12
   config.train.schedule = "constant"
-  data_key, init_key, dropout_key, _ = jax.random.split(jax.random.key(config.seed), 4)
-  task = tasks.make(config.task, config.train.batch_size)
-  model = train.create_model(config, task)
-  state = train.init_state(config, task, model, data_key, init_key, 10)
+  task, model, state, data_key, dropout_key = fresh(config)
   state, totals = jax.jit(train.make_train_loop(model, task))(state, data_key, dropout_key, 50)
   assert not bool(totals["finite"])
   assert 1 <= int(totals["steps"]) < 50 and int(state.step) == int(totals["steps"])
