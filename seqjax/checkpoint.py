@@ -7,22 +7,22 @@ the previous one is used: nothing is deleted, and a run never crashes on it.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from seqjax import validate, writers
+from seqjax import files, validate, writers
 
 
 class Checkpointer:
   """Saves the whole train state (params, optimizer, step, carry); restores the latest."""
 
-  def __init__(self, directory: str, max_to_keep: int = 3):
+  def __init__(self, directory: files.PathLike, max_to_keep: int = 3):
+    """`directory`: local or on an object store (gs://...), which orbax writes itself."""
     _write_replicated_arrays_whole()
-    self._dir = os.path.abspath(directory)
+    self._dir = files.path(directory)
+    if files.is_local(self._dir):
+      self._dir = self._dir.absolute()
     self._max_to_keep = max_to_keep
     self._mngr = self._manager()
 
@@ -55,11 +55,11 @@ class Checkpointer:
           raise validate.ConfigError(
               f"checkpoint {step} in {self._dir} does not fit this config's model or optimizer "
               f"({type(e).__name__}); use a new --workdir") from None
-        aside = os.path.join(os.path.dirname(self._dir), "checkpoints_unreadable", str(step))
+        aside = self._dir.parent / "checkpoints_unreadable" / str(step)
         writers.console(f"warning: checkpoint {step} is unreadable ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]}); moved to {aside}, trying the previous")
-        os.makedirs(os.path.dirname(aside), exist_ok=True)
-        shutil.move(os.path.join(self._dir, str(step)), aside)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        (self._dir / str(step)).rename(aside)
         moved = True
     if moved:  # the manager caches its step list
       self._mngr.close()

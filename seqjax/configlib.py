@@ -8,6 +8,8 @@ pairs and bare flags (big_vision style).
 from __future__ import annotations
 
 import ast
+import importlib.util
+import os
 
 import ml_collections
 
@@ -45,6 +47,29 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out)
 
 
+def configs_dir() -> str:
+  """The repository's `configs/`: beside the (editable) package, or in the cwd.
+
+  Raises FileNotFoundError when neither has one.
+  """
+  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for root in (package, os.getcwd()):
+    path = os.path.join(root, "configs")
+    if os.path.isfile(os.path.join(path, "freq.py")):
+      return path
+  raise FileNotFoundError("configs/ not found: run from the seqjax repository "
+                          "(installed with pip install -e .)")
+
+
+def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of `configs/<name>.py`, as `--config=configs/<name>.py:<arg>` loads it."""
+  path = os.path.join(configs_dir(), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"seqjax_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Fields every experiment has; config files fill in `task` and override the rest."""
   config = ml_collections.ConfigDict()
@@ -69,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.chrono_tmax = 0.0  # > 0: chrono init of gate biases, timescales up to this
   config.model.unroll = 0  # 0: by shape and platform (lstm.auto_unroll)
   config.model.dtype = "float32"
+  # Matmul precision (jax.lax.Precision) of the LSTM and its head: "highest" is float32
+  # arithmetic on every backend; "default" lets GPUs use TF32 and TPUs one bfloat16 pass.
+  config.model.precision = "highest"
 
   config.train = ml_collections.ConfigDict()
   config.train.steps = 1000

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
 from seqjax import recurrence
+from seqjax.numerics import Precision, canonical_precision
 from seqjax.recurrence import acc_dtype, lstm_step
 
 Array = jax.Array
@@ -98,6 +99,10 @@ class LSTMCell(nn.Module):
       (Tallec & Ollivier, 2018): b_f ~ log(U(1, tmax - 1)), b_i = -b_f, so the
       units' memory timescales spread up to `tmax` steps.
     dtype: matmul compute dtype; params and carry are `param_dtype`/float32.
+    precision: matmul precision of the input projection and the recurrent
+      matmul (see `recurrence.scan`): "highest" (float32 arithmetic on every
+      backend), "high", "default" (TF32 on recent NVIDIA GPUs, one bfloat16
+      pass on TPU), or None (JAX's `jax_default_matmul_precision`).
   """
   hidden: int
   in_features: int
@@ -108,6 +113,7 @@ class LSTMCell(nn.Module):
   chrono_tmax: float = 0.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  precision: Precision = "highest"
 
   def setup(self):
     g = 4 * self.hidden
@@ -132,12 +138,14 @@ class LSTMCell(nn.Module):
     """`x @ W_x + b` for any leading shape: [..., I] -> [..., G] (float32)."""
     acc = acc_dtype(self.dtype)
     gx = jnp.dot(x.astype(self.dtype), self.input_kernel.astype(self.dtype),
+                 precision=canonical_precision(self.precision),
                  preferred_element_type=acc)
     return gx + self.bias.astype(acc)
 
   def __call__(self, carry: Carry, x_t: Array) -> tuple[Carry, Array]:
     """One step on raw input x_t [B, I]; returns ((h, c), h), each [B, H]."""
-    carry = lstm_step(self.recurrent_kernel, carry, self.project(x_t), self.dtype)
+    carry = lstm_step(self.recurrent_kernel, carry, self.project(x_t), self.dtype,
+                      canonical_precision(self.precision))
     return carry, carry[0]
 
   def initialize_carry(self, batch_shape: tuple[int, ...]) -> Carry:
@@ -150,19 +158,30 @@ def zero_carry(batch_shape: tuple[int, ...], hidden: int, dtype: Any = jnp.float
   return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
 
-def auto_unroll(steps: int, batch: int, hidden: int, platform: str | None = None) -> int:
-  """The `lax.scan` unroll for a shape and platform, from `python -m seqjax.bench` figures.
+# The `lax.scan` unroll by platform and per-step work B*H: rows (largest B*H, unroll),
+# the first that fits wins. Each scan iteration costs a loop overhead (CPU) or a few
+# kernel launches (GPU); unrolling amortises it, at the price of compile time and
+# code size, and small per-step work gains the most. Measured with
+# `python -m seqjax.bench --unroll=1,4,8,16,32,64,128` (README, "Scan unroll on a GPU"):
+# - cpu, 2-core x86: unroll 8 makes mean (B1 H10) 2.7x faster and slows freq (B32 H100);
+# - gpu, H200: mean B1 T2000 H10 takes 10.5 ms at 32 (best), 12.4 at 128, 14.3 at 16,
+#   34.1 at 1 and 299.8 ms at 8, so no GPU row may choose 8. Larger B*H rows are not
+#   yet measured on a GPU: they keep 16 and 4 until the bench says otherwise.
+UNROLL_TABLE = {
+    "cpu": ((256, 8), (None, 1)),
+    "gpu": ((256, 32), (65536, 16), (None, 4)),
+}
 
-  Each scan iteration costs a loop overhead (CPU) or a few kernel launches
-  (GPU); unrolling amortises it, at the price of compile time and code size.
-  Small per-step work (small B*H) gains the most.
+
+def auto_unroll(steps: int, batch: int, hidden: int, platform: str | None = None) -> int:
+  """The `lax.scan` unroll for a shape and platform, from `UNROLL_TABLE`, at most `steps`.
+
+  TPUs and other platforms use the GPU rows (launch-bound like a GPU, unmeasured).
   """
   platform = platform or jax.default_backend()
+  rows = UNROLL_TABLE["cpu" if platform == "cpu" else "gpu"]
   work = batch * hidden
-  if platform == "cpu":  # measured: unrolling helps B1 H10 (mean) 2.7x, slows B32 H100 (freq)
-    unroll = 8 if work <= 256 else 1
-  else:
-    unroll = 16 if work <= 65536 else 4
+  unroll = next(u for limit, u in rows if limit is None or work <= limit)
   return max(1, min(unroll, steps))
 
 
@@ -183,11 +202,13 @@ def auto_remat(steps: int, batch: int, hidden: int) -> int:
 
 def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
                unroll: int | bool = 1, dtype: Any = jnp.float32,
-               remat: int = 0, fused: bool = True) -> tuple[Carry, Array]:
+               precision: Precision = "highest", remat: int = 0, fused: bool = True
+               ) -> tuple[Carry, Array]:
   """Runs the recurrence over time on projected inputs (`recurrence.scan`), in remat chunks.
 
   Args:
-    w_h, gx, carry, mask, unroll, dtype: see `recurrence.scan` (gx is [T, B, G]).
+    w_h, gx, carry, mask, unroll, dtype, precision: see `recurrence.scan` (gx
+      is [T, B, G]).
     remat: > 0 runs the scan in chunks of `remat` steps under `jax.checkpoint`:
       the backward pass keeps only the carries between chunks and recomputes
       a chunk's gates when it reaches it, so a long sequence needs memory for
@@ -199,7 +220,8 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
   """
   def run(carry, xs):
     gx, mask = xs
-    return recurrence.scan(w_h, gx, carry, mask, unroll=unroll, dtype=dtype, fused=fused)
+    return recurrence.scan(w_h, gx, carry, mask, unroll=unroll, dtype=dtype,
+                           precision=precision, fused=fused)
 
   xs = (gx, mask)
   steps = gx.shape[0]
@@ -220,7 +242,7 @@ class LSTMLayer(nn.Module):
 
   Attributes:
     hidden, kernel_init, recurrent_init, bias_init, forget_bias, chrono_tmax,
-    dtype, param_dtype: see `LSTMCell`.
+    dtype, param_dtype, precision: see `LSTMCell`.
     reverse: process time from last to first valid step; outputs stay aligned
       with the input positions (PyTorch's backward direction).
     unroll: `lax.scan` unroll factor; 0 chooses it by shape and platform
@@ -242,6 +264,7 @@ class LSTMLayer(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   fused: bool = True
+  precision: Precision = "highest"
 
   @nn.compact
   def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
@@ -264,7 +287,7 @@ class LSTMLayer(nn.Module):
     batch, steps, in_features = x.shape
     cell = LSTMCell(self.hidden, in_features, self.kernel_init, self.recurrent_init,
                     self.bias_init, self.forget_bias, self.chrono_tmax, self.dtype,
-                    self.param_dtype, name="cell")
+                    self.param_dtype, precision=self.precision, name="cell")
     if carry is None:
       carry = zero_carry((batch,), self.hidden, acc_dtype(self.dtype))
     if lengths is not None:
@@ -281,7 +304,8 @@ class LSTMLayer(nn.Module):
     unroll = self.unroll or auto_unroll(steps, batch, self.hidden)
     remat = auto_remat(steps, batch, self.hidden) if self.remat == -1 else self.remat
     carry, ys = scan_layer(cell.recurrent_kernel, gx, carry, mask,
-                           unroll=unroll, dtype=self.dtype, remat=remat, fused=self.fused)
+                           unroll=unroll, dtype=self.dtype, precision=self.precision,
+                           remat=remat, fused=self.fused)
     return carry, flip(jnp.swapaxes(ys, 0, 1))
 
 
@@ -293,8 +317,8 @@ class LSTM(nn.Module):
     num_layers: L.
     return_sequences: outputs [B, T, H] of the top layer if True, else its
       last valid output [B, H] (the top layer's final h).
-    reverse, unroll, remat, initializers, forget_bias, chrono_tmax, dtype, fused:
-      see `LSTMLayer`.
+    reverse, unroll, remat, initializers, forget_bias, chrono_tmax, dtype, fused,
+      precision: see `LSTMLayer`.
   """
   hidden: int
   num_layers: int = 1
@@ -310,6 +334,7 @@ class LSTM(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   fused: bool = True
+  precision: Precision = "highest"
 
   @nn.compact
   def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
@@ -332,7 +357,7 @@ class LSTM(nn.Module):
       (h, c), x = LSTMLayer(self.hidden, self.kernel_init, self.recurrent_init, self.bias_init,
                             self.forget_bias, self.chrono_tmax, self.reverse, self.unroll,
                             self.remat, self.dtype, self.param_dtype, self.fused,
-                            name=f"layer{layer}")(
+                            precision=self.precision, name=f"layer{layer}")(
                                 x, (carry[0][layer], carry[1][layer]), lengths, mask)
       hs.append(h)
       cs.append(c)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import lstm as lstm_lib
+from seqjax import numerics
 
 ACTIVATIONS = {
     "none": lambda x: x,
@@ -43,6 +44,7 @@ class DenseStack(nn.Module):
     activation: hidden activation name (see `ACTIVATIONS`).
     out_activation: output activation name; "none" gives logits / raw values.
     dropout: dropout rate after each hidden layer.
+    dtype, precision: matmul dtype and precision (see `lstm.LSTMCell`).
   """
   hidden: Sequence[int] = ()
   out_features: int = 1
@@ -50,16 +52,18 @@ class DenseStack(nn.Module):
   out_activation: str = "none"
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  precision: numerics.Precision = "highest"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """[..., H] -> [..., O]."""
     act = activation(self.activation)
+    precision = numerics.canonical_precision(self.precision)
     for width in self.hidden:
-      x = act(nn.Dense(width, dtype=self.dtype)(x))
+      x = act(nn.Dense(width, dtype=self.dtype, precision=precision)(x))
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = nn.Dense(self.out_features, dtype=self.dtype)(x)
+    x = nn.Dense(self.out_features, dtype=self.dtype, precision=precision)(x)
     return activation(self.out_activation)(x.astype(jnp.float32))
 
 
@@ -71,7 +75,8 @@ class SequenceModel(nn.Module):
 
   Attributes:
     hidden, num_layers, unroll, remat, reverse, forget_bias, chrono_tmax,
-      dtype: LSTM options (`lstm.LSTMLayer`).
+      dtype, precision: LSTM options (`lstm.LSTMLayer`); `precision` applies
+      to the head's matmuls too.
     kernel_init, recurrent_init, bias_init: LSTM initializers.
     head: "last" or "per_step".
     head_hidden, out_features, activation, out_activation, dropout: see
@@ -94,6 +99,7 @@ class SequenceModel(nn.Module):
   unroll: int | bool = 1
   remat: int = 0
   dtype: Any = jnp.float32
+  precision: numerics.Precision = "highest"
 
   @nn.compact
   def __call__(self, x: jax.Array, carry: lstm_lib.Carry | None = None,
@@ -107,7 +113,8 @@ class SequenceModel(nn.Module):
         kernel_init=self.kernel_init, recurrent_init=self.recurrent_init,
         bias_init=self.bias_init, forget_bias=self.forget_bias, chrono_tmax=self.chrono_tmax,
         reverse=self.reverse, unroll=self.unroll, remat=self.remat, dtype=self.dtype,
-        name="lstm")(x, carry, lengths, mask)
+        precision=self.precision, name="lstm")(x, carry, lengths, mask)
     y = DenseStack(tuple(self.head_hidden), self.out_features, self.activation,
-                   self.out_activation, self.dropout, self.dtype, name="head")(feats, train=train)
+                   self.out_activation, self.dropout, self.dtype, self.precision,
+                   name="head")(feats, train=train)
     return carry, y

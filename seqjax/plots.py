@@ -8,10 +8,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from seqjax import files  # noqa: E402
+
 
 def _save(fig, path: str) -> str:
+  """Writes `fig` as a PNG to `path`, local or on an object store (epath)."""
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with files.path(path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
   return path
 

@@ -30,6 +30,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from seqjax.numerics import Precision, canonical_precision
+
 Array = jax.Array
 Carry = tuple[Array, Array]
 
@@ -59,11 +61,13 @@ def gate_activations(gates: Array) -> Array:
   return jnp.tanh(gates * scale) * scale + shift
 
 
-def _matmul(a: Array, w: Array, dtype: Any) -> Array:
-  return jnp.dot(a.astype(dtype), w.astype(dtype), preferred_element_type=acc_dtype(dtype))
+def _matmul(a: Array, w: Array, dtype: Any, precision: Precision) -> Array:
+  return jnp.dot(a.astype(dtype), w.astype(dtype), precision=precision,
+                 preferred_element_type=acc_dtype(dtype))
 
 
-def lstm_step(w_h: Array, carry: Carry, gx_t: Array, dtype: Any = jnp.float32) -> Carry:
+def lstm_step(w_h: Array, carry: Carry, gx_t: Array, dtype: Any = jnp.float32,
+              precision: Precision = "highest") -> Carry:
   """One LSTM step given the already projected input.
 
   Args:
@@ -72,17 +76,19 @@ def lstm_step(w_h: Array, carry: Carry, gx_t: Array, dtype: Any = jnp.float32) -
     gx_t: `x_t @ W_x + b` for this step, [B, G], float32 (float64 in x64 tests).
     dtype: dtype of the recurrent matmul (e.g. bfloat16); it accumulates in
       `acc_dtype(dtype)`.
+    precision: of the recurrent matmul (see `scan`).
 
   Returns:
     The new carry (h, c); h is also the step's output.
   """
   h, c = carry
-  i, f, g, o = jnp.split(gate_activations(gx_t + _matmul(h, w_h, dtype)), 4, axis=-1)
+  z = gx_t + _matmul(h, w_h, dtype, precision)
+  i, f, g, o = jnp.split(gate_activations(z), 4, axis=-1)
   c = f * c + i * g
   return o * jnp.tanh(c), c
 
 
-def _forward(w_h, gx, carry, mask, unroll, dtype, keep):
+def _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep):
   """The forward scan.
 
   With `keep`, each step also returns what its backward step needs and that
@@ -96,7 +102,7 @@ def _forward(w_h, gx, carry, mask, unroll, dtype, keep):
   def body(carry, xs):
     gx_t, m_t = xs if mask is not None else (xs, None)
     h, c_prev = carry
-    t = jnp.tanh((gx_t + _matmul(h, w_h, dtype)) * scale)
+    t = jnp.tanh((gx_t + _matmul(h, w_h, dtype, precision)) * scale)
     i, f, g, o = jnp.split(t * scale + shift, 4, axis=-1)
     c = f * c_prev + i * g
     tc = jnp.tanh(c)
@@ -118,13 +124,13 @@ def _forward(w_h, gx, carry, mask, unroll, dtype, keep):
   return jax.lax.scan(body, carry, gx if mask is None else (gx, mask), unroll=unroll)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _fused(w_h, gx, carry, mask, unroll, dtype):
-  return _forward(w_h, gx, carry, mask, unroll, dtype, keep=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _fused(w_h, gx, carry, mask, unroll, dtype, precision):
+  return _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep=False)
 
 
-def _fused_fwd(w_h, gx, carry, mask, unroll, dtype):
-  final, kept = _forward(w_h, gx, carry, mask, unroll, dtype, keep=True)
+def _fused_fwd(w_h, gx, carry, mask, unroll, dtype, precision):
+  final, kept = _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep=True)
   if mask is None:
     outs, p, k, f = kept
     hs = outs
@@ -134,7 +140,7 @@ def _fused_fwd(w_h, gx, carry, mask, unroll, dtype):
   return (final, outs), (w_h, h_prev, p, k, f, mask)
 
 
-def _fused_bwd(unroll, dtype, residuals, cotangents):
+def _fused_bwd(unroll, dtype, precision, residuals, cotangents):
   w_h, h_prev, p, k, f, mask = residuals
   (dh_final, dc_final), douts = cotangents
   if mask is not None:
@@ -148,6 +154,7 @@ def _fused_bwd(unroll, dtype, residuals, cotangents):
     dz = jnp.concatenate([dc, dc, dc, dh], axis=-1) * p_t  # [B, G]
     # dz @ W_h^T, contracting W_h's G axis in place (faster than a transposed copy on CPU)
     dh_prev = jax.lax.dot_general(dz.astype(dtype), w_h.astype(dtype), (((1,), (1,)), ((), ())),
+                                  precision=precision,
                                   preferred_element_type=acc_dtype(dtype)).astype(dh.dtype)
     if m_t is not None:
       dh_prev = jnp.where(m_t[:, None], dh_prev, dh)
@@ -157,7 +164,7 @@ def _fused_bwd(unroll, dtype, residuals, cotangents):
   (dh0, dc0), dz = jax.lax.scan(body, (dh_final, dc_final), xs, reverse=True, unroll=unroll)
   # All steps' weight gradients as one matmul: [H, T*B] x [T*B, G].
   dw = jax.lax.dot_general(h_prev.astype(dtype), dz.astype(dtype), (((0, 1), (0, 1)), ((), ())),
-                           preferred_element_type=acc_dtype(dtype))
+                           precision=precision, preferred_element_type=acc_dtype(dtype))
   return dw.astype(w_h.dtype), dz.astype(p.dtype), (dh0, dc0), None
 
 
@@ -165,8 +172,8 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
 def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None, *,
-         unroll: int | bool = 1, dtype: Any = jnp.float32, fused: bool = True
-         ) -> tuple[Carry, Array]:
+         unroll: int | bool = 1, dtype: Any = jnp.float32, precision: Precision = "highest",
+         fused: bool = True) -> tuple[Carry, Array]:
   """Runs the recurrence over time on projected inputs.
 
   Args:
@@ -177,6 +184,10 @@ def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None, *,
       or None when every step is valid.
     unroll: `lax.scan` unroll (of the forward and the backward scan).
     dtype: recurrent matmul dtype; the carry and gate math stay float32.
+    precision: of every matmul, forward and backward: "highest" is float32
+      arithmetic on every backend; "default" lets the backend round float32
+      operands (TF32 on recent NVIDIA GPUs, one bfloat16 pass on TPU); None
+      follows JAX's `jax_default_matmul_precision`.
     fused: use the hand-written VJP; False differentiates the scan with JAX's
       autodiff (the reference the tests compare against; also what forward-mode
       differentiation, which a custom VJP does not support, needs).
@@ -184,6 +195,8 @@ def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None, *,
   Returns:
     (final carry, outputs [T, B, H]); outputs are 0 on padded steps.
   """
+  precision = canonical_precision(precision)
   if fused:
-    return _fused(w_h, gx, carry, mask, unroll, dtype)
-  return _forward(w_h, gx, carry, mask, unroll, dtype, keep=False)
+    return _fused(w_h, gx, carry, mask, unroll, dtype, precision)
+  return _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep=False)
+

@@ -3,24 +3,22 @@
   python -m seqjax.report runs/exp
 """
 
-import json
-import os
 import sys
+
+from seqjax import files
 
 
 def rows(root: str) -> list[str]:
+  """`root`: a folder of run workdirs, local or on an object store (gs://...)."""
   out = ["| run | task | held-out metric | steps | wall (s) | compile (s) "
          "| rollout RMSE @10/50/100/200 |", "|---|---|---|---|---|---|---|"]
-  for name in sorted(os.listdir(root)):
-    path = os.path.join(root, name, "results.json")
-    if not os.path.exists(path):
+  for run in sorted(files.path(root).iterdir(), key=lambda p: p.name):
+    name = run.name
+    if not (run / "results.json").exists():
       continue
-    with open(path) as f:
-      r = json.load(f)
-    timing = os.path.join(root, name, "timing.json")
-    if os.path.exists(timing):  # older runs kept their times in results.json
-      with open(timing) as f:
-        r |= json.load(f)
+    r = files.read_json(run / "results.json")
+    if (run / "timing.json").exists():  # older runs kept their times in results.json
+      r |= files.read_json(run / "timing.json")
     metric = r["metric"]
     value = r["held_out"][metric]
     shown = f"{metric} {value:.4%}" if metric == "accuracy" else f"{metric} {value:.3g}"

@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from seqjax import sweep, train, writers
+from seqjax import files, sweep, train, writers
 
 
 def measure(config, devices: int, per_device_batch: int, steps: int) -> dict[str, float]:
@@ -85,8 +85,7 @@ def main():
     writers.console(f"weak scaling, {FLAGS.per_device_batch} examples per device, {kind}:")
     writers.console(table(rows))
     if FLAGS.out:
-      with open(FLAGS.out, "w") as f:
-        json.dump(rows, f, indent=2)
+      files.write_json(FLAGS.out, rows)
 
   app.run(run)
 

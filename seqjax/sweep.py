@@ -34,7 +34,17 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from seqjax import checkpoint, compile_cache, plots, sharding, tasks, train, validate, writers
+from seqjax import (
+  checkpoint,
+  compile_cache,
+  files,
+  plots,
+  sharding,
+  tasks,
+  train,
+  validate,
+  writers,
+)
 from seqjax.tasks import base
 
 ARRAY_FIELDS = ("seed", "model.kernel_gain", "model.recurrent_gain", "model.forget_bias",
@@ -262,10 +272,9 @@ def train_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]], wo
                                                                         1e-9),
             "platform": jax.default_backend(), "mesh": dict(grid.mesh.shape)}
   if sharding.is_writer():
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump({"metric": metric, "runs": results, "history": history}, f, indent=2)
-    with open(os.path.join(workdir, "timing.json"), "w") as f:
-      json.dump(timing, f, indent=2)
+    files.write_json(os.path.join(workdir, "results.json"),
+                     {"metric": metric, "runs": results, "history": history})
+    files.write_json(os.path.join(workdir, "timing.json"), timing)
   writers.console(f"grid of {grid.size}: {wall:.0f} s, "
                   f"{timing['model_steps_per_s']:.1f} model-steps/s (compile {compile_s:.1f} s)")
   return results
@@ -326,7 +335,7 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
               converged: float | None) -> str:
   """Runs every group of the sweep; writes `ablation.md` and `ablation.png`; returns the table."""
   runs = load_sweep(config_file, name)
-  os.makedirs(workdir, exist_ok=True)
+  files.path(workdir).mkdir(parents=True, exist_ok=True)
   lines = ["| group | gain | converged | held-out metric median (IQR) | steps to converge "
            "median (IQR) |", "|---|---|---|---|---|"]
   curves = {}
@@ -348,8 +357,7 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
                                                    if r["model.kernel_gain"] == g]))
                                for g in gains])
   table = "\n".join(lines)
-  with open(os.path.join(workdir, "ablation.md"), "w") as f:
-    f.write(table + "\n")
+  files.write_text(os.path.join(workdir, "ablation.md"), table + "\n")
   if curves:
     plots.metric_vs_gain(curves, os.path.join(workdir, "ablation.png"), grid_metric(config))
   writers.console(table)

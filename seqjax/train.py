@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from typing import Any
@@ -27,7 +26,18 @@ import optax
 from flax.training import train_state
 from jax.experimental import multihost_utils
 
-from seqjax import checkpoint, lstm, models, rollout, sharding, tasks, validate, writers
+from seqjax import (
+  checkpoint,
+  files,
+  lstm,
+  models,
+  numerics,
+  rollout,
+  sharding,
+  tasks,
+  validate,
+  writers,
+)
 from seqjax.tasks import base
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -68,6 +78,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validate.non_negative("model.chrono_tmax", m.chrono_tmax)
   validate.non_negative("model.unroll", m.unroll)
   validate.one_of("model.dtype", m.dtype, DTYPES)
+  validate.one_of("model.precision", m.precision, numerics.PRECISIONS)
   validate.positive("train.batch_size", t.batch_size)
   validate.non_negative("train.epochs", t.epochs)
   if not t.epochs:
@@ -95,7 +106,7 @@ def create_model(config: ml_collections.ConfigDict, task: base.Task) -> models.S
       recurrent_init=lstm.initializer(m.recurrent_init, m.recurrent_gain),
       bias_init=lstm.initializer(m.bias_init), forget_bias=m.forget_bias,
       chrono_tmax=m.chrono_tmax, unroll=m.unroll,
-      dtype=DTYPES[m.dtype])
+      dtype=DTYPES[m.dtype], precision=m.precision)
 
 
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int):
@@ -279,27 +290,28 @@ class _SigtermFlag:
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Creates and checks `workdir` before anything is compiled.
+  """Creates and checks `workdir` (local, or gs://... through epath) before anything is compiled.
 
   Raises ConfigError if it cannot be written, has too little free space, or
   holds checkpoints of a different config (unless `config.allow_config_change`).
   """
+  root = files.path(workdir)
+  # A name of its own: the processes of a multi-host job may share the workdir.
+  probe = root / f".write_probe.{jax.process_index()}.{os.getpid()}"
   try:
-    os.makedirs(workdir, exist_ok=True)
-    # A name of its own: the processes of a multi-host job may share the workdir.
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_probe.") as f:
-      f.write(b"x" * 4096)
-      f.flush()
+    root.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b"x" * 4096)
+    probe.unlink()
   except OSError as e:
     raise validate.ConfigError(f"--workdir={workdir!r} is not writable: {e}") from None
-  free_mb = shutil.disk_usage(workdir).free / 2**20
-  if free_mb < MIN_FREE_MB:
-    raise validate.ConfigError(f"--workdir={workdir!r} has {free_mb:.0f} MiB free; at least "
-                               f"{MIN_FREE_MB} MiB are needed for checkpoints and metrics")
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
-    with open(path) as f:
-      before = _flatten(json.load(f))
+  if files.is_local(root):  # an object store has no free-space figure (and no limit)
+    free_mb = shutil.disk_usage(workdir).free / 2**20
+    if free_mb < MIN_FREE_MB:
+      raise validate.ConfigError(f"--workdir={workdir!r} has {free_mb:.0f} MiB free; at least "
+                                 f"{MIN_FREE_MB} MiB are needed for checkpoints and metrics")
+  path = root / "config.json"
+  if path.exists() and (root / "checkpoints").is_dir():
+    before = _flatten(files.read_json(path))
     now = _flatten(json.loads(config.to_json_best_effort()))
     changed = [f"{k}: {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
                for k in sorted(set(before) | set(now))
@@ -309,8 +321,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
           f"--workdir={workdir!r} holds a run with a different config ({'; '.join(changed)}); "
           "use a new --workdir, or --config.allow_config_change=True to resume anyway")
   if sharding.is_writer():
-    with open(path, "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    files.write_text(path, config.to_json_best_effort(indent=2))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -535,7 +546,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # results.json holds only what the run computed (bit-identical across reruns); times apart.
   results = {"task": task.name, "metric": task.metric, "held_out": held_out, "steps": total,
-             "parameters": n_params}
+             "parameters": n_params, "precision": config.model.precision}
   if task.rollout_set is not None:
     results["rollout"] = evaluate_rollout(model, state.params, task, eval_key, workdir, repl)
   timing = {"compile_s": compile_s, "wall_s": time.perf_counter() - t_start,
@@ -543,8 +554,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             "mesh": dict(mesh.shape), "processes": jax.process_count()}
   if sharding.is_writer():
     for name, content in (("results.json", results), ("timing.json", timing)):
-      with open(os.path.join(workdir, name), "w") as f:
-        json.dump(content, f, indent=2)
+      files.write_json(os.path.join(workdir, name), content)
     _plot(workdir, task, eval_set, np.asarray(preds), writers.read_metrics(workdir))
   writers.console("results: " + json.dumps(results))
   writers.console(f"time: {timing['wall_s']:.1f} s (first step, compile included: "

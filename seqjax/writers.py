@@ -1,13 +1,19 @@
-"""Metric writers: metrics.jsonl, TensorBoard events (tensorboardX, no TensorFlow), stdout."""
+"""Metric writers: metrics.jsonl, TensorBoard events (tensorboardX, no TensorFlow), stdout.
+
+Both files go through `seqjax.files` (etils.epath), so a workdir on gs:// works.
+"""
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import sys
 import time
+import uuid
 
 import jax
+
+from seqjax import files
 
 
 def _summary_writer_class():
@@ -19,13 +25,50 @@ def _summary_writer_class():
   """
   if "torch" in sys.modules or "tensorboardX" in sys.modules:
     from tensorboardX import SummaryWriter
-    return SummaryWriter
-  sys.modules["torch"] = None
-  try:
-    from tensorboardX import SummaryWriter
-  finally:
-    del sys.modules["torch"]
+  else:
+    sys.modules["torch"] = None
+    try:
+      from tensorboardX import SummaryWriter
+    finally:
+      del sys.modules["torch"]
+  _register_object_store_events()
   return SummaryWriter
+
+
+class _ObjectStoreEvents:
+  """An event file on an object store (no appends): kept whole, rewritten at each flush."""
+
+  def __init__(self, path: str):
+    self._path, self._buffer = files.path(path), io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self._buffer.write(data)
+
+  def flush(self) -> None:
+    with self._path.open("wb") as f:
+      f.write(self._buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _ObjectStoreEventsFactory:
+  def open(self, path: str) -> _ObjectStoreEvents:
+    return _ObjectStoreEvents(path)
+
+  def directory_check(self, path: str) -> None:
+    files.path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _register_object_store_events() -> None:
+  """tensorboardX writes event files to gs://, s3:// and az:// through epath.
+
+  Its own gs:// and s3:// writers need google-cloud-storage or boto3; epath
+  needs fsspec with gcsfs (s3fs, adlfs), as orbax does.
+  """
+  from tensorboardX import record_writer
+  for prefix in ("gs", "s3", "az"):
+    record_writer.register_writer_factory(prefix, _ObjectStoreEventsFactory())
 
 
 class MetricWriter:
@@ -35,18 +78,20 @@ class MetricWriter:
   `enabled=False` (every process of a multi-host job but the first) writes nothing.
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: files.PathLike, enabled: bool = True):
     self._enabled = enabled
     if enabled:
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
-      self._tb = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
+      self._jsonl = files.LineFile(files.path(workdir) / "metrics.jsonl")
+      # Event files are named by the second they were opened in; a suffix of its own keeps a
+      # writer opened in the same second (a quick resume) from replacing the last one's file.
+      self._tb = _summary_writer_class()(str(files.path(workdir) / "tensorboard"),
+                                         filename_suffix=f".{uuid.uuid4().hex[:8]}")
 
   def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
     if not self._enabled:
       return
     record = {"step": step, "split": split, "time": time.time(), **scalars}
     self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
     for name, value in scalars.items():
       self._tb.add_scalar(f"{split}/{name}", value, step)
     self._tb.flush()
@@ -87,19 +132,18 @@ class Progress:
             f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
 
-def read_metrics(workdir: str) -> list[dict]:
+def read_metrics(workdir: files.PathLike) -> list[dict]:
   """The records of `workdir/metrics.jsonl`, in step order.
 
   A resumed run recomputes the steps after its checkpoint; their newest
   record (split, step) wins, so a resumed history reads as one run.
   """
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = files.path(workdir) / "metrics.jsonl"
+  if not path.exists():
     return []
   latest = {}
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        record = json.loads(line)
-        latest[(record["split"], record["step"])] = record
+  for line in path.read_text().splitlines():
+    if line.strip():
+      record = json.loads(line)
+      latest[(record["split"], record["step"])] = record
   return sorted(latest.values(), key=lambda r: (r["step"], r["split"]))

@@ -76,3 +76,26 @@ def test_ratios_and_seed_table():
                            "keras_warm_metric": 0.2, "warm_ratio": 0.2}])
   assert table.splitlines()[2] == "| freq | 5.0 | 20.0 | 0.25 | 2.0 | 10.0 | 0.20 | mae 0.1 | 0.2 |"
   assert timing.time_calls(lambda: None, repeats=3, min_seconds=0.01) >= 0
+
+
+def test_unroll_sweep_marks_the_automatic_choice(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "seqjax.bench", "--shapes=tiny", "--repeats=2",
+                         "--unroll=1,2", f"--out={tmp_path}"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.load(open(tmp_path / "unroll.json"))["rows"]
+  auto = shapes.SHAPES["tiny"].time  # auto_unroll never exceeds T (3 here) on any platform
+  assert [r["unroll"] for r in rows] == [1, 2, auto]
+  assert [r["auto"] for r in rows] == [False, False, True]
+  assert min(r["train_ratio"] for r in rows) == 1.0
+  assert f"auto {auto} is " in proc.stdout and "(auto)**" in (tmp_path / "unroll.md").read_text()
+
+
+def test_auto_unroll_follows_its_table():
+  from seqjax import lstm
+  for platform, rows in lstm.UNROLL_TABLE.items():
+    assert rows[-1][0] is None  # every B*H has a row
+    for limit, unroll in rows[:-1]:
+      assert lstm.auto_unroll(10_000, 1, limit, platform) == unroll
+  assert 8 not in [u for _, u in lstm.UNROLL_TABLE["gpu"]]  # measured pathological on a GPU
+  assert lstm.auto_unroll(2000, 1, 10, "gpu") == 32 and lstm.auto_unroll(2000, 1, 10, "tpu") == 32

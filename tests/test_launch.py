@@ -27,7 +27,7 @@ def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch):
 
 
 def test_launch_scripts_are_valid_bash():
-  for name in ("local.sh", "tpu_vm.sh"):
+  for name in ("local.sh", "tpu_vm.sh", "gpu_check.sh"):
     result = subprocess.run(["bash", "-n", os.path.join(ROOT, "launch", name)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -36,4 +36,38 @@ def test_launch_scripts_are_valid_bash():
 def test_tpu_script_rejects_unknown_commands():
   result = subprocess.run(["bash", os.path.join(ROOT, "launch", "tpu_vm.sh"), "explode"],
                           capture_output=True, text=True)
-  assert result.returncode == 2 and "allowed: create, run, fetch, delete" in result.stderr
+  assert result.returncode == 2 and "allowed: create, run, doctor, fetch, delete" in result.stderr
+
+
+def test_tpu_script_picks_the_software_version_of_the_accelerator(tmp_path):
+  """`create` with a stand-in gcloud on PATH: the --version it passes, and a rerun reuses."""
+  log = tmp_path / "gcloud.log"
+  gcloud = tmp_path / "gcloud"
+  gcloud.write_text('#!/usr/bin/env bash\necho "$*" >> "$GCLOUD_LOG"\n'
+                    '[[ "$*" == *describe* ]] && exit "${DESCRIBE_RC:-1}"\nexit 0\n')
+  gcloud.chmod(0o755)
+  script = os.path.join(ROOT, "launch", "tpu_vm.sh")
+  expected = {"v4-8": "tpu-ubuntu2204-base", "v5litepod-8": "v2-alpha-tpuv5-lite",
+              "v5p-8": "v2-alpha-tpuv5", "v6e-8": "v2-alpha-tpuv6e"}
+  for accelerator, version in expected.items():
+    log.write_text("")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "GCLOUD_LOG": str(log),
+           "TYPE": accelerator, "REPO": "https://example.invalid/seqjax.git"}
+    result = subprocess.run(["bash", script, "create"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    create = [c for c in calls if c.startswith("compute tpus tpu-vm create")]
+    assert len(create) == 1 and f"--accelerator-type={accelerator}" in create[0]
+    assert f"--version={version}" in create[0]
+    ssh = [c for c in calls if "tpu-vm ssh" in c]
+    assert "python3 -m pip install" in ssh[0] and "git clone" in ssh[0]
+    assert "python3 -m seqjax.doctor" in ssh[-1] and "--worker=all" in ssh[-1]
+  # a rerun finds the VM (describe succeeds) and does not create it again
+  log.write_text("")
+  result = subprocess.run(["bash", script, "create"], env={**env, "DESCRIBE_RC": "0"},
+                          capture_output=True, text=True)
+  assert result.returncode == 0 and "reusing it" in result.stdout
+  assert not [c for c in log.read_text().splitlines() if "tpu-vm create" in c]
+  result = subprocess.run(["bash", script, "create"], env={**env, "TYPE": "v9-8"},
+                          capture_output=True, text=True)
+  assert result.returncode != 0 and "TYPE=v9-8 is not a known accelerator type" in result.stderr

@@ -41,6 +41,7 @@ def test_quick_run_from_the_command_line(tmp_path):
   assert (workdir / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_rerun_loads_compiled_programs_from_the_cache(tmp_path):
   """The second run compiles nothing new (the cache does not grow) and computes the same."""
   cache = tmp_path / "cache"

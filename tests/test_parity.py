@@ -15,7 +15,7 @@ from seqjax import lstm
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TORCH = np.load(os.path.join(FIXTURES, "torch_lstm.npz"))
 KERAS = np.load(os.path.join(FIXTURES, "keras_lstm.npz"))
-ATOL = 1e-5
+ATOL = 1e-5  # float32 arithmetic ("highest") against the libraries' float32 CPU results
 
 
 def _close(actual, expected):
@@ -32,7 +32,7 @@ def test_matches_torch(k):
     params[f"layer{layer}"] = {"cell": {"input_kernel": p("w_ih").T,
                                         "recurrent_kernel": p("w_hh").T,
                                         "bias": p("b_ih") + p("b_hh")}}
-  model = lstm.LSTM(int(hidden), int(layers))
+  model = lstm.LSTM(int(hidden), int(layers), precision="highest")
   x = TORCH[f"c{k}_x"]
   assert x.shape == (batch, steps, TORCH[f"c{k}_meta"][3])
   (h, c), y = model.apply({"params": params}, jnp.asarray(x),
@@ -48,7 +48,7 @@ def test_matches_keras(k):
   params = {"layer0": {"cell": {"input_kernel": KERAS[f"c{k}_kernel"],
                                 "recurrent_kernel": KERAS[f"c{k}_recurrent_kernel"],
                                 "bias": KERAS[f"c{k}_bias"]}}}
-  model = lstm.LSTM(int(hidden), reverse=bool(go_backwards))
+  model = lstm.LSTM(int(hidden), reverse=bool(go_backwards), precision="highest")
   carry = None
   if with_state:
     carry = (jnp.asarray(KERAS[f"c{k}_h0"])[None], jnp.asarray(KERAS[f"c{k}_c0"])[None])
@@ -59,6 +59,7 @@ def test_matches_keras(k):
   _close(y, expected_y)
   _close(h[0], KERAS[f"c{k}_h"])
   _close(c[0], KERAS[f"c{k}_c"])
-  last = lstm.LSTM(int(hidden), reverse=bool(go_backwards), return_sequences=False)
+  last = lstm.LSTM(int(hidden), reverse=bool(go_backwards), return_sequences=False,
+                   precision="highest")
   _close(last.apply({"params": params}, jnp.asarray(KERAS[f"c{k}_x"]), carry)[1],
          KERAS[f"c{k}_h"])

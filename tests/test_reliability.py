@@ -121,6 +121,7 @@ print(jax.device_count(), digest.hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_data_generation_is_bit_identical_on_1_and_8_devices():
   outputs = []
   for devices in (1, 8):

@@ -6,7 +6,8 @@ import numpy as np
 
 from seqjax import lstm, models, rollout
 
-MODEL = models.SequenceModel(hidden=6, num_layers=2, head="per_step", out_features=2)
+MODEL = models.SequenceModel(hidden=6, num_layers=2, head="per_step", out_features=2,
+                              precision="highest")
 
 
 def _params(in_features=2):

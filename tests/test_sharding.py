@@ -70,6 +70,7 @@ def same(a, b, what, rtol=2e-4):
 """
 
 
+@pytest.mark.slow
 def test_8_devices_train_like_1_and_checkpoints_move_across_meshes(tmp_path):
   out = run_on_devices(COMMON + """
 freq = load_config("freq", "quick")
@@ -110,6 +111,7 @@ print("OK")
   assert "OK" in out
 
 
+@pytest.mark.slow
 def test_grid_of_16_on_a_4x2_mesh_equals_1_device(tmp_path):
   out = run_on_devices(COMMON + """
 config = load_config("freq", "quick")
@@ -151,6 +153,7 @@ def test_main_reports_a_bad_mesh_in_one_line(tmp_path):
   assert not (tmp_path / "config.json").exists()  # refused before the workdir is written
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
   """A real multi-host job on loopback: 2 processes x 4 CPU devices, jax.distributed + gloo."""
   with socket.socket() as s:

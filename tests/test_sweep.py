@@ -5,6 +5,7 @@ import os
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from test_train import load_config
 
 from seqjax import sweep, train, validate
@@ -21,6 +22,7 @@ def _params(workdir, step):
   return ocp.StandardCheckpointer().restore(path)["params"]
 
 
+@pytest.mark.slow
 def test_grid_equals_models_trained_alone(tmp_path):
   config = load_config("mean", "quick,seed")  # finite data per seed, Masking, relu output
   config.unlock()

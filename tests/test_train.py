@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
 
-from seqjax import checkpoint, report, tasks, train, writers
-
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+from seqjax import checkpoint, configlib, report, tasks, train, writers
 
 
 def load_config(name: str, arg: str | None = None):
-  """Loads configs/<name>.py the way `--config=configs/<name>.py:<arg>` does."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  """Loads configs/<name>.py the way `--config=configs/<name>.py:<arg>` does (locked)."""
+  config = configlib.load(name, arg)
   config.lock()
   return config
 

@@ -4,6 +4,8 @@
   python -m seqjax.bench --shapes=seed --repeats=20
   python -m seqjax.bench --seeds                  # time to result: :seed configs vs Keras
   python -m seqjax.bench --memory                 # T=10000 B=64 H=256 train step, peak memory
+  python -m seqjax.bench --unroll=1,4,8,16,32,64,128   # scan unroll against auto_unroll
+  python -m seqjax.bench --precision=default,highest   # seqjax at each matmul precision
 
 Peers come from the `bench` extra (`pip install -e ".[bench]"`); missing ones
 are skipped with a note. Runs on whatever JAX's default backend is (CPU or
@@ -24,14 +26,18 @@ flags.DEFINE_integer("repeats", 10, "Timed rounds per measurement (the median is
 flags.DEFINE_string("out", None, "Output directory (default bench_results/<platform>).")
 flags.DEFINE_bool("seeds", False, "Time to result of each :seed config against its Keras peer.")
 flags.DEFINE_bool("memory", False, "Peak memory of the T=10000 train step, with remat.")
+flags.DEFINE_list("unroll", None, "Time seqjax's train step at each lax.scan unroll (e.g. "
+                  "1,4,8,16,32,64,128) beside the automatic choice, on --shapes.")
+flags.DEFINE_list("precision", ["highest"], "seqjax's matmul precision (default, high, "
+                  "highest); several give seqjax peers a row each.")
 
 
 def main(argv):
   del argv
   import jax
 
-  from seqjax import sharding
-  from seqjax.bench import memory, peers, seeds, shapes, timing
+  from seqjax import numerics, sharding
+  from seqjax.bench import memory, peers, seeds, shapes, timing, unroll
 
   if not (FLAGS.seeds or FLAGS.memory):  # CPU cores as devices, as seqjax.main makes them
     sharding.set_cpu_devices(sharding.available_cores(), 1)
@@ -50,6 +56,23 @@ def main(argv):
   chosen = [s for name in FLAGS.shapes for s in groups.get(name, (shapes.SHAPES.get(name),))]
   if None in chosen:
     raise app.UsageError(f"--shapes: allowed groups {list(groups)} or names {list(shapes.SHAPES)}")
+  bad = [p for p in FLAGS.precision if p not in numerics.PRECISIONS]
+  if bad or not FLAGS.precision:
+    raise app.UsageError(f"--precision: unknown {bad}; allowed: {list(numerics.PRECISIONS)}")
+  if FLAGS.unroll is not None:
+    try:
+      unrolls = [int(u) for u in FLAGS.unroll]
+    except ValueError:
+      unrolls = []
+    if not unrolls or min(unrolls) < 1:
+      raise app.UsageError(f"--unroll: {FLAGS.unroll} must be positive integers, e.g. 1,8,32")
+    rows = unroll.sweep(chosen, unrolls, FLAGS.repeats, FLAGS.precision[0])
+    table = unroll.markdown(rows)
+    print(f"\n{meta['device']} ({backend}), median of {FLAGS.repeats} rounds\n\n{table}\n")
+    print("\n".join(unroll.summary(rows)))
+    for path in timing.write(rows, out, meta, "unroll", table):
+      print("wrote", path)
+    return
   names = FLAGS.peers or list(peers.PEERS)
   unknown = [n for n in names if n not in peers.PEERS]
   if unknown:
@@ -61,9 +84,16 @@ def main(argv):
       if not peers.available(name):
         print(f"skipping {name}: not installed (pip install -e '.[bench]')", flush=True)
         continue
-      row = timing.time_peer(name, peers.PEERS[name], shape, FLAGS.repeats, device=device)
-      print(json.dumps(row), flush=True)
-      rows.append(row)
+      for precision in FLAGS.precision if name.startswith("seqjax") else [None]:
+        options = {"device": device}
+        label = name
+        if precision is not None:
+          options["precision"] = precision
+          if len(FLAGS.precision) > 1:
+            label = f"{name} ({precision})"
+        row = timing.time_peer(label, peers.PEERS[name], shape, FLAGS.repeats, **options)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
   timing.add_ratios(rows)
   table = timing.markdown(rows)
   print(f"\n{meta['device']} ({backend}), median of {FLAGS.repeats} rounds\n\n{table}")

@@ -30,12 +30,13 @@ LOOP_STEPS = 25
 
 
 def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int | None = None,
-                remat: int | None = None, dtype: str = "float32",
+                remat: int | None = None, dtype: str = "float32", precision: str = "highest",
                 split_batch: bool = True, steps_per_call: int = 1) -> Closures:
   """seqjax's `(train_step, forward)` closures for `shape` (see `others` for the contract).
 
   `unroll`/`remat` default to `lstm.auto_unroll`/`lstm.auto_remat` for the shape and
-  the platform, as `seqjax.main` chooses them; `dtype` is the matmul compute dtype.
+  the platform, as `seqjax.main` chooses them; `dtype` and `precision` are the
+  matmuls' compute dtype and precision (`model.dtype`, `model.precision`).
   `split_batch`: like `seqjax.main`, split the batch over the devices of the
   default backend that divide it and leave each enough work (on CPU, the cores
   when the bench made them devices, `mesh.cpu_devices`); False: one device.
@@ -53,7 +54,7 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
       hidden=shape.hidden, out_features=1, num_layers=shape.layers, head="last",
       unroll=lstm.auto_unroll(shape.time, shape.batch, shape.hidden) if unroll is None else unroll,
       remat=lstm.auto_remat(shape.time, shape.batch, shape.hidden) if remat is None else remat,
-      dtype=jnp.dtype(dtype))
+      dtype=jnp.dtype(dtype), precision=precision)
   params = jax.jit(model.init, out_shardings=rep)(jax.random.key(seed), x_np[:1])["params"]
   tx = optax.adam(LEARNING_RATE)
 

@@ -78,10 +78,12 @@ def markdown(rows: Sequence[dict]) -> str:
   return "\n".join(lines)
 
 
-def write(rows: Sequence[dict], out_dir: str, meta: dict) -> list[str]:
-  """Writes bench.csv, bench.json (rows and `meta`) and bench.md; returns the paths."""
+def write(rows: Sequence[dict], out_dir: str, meta: dict, name: str = "bench",
+          table: str | None = None) -> list[str]:
+  """Writes <name>.csv, <name>.json (rows and `meta`) and <name>.md (`table`, by default
+  `markdown(rows)`); returns the paths."""
   os.makedirs(out_dir, exist_ok=True)
-  paths = [os.path.join(out_dir, f"bench.{ext}") for ext in ("csv", "json", "md")]
+  paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("csv", "json", "md")]
   with open(paths[0], "w", newline="") as f:
     fields = list(rows[0])
     writer = csv.DictWriter(f, fieldnames=fields)
@@ -90,5 +92,5 @@ def write(rows: Sequence[dict], out_dir: str, meta: dict) -> list[str]:
   with open(paths[1], "w") as f:
     json.dump({"meta": meta, "rows": list(rows)}, f, indent=2)
   with open(paths[2], "w") as f:
-    f.write(markdown(rows) + "\n")
+    f.write((markdown(rows) if table is None else table) + "\n")
   return paths

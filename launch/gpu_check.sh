@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every GPU check in one script, about 10 minutes on one H100 or H200:
+#   1. python -m seqjax.doctor
+#   2. the test suite on the GPU (JAX_PLATFORMS=cuda), with its slowest tests
+#   3. the bench on the seed and large shapes, torch cuDNN beside, seqjax at "highest"
+#      and "default" (TF32) precision
+#   4. the scan unroll table (1..128) on the freq and mean shapes, against auto_unroll
+#   5. the unroll-8 probe: mean at unroll 8 and 16 with XLA's command buffers (CUDA
+#      graphs) on and off, the suspected cause of unroll 8's 20x slower train step
+#
+#   bash launch/gpu_check.sh [OUT_DIR]      # default: $OUT, else gpu_check/
+#
+# Everything goes to OUT_DIR: check.log (all output), bench/ and unroll/ (tables, 7 files).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-gpu_check}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
+log="$out/check.log"
+: > "$log"
+
+step() {  # name, time limit in seconds, command...
+  local name=$1 limit=$2 start rc
+  shift 2
+  start=$(date +%s)
+  echo "== $name: $*" | tee -a "$log"
+  timeout "$limit" "$@" >> "$log" 2>&1
+  rc=$?
+  echo "== $name: exit $rc in $(( $(date +%s) - start )) s" | tee -a "$log"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$log" 2>&1
+step doctor 240 python -m seqjax.doctor
+step tests 330 python -m pytest -q -p no:cacheprovider --durations=15
+step bench 180 python -m seqjax.bench --shapes=seed,large --precision=highest,default \
+  --repeats=10 --out="$out/bench"
+step unroll 150 python -m seqjax.bench --shapes=freq,mean --unroll=1,4,8,16,32,64,128 \
+  --repeats=5 --out="$out/unroll"
+for flags in "" "--xla_gpu_enable_command_buffer="; do
+  XLA_FLAGS=$flags step "probe XLA_FLAGS=$flags" 90 python -m seqjax.bench --shapes=mean \
+    --unroll=8,16 --repeats=5 --out="${TMPDIR:-/tmp}/seqjax-probe"  # its table is in the log
+done
+grep -E '^== |auto .* is |best unroll|\| (echo|sine|freq|mean|wide|batch4096) ' "$log"

@@ -1,0 +1,214 @@
+"""`python -m seqjax.doctor`: is this machine ready for seqjax? About a minute.
+
+Run it on a new machine, a Colab runtime or every worker of a TPU VM. It prints
+one screen: the backend and its devices, the versions of the libraries, the
+matmul precision in force, the LSTM's hand-written backward pass checked
+against JAX's autodiff and the step-by-step cell, one train-loop call of each
+experiment's `:quick` config, and the compilation cache. Each check is one
+line; a failed check is one line starting with `FAIL` and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import sys
+import time
+from collections.abc import Callable
+
+# (distribution, module to import): what seqjax needs at run time.
+PACKAGES = (("jax", "jax"), ("jaxlib", "jaxlib"), ("flax", "flax"), ("optax", "optax"),
+            ("orbax-checkpoint", "orbax.checkpoint"), ("etils", "etils.epath"),
+            ("ml-collections", "ml_collections"), ("absl-py", "absl"), ("numpy", "numpy"),
+            ("matplotlib", "matplotlib"), ("tensorboardX", "tensorboardX"))
+EXPERIMENTS = ("freq", "sine", "mean", "echo")
+
+
+class CheckFailed(Exception):
+  """A check's one-line verdict."""
+
+
+def _one_line(e: BaseException) -> str:
+  text = " ".join(str(e).split()) or type(e).__name__
+  return text if len(text) <= 300 else text[:297] + "..."
+
+
+def check_packages() -> str:
+  """Every dependency installed and importable; jax and jaxlib of matching versions."""
+  versions = {}
+  for dist, module in PACKAGES:
+    try:
+      versions[dist] = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+      raise CheckFailed(f"{dist} is not installed; reinstall seqjax: "
+                        "python -m pip install -e .") from None
+    try:
+      importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001  (a broken install raises anything)
+      raise CheckFailed(f"{dist} {versions[dist]} does not import ({type(e).__name__}: "
+                        f"{_one_line(e)})") from None
+  return ", ".join(f"{d} {v}" for d, v in versions.items() if d != "numpy") + \
+      f", numpy {versions['numpy']}, Python {sys.version.split()[0]}"
+
+
+def check_devices() -> str:
+  """Joins a multi-host job first (as `seqjax.main` does), then lists the devices."""
+  import jax
+
+  from seqjax import sharding
+  sharding.initialize_distributed()
+  devices = jax.devices()
+  parts = []
+  for d in devices[:4]:
+    stats = d.memory_stats() if hasattr(d, "memory_stats") else None
+    memory = (stats or {}).get("bytes_limit")
+    parts.append(f"{d.device_kind}" + (f" {memory / 2**30:.1f} GiB" if memory else ""))
+  if len(devices) > 4:
+    parts.append(f"... ({len(devices)} in all)")
+  host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+  return (f"{jax.default_backend()}: {len(devices)} device(s) [{'; '.join(parts)}], "
+          f"{jax.process_count()} process(es), host memory {host:.0f} GiB")
+
+
+def check_precision() -> str:
+  import jax
+
+  from seqjax import configlib, numerics
+  ours = configlib.base_config().model.precision
+  return (f"model.precision={ours}: {numerics.describe(ours)}; backend default: "
+          f"{numerics.describe('default')}; jax_default_matmul_precision="
+          f"{jax.config.jax_default_matmul_precision}")
+
+
+def check_recurrence() -> str:
+  """The fused VJP against autodiff, and the scanned layer against the step-by-step cell."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from seqjax import lstm, numerics, recurrence
+  steps, batch, hidden = 16, 3, 8
+  keys = jax.random.split(jax.random.key(0), 5)
+  w_h = 0.5 * jax.random.normal(keys[0], (hidden, 4 * hidden))
+  gx = jax.random.normal(keys[1], (steps, batch, 4 * hidden))
+  carry = tuple(jax.random.normal(k, (batch, hidden)) for k in keys[2:4])
+  mask = jax.random.bernoulli(keys[4], 0.8, (steps, batch))
+
+  def loss(fused):
+    def f(w_h, gx, carry):
+      (h, c), ys = recurrence.scan(w_h, gx, carry, mask, precision="highest", fused=fused)
+      return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c)
+    return jax.jit(jax.grad(f, argnums=(0, 1, 2)))(w_h, gx, carry)
+
+  # Both gradients are float32 sums over `steps` steps of the same terms in another order.
+  bound = 64 * steps * numerics.unit_roundoff("highest")
+  grad_error = max(float(jnp.max(jnp.abs(a - b)) / (1 + jnp.max(jnp.abs(b))))
+                   for a, b in zip(jax.tree.leaves(loss(True)), jax.tree.leaves(loss(False)),
+                                   strict=True))
+  if not grad_error <= bound:
+    raise CheckFailed(f"the LSTM's hand-written gradient differs from JAX autodiff by "
+                      f"{grad_error:.2e} (allowed {bound:.1e}): this JAX/XLA computes it wrongly")
+
+  x = jax.random.normal(keys[1], (batch, steps, 2))
+  layer = lstm.LSTMLayer(hidden, precision="highest")
+  params = layer.init(keys[0], x)
+  _, ys = jax.jit(layer.apply)(params, x)
+  cell = lstm.LSTMCell(hidden, 2, precision="highest")
+  step = jax.jit(lambda c, x_t: cell.apply({"params": params["params"]["cell"]}, c, x_t))
+  c, by_step = lstm.zero_carry((batch,), hidden), []
+  for t in range(steps):
+    c, y = step(c, x[:, t])
+    by_step.append(y)
+  step_error = float(np.max(np.abs(np.asarray(ys) - np.stack(by_step, 1))))
+  if not step_error <= bound:
+    raise CheckFailed(f"the scanned LSTM differs from the step-by-step cell by {step_error:.2e} "
+                      f"(allowed {bound:.1e})")
+  return (f"fused VJP = autodiff to {grad_error:.1e}, scan = step-by-step cell to "
+          f"{step_error:.1e} (allowed {bound:.1e}, precision highest)")
+
+
+def check_experiment(name: str) -> str:
+  """One call of the device-side train loop of `configs/<name>.py:quick`."""
+  import jax
+  import numpy as np
+
+  from seqjax import configlib, train
+  try:
+    config = configlib.load(name, "quick")
+  except FileNotFoundError as e:
+    raise CheckFailed(str(e)) from None
+  run = train.setup(config)
+  loop = train.jit_train_loop(run)
+  steps = config.train.log_every
+  state, totals = loop(run.state, run.data_key, run.dropout_key, np.int32(steps))
+  totals = jax.device_get(totals)
+  if int(totals["steps"]) != steps or not totals["finite"]:
+    raise CheckFailed(f"{name}:quick ran {int(totals['steps'])} of {steps} steps, finite="
+                      f"{bool(totals['finite'])}")
+  del state
+  return f"{steps} steps in one call, mean loss {float(totals['sums']['loss']) / steps:.4g}"
+
+
+def check_cache(path: str | None) -> str:
+  if not path:
+    return "off"
+  os.makedirs(path, exist_ok=True)
+  if not os.access(path, os.W_OK):
+    raise CheckFailed(f"compilation cache {path} is not writable; set --compilation_cache=")
+  files = len(os.listdir(path))
+  return f"{path} ({files} entries)"
+
+
+def run_checks(checks: list[tuple[str, Callable[[], str]]], out=sys.stdout) -> int:
+  """Runs `checks` in order, one line each; returns the number that failed.
+
+  After a failed `packages` check nothing else can run, so the rest are skipped.
+  """
+  failed = 0
+  for label, check in checks:
+    start = time.perf_counter()
+    try:
+      line = check()
+    except CheckFailed as e:
+      print(f"FAIL {label}: {e}", file=out, flush=True)
+      failed += 1
+    except Exception as e:  # noqa: BLE001  (anything a broken machine raises: one line)
+      print(f"FAIL {label}: {type(e).__name__}: {_one_line(e)}", file=out, flush=True)
+      failed += 1
+    else:
+      print(f"ok   {label}: {line} [{time.perf_counter() - start:.1f} s]", file=out, flush=True)
+      continue
+    if label == "packages":
+      break
+  return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  cache_dir = None  # the default: seqjax.main's
+  for arg in argv:
+    if not arg.startswith("--compilation_cache="):
+      print("usage: python -m seqjax.doctor [--compilation_cache=DIR]  (empty: off)",
+            file=sys.stderr)
+      return 2
+    cache_dir = arg.partition("=")[2]
+
+  def cache():
+    from seqjax import compile_cache
+    return check_cache(compile_cache.enable(
+        compile_cache.default_dir() if cache_dir is None else cache_dir))
+
+  checks: list[tuple[str, Callable[[], str]]] = [
+      ("packages", check_packages), ("devices", check_devices), ("compilation cache", cache),
+      ("precision", check_precision), ("recurrence", check_recurrence)]
+  checks += [(f"{name}:quick train loop", lambda name=name: check_experiment(name))
+             for name in EXPERIMENTS]
+  print("seqjax doctor", flush=True)
+  failed = run_checks(checks)
+  print("all checks passed" if not failed else f"{failed} check(s) failed", flush=True)
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,76 @@
+"""Workdir files through `etils.epath`: local paths and object stores (gs://) alike.
+
+A Cloud TPU pod writes its run to `--workdir=gs://bucket/run`, as big_vision
+and the Flax examples do, so every host sees one workdir without a shared
+NFS. epath reaches gs:// through fsspec (`pip install gcsfs`); orbax writes
+the checkpoints there itself. Every file seqjax reads or writes goes through
+this module or epath.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from etils import epath
+
+PathLike = str | epath.PathLike
+
+
+def path(p: PathLike) -> epath.Path:
+  return epath.Path(p)
+
+
+def is_local(p: PathLike) -> bool:
+  """False for an object store (gs://, s3://, ...): no appends, no free-space query."""
+  return "://" not in str(p)
+
+
+def write_text(p: PathLike, text: str) -> None:
+  """Writes `text` whole: a local file through a temporary name and a rename, so a
+  reader (or a crash) never sees half of it; an object store's write is atomic."""
+  target = path(p)
+  if not is_local(target):
+    target.write_text(text)
+    return
+  tmp = target.parent / f".{target.name}.tmp"
+  tmp.write_text(text)
+  tmp.replace(target)
+
+
+def write_json(p: PathLike, content: Any) -> None:
+  write_text(p, json.dumps(content, indent=2))
+
+
+def read_json(p: PathLike) -> Any:
+  return json.loads(path(p).read_text())
+
+
+class LineFile:
+  """A text file that grows by whole lines, each `write` on storage when it returns.
+
+  Locally an append-mode file (what a crash leaves is every line written). An
+  object store has no append: the file is rewritten whole at each write, with
+  the lines that were there when it was opened; a metrics file is small.
+  """
+
+  def __init__(self, p: PathLike):
+    self._path = path(p)
+    if is_local(self._path):
+      self._file = self._path.open("a")
+      self._lines = None
+    else:
+      self._file = None
+      self._lines = self._path.read_text() if self._path.exists() else ""
+
+  def write(self, line: str) -> None:
+    if self._file is not None:
+      self._file.write(line)
+      self._file.flush()
+    else:
+      self._lines += line
+      self._path.write_text(self._lines)
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()

@@ -1,0 +1,76 @@
+"""`python -m seqjax.doctor`: exit 0 on a healthy machine, one clear line on a broken one."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from seqjax import doctor
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _doctor(tmp_path, *args, pythonpath=None):
+  env = dict(os.environ)
+  if pythonpath:
+    env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
+  return subprocess.run([sys.executable, "-m", "seqjax.doctor", *args], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_healthy_machine_passes_every_check(tmp_path):
+  result = _doctor(tmp_path)  # outside the repository: configs are found beside the package
+  assert result.returncode == 0, result.stdout + result.stderr
+  lines = result.stdout.splitlines()
+  for label in ("packages", "devices", "compilation cache", "precision", "recurrence",
+                "freq:quick train loop", "sine:quick train loop", "mean:quick train loop",
+                "echo:quick train loop"):
+    assert any(line.startswith(f"ok   {label}:") for line in lines), (label, result.stdout)
+  assert "FAIL" not in result.stdout
+  assert lines[-1] == "all checks passed"
+
+
+def test_jax_and_jaxlib_mismatch_is_one_line(tmp_path):
+  """A jaxlib older than jax needs (here a stand-in package first on the path)."""
+  fake = tmp_path / "site" / "jaxlib"
+  fake.mkdir(parents=True)
+  (fake / "__init__.py").write_text("")
+  (fake / "version.py").write_text('__version__ = "0.4.1"\n__version_info__ = (0, 4, 1)\n'
+                                   '_minimum_jaxlib_version = "0.4.1"\n')
+  result = _doctor(tmp_path, pythonpath=tmp_path / "site")
+  assert result.returncode == 1
+  fails = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+  assert len(fails) == 1
+  assert fails[0].startswith("FAIL packages: jax ") and "jaxlib is version 0.4.1" in fails[0]
+  assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_missing_dependency_is_one_line(tmp_path):
+  site = tmp_path / "site"
+  site.mkdir()
+  (site / "tensorboardX.py").write_text('raise ImportError("No module named tensorboardX")\n')
+  result = _doctor(tmp_path, pythonpath=site)
+  assert result.returncode == 1
+  assert "FAIL packages: tensorboardX" in result.stdout
+  assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_failing_check_is_one_line_and_counted():
+  out = io.StringIO()
+
+  def broken():
+    raise RuntimeError("the device went away\nwith a second line")
+
+  failed = doctor.run_checks([("devices", broken), ("precision", lambda: "fine")], out)
+  assert failed == 1
+  assert out.getvalue().splitlines()[0] == (
+      "FAIL devices: RuntimeError: the device went away with a second line")
+  assert out.getvalue().splitlines()[1].startswith("ok   precision: fine")
+
+
+def test_bad_arguments_are_a_usage_error(tmp_path):
+  result = _doctor(tmp_path, "--fast")
+  assert result.returncode == 2 and "usage" in result.stderr
