@@ -1,5 +1,6 @@
 """Preemption-safe, bit-exact resume; bad input fails early and loses nothing."""
 
+import json
 import os
 import signal
 import subprocess
@@ -176,6 +177,22 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
   config.allow_config_change = True  # the explicit opt-in
   results = train.train_and_evaluate(config, workdir)
   assert results["steps"] == 30 and _checkpoint_steps(workdir)[-1] == 30
+
+
+def test_a_run_written_before_a_config_field_existed_resumes_at_its_default(tmp_path):
+  """A workdir from an older seqjax lacks model.precision: at the default it resumes."""
+  config = load_config("freq", "quick")
+  old = json.loads(config.to_json_best_effort())
+  del old["model"]["precision"]
+  (tmp_path / "checkpoints").mkdir()
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  train.prepare_workdir(config, str(tmp_path))  # no error: "highest" is the default
+  config.unlock()
+  config.model.precision = "default"
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  with pytest.raises(validate.ConfigError,
+                     match=r"model.precision: '<absent>' -> 'default'"):
+    train.prepare_workdir(config, str(tmp_path))
 
 
 def test_unwritable_workdir_fails_before_compiling(tmp_path, monkeypatch):
