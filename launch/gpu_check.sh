@@ -18,6 +18,7 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 log="$out/check.log"
 : > "$log"
+failed=0
 
 step() {  # name, time limit in seconds, command...
   local name=$1 limit=$2 start rc
@@ -27,6 +28,7 @@ step() {  # name, time limit in seconds, command...
   timeout "$limit" "$@" >> "$log" 2>&1
   rc=$?
   echo "== $name: exit $rc in $(( $(date +%s) - start )) s" | tee -a "$log"
+  (( rc == 0 )) || failed=$((failed + 1))
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$log" 2>&1
@@ -41,3 +43,5 @@ for flags in "" "--xla_gpu_enable_command_buffer="; do
     --unroll=8,16 --repeats=5 --out="${TMPDIR:-/tmp}/seqjax-probe"  # its table is in the log
 done
 grep -E '^== |auto .* is |best unroll|\| (echo|sine|freq|mean|wide|batch4096) ' "$log"
+echo "$failed step(s) failed"
+exit "$failed"

@@ -13,8 +13,8 @@
 #
 # `create` picks the TPU software version that matches TYPE (v4 and older, v5e, v5p and v6e
 # each need their own; VERSION overrides it), installs JAX for TPUs and seqjax (with gcsfs
-# for gs:// workdirs) on every worker, then runs `python3 -m seqjax.doctor` on each: a
-# worker that is not ready says so in one line.
+# for gs:// workdirs) in a Python 3.12 virtualenv on every worker, then runs
+# `python3 -m seqjax.doctor` on each: a worker that is not ready says so in one line.
 #
 # `run` executes the same command on all workers (--worker=all), the standard way to start
 # a JAX program on a TPU VM. Any slice works, single-host (v4-8) or a multi-host pod (v4-32,
@@ -41,8 +41,13 @@ runtime_version() {
 
 ssh_all() { gcloud compute tpus tpu-vm ssh "$NAME" --zone="$ZONE" --worker=all --command="$1"; }
 
+# seqjax needs Python >= 3.11; the TPU images ship 3.10, so each worker gets a Python 3.12
+# virtualenv (uv fetches the interpreter), and every command runs inside it.
+VENV='~/seqjax-venv'
+in_venv="source $VENV/bin/activate && cd seqjax"
+
 doctor_all() {
-  ssh_all "cd seqjax && SEQJAX_DISTRIBUTED=1 python3 -m seqjax.doctor"
+  ssh_all "$in_venv && SEQJAX_DISTRIBUTED=1 python3 -m seqjax.doctor"
 }
 
 case "$cmd" in
@@ -55,14 +60,15 @@ case "$cmd" in
       gcloud compute tpus tpu-vm create "$NAME" --zone="$ZONE" --accelerator-type="$TYPE" \
         --version="$version"
     fi
-    # Clone, or update a clone left by an earlier `create`.
-    ssh_all "if [ -d seqjax/.git ]; then git -C seqjax pull -q --ff-only; \
-else git clone -q $REPO seqjax; fi && cd seqjax && \
-python3 -m pip install -q 'jax[tpu]' gcsfs -e ."
+    # The virtualenv and the clone are made once; a rerun updates the clone and reinstalls.
+    ssh_all "([ -x $VENV/bin/python3 ] || (python3 -m pip install -q --user uv && \
+python3 -m uv venv -q --seed -p 3.12 $VENV)) && \
+(if [ -d seqjax/.git ]; then git -C seqjax pull -q --ff-only; else git clone -q $REPO seqjax; fi) \
+&& $in_venv && python3 -m pip install -q 'jax[tpu]' gcsfs -e ."
     doctor_all
     ;;
   run)
-    ssh_all "cd seqjax && SEQJAX_DISTRIBUTED=1 $*"
+    ssh_all "$in_venv && SEQJAX_DISTRIBUTED=1 $*"
     ;;
   doctor)
     doctor_all

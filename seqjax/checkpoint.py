@@ -56,6 +56,10 @@ class Checkpointer:
               f"checkpoint {step} in {self._dir} does not fit this config's model or optimizer "
               f"({type(e).__name__}); use a new --workdir") from None
         aside = self._dir.parent / "checkpoints_unreadable" / str(step)
+        for n in range(1, 1000):  # one moved aside before (the same step, written again)
+          if not aside.exists():
+            break
+          aside = aside.with_name(f"{step}.{n}")
         writers.console(f"warning: checkpoint {step} is unreadable ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]}); moved to {aside}, trying the previous")
         aside.parent.mkdir(parents=True, exist_ok=True)

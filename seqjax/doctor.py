@@ -52,13 +52,40 @@ def check_packages() -> str:
       f", numpy {versions['numpy']}, Python {sys.version.split()[0]}"
 
 
+# What says an accelerator is meant to be used: JAX's plugins and the devices' files.
+ACCELERATOR_PACKAGES = ("jax-cuda12-plugin", "jax-cuda13-plugin", "libtpu", "libtpu-nightly",
+                        "jax-rocm60-plugin", "jax-rocm7-plugin")
+ACCELERATOR_FILES = ("/dev/nvidia0", "/dev/accel0", "/dev/kfd")
+
+
+def accelerator_hints() -> list[str]:
+  """Installed accelerator plugins and present accelerator device files."""
+  hints = []
+  for dist in ACCELERATOR_PACKAGES:
+    try:
+      hints.append(f"{dist} {importlib.metadata.version(dist)}")
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return hints + [f for f in ACCELERATOR_FILES if os.path.exists(f)]
+
+
 def check_devices() -> str:
-  """Joins a multi-host job first (as `seqjax.main` does), then lists the devices."""
+  """Joins a multi-host job first (as `seqjax.main` does), then lists the devices.
+
+  JAX falls back to the CPU with a warning when a GPU or TPU fails to start;
+  where an accelerator is installed, that is a failure here (unless
+  JAX_PLATFORMS=cpu asks for the CPU).
+  """
   import jax
 
   from seqjax import sharding
   sharding.initialize_distributed()
   devices = jax.devices()
+  hints = accelerator_hints()
+  if jax.default_backend() == "cpu" and hints and os.environ.get("JAX_PLATFORMS") != "cpu":
+    raise CheckFailed(f"JAX runs on the CPU although {', '.join(hints)} is present: the "
+                      "accelerator did not start (python -c 'import jax; jax.devices()' says "
+                      "why); JAX_PLATFORMS=cpu to use the CPU")
   parts = []
   for d in devices[:4]:
     stats = d.memory_stats() if hasattr(d, "memory_stats") else None
@@ -153,6 +180,8 @@ def check_experiment(name: str) -> str:
 def check_cache(path: str | None) -> str:
   if not path:
     return "off"
+  if "://" in path:  # JAX reads and writes it itself (JAX_COMPILATION_CACHE_DIR=gs://...)
+    return f"{path} (not checked from here)"
   os.makedirs(path, exist_ok=True)
   if not os.access(path, os.W_OK):
     raise CheckFailed(f"compilation cache {path} is not writable; set --compilation_cache=")

@@ -18,6 +18,7 @@ PathLike = str | epath.PathLike
 
 
 def path(p: PathLike) -> epath.Path:
+  """`p` as an `epath.Path`: a local path, or gs://, s3://, az:// through fsspec."""
   return epath.Path(p)
 
 
@@ -39,10 +40,12 @@ def write_text(p: PathLike, text: str) -> None:
 
 
 def write_json(p: PathLike, content: Any) -> None:
+  """`content` as indented JSON, written whole (`write_text`)."""
   write_text(p, json.dumps(content, indent=2))
 
 
 def read_json(p: PathLike) -> Any:
+  """The JSON content of the file at `p`."""
   return json.loads(path(p).read_text())
 
 
@@ -64,6 +67,7 @@ class LineFile:
       self._lines = self._path.read_text() if self._path.exists() else ""
 
   def write(self, line: str) -> None:
+    """Adds `line` (ending in a newline) and puts the file on storage."""
     if self._file is not None:
       self._file.write(line)
       self._file.flush()

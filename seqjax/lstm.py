@@ -166,20 +166,23 @@ def zero_carry(batch_shape: tuple[int, ...], hidden: int, dtype: Any = jnp.float
 # - cpu, 2-core x86: unroll 8 makes mean (B1 H10) 2.7x faster and slows freq (B32 H100);
 # - gpu, H200: mean B1 T2000 H10 takes 10.5 ms at 32 (best), 12.4 at 128, 14.3 at 16,
 #   34.1 at 1 and 299.8 ms at 8, so no GPU row may choose 8. Larger B*H rows are not
-#   yet measured on a GPU: they keep 16 and 4 until the bench says otherwise.
+#   yet measured on a GPU: they keep 16 and 4 until the bench says otherwise;
+# - tpu: not measured; 16 and 4, as before the GPU figures.
 UNROLL_TABLE = {
     "cpu": ((256, 8), (None, 1)),
     "gpu": ((256, 32), (65536, 16), (None, 4)),
+    "tpu": ((65536, 16), (None, 4)),
 }
 
 
 def auto_unroll(steps: int, batch: int, hidden: int, platform: str | None = None) -> int:
   """The `lax.scan` unroll for a shape and platform, from `UNROLL_TABLE`, at most `steps`.
 
-  TPUs and other platforms use the GPU rows (launch-bound like a GPU, unmeasured).
+  `platform`: "cpu", "gpu" ("cuda", "rocm"), "tpu"; others take the TPU rows.
   """
   platform = platform or jax.default_backend()
-  rows = UNROLL_TABLE["cpu" if platform == "cpu" else "gpu"]
+  platform = "gpu" if platform in ("cuda", "rocm") else platform
+  rows = UNROLL_TABLE.get(platform, UNROLL_TABLE["tpu"])
   work = batch * hidden
   unroll = next(u for limit, u in rows if limit is None or work <= limit)
   return max(1, min(unroll, steps))

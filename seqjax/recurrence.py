@@ -199,4 +199,3 @@ def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None, *,
   if fused:
     return _fused(w_h, gx, carry, mask, unroll, dtype, precision)
   return _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep=False)
-

@@ -273,7 +273,8 @@ def train_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]], wo
             "platform": jax.default_backend(), "mesh": dict(grid.mesh.shape)}
   if sharding.is_writer():
     files.write_json(os.path.join(workdir, "results.json"),
-                     {"metric": metric, "runs": results, "history": history})
+                     {"metric": metric, "precision": config.model.precision, "runs": results,
+                      "history": history})
     files.write_json(os.path.join(workdir, "timing.json"), timing)
   writers.console(f"grid of {grid.size}: {wall:.0f} s, "
                   f"{timing['model_steps_per_s']:.1f} model-steps/s (compile {compile_s:.1f} s)")

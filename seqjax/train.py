@@ -301,8 +301,11 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   probe = root / f".write_probe.{jax.process_index()}.{os.getpid()}"
   try:
     root.mkdir(parents=True, exist_ok=True)
-    probe.write_bytes(b"x" * 4096)
-    probe.unlink()
+    try:
+      probe.write_bytes(b"x" * 4096)
+    finally:
+      if probe.exists():
+        probe.unlink()
   except OSError as e:
     raise validate.ConfigError(f"--workdir={workdir!r} is not writable: {e}") from None
   if files.is_local(root):  # an object store has no free-space figure (and no limit)

@@ -71,6 +71,17 @@ def test_a_failing_check_is_one_line_and_counted():
   assert out.getvalue().splitlines()[1].startswith("ok   precision: fine")
 
 
+def test_an_accelerator_that_did_not_start_is_a_failure(monkeypatch):
+  """JAX fell back to the CPU (a broken CUDA or libtpu) where an accelerator is installed."""
+  monkeypatch.setattr(doctor, "accelerator_hints", lambda: ["libtpu 0.0.30", "/dev/accel0"])
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  with pytest.raises(doctor.CheckFailed, match="JAX runs on the CPU although libtpu 0.0.30, "
+                     "/dev/accel0 is present"):
+    doctor.check_devices()
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # asked for: fine
+  assert doctor.check_devices().startswith("cpu: ")
+
+
 def test_bad_arguments_are_a_usage_error(tmp_path):
   result = _doctor(tmp_path, "--fast")
   assert result.returncode == 2 and "usage" in result.stderr

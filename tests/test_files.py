@@ -14,7 +14,6 @@ import os
 import fsspec
 import numpy as np
 import pytest
-from etils.epath import backend
 from fsspec.implementations.memory import MemoryFileSystem
 
 from seqjax import checkpoint, configlib, files, report, train, validate, writers
@@ -24,6 +23,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 class _FakeGCS(MemoryFileSystem):
   protocol = ("gs", "gcs")
+  store = {}  # its own, not memory://'s
+  pseudo_dirs = [""]
 
   def __init__(self, *args, finalize_on_close=True, **kwargs):  # gcsfs' option, epath passes it
     del finalize_on_close
@@ -31,13 +32,18 @@ class _FakeGCS(MemoryFileSystem):
 
 
 @pytest.fixture
-def fake_gcs():
-  """gs:// served from memory (for the rest of this process: no test reaches real GCS)."""
+def fake_gcs(monkeypatch):
+  """gs:// served from memory, emptied after each test.
+
+  The registration stays for the rest of the process (epath caches the file
+  system it gets for gs://); no test reaches a real bucket.
+  """
+  monkeypatch.setenv("EPATH_USE_TF", "false")  # epath would prefer tf.io.gfile where TF is
   for protocol in _FakeGCS.protocol:
     fsspec.register_implementation(protocol, _FakeGCS, clobber=True)
-  backend.fsspec_backend._get_filesystem.cache_clear()
   yield _FakeGCS.store
   _FakeGCS.store.clear()
+  _FakeGCS.pseudo_dirs[:] = [""]
 
 
 def test_metrics_and_events_on_an_object_store(fake_gcs):

@@ -54,8 +54,8 @@ def test_param_layout_and_forget_bias():
 def test_orthogonal_recurrent_init_per_gate_with_gain(gain):
   m = LSTMLayer(6, recurrent_init=lstm.initializer("orthogonal", gain))
   w = _init(m, jnp.ones((1, 2, 3)))["params"]["cell"]["recurrent_kernel"]
-  for block in jnp.split(w, 4, axis=1):
-    np.testing.assert_allclose(block.T @ block, gain**2 * jnp.eye(6), atol=1e-5 * max(1, gain**2))
+  for block in np.split(np.asarray(w), 4, axis=1):  # numpy: float32 on every backend
+    np.testing.assert_allclose(block.T @ block, gain**2 * np.eye(6), atol=1e-5 * max(1, gain**2))
 
 
 def test_seed_input_kernel_orthogonal_gain():
@@ -202,8 +202,8 @@ def test_bfloat16_compute_keeps_float32_params_and_carry():
   (h, c), y = m16.apply(params, x)
   assert h.dtype == c.dtype == y.dtype == jnp.float32
   _, y32 = m32.apply(params, x)
-  # bfloat16 operands (2^-7 epsilon), rounding errors carried over 8 steps
-  np.testing.assert_allclose(y, y32, atol=4 * float(jnp.finfo(jnp.bfloat16).eps))
+  # bfloat16 operands: about 4 epsilons of bfloat16 (2^-7) after 8 steps
+  np.testing.assert_allclose(y, y32, atol=3e-2)
 
 
 def test_gradients_match_finite_differences_float64():

@@ -47,9 +47,8 @@ def test_fused_vjp_bfloat16_matmuls_close_to_autodiff():
   (l1, g1), (l2, g2) = _grads(False, *args), _grads(True, *args)
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
   # Both round the same matmul operands to bfloat16, but the backward GEMMs see
-  # them in another order: a few bfloat16 epsilons (2^-7 each) apart.
-  tol = 4 * float(jnp.finfo(jnp.bfloat16).eps)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol), g1, g2)
+  # them in another order: about 4 bfloat16 epsilons (2^-7 each) apart.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=3e-2, atol=3e-2), g1, g2)
   assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g2))
 
 

@@ -27,7 +27,8 @@ flags.DEFINE_string("out", None, "Output directory (default bench_results/<platf
 flags.DEFINE_bool("seeds", False, "Time to result of each :seed config against its Keras peer.")
 flags.DEFINE_bool("memory", False, "Peak memory of the T=10000 train step, with remat.")
 flags.DEFINE_list("unroll", None, "Time seqjax's train step at each lax.scan unroll (e.g. "
-                  "1,4,8,16,32,64,128) beside the automatic choice, on --shapes.")
+                  "1,4,8,16,32,64,128) beside the automatic choice, on --shapes, at the "
+                  "first --precision.")
 flags.DEFINE_list("precision", ["highest"], "seqjax's matmul precision (default, high, "
                   "highest); several give seqjax peers a row each.")
 
