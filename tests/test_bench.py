@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
 from seqjax.bench import peers, seeds, shapes, timing
@@ -27,7 +28,7 @@ def test_bench_cli_on_a_tiny_shape(tmp_path):
   assert min(float(r["train_ratio"]) for r in rows) == 1.0
   assert all(float(r["train_ms"]) > 0 and float(r["compile_s"]) > 0 for r in rows)
   report = json.load(open(tmp_path / "bench.json"))
-  assert report["meta"]["backend"] == "cpu" and len(report["rows"]) == 2
+  assert report["meta"]["backend"] == jax.default_backend() and len(report["rows"]) == 2
   table = (tmp_path / "bench.md").read_text().splitlines()
   assert table[0].startswith("| shape | peer | train step ms | x fastest |")
   assert table[2].startswith("| tiny B2 T3 I2 H4 | seqjax |")

@@ -126,7 +126,9 @@ print(jax.device_count(), digest.hexdigest())
 def test_data_generation_is_bit_identical_on_1_and_8_devices():
   outputs = []
   for devices in (1, 8):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    # CPU devices, also where the suite runs on an accelerator (JAX_PLATFORMS=cuda)
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
     result = _run([sys.executable, "-c", DATA_HASH], env=env)
     assert result.returncode == 0, result.stderr
     count, digest = result.stdout.split()
