@@ -319,11 +319,11 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     now = _flatten(json.loads(config.to_json_best_effort()))
     # A field seqjax gained after the run was written (model.precision, say) is not a
     # change when the run now has that field's default value.
-    added = _flatten(json.loads(configlib.base_config().to_json_best_effort()))
+    defaults = _flatten(json.loads(configlib.base_config().to_json_best_effort()))
     changed = [f"{k}: {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
                for k in sorted(set(before) | set(now))
                if not k.startswith(RESUMABLE_PREFIXES) and before.get(k) != now.get(k)
-               and not (k not in before and k in added and now.get(k) == added[k])]
+               and not (k not in before and k in defaults and now.get(k) == defaults[k])]
     if changed and not config.allow_config_change:
       raise validate.ConfigError(
           f"--workdir={workdir!r} holds a run with a different config ({'; '.join(changed)}); "
