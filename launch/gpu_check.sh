@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check in one script, 12 minutes at most (each step has a time limit) on one
-# H100 or H200:
+# Every GPU check in one script, 12.5 minutes at most (each step has a time limit) on one
+# H100 or H200. A step cut at its limit has still logged each bench row as a JSON line.
 #   1. python -m seqjax.doctor
 #   2. the test suite on the GPU (JAX_PLATFORMS=cuda), with its slowest tests
 #   3. the bench on the seed and large shapes, torch cuDNN beside, seqjax at "highest"
@@ -34,12 +34,12 @@ step() {  # name, time limit in seconds, command...
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$log" 2>&1
-step doctor 90 python -m seqjax.doctor
+step doctor 60 python -m seqjax.doctor
 step tests 300 python -m pytest -q -p no:cacheprovider --durations=15
-step bench 150 python -m seqjax.bench --shapes=seed,large --precision=highest,default \
+step bench 180 python -m seqjax.bench --shapes=seed,large --precision=highest,default \
   --peers="seqjax,seqjax device loop,flax nn.RNN,torch nn.LSTM" --repeats=10 --out="$out/bench"
-step unroll 90 python -m seqjax.bench --shapes=freq,mean --unroll=1,4,8,16,32,64,128 \
-  --repeats=5 --out="$out/unroll"
+step unroll 120 python -m seqjax.bench --shapes=freq,mean --unroll=1,4,8,16,32,64,128 \
+  --repeats=3 --out="$out/unroll"
 for flags in "--xla_gpu_enable_command_buffer=" \
     "--xla_gpu_enable_while_loop_unrolling=WHILE_LOOP_UNROLLING_NO_UNROLL"; do
   XLA_FLAGS=$flags step "probe XLA_FLAGS=$flags" 45 python -m seqjax.bench --shapes=mean \

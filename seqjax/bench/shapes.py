@@ -1,4 +1,4 @@
-"""The benchmark shapes: the four seeds' and two large ones (issue 8)."""
+"""The benchmark shapes: the four seeds' and two large ones."""
 
 from __future__ import annotations
 
