@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
-from seqjax import recurrence
+from seqjax import numerics, recurrence
 from seqjax.numerics import Precision, canonical_precision
 from seqjax.recurrence import acc_dtype, lstm_step
 
@@ -180,9 +180,7 @@ def auto_unroll(steps: int, batch: int, hidden: int, platform: str | None = None
 
   `platform`: "cpu", "gpu" ("cuda", "rocm"), "tpu"; others take the TPU rows.
   """
-  platform = platform or jax.default_backend()
-  platform = "gpu" if platform in ("cuda", "rocm") else platform
-  rows = UNROLL_TABLE.get(platform, UNROLL_TABLE["tpu"])
+  rows = UNROLL_TABLE.get(numerics.platform_kind(platform), UNROLL_TABLE["tpu"])
   work = batch * hidden
   unroll = next(u for limit, u in rows if limit is None or work <= limit)
   return max(1, min(unroll, steps))

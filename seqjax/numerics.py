@@ -51,6 +51,12 @@ def _name(precision: Precision) -> str:
   return p.name.lower()
 
 
+def platform_kind(platform: str | None = None) -> str:
+  """`platform` (default `jax.default_backend()`) with "cuda" and "rocm" as "gpu"."""
+  platform = platform or jax.default_backend()
+  return "gpu" if platform in ("cuda", "rocm") else platform
+
+
 def mantissa_bits(precision: Precision, platform: str | None = None) -> int:
   """Explicit mantissa bits a float32 matmul operand keeps at `precision` on `platform`.
 
@@ -58,9 +64,7 @@ def mantissa_bits(precision: Precision, platform: str | None = None) -> int:
   gpu) or "tpu"; default `jax.default_backend()`. Older GPUs keep 23 at every
   precision: this is the most rounding a backend may do.
   """
-  platform = platform or jax.default_backend()
-  platform = "gpu" if platform in ("cuda", "rocm") else platform
-  return _MANTISSA_BITS.get(platform, _MANTISSA_BITS["tpu"])[_name(precision)]
+  return _MANTISSA_BITS.get(platform_kind(platform), _MANTISSA_BITS["tpu"])[_name(precision)]
 
 
 def unit_roundoff(precision: Precision, platform: str | None = None) -> float:
