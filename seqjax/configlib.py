@@ -61,12 +61,17 @@ def configs_dir() -> str:
                           "(installed with pip install -e .)")
 
 
-def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of `configs/<name>.py`, as `--config=configs/<name>.py:<arg>` loads it."""
-  path = os.path.join(configs_dir(), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"seqjax_config_{name}", path)
+def load_module(path: str, name: str):
+  """The Python module of the config file at `path` (imported under `name`)."""
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of `configs/<name>.py`, as `--config=configs/<name>.py:<arg>` loads it."""
+  module = load_module(os.path.join(configs_dir(), f"{name}.py"), f"seqjax_config_{name}")
   return module.get_config(arg)
 
 

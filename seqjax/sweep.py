@@ -20,7 +20,6 @@ data, and its gains applied as the scale of the unit-gain initializer.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
@@ -37,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 from seqjax import (
   checkpoint,
   compile_cache,
+  configlib,
   files,
   plots,
   sharding,
@@ -53,9 +53,7 @@ ARRAY_FIELDS = ("seed", "model.kernel_gain", "model.recurrent_gain", "model.forg
 
 def load_sweep(config_file: str, name: str) -> list[dict[str, Any]]:
   """The runs `sweep(add, name)` of a config file declares."""
-  spec = importlib.util.spec_from_file_location("seqjax_sweep_config", config_file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = configlib.load_module(config_file, "seqjax_sweep_config")
   if not hasattr(module, "sweep"):
     raise validate.ConfigError(f"--config={config_file!r} declares no sweep(add, name)")
   runs = []
