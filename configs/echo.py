@@ -20,7 +20,7 @@ from seqjax import configlib
 
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, window=5, lag=1, seed=False, quick=False, steps=0)
+  arg = configlib.parse_arg(arg, window=5, lag=1)
   config = configlib.base_config()
 
   config.task.name = "echo"
@@ -42,9 +42,9 @@ def get_config(arg=None):
     config.model.hidden = 50
     configlib.keras_fit(config, batch_size=5)
     config.train.steps = 2000 * 4  # 2000 sequences x 4 batches of 5 windows
-  if arg.steps:
-    config.train.steps = arg.steps
-  if arg.quick:
-    configlib.make_quick(config)
-    config.task.eval_size = 8
-  return config
+  return configlib.finish(config, arg, quick=_quick)
+
+
+def _quick(config):
+  """`:quick` for this task: small sets, so a smoke run takes seconds."""
+  config.task.eval_size = 8

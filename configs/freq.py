@@ -20,7 +20,7 @@ GAINS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, max_freq=10, seed=False, quick=False, steps=0)
+  arg = configlib.parse_arg(arg, max_freq=10)
   config = configlib.base_config()
 
   config.task.name = "freq"
@@ -45,11 +45,7 @@ def get_config(arg=None):
     config.model.out_activation = "relu"
     configlib.keras_fit(config, batch_size=32, epochs=200)
     config.train.log_every = 100
-  if arg.steps:
-    config.train.steps = arg.steps
-  if arg.quick:
-    configlib.make_quick(config)
-  return config
+  return configlib.finish(config, arg)
 
 
 def sweep(add, name="gain"):

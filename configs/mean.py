@@ -21,7 +21,7 @@ GAINS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, length=200, train_size=0, seed=False, quick=False, steps=0)
+  arg = configlib.parse_arg(arg, length=200, train_size=0)
   config = configlib.base_config()
 
   config.task.name = "mean"
@@ -52,15 +52,15 @@ def get_config(arg=None):
     config.model.out_activation = "relu"
     config.model.chrono_tmax = 0.0
     configlib.keras_fit(config, batch_size=1, epochs=50)
-  if arg.steps:
-    config.train.steps = arg.steps
-  if arg.quick:
-    configlib.make_quick(config)
-    config.task.length = min(config.task.length, 50)
-    config.task.train_size = min(config.task.train_size, 20)
-    config.task.eval_size = 16
-    config.train.batch_size = min(config.train.batch_size, 20)
-  return config
+  return configlib.finish(config, arg, quick=_quick)
+
+
+def _quick(config):
+  """`:quick` for this task: small sets, so a smoke run takes seconds."""
+  config.task.length = min(config.task.length, 50)
+  config.task.train_size = min(config.task.train_size, 20)
+  config.task.eval_size = 16
+  config.train.batch_size = min(config.train.batch_size, 20)
 
 
 def sweep(add, name="gain"):

@@ -20,7 +20,7 @@ from seqjax import configlib
 
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, seed=False, quick=False, steps=0)
+  arg = configlib.parse_arg(arg)
   config = configlib.base_config()
 
   config.task.name = "sine"
@@ -42,12 +42,12 @@ def get_config(arg=None):
     config.task.train_size = 1000
     config.task.free_run = 0
     configlib.keras_fit(config, batch_size=32, epochs=50)
-  if arg.steps:
-    config.train.steps = arg.steps
-  if arg.quick:
-    configlib.make_quick(config)
-    config.task.train_size = min(config.task.train_size, 64)
-    config.task.eval_size = 16
-    config.task.free_run = min(config.task.free_run, 5)
-    config.task.rollout_size = 8
-  return config
+  return configlib.finish(config, arg, quick=_quick)
+
+
+def _quick(config):
+  """`:quick` for this task: small sets, so a smoke run takes seconds."""
+  config.task.train_size = min(config.task.train_size, 64)
+  config.task.eval_size = 16
+  config.task.free_run = min(config.task.free_run, 5)
+  config.task.rollout_size = 8

@@ -15,7 +15,8 @@ from seqjax import files, validate, writers
 
 
 class Checkpointer:
-  """Saves the whole train state (params, optimizer, step, carry); restores the latest."""
+  """Saves the whole train state (params, optimizer, step, carry, a grid's divergence marks);
+  restores the latest."""
 
   def __init__(self, directory: files.PathLike, max_to_keep: int = 3):
     """`directory`: local or on an object store (gs://...), which orbax writes itself."""
@@ -45,10 +46,10 @@ class Checkpointer:
     """`state` from the newest readable checkpoint, or `state` itself if there is none."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _saveable(state))
     moved = False
-    restored = None
+    restored, step = None, None
     for step in sorted(self._mngr.all_steps(), reverse=True):
       try:
-        restored = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        restored = self._restore(step, abstract)
         break
       except Exception as e:  # noqa: BLE001  (any unreadable checkpoint: fall back, never crash)
         if self._readable(step):
@@ -70,8 +71,19 @@ class Checkpointer:
       self._mngr = self._manager()
     if restored is None:
       return state
-    logging.info("restored checkpoint %d", int(restored["step"]))
+    logging.info("restored checkpoint %d", step)
     return state.replace(**restored)
+
+  def _restore(self, step: int, abstract: dict) -> dict:
+    """Checkpoint `step` as `abstract`; a grid's checkpoint written before grids saved
+    `diverged_at` restores without it (every model then counts as finite)."""
+    try:
+      return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception:
+      if "diverged_at" not in abstract:
+        raise
+      older = {k: v for k, v in abstract.items() if k != "diverged_at"}
+      return self._mngr.restore(step, args=ocp.args.StandardRestore(older))
 
   def _readable(self, step: int) -> bool:
     """Whether the checkpoint restores at all, without a target structure."""
@@ -112,5 +124,8 @@ def _write_replicated_arrays_whole() -> None:
 
 
 def _saveable(state) -> dict:
-  return {"step": state.step, "params": state.params, "opt_state": state.opt_state,
-          "carry": state.carry}
+  saved = {"step": state.step, "params": state.params, "opt_state": state.opt_state,
+           "carry": state.carry}
+  if getattr(state, "diverged_at", None) is not None:  # grids: which models stopped, when
+    saved["diverged_at"] = state.diverged_at
+  return saved

@@ -10,19 +10,25 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 
 from seqjax import validate
 
+# Args every config file takes (see `finish`).
+COMMON_ARGS = {"seed": False, "quick": False, "steps": 0}
+
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-  """Parses `"a=1,flag"` against `defaults`; unknown keys are a ConfigError.
+  """Parses `"a=1,flag"` against `defaults` and `COMMON_ARGS`; unknown keys are a ConfigError.
 
   Bare words set booleans to True; values are Python literals when they
   parse (`30`, `0.1`, `True`) and strings otherwise, and must have the type
   of their default.
   """
+  defaults = {**COMMON_ARGS, **defaults}
   out = dict(defaults)
   for item in filter(None, (arg or "").split(",")):
     key, _, raw = item.partition("=")
@@ -75,6 +81,23 @@ def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   return module.get_config(arg)
 
 
+def override(config: ml_collections.ConfigDict,
+             values: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted fields replaced; unknown fields are a ConfigError."""
+  config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
+  for field, value in values.items():
+    *groups, key = field.split(".")
+    node = config
+    for g in groups:
+      node = node[g] if g in node else None
+      if node is None:
+        break
+    if node is None or key not in node:
+      raise validate.ConfigError(f"sweep field {field!r} is not a config field")
+    node[key] = value
+  return config
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Fields every experiment has; config files fill in `task` and override the rest."""
   config = ml_collections.ConfigDict()
@@ -97,8 +120,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.bias_init = "zeros"
   config.model.forget_bias = 1.0
   config.model.chrono_tmax = 0.0  # > 0: chrono init of gate biases, timescales up to this
+  config.model.reverse = False  # read each sequence from its last step to its first
   config.model.unroll = 0  # 0: by shape and platform (lstm.auto_unroll)
-  config.model.dtype = "float32"
+  config.model.remat = 0  # recompute chunks of this many steps in the backward pass; -1: by shape
+  config.model.fused = True  # the hand-written VJP; False: JAX's autodiff of the scan
+  config.model.dtype = "float32"  # matmul operands; the carry and gate math stay float32
+  config.model.param_dtype = "float32"
   # Matmul precision (jax.lax.Precision) of the LSTM and its head: "highest" is float32
   # arithmetic on every backend; "default" lets GPUs use TF32 and TPUs one bfloat16 pass.
   config.model.precision = "highest"
@@ -142,6 +169,20 @@ def make_quick(config: ml_collections.ConfigDict) -> None:
   config.train.log_every = 10
   config.train.eval_every = 10
   config.train.checkpoint_every = 10
+
+
+def finish(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict,
+           quick: Callable[[ml_collections.ConfigDict], None] | None = None
+           ) -> ml_collections.ConfigDict:
+  """The tail every config file ends with: `steps=N` sets train.steps; `quick` shrinks
+  the run (`make_quick`, then the config's own `quick(config)` for its task fields)."""
+  if arg.steps:
+    config.train.steps = arg.steps
+  if arg.quick:
+    make_quick(config)
+    if quick is not None:
+      quick(config)
+  return config
 
 
 def seqjax_training(config: ml_collections.ConfigDict, *, steps: int, batch_size: int,

@@ -160,13 +160,13 @@ def check_experiment(name: str) -> str:
   import jax
   import numpy as np
 
-  from seqjax import configlib, train
+  from seqjax import configlib, planning, programs
   try:
     config = configlib.load(name, "quick")
   except FileNotFoundError as e:
     raise CheckFailed(str(e)) from None
-  run = train.setup(config)
-  loop = train.jit_train_loop(run)
+  run = planning.setup(config)
+  loop = programs.jit_train_loop(run)
   steps = config.train.log_every
   state, totals = loop(run.state, run.data_key, run.dropout_key, np.int32(steps))
   totals = jax.device_get(totals)

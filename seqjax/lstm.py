@@ -20,6 +20,7 @@ matmuls use.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -84,12 +85,13 @@ def per_gate(init: Initializer) -> Initializer:
   return init_fn
 
 
-class LSTMCell(nn.Module):
-  """The LSTM cell: parameters and one step, `(carry, x_t) -> (carry, h_t)`.
+class CellOptions(nn.Module, kw_only=True):
+  """The options of one LSTM cell, declared once for every module that builds cells.
+
+  `LSTMCell`, `LSTMLayer`, `LSTM` and `models.SequenceModel` inherit these
+  fields (keyword-only) and pass them down by keyword (`options_of`).
 
   Attributes:
-    hidden: H.
-    in_features: I (the layer passes `x.shape[-1]`).
     kernel_init: input kernel initializer, applied to [I, G] (Keras default).
     recurrent_init: recurrent kernel initializer, applied per gate to [H, H].
     bias_init: bias initializer for [G].
@@ -98,14 +100,13 @@ class LSTMCell(nn.Module):
     chrono_tmax: > 0 replaces `forget_bias` by the chrono initialisation
       (Tallec & Ollivier, 2018): b_f ~ log(U(1, tmax - 1)), b_i = -b_f, so the
       units' memory timescales spread up to `tmax` steps.
-    dtype: matmul compute dtype; params and carry are `param_dtype`/float32.
+    dtype: matmul compute dtype; the carry and gate math stay float32.
+    param_dtype: parameter dtype.
     precision: matmul precision of the input projection and the recurrent
       matmul (see `recurrence.scan`): "highest" (float32 arithmetic on every
       backend), "high", "default" (TF32 on recent NVIDIA GPUs, one bfloat16
       pass on TPU), or None (JAX's `jax_default_matmul_precision`).
   """
-  hidden: int
-  in_features: int
   kernel_init: Initializer = nn.initializers.glorot_uniform()
   recurrent_init: Initializer = nn.initializers.orthogonal()
   bias_init: Initializer = nn.initializers.zeros
@@ -114,6 +115,43 @@ class LSTMCell(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   precision: Precision = "highest"
+
+
+class LSTMOptions(CellOptions, kw_only=True):
+  """`CellOptions` plus how a layer runs the cell over time.
+
+  Attributes:
+    reverse: process time from last to first valid step; outputs stay aligned
+      with the input positions (PyTorch's backward direction).
+    unroll: `lax.scan` unroll factor; 0 chooses it by shape and platform
+      (`auto_unroll`).
+    remat: checkpointed chunk length for long sequences (see `scan_layer`);
+      0 off, -1 chosen by shape (`auto_remat`).
+    fused: the hand-written VJP of `recurrence.scan` (fast); False lets JAX
+      differentiate the scan, which forward-mode AD (`jax.jvp`, `jacfwd`) needs.
+  """
+  reverse: bool = False
+  unroll: int | bool = 1
+  remat: int = 0
+  fused: bool = True
+
+
+def options_of(module: nn.Module, kind: type[nn.Module] = LSTMOptions) -> dict[str, Any]:
+  """The values of `kind`'s option fields on `module`, as keyword arguments."""
+  return {f.name: getattr(module, f.name) for f in dataclasses.fields(kind)
+          if f.name not in ("parent", "name")}
+
+
+class LSTMCell(CellOptions):
+  """The LSTM cell: parameters and one step, `(carry, x_t) -> (carry, h_t)`.
+
+  Attributes:
+    hidden: H.
+    in_features: I (the layer passes `x.shape[-1]`).
+    and the `CellOptions`, by keyword.
+  """
+  hidden: int
+  in_features: int
 
   def setup(self):
     g = 4 * self.hidden
@@ -238,34 +276,14 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
   return carry, ys
 
 
-class LSTMLayer(nn.Module):
+class LSTMLayer(LSTMOptions):
   """One LSTM layer over a sequence: [B, T, I] -> [B, T, H].
 
   Attributes:
-    hidden, kernel_init, recurrent_init, bias_init, forget_bias, chrono_tmax,
-    dtype, param_dtype, precision: see `LSTMCell`.
-    reverse: process time from last to first valid step; outputs stay aligned
-      with the input positions (PyTorch's backward direction).
-    unroll: `lax.scan` unroll factor; 0 chooses it by shape and platform
-      (`auto_unroll`).
-    remat: checkpointed chunk length for long sequences (see `scan_layer`);
-      0 off, -1 chosen by shape (`auto_remat`).
-    fused: the hand-written VJP of `recurrence.scan` (fast); False lets JAX
-      differentiate the scan, which forward-mode AD (`jax.jvp`, `jacfwd`) needs.
+    hidden: H.
+    and the `LSTMOptions`, by keyword.
   """
   hidden: int
-  kernel_init: Initializer = nn.initializers.glorot_uniform()
-  recurrent_init: Initializer = nn.initializers.orthogonal()
-  bias_init: Initializer = nn.initializers.zeros
-  forget_bias: float = 1.0
-  chrono_tmax: float = 0.0
-  reverse: bool = False
-  unroll: int | bool = 1
-  remat: int = 0
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  fused: bool = True
-  precision: Precision = "highest"
 
   @nn.compact
   def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
@@ -286,9 +304,7 @@ class LSTMLayer(nn.Module):
     if lengths is not None and mask is not None:
       raise ValueError("LSTMLayer: pass lengths or mask, not both")
     batch, steps, in_features = x.shape
-    cell = LSTMCell(self.hidden, in_features, self.kernel_init, self.recurrent_init,
-                    self.bias_init, self.forget_bias, self.chrono_tmax, self.dtype,
-                    self.param_dtype, precision=self.precision, name="cell")
+    cell = LSTMCell(self.hidden, in_features, **options_of(self, CellOptions), name="cell")
     if carry is None:
       carry = zero_carry((batch,), self.hidden, acc_dtype(self.dtype))
     if lengths is not None:
@@ -310,7 +326,7 @@ class LSTMLayer(nn.Module):
     return carry, flip(jnp.swapaxes(ys, 0, 1))
 
 
-class LSTM(nn.Module):
+class LSTM(LSTMOptions):
   """Stacked LSTM, the `torch.nn.LSTM(batch_first=True)` / Keras `LSTM` equivalent.
 
   Attributes:
@@ -318,24 +334,11 @@ class LSTM(nn.Module):
     num_layers: L.
     return_sequences: outputs [B, T, H] of the top layer if True, else its
       last valid output [B, H] (the top layer's final h).
-    reverse, unroll, remat, initializers, forget_bias, chrono_tmax, dtype, fused,
-      precision: see `LSTMLayer`.
+    and the `LSTMOptions` (reverse, unroll, remat, initializers, ...), by keyword.
   """
   hidden: int
   num_layers: int = 1
   return_sequences: bool = True
-  kernel_init: Initializer = nn.initializers.glorot_uniform()
-  recurrent_init: Initializer = nn.initializers.orthogonal()
-  bias_init: Initializer = nn.initializers.zeros
-  forget_bias: float = 1.0
-  chrono_tmax: float = 0.0
-  reverse: bool = False
-  unroll: int | bool = 1
-  remat: int = 0
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  fused: bool = True
-  precision: Precision = "highest"
 
   @nn.compact
   def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
@@ -355,15 +358,33 @@ class LSTM(nn.Module):
       carry = zero_carry((self.num_layers, x.shape[0]), self.hidden, acc_dtype(self.dtype))
     hs, cs = [], []
     for layer in range(self.num_layers):
-      (h, c), x = LSTMLayer(self.hidden, self.kernel_init, self.recurrent_init, self.bias_init,
-                            self.forget_bias, self.chrono_tmax, self.reverse, self.unroll,
-                            self.remat, self.dtype, self.param_dtype, self.fused,
-                            precision=self.precision, name=f"layer{layer}")(
-                                x, (carry[0][layer], carry[1][layer]), lengths, mask)
+      (h, c), x = LSTMLayer(self.hidden, **options_of(self), name=f"layer{layer}")(
+          x, (carry[0][layer], carry[1][layer]), lengths, mask)
       hs.append(h)
       cs.append(c)
     carry = (jnp.stack(hs), jnp.stack(cs))
     return carry, (x if self.return_sequences else carry[0][-1])
+
+
+def scale_gains(params: Any, kernel_gain: Array | float, recurrent_gain: Array | float,
+                forget_shift: Array | float) -> Any:
+  """`params` with every LSTM cell's kernels scaled and its forget-gate bias shifted.
+
+  A model initialised with unit gains, scaled by `kernel_gain` (input kernel)
+  and `recurrent_gain` (recurrent kernel), equals the model initialised with
+  those gains (every `initializer` is linear in its gain); `forget_shift` is
+  added to the forget gate's slice [H:2H] of each bias. Grids of runs use it
+  to vary gains as arrays, one compiled program for all of them.
+  """
+  if isinstance(params, dict) and {"input_kernel", "recurrent_kernel", "bias"} <= set(params):
+    hidden = params["recurrent_kernel"].shape[0]
+    return {**params, "input_kernel": params["input_kernel"] * kernel_gain,
+            "recurrent_kernel": params["recurrent_kernel"] * recurrent_gain,
+            "bias": params["bias"].at[hidden:2 * hidden].add(forget_shift)}
+  if isinstance(params, dict):
+    return {k: scale_gains(v, kernel_gain, recurrent_gain, forget_shift)
+            for k, v in params.items()}
+  return params
 
 
 def num_lstm_params(in_features: int, hidden: int, num_layers: int = 1) -> int:

@@ -4,15 +4,13 @@ Overrides: `--config.train.steps=500`; config args: `--config=configs/freq.py:ma
 """
 
 import gc
-import os
 import re
 import sys
-import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seqjax import compile_cache, sharding, train, validate
+from seqjax import compile_cache, sharding, train, validate, workdirs
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -44,11 +42,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  workdir = FLAGS.workdir
-  if workdir is None:
-    path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
-    name = os.path.splitext(os.path.basename(path))[0]
-    workdir = os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S"))
+  workdir = FLAGS.workdir or workdirs.default(config_flags.get_config_filename(FLAGS["config"]))
   # The garbage collector would walk the ~10^6 objects of the imports (JAX, Flax, optax,
   # orbax) in every full collection while tracing, and once more at exit (~0.3 s).
   gc.freeze()

@@ -11,9 +11,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from seqjax import lstm as lstm_lib
-from seqjax import numerics
+from seqjax import numerics, recurrence, validate
 
 ACTIVATIONS = {
     "none": lambda x: x,
@@ -24,6 +25,7 @@ ACTIVATIONS = {
     "softplus": nn.softplus,
 }
 HEADS = ("last", "per_step")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def activation(name: str):
@@ -67,20 +69,19 @@ class DenseStack(nn.Module):
     return activation(self.out_activation)(x.astype(jnp.float32))
 
 
-class SequenceModel(nn.Module):
+class SequenceModel(lstm_lib.LSTMOptions):
   """LSTM + head: `(x [B, T, I], carry) -> (carry, y)`.
 
   `head="last"` maps the last valid LSTM output to y [B, O] (regressor or
   classifier); `head="per_step"` maps every step, y [B, T, O].
 
   Attributes:
-    hidden, num_layers, unroll, remat, reverse, forget_bias, chrono_tmax,
-      dtype, precision: LSTM options (`lstm.LSTMLayer`); `precision` applies
-      to the head's matmuls too.
-    kernel_init, recurrent_init, bias_init: LSTM initializers.
+    hidden, num_layers: the LSTM's H and L.
     head: "last" or "per_step".
     head_hidden, out_features, activation, out_activation, dropout: see
       `DenseStack`.
+    and the `lstm.LSTMOptions` (initializers, unroll, remat, reverse,
+      precision, ...), by keyword; `precision` applies to the head's matmuls too.
   """
   hidden: int
   out_features: int = 1
@@ -90,16 +91,6 @@ class SequenceModel(nn.Module):
   activation: str = "relu"
   out_activation: str = "none"
   dropout: float = 0.0
-  kernel_init: lstm_lib.Initializer = nn.initializers.glorot_uniform()
-  recurrent_init: lstm_lib.Initializer = nn.initializers.orthogonal()
-  bias_init: lstm_lib.Initializer = nn.initializers.zeros
-  forget_bias: float = 1.0
-  chrono_tmax: float = 0.0
-  reverse: bool = False
-  unroll: int | bool = 1
-  remat: int = 0
-  dtype: Any = jnp.float32
-  precision: numerics.Precision = "highest"
 
   @nn.compact
   def __call__(self, x: jax.Array, carry: lstm_lib.Carry | None = None,
@@ -110,11 +101,57 @@ class SequenceModel(nn.Module):
       raise ValueError(f"model.head: unknown {self.head!r}; allowed: {', '.join(HEADS)}")
     carry, feats = lstm_lib.LSTM(
         self.hidden, self.num_layers, return_sequences=self.head == "per_step",
-        kernel_init=self.kernel_init, recurrent_init=self.recurrent_init,
-        bias_init=self.bias_init, forget_bias=self.forget_bias, chrono_tmax=self.chrono_tmax,
-        reverse=self.reverse, unroll=self.unroll, remat=self.remat, dtype=self.dtype,
-        precision=self.precision, name="lstm")(x, carry, lengths, mask)
+        **lstm_lib.options_of(self), name="lstm")(x, carry, lengths, mask)
     y = DenseStack(tuple(self.head_hidden), self.out_features, self.activation,
                    self.out_activation, self.dropout, self.dtype, self.precision,
                    name="head")(feats, train=train)
     return carry, y
+
+  def zero_carry(self, batch_size: int) -> lstm_lib.Carry:
+    """The zero carry of a batch, (h, c) each [L, B, H] (stateful training starts here)."""
+    return lstm_lib.zero_carry((self.num_layers, batch_size), self.hidden,
+                               recurrence.acc_dtype(self.dtype))
+
+
+def validate_config(m: ml_collections.ConfigDict) -> None:
+  """Checks `config.model`; a bad value is a ConfigError naming the field."""
+  for field in ("hidden", "num_layers"):
+    validate.positive(f"model.{field}", m[field])
+  for width in m.head_hidden:
+    validate.positive("model.head_hidden", width)
+  validate.one_of("model.activation", m.activation, ACTIVATIONS)
+  validate.one_of("model.out_activation", m.out_activation, ACTIVATIONS)
+  validate.in_range("model.dropout", m.dropout, 0.0, 0.99)
+  if m.dropout and not m.head_hidden:
+    validate.fail("model.dropout", m.dropout,
+                  "acts after the head's hidden Dense layers, and model.head_hidden is empty: "
+                  "set model.head_hidden, or model.dropout=0")
+  for field in ("kernel_init", "recurrent_init", "bias_init"):
+    validate.one_of(f"model.{field}", m[field], lstm_lib.INITIALIZERS)
+  validate.positive_float("model.kernel_gain", m.kernel_gain)
+  validate.positive_float("model.recurrent_gain", m.recurrent_gain)
+  validate.non_negative("model.chrono_tmax", m.chrono_tmax)
+  validate.non_negative("model.unroll", m.unroll)
+  if not isinstance(m.remat, int) or isinstance(m.remat, bool) or m.remat < -1:
+    validate.fail("model.remat", m.remat,
+                  "must be 0 (off), a chunk length > 0, or -1 (chosen by shape)")
+  for field in ("reverse", "fused"):
+    if not isinstance(m[field], bool):
+      validate.fail(f"model.{field}", m[field], "must be True or False")
+  validate.one_of("model.dtype", m.dtype, DTYPES)
+  validate.one_of("model.param_dtype", m.param_dtype, DTYPES)
+  validate.one_of("model.precision", m.precision, numerics.PRECISIONS)
+
+
+def from_config(m: ml_collections.ConfigDict, out_features: int, head: str) -> SequenceModel:
+  """The model `config.model` describes, with a task's output size and head."""
+  return SequenceModel(
+      hidden=m.hidden, out_features=out_features, num_layers=m.num_layers, head=head,
+      head_hidden=tuple(m.head_hidden), activation=m.activation,
+      out_activation=m.out_activation, dropout=m.dropout,
+      kernel_init=lstm_lib.initializer(m.kernel_init, m.kernel_gain),
+      recurrent_init=lstm_lib.initializer(m.recurrent_init, m.recurrent_gain),
+      bias_init=lstm_lib.initializer(m.bias_init), forget_bias=m.forget_bias,
+      chrono_tmax=m.chrono_tmax, reverse=m.reverse, unroll=m.unroll, remat=m.remat,
+      fused=m.fused, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype],
+      precision=m.precision)

@@ -1,33 +1,83 @@
-"""Prints a markdown table of the `results.json` files under a folder of runs.
+"""Prints a markdown table of the runs and sweep grids under a folder.
 
-  python -m seqjax.report runs/exp
+  python -m seqjax.report               # everything under runs/
+  python -m seqjax.report runs/freq     # one config's runs (local or gs://...)
+
+A row per workdir with a `results.json`, at any depth: a single run
+(`seqjax.main`) shows its held-out metric; a sweep grid (`seqjax.sweep`) the
+median over its models and how many diverged.
 """
 
-import sys
+from __future__ import annotations
+
+import numpy as np
 
 from seqjax import files
 
+HEADER = ["| run | task | held-out metric | steps | wall (s) | compile (s) "
+          "| rollout RMSE @10/50/100/200 |", "|---|---|---|---|---|---|---|"]
+# Folders of a workdir that hold no runs.
+_SKIP = ("checkpoints", "checkpoints_unreadable", "tensorboard")
+
+
+def _workdirs(root: files.epath.Path):
+  """Folders under `root` (itself included) with a results.json, in path order."""
+  if (root / "results.json").exists():
+    yield root
+  for child in sorted(root.iterdir(), key=lambda p: p.name):
+    if child.is_dir() and child.name not in _SKIP:
+      yield from _workdirs(child)
+
+
+def _shown(metric: str, value: float) -> str:
+  return f"{metric} {value:.4%}" if metric == "accuracy" else f"{metric} {value:.3g}"
+
+
+def row(name: str, results: dict, timing: dict) -> str:
+  """One table row for a run's (or a grid's) results.json and timing.json."""
+  r = results | timing
+  metric = r["metric"]
+  wall = f"{r['wall_s']:.0f}" if "wall_s" in r else ""
+  compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else ""
+  if "runs" in r:  # a sweep grid
+    values = np.array([run["held_out"][metric] for run in r["runs"]], float)
+    diverged = sum(bool(run.get("diverged")) for run in r["runs"])
+    median = float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
+    shown = f"median {_shown(metric, median)} ({diverged}/{len(values)} diverged)"
+    task = f"{r.get('task', '?')} (grid of {len(values)})"
+    steps = r.get("steps", "")
+    return f"| {name} | {task} | {shown} | {steps} | {wall} | {compile_s} |  |"
+  roll = r.get("rollout")
+  roll = " / ".join(f"{roll[f'rmse@{h}']:.4f}" for h in (10, 50, 100, 200)) if roll else ""
+  return (f"| {name} | {r['task']} | {_shown(metric, r['held_out'][metric])} | {r['steps']} | "
+          f"{wall} | {compile_s} | {roll} |")
+
 
 def rows(root: str) -> list[str]:
-  """`root`: a folder of run workdirs, local or on an object store (gs://...)."""
-  out = ["| run | task | held-out metric | steps | wall (s) | compile (s) "
-         "| rollout RMSE @10/50/100/200 |", "|---|---|---|---|---|---|---|"]
-  for run in sorted(files.path(root).iterdir(), key=lambda p: p.name):
-    name = run.name
-    if not (run / "results.json").exists():
-      continue
-    r = files.read_json(run / "results.json")
-    if (run / "timing.json").exists():  # older runs kept their times in results.json
-      r |= files.read_json(run / "timing.json")
-    metric = r["metric"]
-    value = r["held_out"][metric]
-    shown = f"{metric} {value:.4%}" if metric == "accuracy" else f"{metric} {value:.3g}"
-    roll = r.get("rollout")
-    roll = " / ".join(f"{roll[f'rmse@{h}']:.4f}" for h in (10, 50, 100, 200)) if roll else ""
-    out.append(f"| {name} | {r['task']} | {shown} | {r['steps']} | {r['wall_s']:.0f} | "
-               f"{r['compile_s']:.1f} | {roll} |")
+  """The table for every workdir under `root` (local, or on an object store)."""
+  base = files.path(root)
+  out = list(HEADER)
+  if not base.is_dir():
+    return out
+  for workdir in _workdirs(base):
+    results = files.read_json(workdir / "results.json")
+    timing = (files.read_json(workdir / "timing.json") if (workdir / "timing.json").exists()
+              else {})  # older runs kept their times in results.json
+    name = str(workdir.relative_to(base)) if workdir != base else workdir.name
+    out.append(row(name, results, timing))
   return out
 
 
+def main(argv: list[str]) -> None:
+  roots = argv[1:] or ["runs"]
+  for root in roots:
+    table = rows(root)
+    if len(table) == len(HEADER):
+      print(f"no results.json under {root}/ (runs write one when they finish)")
+      continue
+    print("\n".join(table))
+
+
 if __name__ == "__main__":
-  print("\n".join(rows(sys.argv[1] if len(sys.argv) > 1 else "runs")))
+  from absl import app
+  app.run(main)

@@ -20,20 +20,21 @@ import time
 
 import jax
 
-from seqjax import files, sweep, train, writers
+from seqjax import configlib, files, planning, programs, writers
+from seqjax.bench import timing
 
 
 def measure(config, devices: int, per_device_batch: int, steps: int) -> dict[str, float]:
   """Steps/s of the jitted train step on a `data=devices` mesh (this process's devices)."""
-  config = sweep.override(config, {"mesh.data": devices, "mesh.model": 1,
+  config = configlib.override(config, {"mesh.data": devices, "mesh.model": 1,
                                    "train.batch_size": devices * per_device_batch})
-  run = train.setup(config)
-  step = train.jit_train_step(run)
+  run = planning.setup(config)
+  step = programs.jit_train_step(run)
   t0 = time.perf_counter()
   state, metrics = step(run.state, run.data_key, run.dropout_key)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
-  rate = sweep._steps_per_s(step, state, steps, run.data_key, run.dropout_key)
+  rate = timing.call_steps_per_second(step, state, steps, run.data_key, run.dropout_key)
   return {"devices": devices, "global_batch": devices * per_device_batch, "steps_per_s": rate,
           "examples_per_s": rate * devices * per_device_batch, "compile_s": compile_s,
           "platform": jax.default_backend()}

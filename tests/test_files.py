@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from seqjax import checkpoint, configlib, files, report, train, validate, writers
+from seqjax import checkpoint, configlib, files, report, train, validate, workdirs, writers
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -83,7 +83,7 @@ def test_unwritable_object_store_workdir_is_a_config_error(fake_gcs, monkeypatch
     raise PermissionError("403 Forbidden")
   monkeypatch.setattr(type(files.path("gs://b/x")), "write_bytes", refuse)
   with pytest.raises(validate.ConfigError, match="gs://bucket/ro.*not writable.*403"):
-    train.prepare_workdir(configlib.load("freq", "quick"), "gs://bucket/ro")
+    workdirs.prepare(configlib.load("freq", "quick"), "gs://bucket/ro")
 
 
 def test_every_file_seqjax_writes_goes_through_epath():

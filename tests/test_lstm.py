@@ -1,5 +1,6 @@
 """Tier 1: shapes and numerics of the hand-written LSTM (tiny sizes)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -251,3 +252,41 @@ def test_keras_style_mask_skips_steps_anywhere():
     np.testing.assert_allclose(y[b, keep], yb[0], atol=1e-5)
     np.testing.assert_array_equal(y[b, ~np.asarray(mask[b])], 0.0)
     np.testing.assert_allclose(h[:, b], hb[:, 0], atol=1e-5)
+
+
+def test_options_are_declared_once_and_reach_every_module():
+  """`LSTMOptions` is the one declaration: every module takes it by keyword, and the
+  config reaches each option (remat and reverse included)."""
+  from seqjax import configlib, models
+  names = {f.name for f in dataclasses.fields(lstm.LSTMOptions)} - {"parent", "name"}
+  for module in (lstm.LSTMLayer, lstm.LSTM, models.SequenceModel):
+    assert names <= {f.name for f in dataclasses.fields(module)}
+  config = configlib.load("freq", "quick")
+  m = config.model
+  m.reverse, m.remat, m.unroll, m.fused, m.precision = True, -1, 3, False, "high"
+  m.dtype, m.param_dtype, m.forget_bias, m.chrono_tmax = "bfloat16", "bfloat16", 0.5, 7.0
+  model = models.from_config(m, 1, "last")
+  options = lstm.options_of(model)
+  assert (options["reverse"], options["remat"], options["unroll"], options["fused"],
+          options["precision"], options["forget_bias"], options["chrono_tmax"]) == (
+              True, -1, 3, False, "high", 0.5, 7.0)
+  assert options["dtype"] == options["param_dtype"] == jnp.bfloat16
+  # The stacked LSTM passes them on to its layers: a reversed model reads time backwards.
+  x = jax.random.normal(jax.random.key(0), (2, 5, 3))
+  fwd, bwd = lstm.LSTM(4), lstm.LSTM(4, reverse=True)
+  params = fwd.init(jax.random.key(1), x)
+  np.testing.assert_allclose(bwd.apply(params, x)[1], fwd.apply(params, x[:, ::-1])[1][:, ::-1],
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_scale_gains_scales_every_cell_and_shifts_the_forget_gate():
+  params = {"lstm": {"layer0": {"cell": {"input_kernel": jnp.ones((2, 8)),
+                                         "recurrent_kernel": jnp.ones((2, 8)),
+                                         "bias": jnp.zeros(8)}}},
+            "head": {"Dense_0": {"kernel": jnp.ones((2, 1))}}}
+  out = lstm.scale_gains(params, 0.5, 3.0, 1.0)
+  cell = out["lstm"]["layer0"]["cell"]
+  np.testing.assert_array_equal(cell["input_kernel"], 0.5)
+  np.testing.assert_array_equal(cell["recurrent_kernel"], 3.0)
+  np.testing.assert_array_equal(cell["bias"], [0, 0, 1, 1, 0, 0, 0, 0])
+  np.testing.assert_array_equal(out["head"]["Dense_0"]["kernel"], 1.0)

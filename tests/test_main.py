@@ -63,3 +63,14 @@ def test_rerun_loads_compiled_programs_from_the_cache(tmp_path):
                  workdir=str(tmp_path / "off"), env={"XDG_CACHE_HOME": str(home_cache)})
   assert off.returncode == 0, off.stderr
   assert not (home_cache / "seqjax").exists()  # (matplotlib keeps its font cache there)
+
+
+def test_report_cli_help_and_no_runs(tmp_path):
+  """`python -m seqjax.report` is an absl CLI: --help works, no runs is one clear line."""
+  help_ = subprocess.run([sys.executable, "-m", "seqjax.report", "--help"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+  # absl's --help prints the usage and exits 1, as seqjax.main's does.
+  assert "python -m seqjax.report" in help_.stdout and "Traceback" not in help_.stderr
+  empty = subprocess.run([sys.executable, "-m", "seqjax.report"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+  assert empty.returncode == 0 and "no results.json under runs/" in empty.stdout

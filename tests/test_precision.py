@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax import configlib, models, numerics, train, validate
+from seqjax import configlib, models, numerics, planning, validate
 
 T, B, IN, H = 20, 3, 2, 8
 
@@ -116,6 +116,6 @@ def test_bad_precision_is_a_clear_error():
   config = configlib.base_config()
   config.model.precision = "fast"
   with pytest.raises(validate.ConfigError, match="model.precision='fast'.*highest"):
-    train.validate_config(config)
+    planning.validate_config(config)
   with pytest.raises(ValueError, match="precision: unknown 'fast'"):
     models.SequenceModel(hidden=2, precision="fast").init(jax.random.key(0), jnp.ones((1, 2, 1)))

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 from test_train import load_config
 
-from seqjax import train, validate
+from seqjax import programs, train, validate, workdirs
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CMD = [sys.executable, "-m", "seqjax.main", "--config=configs/echo.py:quick",
@@ -107,8 +107,8 @@ sys.path.insert(0, "tests")
 from test_train import load_config
 from seqjax import tasks
 digest = hashlib.sha256()
-for name, arg in [("freq", None), ("mean", None), ("sine", None), ("echo", "window=1,lag=5"),
-                  ("echo", "seed")]:
+for name, arg in [(n, None) for n in tasks.names()] + [("echo", "window=1,lag=5"),
+                                                     ("echo", "seed")]:
   config = load_config(name, arg)
   key = jax.random.key(config.seed)
   task = tasks.make(config.task, config.train.batch_size)
@@ -188,13 +188,13 @@ def test_a_run_written_before_a_config_field_existed_resumes_at_its_default(tmp_
   del old["model"]["precision"]
   (tmp_path / "checkpoints").mkdir()
   (tmp_path / "config.json").write_text(json.dumps(old))
-  train.prepare_workdir(config, str(tmp_path))  # no error: "highest" is the default
+  workdirs.prepare(config, str(tmp_path))  # no error: "highest" is the default
   config.unlock()
   config.model.precision = "default"
   (tmp_path / "config.json").write_text(json.dumps(old))
   with pytest.raises(validate.ConfigError,
                      match=r"model.precision: '<absent>' -> 'default'"):
-    train.prepare_workdir(config, str(tmp_path))
+    workdirs.prepare(config, str(tmp_path))
 
 
 def test_unwritable_workdir_fails_before_compiling(tmp_path, monkeypatch):
@@ -202,13 +202,13 @@ def test_unwritable_workdir_fails_before_compiling(tmp_path, monkeypatch):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
   compiled = []
-  monkeypatch.setattr(train, "make_train_step", lambda *a: compiled.append(1))
+  monkeypatch.setattr(programs, "make_train_loop", lambda *a: compiled.append(1))
   with pytest.raises(validate.ConfigError, match="is not writable"):
     train.train_and_evaluate(config, str(blocker / "wd"))
 
   class Full:
     free = 1 << 20
-  monkeypatch.setattr(train.shutil, "disk_usage", lambda path: Full)
+  monkeypatch.setattr(workdirs.shutil, "disk_usage", lambda path: Full)
   with pytest.raises(validate.ConfigError, match="1 MiB free"):
     train.train_and_evaluate(config, str(tmp_path / "wd"))
   assert not compiled
@@ -237,6 +237,9 @@ BAD_INPUTS = [
     ("freq", "quick", "model.recurrent_init", "ortho", "model.recurrent_init"),
     ("freq", "quick", "model.activation", "swish2", "model.activation"),
     ("freq", "quick", "model.dropout", 1.5, "model.dropout"),
+    ("echo", "quick", "model.dropout", 0.5, "model.dropout"),  # no layer to apply it to
+    ("freq", "quick", "model.remat", -2, "model.remat"),
+    ("freq", "quick", "model.param_dtype", "float16", "model.param_dtype"),
     ("freq", "quick", "model.dtype", "float16", "model.dtype"),
     ("freq", "quick", "model.chrono_tmax", -5.0, "model.chrono_tmax"),
     ("freq", "quick", "train.batch_size", 0, "train.batch_size"),
@@ -260,7 +263,7 @@ def test_bad_input_is_one_line_naming_the_field(name, arg, field, value, named, 
   group, key = field.split(".")
   config[group][key] = value
   compiled = []
-  monkeypatch.setattr(train, "make_train_step", lambda *a: compiled.append(1))
+  monkeypatch.setattr(programs, "make_train_loop", lambda *a: compiled.append(1))
   workdir = tmp_path / "wd"
   with pytest.raises(validate.ConfigError) as info:
     train.train_and_evaluate(config, str(workdir))

@@ -51,7 +51,7 @@ COMMON = """
 import json, os, shutil, sys
 import numpy as np
 import jax
-from seqjax import sweep, train, validate, writers
+from seqjax import configlib, sweep, train, validate, writers
 from ml_collections import config_flags
 sys.path.insert(0, "tests")
 from test_train import load_config
@@ -60,7 +60,7 @@ assert jax.device_count() == 8, jax.device_count()
 tmp = sys.argv[1] if len(sys.argv) > 1 else os.environ["WORK"]
 
 def with_mesh(config, data, model=1, **fields):
-  return sweep.override(config, {"mesh.data": data, "mesh.model": model, **fields})
+  return configlib.override(config, {"mesh.data": data, "mesh.model": model, **fields})
 
 def losses(workdir):
   return [r["loss"] for r in writers.read_metrics(workdir) if r["split"] == "train"]

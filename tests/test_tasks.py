@@ -5,6 +5,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -138,3 +139,11 @@ def test_epoch_batch_covers_each_example_once_per_epoch():
 def test_invalid_task_values(name, overrides, field):
   with pytest.raises(validate.ConfigError, match=rf"^config\.{field}="):
     _task(name, **overrides)
+
+
+def test_tasks_are_the_modules_of_the_package():
+  names = tasks.names()
+  assert {"echo", "freq", "mean", "sine"} <= set(names) and "base" not in names
+  cfg = ml_collections.ConfigDict({"name": "base"})
+  with pytest.raises(validate.ConfigError, match="allowed: " + ", ".join(names)):
+    tasks.make(cfg, 4)

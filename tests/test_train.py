@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
 
-from seqjax import checkpoint, configlib, report, tasks, train, writers
+from seqjax import (
+  checkpoint,
+  configlib,
+  models,
+  optim,
+  planning,
+  programs,
+  report,
+  tasks,
+  train,
+  writers,
+)
 
 
 def load_config(name: str, arg: str | None = None):
@@ -22,13 +33,13 @@ def fresh(config):
   """(task, model, fresh state for 10 steps, data key, dropout key) of a config, one device."""
   data_key, init_key, dropout_key, _ = jax.random.split(jax.random.key(config.seed), 4)
   task = tasks.make(config.task, config.train.batch_size)
-  model = train.create_model(config, task)
-  state = train.init_state(config, task, model, data_key, init_key, 10)
+  model = models.from_config(config.model, task.out_features, task.head)
+  state = programs.init_state(task, model, optim.create(config.train, 10), data_key, init_key,
+                               config.train.batch_size)
   return task, model, state, data_key, dropout_key
 
 
-@pytest.mark.parametrize("name,arg", [
-    ("freq", "quick"), ("sine", "quick"), ("mean", "quick"), ("echo", "quick"),
+@pytest.mark.parametrize("name,arg", [(name, "quick") for name in tasks.names()] + [
     ("echo", "quick,window=1,lag=5"), ("echo", "quick,seed"), ("sine", "quick,seed"),
 ])
 def test_one_jitted_step_changes_every_parameter(name, arg):
@@ -37,7 +48,7 @@ def test_one_jitted_step_changes_every_parameter(name, arg):
   config.train.schedule = "constant"  # warmup starts at learning rate 0
   task, model, state, data_key, dropout_key = fresh(config)
   before = jax.tree.map(np.array, state.params)
-  step = jax.jit(train.make_train_step(model, task))
+  step = jax.jit(programs.make_train_step(model, task))
   state, metrics = step(state, data_key, dropout_key)
   assert int(state.step) == 1
   assert np.isfinite(float(metrics["loss"]))
@@ -52,12 +63,12 @@ def test_train_loop_runs_the_same_steps_as_single_steps(name, arg):
   """One call of the device-side loop = that many single steps (finite data, stateful carry)."""
   config = load_config(name, arg)
   task, model, state, data_key, dropout_key = fresh(config)
-  step = jax.jit(train.make_train_step(model, task))
+  step = jax.jit(programs.make_train_step(model, task))
   single, sums = state, None
   for _ in range(5):
     single, metrics = step(single, data_key, dropout_key)
     sums = metrics if sums is None else jax.tree.map(np.add, sums, metrics)
-  loop = jax.jit(train.make_train_loop(model, task))
+  loop = jax.jit(programs.make_train_loop(model, task))
   looped, totals = loop(state, data_key, dropout_key, 3)  # a traced count: one program for both
   looped, more = loop(looped, data_key, dropout_key, 2)
   assert int(totals["steps"]) == 3 and int(more["steps"]) == 2 and bool(more["finite"])
@@ -75,7 +86,7 @@ def test_train_loop_stops_at_the_first_non_finite_step():
   config.train.learning_rate = 1e12
   config.train.schedule = "constant"
   task, model, state, data_key, dropout_key = fresh(config)
-  state, totals = jax.jit(train.make_train_loop(model, task))(state, data_key, dropout_key, 50)
+  state, totals = jax.jit(programs.make_train_loop(model, task))(state, data_key, dropout_key, 50)
   assert not bool(totals["finite"])
   assert 1 <= int(totals["steps"]) < 50 and int(state.step) == int(totals["steps"])
 
@@ -83,21 +94,19 @@ def test_train_loop_stops_at_the_first_non_finite_step():
 def test_plan_is_abstract_and_compiles_the_loop_initialize_runs():
   """`plan` gives the state's types and shardings without computing it; a train loop
   compiled for them runs on the state `initialize` computes."""
-  run = train.plan(load_config("echo", "quick,window=1,lag=5"))  # a sharded carry too
+  run = planning.plan(load_config("echo", "quick,window=1,lag=5"))  # a sharded carry too
   assert all(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree.leaves(run.state))
-  loop = train.compile_ahead(train.jit_train_loop(run), run.state, run.data_key,
+  loop = programs.compile_ahead(programs.jit_train_loop(run), run.state, run.data_key,
                              run.dropout_key, np.int32(1))
-  done = train.initialize(run)
+  done = planning.initialize(run)
   types = lambda tree: jax.tree.map(lambda a: (a.shape, a.dtype, a.sharding), tree)
   assert types(done.state) == types(run.state)
   state, totals = loop(done.state, done.data_key, done.dropout_key, np.int32(2))
   assert int(state.step) == 2 and bool(totals["finite"])
 
 
-@pytest.mark.parametrize("name,arg", [
-    ("freq", "quick"), ("sine", "quick"), ("mean", "quick"), ("echo", "quick"),
-    ("echo", "quick,window=1,lag=5"),
-])
+@pytest.mark.parametrize("name,arg", [(name, "quick") for name in tasks.names()]
+                         + [("echo", "quick,window=1,lag=5")])
 def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
   config = load_config(name, arg)
   workdir = str(tmp_path / "wd")

@@ -76,7 +76,7 @@ def build_generator():
 
 
 def rollout_rmse(model, n):
-  """Free-running RMSE at each horizon (seqjax's `evaluate_rollout` definition)."""
+  """Free-running RMSE at each horizon (seqjax's sine `extra_evaluation` definition)."""
   steps = max(HORIZONS)
   dt = WIDTH / NUM_TIMESTEPS  # the seed's linspace(0, width, T + 1) advances width / T a step
   phases = np.random.uniform(0, 2 * np.pi, (n, 1))

@@ -21,7 +21,7 @@ two zero-argument closures over fixed random inputs made once at build time:
 
 The first call of each closure includes compilation (JAX, Keras) or warm-up
 (torch); time the calls after it. All peers use the same inputs for a given
-shape and seed (`_data`), but each initializes its parameters its own way.
+shape and seed (`data`), but each initializes its parameters its own way.
 
 torch and Keras are optional: they are imported only when their builder runs,
 and `available(name)` tells, without importing anything, whether a peer's
@@ -46,7 +46,7 @@ Closures = tuple[Callable[[], None], Callable[[], None]]
 LEARNING_RATE = 1e-3
 
 
-def _data(shape: Shape, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def data(shape: Shape, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """Returns the fixed inputs of a peer, the same for every peer.
 
   Args:
@@ -105,7 +105,7 @@ def flax_rnn(shape: Shape, seed: int = 0, device: str = "cpu") -> Closures:
       return nn.Dense(1)(x[:, -1])
 
   dev = _jax_device(device)
-  x_np, y_np = _data(shape, seed)
+  x_np, y_np = data(shape, seed)
   x, y = jax.device_put(x_np, dev), jax.device_put(y_np, dev)
   model = Net(shape.hidden, shape.layers)
   tx = optax.adam(LEARNING_RATE)
@@ -171,7 +171,7 @@ def torch_lstm(shape: Shape, seed: int = 0, device: str = "cpu") -> Closures:
 
   dev = torch.device(device)
   torch.manual_seed(seed)
-  x_np, y_np = _data(shape, seed)
+  x_np, y_np = data(shape, seed)
   x, y = torch.from_numpy(x_np).to(dev), torch.from_numpy(y_np).to(dev)
   net = Net().to(dev)
   opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
@@ -228,7 +228,7 @@ def keras_lstm(shape: Shape, seed: int = 0, device: str = "cpu") -> Closures:
         "'jax': set KERAS_BACKEND=jax before anything imports keras")
 
   dev = _jax_device(device)
-  x_np, y_np = _data(shape, seed)
+  x_np, y_np = data(shape, seed)
   with jax.default_device(dev):
     keras.utils.set_random_seed(seed)
     lstms = [keras.layers.LSTM(shape.hidden, return_sequences=i < shape.layers - 1)

@@ -6,7 +6,7 @@ the last step), an optax Adam step jitted with the state donated. The other
 peers (`others.py`) build the same function with Flax nn.RNN, torch and Keras.
 
 "seqjax device loop" runs the same step `LOOP_STEPS` times in one call, in a
-`lax.fori_loop`, as `seqjax.main` trains (`train.make_train_loop`): its train
+`lax.fori_loop`, as `seqjax.main` trains (`programs.make_train_loop`): its train
 time is per step, without a Python dispatch and a host sync in every step.
 """
 
@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from seqjax import lstm, models, sharding
 from seqjax.bench import others
-from seqjax.bench.others import LEARNING_RATE, Closures, _data
+from seqjax.bench.others import LEARNING_RATE, Closures, data
 from seqjax.bench.shapes import Shape
 
 LOOP_STEPS = 25
@@ -48,7 +48,7 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
   count = sharding.auto_cpu_devices(shape.batch, len(devices), shape.hidden) if split_batch else 1
   mesh = Mesh(np.asarray(devices[:count]), (sharding.DATA,))
   rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(sharding.DATA))
-  x_np, y_np = _data(shape, seed)
+  x_np, y_np = data(shape, seed)
   x, y = jax.device_put(x_np, split), jax.device_put(y_np, split)
   model = models.SequenceModel(
       hidden=shape.hidden, out_features=1, num_layers=shape.layers, head="last",

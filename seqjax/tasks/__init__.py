@@ -1,15 +1,27 @@
-"""Task registry: `config.task.name` -> module with `make(task_cfg, batch_size)`."""
+"""Tasks by module name: `config.task.name` is a module here with `make(task_cfg, batch_size)`.
+
+A new task is one file, `seqjax/tasks/<name>.py` with a `make` returning a
+`base.Task`, plus a config that sets `config.task.name = "<name>"`.
+"""
+
+import importlib
+import pkgutil
 
 from seqjax import validate
-from seqjax.tasks import echo, freq, mean, sine
 from seqjax.tasks.base import Batch, Task
 
-REGISTRY = {"echo": echo.make, "freq": freq.make, "mean": mean.make, "sine": sine.make}
+__all__ = ["Batch", "Task", "names", "make"]
 
-__all__ = ["Batch", "Task", "REGISTRY", "make"]
+_NOT_TASKS = ("base",)
+
+
+def names() -> tuple[str, ...]:
+  """The task modules of this package, sorted."""
+  return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
+                      if m.name not in _NOT_TASKS and not m.name.startswith("_")))
 
 
 def make(task_cfg, batch_size: int) -> Task:
   """Builds the task named by `task_cfg.name`; ConfigError for unknown names or values."""
-  validate.one_of("task.name", task_cfg.name, REGISTRY)
-  return REGISTRY[task_cfg.name](task_cfg, batch_size)
+  validate.one_of("task.name", task_cfg.name, names())
+  return importlib.import_module(f"seqjax.tasks.{task_cfg.name}").make(task_cfg, batch_size)

@@ -14,11 +14,13 @@ A batch is a dict of arrays:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Batch = dict[str, jax.Array]
 
@@ -39,7 +41,7 @@ class Task:
     train_data: `(key) -> data`, pure JAX, what train batches are cut from:
       a finite dataset built from `fold_in(key, DATASET_SALT)`, or `()` for
       online tasks. Built inside each jitted training call (once per call of
-      `train.make_train_loop`, not per step), so everything stays a function
+      `programs.make_train_loop`, not per step), so everything stays a function
       of the run's data key and grids of runs vmap over keys.
     batch_from: `(data, key, step) -> Batch`, pure JAX, called inside the
       jitted step with a traced step: online tasks sample fresh examples from
@@ -53,38 +55,70 @@ class Task:
     metric: the headline held-out metric name, and `higher_is_better`.
     stateful_period: > 0 threads the carry through consecutive train steps
       and resets it every `stateful_period` steps (seed echo's stateful LSTM).
-    plot: which picture of predictions train.py draws ("scatter", "sequence"
-      or "none").
     steps_per_epoch: for finite datasets, else None.
     free_run: > 0 (per-step next-value tasks): training also free-runs this
       many steps after the teacher-forced inputs, feeding predictions back,
       with the loss on the true continuation (fights exposure bias); the
       batch's `y` and `weight` then cover T + free_run steps.
-    rollout_set: `(key) -> (prefix [N, W, I], truth [N, steps, O])` for the
-      free-running evaluation, or None.
-    rollout_horizons: horizons (steps after the prefix) to report.
+
+  A task that draws its predictions or evaluates more than its metrics
+  subclasses `Task` and overrides `plot` and `extra_evaluation`.
   """
   name: str
   in_features: int
   out_features: int
   head: str
   batch_from: Callable[[Any, jax.Array, jax.Array], Batch]
-  eval_batch: Callable[[jax.Array], Batch]
+  eval_batch: Callable[[jax.Array, jax.Array], Batch]
   loss_and_metrics: Callable[[jax.Array, Batch], tuple[jax.Array, dict[str, jax.Array]]]
   metric: str
   higher_is_better: bool = False
   stateful_period: int = 0
-  plot: str = "scatter"
   steps_per_epoch: int | None = None
   free_run: int = 0
-  rollout_set: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None = None
-  rollout_horizons: tuple[int, ...] = ()
-  info: dict[str, Any] = dataclasses.field(default_factory=dict)
   train_data: Callable[[jax.Array], Any] = lambda key: ()
 
   def train_batch(self, key: jax.Array, step: jax.Array) -> Batch:
     """Train batch `step` from the run's data key (builds `train_data` first)."""
     return self.batch_from(self.train_data(key), key, step)
+
+  def plot(self, eval_set: Batch, preds: np.ndarray, workdir: str) -> None:
+    """Draws the held-out predictions [N, ...] into `workdir` (by default, nothing)."""
+    del eval_set, preds, workdir
+
+  def extra_evaluation(self, model, params, key: jax.Array, workdir: str | None,
+                       placement: jax.sharding.Sharding | None = None) -> dict[str, Any]:
+    """Held-out evaluation beyond the metrics, after training (by default, none).
+
+    Args:
+      model, params: the trained model and its parameters.
+      key: the run's eval key (a salt of its own keeps new data apart).
+      workdir: where to draw pictures (None: draw nothing).
+      placement: sharding of any held-out arrays it builds.
+
+    Returns:
+      Entries for `results.json` (e.g. {"rollout": {...}}).
+    """
+    del model, params, key, workdir, placement
+    return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalarTask(Task):
+  """A task that regresses one number per sequence (head "last", y [B, 1]).
+
+  It learns the normalised target `(y - target_shift) / target_scale`;
+  `plot` draws predicted against true, in the target's units.
+  """
+  target_shift: float = 0.0
+  target_scale: float = 1.0
+  target_name: str = "target"
+
+  def plot(self, eval_set: Batch, preds: np.ndarray, workdir: str) -> None:
+    from seqjax import plots  # matplotlib: imported when first drawing
+    plots.predicted_vs_true(np.asarray(eval_set["y"])[:, 0],
+                            preds[:, 0] * self.target_scale + self.target_shift,
+                            os.path.join(workdir, "predictions.png"), self.target_name)
 
 
 def weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:

@@ -86,7 +86,7 @@ def _window_task(cfg, batch_size):
       batch_from=batch_from,
       eval_batch=lambda key, eval_key: windows(_stream(eval_key, cfg.eval_size, seq_len, classes)),
       loss_and_metrics=base.classification_loss, metric="accuracy", higher_is_better=True,
-      stateful_period=period, plot="none")
+      stateful_period=period)
 
 
 def _stream_task(cfg, batch_size):
@@ -113,4 +113,4 @@ def _stream_task(cfg, batch_size):
       eval_batch=lambda key, eval_key: sequences(_stream(eval_key, cfg.eval_size, seq_len,
                                                          classes)),
       loss_and_metrics=base.classification_loss, metric="accuracy", higher_is_better=True,
-      stateful_period=period, plot="none")
+      stateful_period=period)

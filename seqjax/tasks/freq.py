@@ -57,12 +57,12 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
   dataset = (lambda k: fixed_set(k, cfg.per_freq)) if cfg.per_freq else None
   # Normalised targets keep the regression well scaled at any max_freq.
   shift, scale = (max_freq / 2, max_freq / 2) if cfg.normalize_targets else (0.0, 1.0)
-  return base.Task(
+  return base.ScalarTask(
       name="freq", in_features=1, out_features=1, head="last",
       **base.train_source(example, batch_size, dataset),
       eval_batch=lambda key, eval_key: fixed_set(eval_key, cfg.eval_per_freq),
       loss_and_metrics=lambda p, b: base.regression_loss(p, b, shift, scale),
-      metric="mae", plot="scatter",
+      metric="mae",
       steps_per_epoch=(base.steps_per_epoch((max_freq - 1) * cfg.per_freq, batch_size)
                        if cfg.per_freq else None),
-      info={"target_shift": shift, "target_scale": scale, "unit": "frequency"})
+      target_shift=shift, target_scale=scale, target_name="frequency")

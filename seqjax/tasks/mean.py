@@ -52,12 +52,11 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
     return examples(idx["i"]) | {"weight": idx["weight"]}
 
   shift, scale = (0.5, 0.5) if cfg.normalize_targets else (0.0, 1.0)
-  return base.Task(
+  return base.ScalarTask(
       name="mean", in_features=1, out_features=1, head="last",
       train_data=lambda k: split(k)[0], batch_from=batch_from,
       eval_batch=lambda key, eval_key: examples(split(key)[1]),
       loss_and_metrics=lambda p, b: base.regression_loss(p, b, shift, scale),
-      metric="mae", plot="scatter",
+      metric="mae",
       steps_per_epoch=base.steps_per_epoch(cfg.train_size, batch_size),
-      info={"target_shift": shift, "target_scale": scale, "unit": "mean",
-            "held_out_available": length + 1 - cfg.train_size})
+      target_shift=shift, target_scale=scale, target_name="mean")

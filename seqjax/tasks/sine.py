@@ -13,12 +13,57 @@ from a separate key.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from seqjax import validate
+from seqjax import rollout, sharding, validate, writers
 from seqjax.tasks import base
+
+
+@dataclasses.dataclass(frozen=True)
+class SineTask(base.Task):
+  """Next-step prediction whose model is also judged free-running.
+
+  Attributes:
+    rollout_set: `(key) -> (prefix [N, W, I], truth [N, steps, O])`, held-out
+      true prefixes and their continuations.
+    rollout_horizons: horizons (steps after the prefix) to report.
+  """
+  rollout_set: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None = None
+  rollout_horizons: tuple[int, ...] = ()
+
+  def plot(self, eval_set: base.Batch, preds: np.ndarray, workdir: str) -> None:
+    from seqjax import plots  # matplotlib: imported when first drawing
+    plots.sequences(np.asarray(eval_set["x"])[..., 0], np.asarray(eval_set["y"])[..., 0],
+                    preds[..., 0], os.path.join(workdir, "teacher_forced.png"),
+                    "held-out next-step prediction (teacher forced)")
+
+  def extra_evaluation(self, model, params, key: jax.Array, workdir: str | None,
+                       placement: jax.sharding.Sharding | None = None) -> dict[str, Any]:
+    """Free-running RMSE at each horizon on held-out prefixes; prints a table and plots."""
+    prefix, truth = jax.jit(
+        lambda k: self.rollout_set(jax.random.fold_in(k, base.ROLLOUT_SALT)),
+        out_shardings=placement)(key)
+    preds = rollout.rollout(model, params, prefix, truth.shape[1])
+    rmse = rollout.horizon_rmse(preds, truth, self.rollout_horizons)
+    writers.console(f"free-running rollout, {prefix.shape[0]} held-out sequences, "
+                    f"{prefix.shape[1]}-step warm-up:")
+    writers.console("| horizon | " + " | ".join(str(h) for h in self.rollout_horizons) + " |")
+    writers.console("|---|" + "---|" * len(self.rollout_horizons))
+    writers.console("| RMSE | " + " | ".join(f"{v:.4f}" for v in rmse.values()) + " |")
+    if workdir is not None and sharding.is_writer():
+      from seqjax import plots
+      plots.rollout(np.asarray(prefix)[..., 0], np.asarray(truth)[..., 0],
+                    np.asarray(preds)[..., 0], os.path.join(workdir, "rollout.png"))
+    return {"rollout": {"warmup": int(prefix.shape[1]), "sequences": int(prefix.shape[0]),
+                        **rmse}}
 
 
 def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
@@ -50,13 +95,12 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
     return s[:, :warm], s[:, warm:]
 
   dataset = (lambda k: base.vmap_sample(example, k, cfg.train_size)) if cfg.train_size else None
-  return base.Task(
+  return SineTask(
       name="sine", in_features=1, out_features=1, head="per_step",
       **base.train_source(example, batch_size, dataset),
       eval_batch=lambda key, eval_key: base.vmap_sample(lambda k: example(k, 0), eval_key,
                                                         cfg.eval_size),
-      loss_and_metrics=base.regression_loss, metric="mse", plot="sequence",
+      loss_and_metrics=base.regression_loss, metric="mse",
       steps_per_epoch=base.steps_per_epoch(cfg.train_size, batch_size) if dataset else None,
       free_run=cfg.free_run, rollout_set=rollout_set,
-      rollout_horizons=tuple(cfg.rollout_horizons),
-      info={"target_shift": 0.0, "target_scale": 1.0, "step": dt})
+      rollout_horizons=tuple(cfg.rollout_horizons))
