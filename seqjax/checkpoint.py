@@ -7,6 +7,13 @@ the previous one is used: nothing is deleted, and a run never crashes on it.
 
 from __future__ import annotations
 
+import gc
+import logging as pylogging
+import os
+import sys
+import tempfile
+import time
+
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
@@ -44,14 +51,19 @@ class Checkpointer:
 
   def restore_latest(self, state):
     """`state` from the newest readable checkpoint, or `state` itself if there is none."""
+    with _HeldStderr() as held:
+      return self._restore_latest(state, held)
+
+  def _restore_latest(self, state, held: _HeldStderr):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _saveable(state))
     moved = False
     restored, step = None, None
     for step in sorted(self._mngr.all_steps(), reverse=True):
       try:
-        restored = self._restore(step, abstract)
+        restored = self._restore(step, abstract, held)
         break
       except Exception as e:  # noqa: BLE001  (any unreadable checkpoint: fall back, never crash)
+        held.failed = True
         if self._readable(step):
           raise validate.ConfigError(
               f"checkpoint {step} in {self._dir} does not fit this config's model or optimizer "
@@ -74,7 +86,7 @@ class Checkpointer:
     logging.info("restored checkpoint %d", step)
     return state.replace(**restored)
 
-  def _restore(self, step: int, abstract: dict) -> dict:
+  def _restore(self, step: int, abstract: dict, held: _HeldStderr) -> dict:
     """Checkpoint `step` as `abstract`; a grid's checkpoint written before grids saved
     `diverged_at` restores without it (every model then counts as finite)."""
     try:
@@ -82,6 +94,7 @@ class Checkpointer:
     except Exception:
       if "diverged_at" not in abstract:
         raise
+      held.failed = True
       older = {k: v for k, v in abstract.items() if k != "diverged_at"}
       return self._mngr.restore(step, args=ocp.args.StandardRestore(older))
 
@@ -96,6 +109,64 @@ class Checkpointer:
   def close(self) -> None:
     self._mngr.wait_until_finished()
     self._mngr.close()
+
+
+class _HeldStderr:
+  """Holds what native code and Python write to stderr (fd 2) while restoring.
+
+  When a checkpoint's arrays cannot be read (corrupted, or of another model),
+  orbax abandons its event loop and tasks while tensorstore still completes the
+  other reads: their callbacks, tasks and coroutines then print tracebacks and
+  "Event loop is closed" errors (over a hundred lines for a small model), which
+  would bury the one line seqjax prints about it. After a failed read
+  (`failed`), what was held is dropped; otherwise it is passed on.
+  """
+
+  def __init__(self):
+    self.failed = False
+
+  def __enter__(self):
+    sys.stderr.flush()
+    self._saved = os.dup(2)
+    self._held = tempfile.TemporaryFile()
+    os.dup2(self._held.fileno(), 2)
+    return self
+
+  def __exit__(self, *exc):
+    if self.failed:
+      time.sleep(0.05)  # the last callbacks land right after the failed read returns
+      gc.collect()  # abandoned tasks and coroutines report as they are collected
+    sys.stderr.flush()
+    os.dup2(self._saved, 2)
+    os.close(self._saved)
+    self._held.seek(0)
+    text = self._held.read().decode(errors="replace")
+    self._held.close()
+    if text and not self.failed:
+      sys.stderr.write(text)
+      sys.stderr.flush()
+    if self.failed:
+      _drop_abandoned_reads()
+
+
+def _drop_abandoned_reads() -> None:
+  """Python reports the abandoned read coroutines when it collects them, later
+  (often at exit), through `sys.unraisablehook`: drop those reports only."""
+  previous = sys.unraisablehook
+  if getattr(previous, "seqjax_drops_abandoned_reads", False):
+    return
+
+  def hook(unraisable):
+    name = getattr(getattr(unraisable, "object", None), "__qualname__", "")
+    if name.endswith("_read_array_index_and_device_put"):
+      return
+    previous(unraisable)
+
+  hook.seqjax_drops_abandoned_reads = True
+  sys.unraisablehook = hook
+  # asyncio logs the abandoned read tasks as "Task exception was never retrieved".
+  pylogging.getLogger("asyncio").addFilter(
+      lambda record: "_read_array_index_and_device_put" not in record.getMessage())
 
 
 def _write_replicated_arrays_whole() -> None:

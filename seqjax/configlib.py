@@ -174,14 +174,16 @@ def make_quick(config: ml_collections.ConfigDict) -> None:
 def finish(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict,
            quick: Callable[[ml_collections.ConfigDict], None] | None = None
            ) -> ml_collections.ConfigDict:
-  """The tail every config file ends with: `steps=N` sets train.steps; `quick` shrinks
-  the run (`make_quick`, then the config's own `quick(config)` for its task fields)."""
-  if arg.steps:
-    config.train.steps = arg.steps
+  """The tail every config file ends with: `quick` shrinks the run (`make_quick`, then
+  the config's own `quick(config)` for its task fields); `steps=N` sets train.steps
+  last, so `quick,steps=100` runs 100 steps of the quick run."""
   if arg.quick:
     make_quick(config)
     if quick is not None:
       quick(config)
+  if arg.steps:
+    config.train.steps = arg.steps
+    config.train.epochs = 0
   return config
 
 

@@ -168,7 +168,8 @@ def check_experiment(name: str) -> str:
   run = planning.setup(config)
   loop = programs.jit_train_loop(run)
   steps = config.train.log_every
-  state, totals = loop(run.state, run.data_key, run.dropout_key, np.int32(steps))
+  state, totals = loop(run.state, run.data_key, run.dropout_key, np.int32(steps),
+                       programs.zero_sums(run))
   totals = jax.device_get(totals)
   if int(totals["steps"]) != steps or not totals["finite"]:
     raise CheckFailed(f"{name}:quick ran {int(totals['steps'])} of {steps} steps, finite="

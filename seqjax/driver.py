@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Protocol
@@ -22,35 +24,54 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from seqjax import checkpoint, planning, programs, sharding, writers
+from seqjax import checkpoint, files, planning, programs, sharding, validate, workdirs, writers
 
 # Seconds of training per device call once a call has been timed.
 CALL_SECONDS = 0.5
 
 
 class Preempted(Exception):  # noqa: N818  (a stop, not an error)
-  """SIGTERM arrived; a checkpoint of the current step was saved before stopping."""
+  """SIGTERM or SIGINT arrived; a checkpoint of the current step was saved before stopping.
+
+  `signum`: the signal (a command line exits with 128 + signum).
+  """
+
+  def __init__(self, message: str, signum: int = signal.SIGTERM):
+    super().__init__(message)
+    self.signum = int(signum)
 
 
-class SigtermFlag:
-  """Records SIGTERM (a preemption notice) while training, instead of dying mid-step."""
+class StopSignals:
+  """Records SIGTERM (a preemption notice) and SIGINT (Ctrl-C) while training, instead of
+  dying mid-step: the driver saves a checkpoint of the current step, then stops. A second
+  Ctrl-C exits at once (exit code 130)."""
+
+  SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT (Ctrl-C)"}
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested = None  # the signal number, once one arrived
+    self._previous = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.requested == signal.SIGINT:
+      print("stopped: a second Ctrl-C; exiting without a checkpoint", file=sys.stderr,
+            flush=True)
+      os._exit(130)
+    if signum == signal.SIGINT:
+      print("Ctrl-C: saving a checkpoint of the current step, then stopping (Ctrl-C again "
+            "to exit at once)", file=sys.stderr, flush=True)
+    self.requested = signum
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
 def itstime(step: int, every: int, total: int) -> bool:
@@ -88,6 +109,7 @@ class Started:
   first_step: int
   ckpt: checkpoint.Checkpointer
   train_loop: Any  # compiled `programs.jit_train_loop(run)`
+  zero_sums: Any  # its empty metric window
   eval_set: Any
   evaluate: Any  # compiled `programs.jit_evaluate(run, ...)`
 
@@ -102,18 +124,28 @@ def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
   wall time.
   """
   with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile") as pool:
+    zero_sums = programs.zero_sums(run)
     train_loop = pool.submit(programs.compile_ahead, programs.jit_train_loop(run), run.state,
-                             *run.loop_args(), np.int32(1))
+                             *run.loop_args(), np.int32(1), zero_sums)
     run = planning.initialize(run)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-    state = ckpt.restore_latest(run.state)
-    step = first_step(state)
+    try:
+      state = ckpt.restore_latest(run.state)
+      step = first_step(state)
+      if step > run.total:
+        validate.fail("train.steps", run.total, f"the checkpoint in --workdir={workdir!r} is "
+                      f"at step {step}, after this config's last step; use a new --workdir")
+    except BaseException:
+      ckpt.close()
+      raise
+    workdirs.write_config(run.config, workdir)  # only now: a failed resume keeps the old one
+    writers.repair_metrics(workdir, step)
     if step:
       writers.console(f"resumed from the checkpoint at step {step}")
     eval_set = programs.jit_eval_set(run)(run.data_key, run.eval_key)
     evaluate = programs.compile_ahead(programs.jit_evaluate(run, eval_batch_size),
                                       state.params, eval_set)
-    return Started(run, state, step, ckpt, train_loop.result(), eval_set, evaluate)
+    return Started(run, state, step, ckpt, train_loop.result(), zero_sums, eval_set, evaluate)
 
 
 def first_step(state) -> int:
@@ -124,19 +156,62 @@ def first_step(state) -> int:
   return int(jax.jit(lambda s: s[0], out_shardings=sharding.replicated(mesh))(state.step))
 
 
+class MetricWindows:
+  """The metric sums since the last log, kept beside each checkpoint
+  (`workdir/metric_windows.jsonl`), so the first window logged after a resume
+  averages the same steps as an uninterrupted run's."""
+
+  def __init__(self, workdir: str):
+    self._path = files.path(workdir) / "metric_windows.jsonl"
+    self._file = None
+
+  def restore(self, step: int) -> tuple[Any, int]:
+    """(sums, steps) saved with the checkpoint at `step`; (None, 0) when none was."""
+    if not step or not self._path.exists():
+      return None, 0
+    found = None
+    for line in self._path.read_text().splitlines():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record.get("step") == step:
+        found = record
+    if found is None or not found["steps"]:
+      return None, 0
+    sums = {k: np.asarray(v, found["dtypes"][k]) for k, v in found["sums"].items()}
+    return sums, found["steps"]
+
+  def save(self, step: int, sums, steps: int) -> None:
+    if not sharding.is_writer():
+      return
+    if self._file is None:
+      self._file = files.LineFile(self._path)
+    record = {"step": step, "steps": steps,
+              "sums": {k: np.asarray(v).tolist() for k, v in (sums or {}).items()},
+              "dtypes": {k: str(np.asarray(v).dtype) for k, v in (sums or {}).items()}}
+    self._file.write(json.dumps(record) + "\n")
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+
+
 def run(train_loop, state, loop_args: tuple, *, total: int,
         train_config: ml_collections.ConfigDict, monitor: Monitor,
         ckpt: checkpoint.Checkpointer, writer: writers.MetricWriter,
-        t_start: float) -> tuple[Any, Any, float | None]:
+        workdir: str, zero_sums: Any, t_start: float) -> tuple[Any, Any, float | None]:
   """Trains `state` from its step to `total`, then evaluates once more.
 
   Args:
-    train_loop: `(state, *loop_args, num_steps) -> (state, totals)`, compiled.
+    train_loop: `(state, *loop_args, num_steps, sums) -> (state, totals)`, compiled.
     state: the restored (or fresh) state; donated to `train_loop`.
     total: the last step.
     train_config: `config.train` (the cadences).
     monitor: checks totals, makes the logged scalars, evaluates.
     ckpt, writer: where checkpoints and metrics go.
+    workdir: the run's folder (the metric windows saved with checkpoints).
+    zero_sums: `programs.zero_sums(run)`, the empty metric window.
     t_start: `time.perf_counter()` at the run's start, for the compile time.
 
   Returns:
@@ -144,21 +219,24 @@ def run(train_loop, state, loop_args: tuple, *, total: int,
     step, or None when there was none to run).
 
   Raises:
-    Preempted: SIGTERM; a checkpoint of the current step was saved first.
+    Preempted: SIGTERM or SIGINT; a checkpoint of the current step was saved first.
     Whatever `monitor.check` raises (a NaN in a single run).
   """
   t = train_config
   step = first_step(state)
   progress = writers.Progress(step, total)
   chunk, compile_s = 1, None
-  window, window_steps = None, 0  # metric sums since the last log
-  with SigtermFlag() as sigterm:
+  windows = MetricWindows(workdir)
+  window, window_steps = windows.restore(step)  # metric sums since the last log
+  with StopSignals() as signals:
     while step < total:
       # Steps per call: 1 at first (its end is the first step, `compile_s`), then
       # about CALL_SECONDS of work, so SIGTERM and progress wait no longer than that.
       n = min(next_stop(step, t, total) - step, chunk)
       t_call = time.perf_counter()
-      state, totals = train_loop(state, *loop_args, np.int32(n))
+      if window is None:
+        window = zero_sums
+      state, totals = train_loop(state, *loop_args, np.int32(n), window)
       totals = jax.device_get(totals)
       elapsed = time.perf_counter() - t_call
       ran = int(totals["steps"])
@@ -172,12 +250,11 @@ def run(train_loop, state, loop_args: tuple, *, total: int,
           chunk = int(multihost_utils.broadcast_one_to_all(np.int32(chunk)))
       if not monitor.check(step, totals):
         break
-      window = totals["sums"] if window is None else jax.tree.map(np.add, window,
-                                                                  totals["sums"])
+      window = totals["sums"]  # the loop added this call's steps to the window it was given
       window_steps += ran
-      stop = sigterm.requested  # read once: a signal between two reads would skip the save
+      stop = signals.requested or 0  # read once: a signal between two reads would skip the save
       if jax.process_count() > 1:  # any process's notice stops all of them at this step
-        stop = bool(np.any(multihost_utils.process_allgather(np.int32(stop))))
+        stop = int(np.max(multihost_utils.process_allgather(np.int32(stop))))
       if itstime(step, t.log_every, total):
         scalars = monitor.train_scalars(window, window_steps)
         window, window_steps = None, 0
@@ -189,8 +266,10 @@ def run(train_loop, state, loop_args: tuple, *, total: int,
         monitor.evaluate(step, state)
       if itstime(step, t.checkpoint_every, total) or stop:
         ckpt.save(step, state)
+        windows.save(step, window, window_steps)
       if stop:
         ckpt.wait()
-        raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved; rerun the "
-                        "same command to resume")
+        raise Preempted(f"stopped by {StopSignals.SIGNALS[stop]} at step {step}; checkpoint "
+                        "saved; rerun the same command to resume", stop)
+  windows.close()
   return state, monitor.evaluate(total, state), compile_s

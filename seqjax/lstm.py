@@ -27,6 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.recurrent import flip_sequences
 
 from seqjax import numerics, recurrence
@@ -303,7 +304,14 @@ class LSTMLayer(LSTMOptions):
     """
     if lengths is not None and mask is not None:
       raise ValueError("LSTMLayer: pass lengths or mask, not both")
-    batch, steps, in_features = x.shape
+    check_options("LSTMLayer", self.hidden, 1, self.remat, self.unroll)
+    batch, steps, in_features = check_input("LSTMLayer", x)
+    if carry is not None:
+      check_carry("LSTMLayer", carry, (batch, self.hidden), "[batch, hidden]")
+    lengths = check_lengths("LSTMLayer", lengths, batch, steps)
+    if mask is not None and jnp.shape(mask) != (batch, steps):
+      raise ValueError(f"LSTMLayer: mask must be [batch, time] = {(batch, steps)}; "
+                       f"got shape {jnp.shape(mask)}")
     cell = LSTMCell(self.hidden, in_features, **options_of(self, CellOptions), name="cell")
     if carry is None:
       carry = zero_carry((batch,), self.hidden, acc_dtype(self.dtype))
@@ -354,8 +362,12 @@ class LSTM(LSTMOptions):
     Returns:
       (final carry (h, c) each [L, B, H], outputs [B, T, H] or [B, H]).
     """
+    check_options("LSTM", self.hidden, self.num_layers, self.remat, self.unroll)
+    batch, _, _ = check_input("LSTM", x)
     if carry is None:
-      carry = zero_carry((self.num_layers, x.shape[0]), self.hidden, acc_dtype(self.dtype))
+      carry = zero_carry((self.num_layers, batch), self.hidden, acc_dtype(self.dtype))
+    check_carry("LSTM", carry, (self.num_layers, batch, self.hidden),
+                "[num_layers, batch, hidden]")
     hs, cs = [], []
     for layer in range(self.num_layers):
       (h, c), x = LSTMLayer(self.hidden, **options_of(self), name=f"layer{layer}")(
@@ -364,6 +376,49 @@ class LSTM(LSTMOptions):
       cs.append(c)
     carry = (jnp.stack(hs), jnp.stack(cs))
     return carry, (x if self.return_sequences else carry[0][-1])
+
+
+def check_options(module: str, hidden: Any, num_layers: Any, remat: Any, unroll: Any) -> None:
+  """ValueError naming the argument for sizes and scan options out of range."""
+  for name, value, low in (("hidden", hidden, 1), ("num_layers", num_layers, 1),
+                           ("remat", remat, -1), ("unroll", unroll, 0)):
+    if not isinstance(value, int) or value < low:  # bool is an int: unroll=True is allowed
+      raise ValueError(f"{module}: {name} must be an integer >= {low}; got {value!r}")
+
+
+def check_input(module: str, x: Array) -> tuple[int, int, int]:
+  """The (batch, time, features) of `x`, or a ValueError naming the expected shape."""
+  if jnp.ndim(x) != 3:
+    raise ValueError(f"{module}: x must be [batch, time, features] (rank 3); got shape "
+                     f"{jnp.shape(x)}")
+  return jnp.shape(x)
+
+
+def check_carry(module: str, carry: Any, shape: tuple[int, ...], layout: str) -> None:
+  """A ValueError unless `carry` is a pair (h, c) of arrays of `shape`."""
+  if (not isinstance(carry, tuple | list) or len(carry) != 2
+      or any(jnp.shape(a) != shape for a in carry)):
+    got = ([jnp.shape(a) for a in carry] if isinstance(carry, tuple | list)
+           else type(carry).__name__)
+    raise ValueError(f"{module}: carry must be (h, c), each {layout} = {shape}; got {got}")
+
+
+def check_lengths(module: str, lengths: Array | None, batch: int, steps: int) -> Array | None:
+  """`lengths` [B] within [0, T]: checked when known at trace time, clipped when traced
+  (a length past T means the whole sequence)."""
+  if lengths is None:
+    return None
+  if jnp.shape(lengths) != (batch,):
+    raise ValueError(f"{module}: lengths must be [batch] = ({batch},); got shape "
+                     f"{jnp.shape(lengths)}")
+  try:
+    values = np.asarray(lengths)
+  except jax.errors.TracerArrayConversionError:  # traced: known only when it runs
+    values = None
+  if values is not None and values.size and (values.min() < 0 or values.max() > steps):
+    raise ValueError(f"{module}: lengths must be within [0, {steps}] (the time steps); "
+                     f"got {values.min()}..{values.max()}")
+  return jnp.clip(jnp.asarray(lengths), 0, steps)
 
 
 def scale_gains(params: Any, kernel_gain: Array | float, recurrent_gain: Array | float,

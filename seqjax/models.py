@@ -26,6 +26,9 @@ ACTIVATIONS = {
 }
 HEADS = ("last", "per_step")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Sizes past any model seqjax trains; memory is checked against the device separately.
+MAX_WIDTH = 2**16
+MAX_LAYERS = 64
 
 
 def activation(name: str):
@@ -115,10 +118,10 @@ class SequenceModel(lstm_lib.LSTMOptions):
 
 def validate_config(m: ml_collections.ConfigDict) -> None:
   """Checks `config.model`; a bad value is a ConfigError naming the field."""
-  for field in ("hidden", "num_layers"):
-    validate.positive(f"model.{field}", m[field])
+  validate.integer_in("model.hidden", m.hidden, 1, MAX_WIDTH)
+  validate.integer_in("model.num_layers", m.num_layers, 1, MAX_LAYERS)
   for width in m.head_hidden:
-    validate.positive("model.head_hidden", width)
+    validate.integer_in("model.head_hidden", width, 1, MAX_WIDTH)
   validate.one_of("model.activation", m.activation, ACTIVATIONS)
   validate.one_of("model.out_activation", m.out_activation, ACTIVATIONS)
   validate.in_range("model.dropout", m.dropout, 0.0, 0.99)

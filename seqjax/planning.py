@@ -12,6 +12,7 @@ and eval keys.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import jax
@@ -29,14 +30,22 @@ ARRAY_FIELDS = ("seed", "model.kernel_gain", "model.recurrent_gain", "model.forg
                 "train.learning_rate")
 
 
+# Bounds that no run on one machine reaches; past them a value is a typo.
+MAX_STEPS = 10**9
+MAX_BATCH = 2**24
+MAX_SEED = 2**32 - 1  # jax.random.key takes a uint32 seed
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the task-independent fields; tasks check their own in `make`."""
+  validate.finite_numbers(config)
+  validate.integer_in("seed", config.seed, 0, MAX_SEED)
   models.validate_config(config.model)
   t = config.train
-  validate.positive("train.batch_size", t.batch_size)
-  validate.non_negative("train.epochs", t.epochs)
+  validate.integer_in("train.batch_size", t.batch_size, 1, MAX_BATCH)
+  validate.integer_in("train.epochs", t.epochs, 0, MAX_STEPS)
   if not t.epochs:
-    validate.positive("train.steps", t.steps)
+    validate.integer_in("train.steps", t.steps, 1, MAX_STEPS)
   optim.validate_config(t)
   for field in ("log_every", "checkpoint_every", "eval_batch_size"):
     validate.positive(f"train.{field}", t[field])
@@ -94,6 +103,51 @@ def _task_and_total(config):
   return task, total
 
 
+def device_memory_bytes(device: jax.Device) -> int | None:
+  """What one device may allocate: an accelerator's limit, a CPU's physical memory."""
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"])
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def check_memory(config: ml_collections.ConfigDict, task: base.Task, mesh, models_per_device: int
+                 = 1) -> None:
+  """Refuses, before compiling, a train step that cannot fit one device's memory.
+
+  An estimate from the shapes: parameters with their gradient and two optimizer
+  moments, and the backward pass's stored residuals (`lstm.RESIDUALS_PER_STEP`
+  [B, H] arrays a step and layer, plus the [B, 4H] input projection), for the
+  device's share of the batch (and of a grid's models). It names the field that
+  dominates.
+  """
+  m = config.model
+  sample = jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
+  _, steps, features = sample["x"].shape
+  batch = max(1, config.train.batch_size // mesh.shape[sharding.DATA])
+  params = lstm.num_lstm_params(features, m.hidden, m.num_layers)
+  width = m.hidden
+  for out in (*m.head_hidden, task.out_features):
+    params += (width + 1) * out
+    width = out
+  kept = steps if not m.remat else 2 * int(steps ** 0.5) + 1
+  activations = m.num_layers * kept * batch * m.hidden * (lstm.RESIDUALS_PER_STEP + 4)
+  need = 4 * models_per_device * (4 * params + activations)
+  have = device_memory_bytes(mesh.devices.flat[0])
+  if have is None or need <= have:
+    return
+  gib = lambda n: f"{n / 2**30:.1f} GiB"
+  field, value = (("model.hidden", m.hidden) if 4 * params >= activations
+                  else ("train.batch_size", config.train.batch_size))
+  validate.fail(field, value, f"the train step needs about {gib(need)} per device "
+                f"(parameters and optimizer {gib(16 * params * models_per_device)}, stored "
+                f"activations {gib(4 * activations * models_per_device)}), more than the "
+                f"{gib(have)} of {mesh.devices.flat[0].platform} memory")
+
+
 def _placed(tree, shardings):
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       tree, shardings)
@@ -110,6 +164,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
     validate.fail("mesh.model", config.mesh.model, "must be 1 for a single run (the model axis "
                   "splits the models of a sweep grid); use mesh.data")
   sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
+  check_memory(config, task, mesh)
   if workdir is not None:
     workdirs.prepare(config, workdir)
   model = models.from_config(config.model, task.out_features, task.head)
@@ -149,6 +204,9 @@ def plan_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
     validate.fail("model.chrono_tmax", config.model.chrono_tmax,
                   "must be 0 to sweep model.forget_bias (chrono sets the gate biases)")
   for r in runs:
+    validate.finite_numbers({k: v for k, v in r.items()})
+    if "seed" in r:
+      validate.integer_in("seed", r["seed"], 0, MAX_SEED)
     for field in ("model.kernel_gain", "model.recurrent_gain", "train.learning_rate"):
       if field in r:
         validate.positive_float(field, r[field])
@@ -156,6 +214,7 @@ def plan_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_divides(mesh, sharding.MODEL, len(runs), "the number of sweep runs")
   sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
+  check_memory(config, task, mesh, len(runs) // mesh.shape[sharding.MODEL])
   if workdir is not None:
     workdirs.prepare(config, workdir)
   # One model built with unit gains; each model's gains are applied as scales. Its scan

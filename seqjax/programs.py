@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 from jax.sharding import NamedSharding
@@ -111,7 +112,8 @@ def _zero_metrics(step, state):
 
 
 def make_train_loop(model: models.SequenceModel, task: base.Task, mesh=None):
-  """`(state, data_key, dropout_key, num_steps) -> (state, totals)`: many steps, one call.
+  """`(state, data_key, dropout_key, num_steps, sums=None) -> (state, totals)`: many
+  steps, one call.
 
   A device-side while loop runs up to `num_steps` train steps (a traced
   count: one compiled program serves every call), builds the task's
@@ -119,14 +121,20 @@ def make_train_loop(model: models.SequenceModel, task: base.Task, mesh=None):
   whose metrics are not finite. Small steps cost less than a dispatch from
   Python, so the driver hands this ~0.5 s of steps at a time.
 
-  totals: {"sums": {name: sum over the steps run}, "steps": steps run,
-  "finite": False if the last step run had a NaN/Inf metric}.
+  `sums`: the metric sums so far (zeros when None); each step adds its metrics
+  in order, so a window of steps sums the same however it is cut into calls
+  (and however a resumed run restarts it).
+
+  totals: {"sums": sums plus every step run, "steps": steps run, "finite":
+  False if the last step run had a NaN/Inf metric}.
   """
   train_step = make_train_step(model, task, mesh)
 
-  def train_loop(state, data_key, dropout_key, num_steps):
+  def train_loop(state, data_key, dropout_key, num_steps, sums=None):
     data = task.train_data(data_key)
     step = lambda st: train_step(st, data_key, dropout_key, data=data)
+    if sums is None:
+      sums = _zero_metrics(step, state)
 
     def body(carry):
       i, state, sums, _ = carry
@@ -135,8 +143,7 @@ def make_train_loop(model: models.SequenceModel, task: base.Task, mesh=None):
       return i + 1, state, jax.tree.map(jnp.add, sums, metrics), finite
 
     n, state, sums, finite = jax.lax.while_loop(
-        lambda c: (c[0] < num_steps) & c[3], body,
-        (jnp.int32(0), state, _zero_metrics(step, state), jnp.bool_(True)))
+        lambda c: (c[0] < num_steps) & c[3], body, (jnp.int32(0), state, sums, jnp.bool_(True)))
     return state, {"sums": sums, "steps": n, "finite": finite}
 
   return train_loop
@@ -145,20 +152,22 @@ def make_train_loop(model: models.SequenceModel, task: base.Task, mesh=None):
 def make_grid_train_loop(model: models.SequenceModel, task: base.Task, mesh=None):
   """`make_train_loop` for M models at once, vmapped over a leading `model` axis.
 
-  `(state [M], data_keys [M], dropout_keys [M], lr_scale [M], num_steps)
+  `(state [M], data_keys [M], dropout_keys [M], lr_scale [M], num_steps, sums=None)
   -> (state, totals)`. A model whose metrics become NaN/Inf at a step is
   masked from then on: its parameters, optimizer state and carry stay as they
   were before that step, `state.diverged_at` records the step, and the others
   go on. The loop ends early only when every model has diverged.
 
-  totals: {"sums": {name: [M] sums over each model's finite steps},
+  totals: {"sums": {name: [M] sums so far plus each model's finite steps},
   "steps": steps run, "alive": [M] bool}.
   """
   train_step = jax.vmap(make_train_step(model, task, mesh), spmd_axis_name=sharding.MODEL)
 
-  def train_loop(state, data_keys, dropout_keys, lr_scale, num_steps):
+  def train_loop(state, data_keys, dropout_keys, lr_scale, num_steps, sums=None):
     data = jax.vmap(task.train_data)(data_keys)
     step = lambda st: train_step(st, data_keys, dropout_keys, lr_scale, data)
+    if sums is None:
+      sums = _zero_metrics(step, state)
 
     def body(carry):
       i, state, sums = carry
@@ -177,7 +186,7 @@ def make_grid_train_loop(model: models.SequenceModel, task: base.Task, mesh=None
 
     n, state, sums = jax.lax.while_loop(
         lambda c: (c[0] < num_steps) & jnp.any(c[1].diverged_at < 0), body,
-        (jnp.int32(0), state, _zero_metrics(step, state)))
+        (jnp.int32(0), state, sums))
     return state, {"sums": sums, "steps": n, "alive": state.diverged_at < 0}
 
   return train_loop
@@ -243,19 +252,27 @@ def jit_train_step(run):
 
 
 def jit_train_loop(run):
-  """The run's train loop: `(state, *run.loop_args(), num_steps) -> (state, totals)`.
+  """The run's train loop: `(state, *run.loop_args(), num_steps, sums) -> (state, totals)`.
 
-  The state is donated; totals come back replicated.
+  `sums`: the metric window so far (`zero_sums(run)` to start one). The state
+  is donated; totals come back replicated.
   """
   repl = sharding.replicated(run.mesh)
   if not run.grid:
     return jax.jit(make_train_loop(run.model, run.task, run.mesh),
-                   in_shardings=(run.state_sharding, repl, repl, repl),
+                   in_shardings=(run.state_sharding, repl, repl, repl, repl),
                    out_shardings=(run.state_sharding, repl), donate_argnums=0)
   split = _split(run)
   return jax.jit(make_grid_train_loop(run.model, run.task, run.mesh),
-                 in_shardings=(run.state_sharding, split, split, split, repl),
+                 in_shardings=(run.state_sharding, split, split, split, repl, repl),
                  out_shardings=(run.state_sharding, repl), donate_argnums=0)
+
+
+def zero_sums(run) -> dict[str, np.ndarray]:
+  """Zero metric sums of the run's train loop, on the host ({name: [] or [M]})."""
+  loop = (make_grid_train_loop if run.grid else make_train_loop)(run.model, run.task, run.mesh)
+  shapes = jax.eval_shape(loop, run.state, *run.loop_args(), 1)[1]["sums"]
+  return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
 def jit_evaluate(run, batch_size: int):

@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from seqjax import configlib, files, planning, programs, writers
+from seqjax import cli, configlib, files, planning, programs, writers
 from seqjax.bench import timing
 
 
@@ -55,23 +55,37 @@ def main():
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  flags.DEFINE_integer("per_device_batch", 32, "Batch per device (weak scaling keeps it fixed).")
+  flags.DEFINE_integer("per_device_batch", 32, "Batch per device (weak scaling keeps it fixed).",
+                       lower_bound=1)
   flags.DEFINE_list("devices", ["1", "2", "4", "8"], "Device counts to measure.")
-  flags.DEFINE_integer("steps", 20, "Timed steps per device count (after the compiling one).")
-  flags.DEFINE_integer("measure", 0, "Internal: measure this device count in this process.")
+  flags.DEFINE_integer("steps", 20, "Timed steps per device count (after the compiling one).",
+                       lower_bound=1)
+  flags.DEFINE_integer("measure", 0, "Internal: measure this device count in this process.",
+                       lower_bound=0)
   flags.DEFINE_string("out", None, "Also write the rows as JSON here.")
   flags.mark_flags_as_required(["config"])
   FLAGS = flags.FLAGS  # noqa: N806
 
   def run(argv):
-    del argv
+    with cli.exit_codes():
+      if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      try:
+        devices = [int(n) for n in FLAGS.devices]
+      except ValueError:
+        devices = []
+      if not devices or min(devices) < 1:
+        raise app.UsageError(f"--devices={','.join(FLAGS.devices)} must be positive integers")
+      _run(devices)
+
+  def _run(devices):
     if FLAGS.measure:
       row = measure(FLAGS.config, FLAGS.measure, FLAGS.per_device_batch, FLAGS.steps)
       print(json.dumps(row), flush=True)
       return
     simulate = jax.default_backend() == "cpu"
     rows = []
-    for n in map(int, FLAGS.devices):
+    for n in devices:
       env = dict(os.environ)
       if simulate:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
@@ -88,7 +102,7 @@ def main():
     if FLAGS.out:
       files.write_json(FLAGS.out, rows)
 
-  app.run(run)
+  app.run(run, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

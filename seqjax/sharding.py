@@ -81,6 +81,11 @@ def set_cpu_devices(count: int, batch_size: int, hidden: int | None = None) -> i
   if (count == 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
       or "JAX_NUM_CPU_DEVICES" in os.environ):
     return None
+  if count > available_cores():
+    validate.fail("mesh.cpu_devices", count,
+                  f"must be at most the {available_cores()} cores this process may use "
+                  "(-1 chooses; to simulate more devices for testing, set XLA_FLAGS="
+                  "--xla_force_host_platform_device_count=N)")
   if count == -1:
     count = auto_cpu_devices(batch_size, available_cores(), hidden)
   try:

@@ -23,8 +23,8 @@ device-side loops, checkpoints, SIGTERM, resume after a kill, progress.
 from __future__ import annotations
 
 import json
+import math
 import os
-import sys
 import time
 from typing import Any
 
@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from seqjax import (
+  cli,
   compile_cache,
   configlib,
   driver,
@@ -57,7 +58,10 @@ def load_sweep(config_file: str, name: str) -> list[dict[str, Any]]:
   if not hasattr(module, "sweep"):
     raise validate.ConfigError(f"--config={config_file!r} declares no sweep(add, name)")
   runs = []
-  module.sweep(lambda **overrides: runs.append(overrides), name)
+  try:
+    module.sweep(lambda **overrides: runs.append(overrides), name)
+  except (ValueError, KeyError, TypeError) as e:  # the config's own refusal of a name
+    raise validate.ConfigError(f"--sweep={name!r}: {e}") from None
   if not runs:
     raise validate.ConfigError(f"--sweep={name!r} adds no runs in {config_file}")
   return runs
@@ -162,16 +166,26 @@ def train_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]], wo
   """
   t_start = time.perf_counter()
   run = planning.plan_grid(config, runs, workdir)  # every check, before anything compiles
+  try:
+    return _train_grid(run, workdir, converged, t_start)
+  finally:
+    workdirs.release(workdir)
+
+
+def _train_grid(run: planning.Run, workdir: str, converged: float | None,
+                t_start: float) -> list[dict[str, Any]]:
+  config, runs = run.config, run.runs
   started = driver.start(run, workdir, config.train.eval_batch_size)
   run, ckpt, first = started.run, started.ckpt, started.first_step
   task = run.task
-  writer = writers.MetricWriter(workdir, enabled=sharding.is_writer())
+  writer = writers.MetricWriter(workdir, enabled=sharding.is_writer(), resumed_at=first)
   monitor = GridMonitor(run, started.state, started.evaluate, started.eval_set, writer, workdir,
                         first)
   try:
     state, (final, diverged_at), compile_s = driver.run(
         started.train_loop, started.state, run.loop_args(), total=run.total,
-        train_config=config.train, monitor=monitor, ckpt=ckpt, writer=writer, t_start=t_start)
+        train_config=config.train, monitor=monitor, ckpt=ckpt, writer=writer, workdir=workdir,
+        zero_sums=started.zero_sums, t_start=t_start)
   finally:
     ckpt.close()
     writer.close()
@@ -209,14 +223,16 @@ def throughput(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   """
   grid = planning.initialize(planning.plan_grid(config, runs))
   grid_rate = grid.size * timing.loop_steps_per_second(
-      programs.jit_train_loop(grid), grid.state, steps, *grid.loop_args())
+      programs.jit_train_loop(grid), grid.state, steps, *grid.loop_args(),
+      sums=programs.zero_sums(grid))
   # One model alone on the same devices, its batch split as far as it divides.
   devices, batch = jax.device_count(), config.train.batch_size
   data = max(d for d in range(1, devices + 1) if devices % d == 0 and batch % d == 0)
   alone = planning.setup(configlib.override(config, {**runs[0], "mesh.model": 1,
                                                      "mesh.data": data}))
   single_rate = timing.loop_steps_per_second(programs.jit_train_loop(alone), alone.state,
-                                             steps, *alone.loop_args())
+                                             steps, *alone.loop_args(),
+                                             sums=programs.zero_sums(alone))
   out = {"models": grid.size, "grid_model_steps_per_s": grid_rate,
          "sequential_model_steps_per_s": single_rate, "speedup": grid_rate / single_rate,
          "platform": jax.default_backend()}
@@ -288,17 +304,21 @@ def main():
   flags.DEFINE_string("workdir", None, "Output directory (default runs/sweep/<config>-<sweep>).")
   flags.DEFINE_float("converged", None, "Held-out metric threshold for steps-to-converge.")
   flags.DEFINE_integer("throughput", 0, "> 0: only time this many steps of each group's grid "
-                       "against its models one after another, and print model-steps/s.")
+                       "against its models one after another, and print model-steps/s.",
+                       lower_bound=0)
   compile_cache.define_flag()
   flags.mark_flags_as_required(["config"])
   FLAGS = flags.FLAGS  # noqa: N806
 
   def run(argv):
-    del argv
-    path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
-    workdir = FLAGS.workdir or workdirs.default(path, FLAGS.sweep)
-    compile_cache.enable(FLAGS.compilation_cache)
-    try:
+    with cli.exit_codes():
+      if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      if FLAGS.converged is not None and not math.isfinite(FLAGS.converged):
+        raise app.UsageError(f"--converged={FLAGS.converged} must be a finite number")
+      path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
+      workdir = FLAGS.workdir or workdirs.default(path, FLAGS.sweep)
+      compile_cache.enable(FLAGS.compilation_cache)
       # A CPU host as N devices only when asked (mesh.cpu_devices=N): a grid splits its
       # models along mesh.model, which the automatic choice (by batch) does not see.
       if not sharding.initialize_distributed() and FLAGS.config.mesh.cpu_devices > 0:
@@ -312,14 +332,9 @@ def main():
           throughput(configlib.override(FLAGS.config, structural), arrays, FLAGS.throughput)
         return
       run_sweep(FLAGS.config, path, FLAGS.sweep, workdir, FLAGS.converged)
-    except validate.ConfigError as e:
-      raise SystemExit(f"error: {e}") from None
-    except driver.Preempted as e:
-      print(f"stopped: {e}", file=sys.stderr)
-      sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
 
   logging.set_verbosity(logging.WARNING)  # progress goes to stdout; keep library chatter out
-  app.run(run)
+  app.run(run, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from seqjax import checkpoint, driver, outputs, planning, sharding, writers
+from seqjax import checkpoint, driver, outputs, planning, sharding, workdirs, writers
 
 Preempted = driver.Preempted
 
@@ -61,7 +61,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Preempted: SIGTERM; a checkpoint of the current step was saved first.
   """
   t_start = time.perf_counter()
-  run = planning.plan(config, workdir)  # every check, before anything compiles
+  run = planning.plan(config, workdir)  # every check, before anything compiles; holds workdir
+  try:
+    return _train_and_evaluate(run, workdir, t_start)
+  finally:
+    workdirs.release(workdir)
+
+
+def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict[str, Any]:
+  config = run.config
   outputs.import_plots_in_background()
   started = driver.start(run, workdir, config.train.eval_batch_size)
   run, ckpt = started.run, started.ckpt
@@ -69,13 +77,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   n_params = sum(p.size for p in jax.tree.leaves(run.state.params))
   writers.console(f"task {task.name}: {n_params} parameters, {run.total} steps, "
                   f"workdir {workdir}, mesh {dict(mesh.shape)}")
-  writer = writers.MetricWriter(workdir, enabled=sharding.is_writer())
+  writer = writers.MetricWriter(workdir, enabled=sharding.is_writer(),
+                                resumed_at=started.first_step)
   try:
     state, (preds, held_out), compile_s = driver.run(
         started.train_loop, started.state, run.loop_args(), total=run.total,
         train_config=config.train,
         monitor=Monitor(started.evaluate, started.eval_set, writer, ckpt), ckpt=ckpt,
-        writer=writer, t_start=t_start)
+        writer=writer, workdir=workdir, zero_sums=started.zero_sums, t_start=t_start)
   finally:
     ckpt.close()
     writer.close()

@@ -5,6 +5,8 @@ Shared by `seqjax.main` (one run) and `seqjax.sweep` (a grid per folder).
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
 import os
 import shutil
@@ -27,25 +29,117 @@ def config_name(config_file: str) -> str:
 
 
 def default(config_file: str, sweep: str | None = None) -> str:
-  """Where a run writes without --workdir: `runs/<config>/<date-time>/`, or
-  `runs/sweep/<config>-<sweep>/` for a sweep (rerunning it resumes)."""
+  """Where a sweep writes without --workdir: `runs/sweep/<config>-<sweep>/` (rerunning
+  the same sweep resumes it). For a run, see `create_default`."""
   name = config_name(config_file)
   if sweep is not None:
     return os.path.join("runs", "sweep", f"{name}-{sweep}")
   return os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S"))
 
 
+def create_default(config_file: str) -> str:
+  """A new run directory of its own, `runs/<config>/<date-time.microseconds>-<pid>/`.
+
+  Created with an exclusive mkdir, so two runs started in the same microsecond
+  never share one. The processes of a multi-host job cannot agree on such a
+  name: they get `default` (to the second), and should be given --workdir.
+  """
+  if jax.process_count() > 1:
+    return default(config_file)
+  parent = os.path.join("runs", config_name(config_file))
+  files.path(parent).mkdir(parents=True, exist_ok=True)
+  stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S-%f}-{os.getpid()}"
+  for n in range(1000):
+    path = os.path.join(parent, stamp if not n else f"{stamp}-{n}")
+    try:
+      files.path(path).mkdir(exist_ok=False)
+      return path
+    except FileExistsError:
+      continue
+  raise validate.ConfigError(f"cannot create a new run directory under {parent}")
+
+
+# Workdirs this process holds, by path: {path: the lock file's descriptor}; and those
+# whose lock file it created and has not claimed yet.
+_HELD: dict[str, int] = {}
+_CREATED: dict[str, bool] = {}
+
+
+def lock(workdir: str) -> None:
+  """Holds `workdir/.lock` exclusively (`fcntl.flock`) for this process.
+
+  The OS releases it when the process ends, however it ends, so a killed run
+  leaves no stale lock. Held by the writer process only (process 0 of a
+  multi-host job), and only on a local file system (an object store has no
+  locks). Taking a lock this process holds already is a no-op.
+
+  Raises ConfigError, touching nothing, when another process holds it.
+  """
+  root = files.path(workdir)
+  key = os.path.abspath(workdir) if files.is_local(root) else None
+  if key is None or not sharding.is_writer() or key in _HELD:
+    return
+  path = os.path.join(key, ".lock")
+  created = not os.path.exists(path)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+    os.close(fd)
+    raise validate.ConfigError(
+        f"--workdir={workdir!r} is in use by another run (pid {owner}); wait for it to end, "
+        "or use another --workdir") from None
+  _HELD[key] = fd
+  _CREATED[key] = created
+
+
+def _claim(workdir: str) -> None:
+  """Writes this process's pid into the lock it holds (once the workdir checks passed)."""
+  fd = _HELD.get(os.path.abspath(workdir))
+  if fd is not None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _CREATED.pop(os.path.abspath(workdir), None)
+
+
+def release(workdir: str) -> None:
+  """Lets other processes use `workdir` (see `lock`)."""
+  key = os.path.abspath(workdir)
+  fd = _HELD.pop(key, None)
+  if fd is not None:
+    if _CREATED.pop(key, False):  # refused before it was claimed: leave no trace
+      os.unlink(os.path.join(key, ".lock"))
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Creates and checks `workdir` (local, or gs://... through epath) before anything is compiled.
 
-  Raises ConfigError if it cannot be written, has too little free space, or
-  holds checkpoints of a different config (unless `config.allow_config_change`).
+  Takes the workdir's lock (`lock`; `release` when the run ends). Raises
+  ConfigError if it is in use, cannot be written, has too little free space,
+  holds checkpoints beside a missing or unreadable config.json, or holds
+  checkpoints of a different config (unless `config.allow_config_change`).
   """
   root = files.path(workdir)
   # A name of its own: the processes of a multi-host job may share the workdir.
   probe = root / f".write_probe.{jax.process_index()}.{os.getpid()}"
   try:
     root.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise validate.ConfigError(f"--workdir={workdir!r} is not writable: {e}") from None
+  lock(workdir)
+  try:
+    _check(config, workdir, root, probe)
+  except BaseException:
+    release(workdir)
+    raise
+  _claim(workdir)
+
+
+def _check(config, workdir, root, probe) -> None:
+  try:
     try:
       probe.write_bytes(b"x" * 4096)
     finally:
@@ -59,14 +153,30 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
       raise validate.ConfigError(f"--workdir={workdir!r} has {free_mb:.0f} MiB free; at least "
                                  f"{MIN_FREE_MB} MiB are needed for checkpoints and metrics")
   path = root / "config.json"
-  if path.exists() and (root / "checkpoints").is_dir():
-    changed = config_changes(files.read_json(path), config)
+  checkpoints = root / "checkpoints"
+  if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+    try:
+      before = files.read_json(path)
+    except FileNotFoundError:
+      raise validate.ConfigError(
+          f"--workdir={workdir!r} holds checkpoints but no config.json, so what they were "
+          "trained with is unknown; use a new --workdir") from None
+    except (ValueError, OSError) as e:
+      raise validate.ConfigError(
+          f"--workdir={workdir!r} holds checkpoints beside an unreadable config.json "
+          f"({type(e).__name__}); restore config.json or use a new --workdir") from None
+    changed = config_changes(before, config)
     if changed and not config.allow_config_change:
       raise validate.ConfigError(
           f"--workdir={workdir!r} holds a run with a different config ({'; '.join(changed)}); "
           "use a new --workdir, or --config.allow_config_change=True to resume anyway")
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """`workdir/config.json`, whole (writer process only); written once the run's
+  checkpoint restored, so a run that fails to resume leaves the old one."""
   if sharding.is_writer():
-    files.write_text(path, config.to_json_best_effort(indent=2))
+    files.write_text(files.path(workdir) / "config.json", config.to_json_best_effort(indent=2))
 
 
 def config_changes(before: dict, config: ml_collections.ConfigDict) -> list[str]:

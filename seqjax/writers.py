@@ -13,7 +13,7 @@ import uuid
 
 import jax
 
-from seqjax import files
+from seqjax import files, sharding
 
 
 def _summary_writer_class():
@@ -78,18 +78,27 @@ class MetricWriter:
   `enabled=False` (every process of a multi-host job but the first) writes nothing.
   """
 
-  def __init__(self, workdir: files.PathLike, enabled: bool = True):
+  def __init__(self, workdir: files.PathLike, enabled: bool = True, resumed_at: int = 0):
+    """`resumed_at`: the checkpoint step a resumed run starts from; TensorBoard then
+    drops the events a previous run wrote after it (its purge step)."""
     self._enabled = enabled
     if enabled:
-      self._jsonl = files.LineFile(files.path(workdir) / "metrics.jsonl")
+      self._path = files.path(workdir) / "metrics.jsonl"
+      self._jsonl = files.LineFile(self._path)
       # Event files are named by the second they were opened in; a suffix of its own keeps a
       # writer opened in the same second (a quick resume) from replacing the last one's file.
       self._tb = _summary_writer_class()(str(files.path(workdir) / "tensorboard"),
-                                         filename_suffix=f".{uuid.uuid4().hex[:8]}")
+                                         filename_suffix=f".{uuid.uuid4().hex[:8]}",
+                                         purge_step=resumed_at + 1 if resumed_at else None)
 
   def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
     if not self._enabled:
       return
+    if files.is_local(self._path) and not self._path.exists():
+      console(f"warning: {self._path} was deleted while the run wrote it; recreated "
+              "(the lines written before are lost)")
+      self._jsonl.close()
+      self._jsonl = files.LineFile(self._path)
     record = {"step": step, "split": split, "time": time.time(), **scalars}
     self._jsonl.write(json.dumps(record) + "\n")
     for name, value in scalars.items():
@@ -127,9 +136,17 @@ class Progress:
       console(f"step {step}/{self._total} {text}")
       return
     rate = (step - self._s0) / (time.perf_counter() - self._t0)
-    eta = (self._total - step) / rate
     console(f"step {step}/{self._total} {text} | {rate:.1f} steps/s, "
-            f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+            f"ETA {duration((self._total - step) / rate)}")
+
+
+def duration(seconds: float) -> str:
+  """`HH:MM:SS`, with days in front past a day (`3d 12:36:02`)."""
+  if not seconds < 1e9:  # ~30 years, or not a number
+    return "more than 30 years"
+  days, rest = divmod(int(seconds), 86400)
+  clock = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+  return f"{days}d {clock}" if days else clock
 
 
 def read_metrics(workdir: files.PathLike) -> list[dict]:
@@ -138,12 +155,37 @@ def read_metrics(workdir: files.PathLike) -> list[dict]:
   A resumed run recomputes the steps after its checkpoint; their newest
   record (split, step) wins, so a resumed history reads as one run.
   """
-  path = files.path(workdir) / "metrics.jsonl"
+  latest = {}
+  for record in _records(files.path(workdir) / "metrics.jsonl"):
+    latest[(record["split"], record["step"])] = record
+  return sorted(latest.values(), key=lambda r: (r["step"], r["split"]))
+
+
+def _records(path) -> list[dict]:
+  """The whole records of a metrics file; a line torn by a crash is skipped."""
   if not path.exists():
     return []
-  latest = {}
+  out = []
   for line in path.read_text().splitlines():
-    if line.strip():
+    try:
       record = json.loads(line)
-      latest[(record["split"], record["step"])] = record
-  return sorted(latest.values(), key=lambda r: (r["step"], r["split"]))
+    except json.JSONDecodeError:
+      continue
+    if isinstance(record, dict) and "step" in record and "split" in record:
+      out.append(record)
+  return out
+
+
+def repair_metrics(workdir: files.PathLike, step: int) -> None:
+  """Before a run (re)starts at checkpoint `step`: `metrics.jsonl` keeps only the whole
+  records up to `step`; a torn last line and what a previous run logged after its
+  last checkpoint go, since the run computes those steps again (writer process only)."""
+  path = files.path(workdir) / "metrics.jsonl"
+  if not sharding.is_writer() or not path.exists():
+    return
+  text = path.read_text()
+  kept = [r for r in _records(path) if r["step"] <= step]
+  new = "".join(json.dumps(r) + "\n" for r in kept)
+  if new != text:
+    files.write_text(path, new)
+

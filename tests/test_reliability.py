@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 from test_train import load_config
 
-from seqjax import programs, train, validate, workdirs
+from seqjax import configlib, programs, train, validate, workdirs
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CMD = [sys.executable, "-m", "seqjax.main", "--config=configs/echo.py:quick",
@@ -186,7 +186,7 @@ def test_a_run_written_before_a_config_field_existed_resumes_at_its_default(tmp_
   config = load_config("freq", "quick")
   old = json.loads(config.to_json_best_effort())
   del old["model"]["precision"]
-  (tmp_path / "checkpoints").mkdir()
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
   (tmp_path / "config.json").write_text(json.dumps(old))
   workdirs.prepare(config, str(tmp_path))  # no error: "highest" is the default
   config.unlock()
@@ -251,26 +251,77 @@ BAD_INPUTS = [
     ("freq", "quick", "train.grad_clip", -1.0, "train.grad_clip"),
     ("freq", "quick", "train.log_every", 0, "train.log_every"),
     ("freq", "quick", "train.epochs", 3, "train.epochs"),  # online data has no epochs
+    # Numbers that are not finite, or out of any sane range.
+    ("freq", "quick", "train.learning_rate", float("inf"), "train.learning_rate"),
+    ("freq", "quick", "train.grad_clip", float("nan"), "train.grad_clip"),
+    ("freq", "quick", "model.kernel_gain", float("inf"), "model.kernel_gain"),
+    ("freq", "quick", "model.forget_bias", float("nan"), "model.forget_bias"),
+    ("freq", "quick,seed", "model.dropout", float("nan"), "model.dropout"),
+    ("mean", "quick", "model.chrono_tmax", float("nan"), "model.chrono_tmax"),
+    ("freq", "quick", "train.end_lr_factor", float("nan"), "train.end_lr_factor"),
+    ("freq", "quick", "model.recurrent_gain", float("inf"), "model.recurrent_gain"),
+    ("freq", "quick", "seed", 99999999999999999999999, "seed"),
+    ("freq", "quick", "seed", -1, "seed"),
+    ("freq", "quick", "train.steps", 10**20, "train.steps"),
+    ("freq", "quick", "train.batch_size", 10**8, "train.batch_size"),
+    ("freq", "quick", "model.hidden", 10**6, "model.hidden"),
+    ("freq", "quick", "model.hidden", 60000, "model.hidden"),  # fits no device's memory
+    ("freq", "quick", "train.batch_size", 2**22, "train.batch_size"),  # nor this batch
+    ("freq", "quick", "model.num_layers", 1000, "model.num_layers"),
+    ("freq", "quick", "model.head_hidden", (0,), "model.head_hidden"),
+    ("freq", "quick", "model.unroll", -1, "model.unroll"),
+    ("freq", "quick", "model.precision", "fast", "model.precision"),
+    ("freq", "quick", "model.out_activation", "softmax2", "model.out_activation"),
+    ("freq", "quick", "model.bias_init", "ones", "model.bias_init"),
+    ("freq", "quick", "train.eval_every", -1, "train.eval_every"),
+    ("freq", "quick", "train.checkpoint_every", 0, "train.checkpoint_every"),
+    ("freq", "quick", "train.eval_batch_size", 0, "train.eval_batch_size"),
+    ("freq", "quick", "train.warmup_steps", -1, "train.warmup_steps"),
+    ("freq", "quick,seed", "train.epochs", -1, "train.epochs"),
+    ("freq", "quick", "train.weight_decay", -0.1, "train.weight_decay"),
+    ("freq", "quick", "mesh.model", 2, "mesh.model"),  # a single run has one model
+    ("freq", "quick", "task.eval_per_freq", 0, "task.eval_per_freq"),
+    ("mean", "quick", "task.eval_size", 0, "task.eval_size"),
+    ("echo", "quick", "task.classes", 0, "task.classes"),
+    ("echo", "quick", "task.seq_len", 0, "task.seq_len"),
+    ("echo", "quick", "task.eval_size", 0, "task.eval_size"),
+    ("sine", "quick", "task.time_steps", 0, "task.time_steps"),
+    ("sine", "quick", "task.rollout_warmup", 0, "task.rollout_warmup"),
+    ("sine", "quick", "task.rollout_size", 0, "task.rollout_size"),
+    ("sine", "quick", "task.eval_size", 0, "task.eval_size"),
 ]
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+  return {os.path.relpath(os.path.join(root, n), folder): open(os.path.join(root, n), "rb").read()
+          for root, _, names in os.walk(folder) for n in names}
+
+
+def _existing_workdir(config, folder):
+  """A workdir a run already wrote: its config, a checkpoint folder and a metrics line."""
+  (folder / "checkpoints" / "10").mkdir(parents=True)
+  (folder / "config.json").write_text(config.to_json_best_effort(indent=2))
+  (folder / "metrics.jsonl").write_text('{"step": 10, "split": "train", "loss": 1.0}\n')
+  return _snapshot(folder)
 
 
 @pytest.mark.parametrize("name,arg,field,value,named", BAD_INPUTS,
                          ids=[f"{b[2]}={b[3]}" for b in BAD_INPUTS])
 def test_bad_input_is_one_line_naming_the_field(name, arg, field, value, named, tmp_path,
                                                 monkeypatch):
-  config = load_config(name, arg)
-  config.unlock()
-  group, key = field.split(".")
-  config[group][key] = value
+  """Refused before compiling, in one line naming the field; an existing workdir untouched."""
+  good = load_config(name, arg)
+  config = configlib.override(good, {field: value})
   compiled = []
   monkeypatch.setattr(programs, "make_train_loop", lambda *a: compiled.append(1))
   workdir = tmp_path / "wd"
+  before = _existing_workdir(good, workdir)
   with pytest.raises(validate.ConfigError) as info:
     train.train_and_evaluate(config, str(workdir))
   message = str(info.value)
   assert "\n" not in message and f"config.{named}=" in message
-  assert not compiled and not workdir.exists()
+  assert not compiled and _snapshot(workdir) == before
 
 
 def test_bad_input_table_is_large_enough():
-  assert len(BAD_INPUTS) >= 20
+  assert len(BAD_INPUTS) >= 70

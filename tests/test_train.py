@@ -96,12 +96,13 @@ def test_plan_is_abstract_and_compiles_the_loop_initialize_runs():
   compiled for them runs on the state `initialize` computes."""
   run = planning.plan(load_config("echo", "quick,window=1,lag=5"))  # a sharded carry too
   assert all(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree.leaves(run.state))
+  sums = programs.zero_sums(run)
   loop = programs.compile_ahead(programs.jit_train_loop(run), run.state, run.data_key,
-                             run.dropout_key, np.int32(1))
+                                run.dropout_key, np.int32(1), sums)
   done = planning.initialize(run)
   types = lambda tree: jax.tree.map(lambda a: (a.shape, a.dtype, a.sharding), tree)
   assert types(done.state) == types(run.state)
-  state, totals = loop(done.state, done.data_key, done.dropout_key, np.int32(2))
+  state, totals = loop(done.state, done.data_key, done.dropout_key, np.int32(2), sums)
   assert int(state.step) == 2 and bool(totals["finite"])
 
 

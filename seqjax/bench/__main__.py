@@ -22,7 +22,8 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["seed", "large"], "Shape groups (seed, large, tiny) or names.")
 flags.DEFINE_list("peers", None, "Peers to run (default: every installed one).")
-flags.DEFINE_integer("repeats", 10, "Timed rounds per measurement (the median is reported).")
+flags.DEFINE_integer("repeats", 10, "Timed rounds per measurement (the median is reported).",
+                     lower_bound=1)
 flags.DEFINE_string("out", None, "Output directory (default bench_results/<platform>).")
 flags.DEFINE_bool("seeds", False, "Time to result of each :seed config against its Keras peer.")
 flags.DEFINE_bool("memory", False, "Peak memory of the T=10000 train step, with remat.")
@@ -33,11 +34,48 @@ flags.DEFINE_list("precision", ["highest"], "seqjax's matmul precision (default,
                   "highest); several give seqjax peers a row each.")
 
 
+def _check_flags(argv) -> None:
+  """Every flag checked before anything runs: a bad one is one line and exit 2."""
+  import os
+
+  from seqjax import numerics
+  from seqjax.bench import peers, shapes
+
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  groups = ("seed", "large", "tiny")
+  if not FLAGS.shapes or any(n not in groups and n not in shapes.SHAPES for n in FLAGS.shapes):
+    raise app.UsageError(f"--shapes={','.join(FLAGS.shapes)}: allowed groups {list(groups)} "
+                         f"or names {list(shapes.SHAPES)}")
+  bad = [p for p in FLAGS.precision if p not in numerics.PRECISIONS]
+  if bad or not FLAGS.precision:
+    raise app.UsageError(f"--precision: unknown {bad}; allowed: {list(numerics.PRECISIONS)}")
+  unknown = [n for n in FLAGS.peers or () if n not in peers.PEERS]
+  if unknown or FLAGS.peers == []:
+    raise app.UsageError(f"--peers: unknown {unknown}; allowed: {list(peers.PEERS)}")
+  if FLAGS.unroll is not None:
+    try:
+      unrolls = [int(u) for u in FLAGS.unroll]
+    except ValueError:
+      unrolls = []
+    if not unrolls or min(unrolls) < 1:
+      raise app.UsageError(f"--unroll: {FLAGS.unroll} must be positive integers, e.g. 1,8,32")
+  if FLAGS.out is not None and os.path.exists(FLAGS.out) and not os.path.isdir(FLAGS.out):
+    raise app.UsageError(f"--out={FLAGS.out} is a file; give a folder for the bench results")
+
+
 def main(argv):
-  del argv
+  from seqjax import cli
+
+  with cli.exit_codes():
+    _check_flags(argv)
+    _main()
+
+
+def _main():
   import jax
 
-  from seqjax import numerics, sharding
+  from seqjax import sharding
   from seqjax.bench import memory, peers, seeds, shapes, timing, unroll
 
   if not (FLAGS.seeds or FLAGS.memory):  # CPU cores as devices, as seqjax.main makes them
@@ -55,18 +93,8 @@ def main(argv):
     return
   groups = {"seed": shapes.SEED_SHAPES, "large": shapes.LARGE_SHAPES, "tiny": shapes.TINY_SHAPES}
   chosen = [s for name in FLAGS.shapes for s in groups.get(name, (shapes.SHAPES.get(name),))]
-  if None in chosen:
-    raise app.UsageError(f"--shapes: allowed groups {list(groups)} or names {list(shapes.SHAPES)}")
-  bad = [p for p in FLAGS.precision if p not in numerics.PRECISIONS]
-  if bad or not FLAGS.precision:
-    raise app.UsageError(f"--precision: unknown {bad}; allowed: {list(numerics.PRECISIONS)}")
   if FLAGS.unroll is not None:
-    try:
-      unrolls = [int(u) for u in FLAGS.unroll]
-    except ValueError:
-      unrolls = []
-    if not unrolls or min(unrolls) < 1:
-      raise app.UsageError(f"--unroll: {FLAGS.unroll} must be positive integers, e.g. 1,8,32")
+    unrolls = [int(u) for u in FLAGS.unroll]
     rows = unroll.sweep(chosen, unrolls, FLAGS.repeats, FLAGS.precision[0])
     table = unroll.markdown(rows)
     print(f"\n{meta['device']} ({backend}), median of {FLAGS.repeats} rounds\n\n{table}\n")
@@ -75,9 +103,6 @@ def main(argv):
       print("wrote", path)
     return
   names = FLAGS.peers or list(peers.PEERS)
-  unknown = [n for n in names if n not in peers.PEERS]
-  if unknown:
-    raise app.UsageError(f"--peers: unknown {unknown}; allowed: {list(peers.PEERS)}")
   device = "cuda" if backend == "gpu" else "cpu"
   rows = []
   for shape in chosen:
@@ -108,4 +133,5 @@ def _cpus() -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from seqjax import cli
+  app.run(main, flags_parser=cli.parse_flags)

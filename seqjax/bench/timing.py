@@ -49,15 +49,16 @@ def call_steps_per_second(step_fn: Callable, state, steps: int, *args) -> float:
   return steps / (time.perf_counter() - t0)
 
 
-def loop_steps_per_second(train_loop: Callable, state, steps: int, *args) -> float:
-  """Steps per second of a device-side loop `train_loop(state, *args, num_steps)` running
-  `steps` steps in one call, after one compiling call of one step."""
+def loop_steps_per_second(train_loop: Callable, state, steps: int, *args, sums=None) -> float:
+  """Steps per second of a device-side loop `train_loop(state, *args, num_steps[, sums])`
+  running `steps` steps in one call, after one compiling call of one step."""
   import jax
   import numpy as np
-  state, totals = train_loop(state, *args, np.int32(1))
+  extra = () if sums is None else (sums,)
+  state, totals = train_loop(state, *args, np.int32(1), *extra)
   jax.block_until_ready(totals)
   t0 = time.perf_counter()
-  state, totals = train_loop(state, *args, np.int32(steps))
+  state, totals = train_loop(state, *args, np.int32(steps), *extra)
   jax.block_until_ready(totals)
   return steps / (time.perf_counter() - t0)
 

@@ -1,0 +1,308 @@
+"""Faults and bad input at every entry point: a run owns its workdir, files survive
+crashes, every command line refuses a bad flag in one line, the library refuses wrong
+shapes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_reliability import _snapshot
+from test_train import load_config
+
+from seqjax import lstm, train, writers
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+FREQ = os.path.join(ROOT, "configs", "freq.py")
+ECHO = [sys.executable, "-m", "seqjax.main", "--config=configs/echo.py:quick",
+        "--config.train.steps=300", "--config.train.checkpoint_every=10",
+        "--config.train.log_every=25", "--config.train.eval_every=100"]
+
+
+def _run(args, cwd=ROOT, **kw):
+  return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
+
+
+def _started(workdir, checkpoint_step):
+  """The ECHO run on `workdir`, once its checkpoint at `checkpoint_step` exists."""
+  proc = subprocess.Popen(ECHO + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  t0 = time.time()
+  while not (workdir / "checkpoints" / str(checkpoint_step)).is_dir():
+    assert proc.poll() is None and time.time() - t0 < 120
+    time.sleep(0.02)
+  return proc
+
+
+def _one_error_line(result, code, named):
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == code, result.stderr
+  assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], lines
+
+
+# (command line, text the one error line names); each exits 2 with nothing run.
+CLI_BAD_INPUTS = [
+    (["seqjax.main", "--config=configs/freq.py", "--config.train.learning_rate=inf"],
+     "train.learning_rate"),
+    (["seqjax.main", "--config=configs/freq.py", "--config.seed=99999999999999999999999"],
+     "seed"),
+    (["seqjax.main", "--config=configs/freq.py", "--config.mesh.cpu_devices=100000"],
+     "mesh.cpu_devices"),
+    (["seqjax.main", "--config=configs/freq.py", "extra"], "unexpected arguments"),
+    (["seqjax.sweep", "--config=configs/mean.py:seed", "--config.train.stepz=3"], "stepz"),
+    (["seqjax.sweep", "--config=configs/mean.py:seed", "--throughput=-5"], "--throughput"),
+    (["seqjax.sweep", "--config=configs/mean.py:seed", "--sweep=nope"], "--sweep"),
+    (["seqjax.sweep", "--config=configs/mean.py:seed", "--converged=nan"], "--converged"),
+    (["seqjax.bench", "--repeats=0"], "--repeats"),
+    (["seqjax.bench", "--repeats=-3"], "--repeats"),
+    (["seqjax.bench", "--shapes="], "--shapes"),
+    (["seqjax.bench", "--peers=keras2"], "--peers"),
+    (["seqjax.bench", "--unroll=0"], "--unroll"),
+    (["seqjax.scaling", "--config=configs/freq.py", "--devices=0"], "--devices"),
+    (["seqjax.scaling", "--config=configs/freq.py", "--steps=0"], "--steps"),
+]
+
+
+@pytest.mark.parametrize("args,named", CLI_BAD_INPUTS, ids=[" ".join(a[1:]) for a, _ in
+                                                              CLI_BAD_INPUTS])
+def test_every_command_line_refuses_a_bad_flag_in_one_line(args, named, tmp_path):
+  bench_file = tmp_path / "a_file"
+  bench_file.write_text("kept")
+  result = _run([sys.executable, "-m", *args, f"--workdir={tmp_path / 'wd'}"]
+                if args[0] in ("seqjax.main", "seqjax.sweep") else [sys.executable, "-m", *args])
+  _one_error_line(result, 2, named)
+  assert not (tmp_path / "wd").exists()
+
+
+def test_bench_refuses_an_output_file_before_running(tmp_path):
+  out = tmp_path / "bench.csv"
+  out.write_text("kept")
+  _one_error_line(_run([sys.executable, "-m", "seqjax.bench", f"--out={out}"]), 2, "--out")
+  assert out.read_text() == "kept"
+
+
+def test_a_config_file_that_raises_is_named_first(tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text("def get_config(arg=None):\n  raise RuntimeError('boom')\n")
+  result = _run([sys.executable, "-m", "seqjax.main", f"--config={bad}"])
+  assert result.returncode == 1
+  assert result.stderr.startswith(f"error: the config file {bad} raised RuntimeError: boom")
+
+
+def test_explicit_steps_win_over_quick(tmp_path):
+  result = _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick,steps=30",
+                 f"--workdir={tmp_path / 'wd'}"])
+  assert result.returncode == 0, result.stderr
+  assert json.loads((tmp_path / "wd" / "results.json").read_text())["steps"] == 30
+
+
+LIBRARY_BAD_INPUTS = [
+    (lambda: lstm.LSTM(8, 2), (2, 5, 3), {"carry": "1x"}, "carry must be (h, c), each "
+     "[num_layers, batch, hidden]"),
+    (lambda: lstm.LSTM(8), (5, 3), {}, "x must be [batch, time, features]"),
+    (lambda: lstm.LSTM(8), (5,), {}, "x must be [batch, time, features]"),
+    (lambda: lstm.LSTM(8), (1, 2, 5, 3), {}, "x must be [batch, time, features]"),
+    (lambda: lstm.LSTM(0), (2, 5, 3), {}, "hidden must be an integer >= 1"),
+    (lambda: lstm.LSTM(8, 0), (2, 5, 3), {}, "num_layers must be an integer >= 1"),
+    (lambda: lstm.LSTM(8, remat=-2), (2, 5, 3), {}, "remat must be an integer >= -1"),
+    (lambda: lstm.LSTMLayer(8), (2, 5, 3), {"lengths": np.array([7, 2])},
+     "lengths must be within [0, 5]"),
+    (lambda: lstm.LSTMLayer(8), (2, 5, 3), {"lengths": np.array([3])},
+     "lengths must be [batch]"),
+    (lambda: lstm.LSTMLayer(8), (2, 5, 3), {"mask": np.ones((2, 4), bool)},
+     "mask must be [batch, time]"),
+    (lambda: lstm.LSTMLayer(8), (2, 5, 3), {"carry": "layer"}, "carry must be (h, c), each "
+     "[batch, hidden]"),
+]
+
+
+@pytest.mark.parametrize("make,shape,kwargs,message", LIBRARY_BAD_INPUTS,
+                         ids=[m for *_, m in LIBRARY_BAD_INPUTS])
+def test_the_library_refuses_wrong_shapes_naming_the_argument(make, shape, kwargs, message):
+  module = make()
+  x = jnp.ones(shape)
+  if kwargs.get("carry") == "1x":  # [1, B, H]: one layer's carry for a 2-layer LSTM
+    kwargs = {"carry": (jnp.zeros((1, 2, 8)), jnp.zeros((1, 2, 8)))}
+  elif kwargs.get("carry") == "layer":
+    kwargs = {"carry": (jnp.zeros((2, 7)), jnp.zeros((2, 7)))}
+  with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")
+                     .replace(")", r"\)").replace("]", r"\]")):
+    module.init(jax.random.key(0), x, **kwargs)
+
+
+def test_reverse_with_lengths_past_the_end_equals_lengths_at_the_end():
+  x = jax.random.normal(jax.random.key(0), (2, 5, 3))
+  model = lstm.LSTM(8, 2, reverse=True)
+  params = model.init(jax.random.key(1), x)
+  run = jax.jit(lambda lengths: model.apply(params, x, lengths=lengths)[1])
+  np.testing.assert_array_equal(run(jnp.array([9, 5])), run(jnp.array([5, 5])))
+
+
+def test_bad_inputs_at_every_entry_point_number_at_least_80():
+  from test_reliability import BAD_INPUTS
+  assert len(BAD_INPUTS) + len(CLI_BAD_INPUTS) + len(LIBRARY_BAD_INPUTS) >= 80
+
+
+def test_two_runs_without_workdir_get_a_directory_each(tmp_path):
+  procs = [subprocess.Popen([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick" + a],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for a in ("", ",max_freq=20")]
+  for proc in procs:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+  runs = sorted(os.listdir(tmp_path / "runs" / "freq"))
+  assert len(runs) == 2
+  freqs = {json.loads((tmp_path / "runs" / "freq" / r / "config.json").read_text())["task"][
+      "max_freq"] for r in runs}
+  assert freqs == {10, 20}
+  for r in runs:
+    records = writers.read_metrics(tmp_path / "runs" / "freq" / r)
+    lines = (tmp_path / "runs" / "freq" / r / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(records) == 4  # train and eval at steps 10 and 20, once each
+
+
+def test_a_second_run_on_a_busy_workdir_is_refused_and_touches_nothing(tmp_path):
+  workdir = tmp_path / "wd"
+  first = _started(workdir, 20)
+  first.send_signal(signal.SIGSTOP)  # hold it still while the second one looks
+  try:
+    before = _snapshot(workdir)
+    second = _run(ECHO + [f"--workdir={workdir}"])
+    after = _snapshot(workdir)
+  finally:
+    first.send_signal(signal.SIGCONT)
+  _one_error_line(second, 2, "is in use by another run")
+  assert after == before
+  _, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err
+
+
+def _records_without_time(workdir):
+  return [{k: v for k, v in json.loads(line).items() if k != "time"}
+          for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("full") / "wd"
+  result = _run(ECHO + [f"--workdir={workdir}"])
+  assert result.returncode == 0, result.stderr
+  return workdir
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_metrics_as_if_it_never_stopped(uninterrupted, tmp_path):
+  """Logs every 25 steps, checkpoints every 10: the first window after the resume must
+  average the steps before the kill too."""
+  workdir = tmp_path / "wd"
+  proc = _started(workdir, 60)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  rerun = _run(ECHO + [f"--workdir={workdir}"])
+  assert rerun.returncode == 0, rerun.stderr
+  assert _records_without_time(workdir) == _records_without_time(uninterrupted)
+  assert (workdir / "results.json").read_text() == (uninterrupted / "results.json").read_text()
+
+
+def test_sigint_saves_a_checkpoint_then_resumes(uninterrupted, tmp_path):
+  workdir = tmp_path / "wd"
+  proc = _started(workdir, 50)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  assert "Traceback" not in err
+  stopped = int(err.split("stopped by SIGINT (Ctrl-C) at step ")[1].split(";")[0])
+  assert os.path.isdir(workdir / "checkpoints" / str(stopped))
+  rerun = _run(ECHO + [f"--workdir={workdir}"])
+  assert rerun.returncode == 0, rerun.stderr
+  assert f"resumed from the checkpoint at step {stopped}" in rerun.stdout
+  assert (workdir / "results.json").read_text() == (uninterrupted / "results.json").read_text()
+
+
+def test_a_torn_metrics_line_is_cut_at_resume(tmp_path):
+  config = load_config("freq", "quick")
+  workdir = str(tmp_path / "wd")
+  first = train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 5')  # what a crash or a full disk leaves
+  os.remove(os.path.join(workdir, "results.json"))
+  again = train.train_and_evaluate(config, workdir)
+  assert again == first
+  lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
+  assert all(json.loads(line) for line in lines)  # the torn line is gone
+  # Train and eval at steps 10 and 20 (a finished run's rerun evaluates step 20 again).
+  assert [(r["step"], r["split"]) for r in writers.read_metrics(workdir)] == [
+      (10, "eval"), (10, "train"), (20, "eval"), (20, "train")]
+  assert os.path.exists(os.path.join(workdir, "loss.png"))
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_checkpoints_without_a_readable_config_are_refused(damage, tmp_path):
+  workdir = tmp_path / "wd"
+  assert _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick",
+               f"--workdir={workdir}"]).returncode == 0
+  if damage == "deleted":
+    (workdir / "config.json").unlink()
+  else:
+    (workdir / "config.json").write_text('{"seed": 0, "task": {"na')
+  before = _snapshot(workdir)
+  result = _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick,max_freq=20",
+                 f"--workdir={workdir}"])
+  _one_error_line(result, 2, "config.json")
+  assert _snapshot(workdir) == before
+
+
+def test_a_failed_resume_keeps_config_json(tmp_path):
+  """allow_config_change with a model that does not fit, or fewer steps than the
+  checkpoint: refused, and config.json still describes the checkpoints."""
+  workdir = tmp_path / "wd"
+  assert _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick",
+               f"--workdir={workdir}"]).returncode == 0
+  config_json = (workdir / "config.json").read_text()
+  for override, named in (("--config.model.hidden=8", "does not fit"),
+                          ("--config.train.steps=10", "train.steps")):
+    result = _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick", override,
+                   "--config.allow_config_change=True", f"--workdir={workdir}"])
+    _one_error_line(result, 2, named)
+    assert (workdir / "config.json").read_text() == config_json
+
+
+def test_a_deleted_metrics_file_is_recreated_and_noted(tmp_path, capsys):
+  writer = writers.MetricWriter(tmp_path)
+  writer.write(1, "train", {"loss": 1.0})
+  (tmp_path / "metrics.jsonl").unlink()
+  writer.write(2, "train", {"loss": 0.5})
+  writer.close()
+  assert "metrics.jsonl was deleted" in capsys.readouterr().out
+  assert [r["step"] for r in writers.read_metrics(tmp_path)] == [2]
+
+
+@pytest.mark.parametrize("seconds,shown", [(59, "00:00:59"), (3 * 86400 + 12 * 3600 + 36 * 60 + 2,
+                                                              "3d 12:36:02"),
+                                           (1e20, "more than 30 years")])
+def test_eta_shows_days(seconds, shown):
+  assert writers.duration(seconds) == shown
+
+
+def test_a_corrupted_checkpoint_is_recovered_quietly(tmp_path):
+  """One warning line, and no asyncio tracebacks from the reads orbax abandoned."""
+  workdir = tmp_path / "wd"
+  cmd = [sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick", f"--workdir={workdir}"]
+  assert _run(cmd).returncode == 0
+  for folder, _, names in os.walk(workdir / "checkpoints" / "20" / "default"):
+    for name in names:  # the arrays' data, not the metadata: reads start, then fail
+      path = os.path.join(folder, name)
+      if "ocdbt" in path or f"{os.sep}d{os.sep}" in path:
+        with open(path, "r+b") as f:
+          f.truncate(os.path.getsize(path) // 3)
+  (workdir / "results.json").unlink()
+  result = _run(cmd)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.count("warning: checkpoint 20 is unreadable") == 1
+  assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr
