@@ -149,24 +149,38 @@ class _HeldStderr:
       _drop_abandoned_reads()
 
 
+def _from_orbax(error: BaseException | None) -> bool:
+  """Whether `error` was raised in orbax's code (its traceback passes through it)."""
+  tb = getattr(error, "__traceback__", None)
+  while tb is not None:
+    if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
+
+
 def _drop_abandoned_reads() -> None:
-  """Python reports the abandoned read coroutines when it collects them, later
-  (often at exit), through `sys.unraisablehook`: drop those reports only."""
+  """Python reports the abandoned reads' coroutines and futures when it collects them,
+  later (often at exit): through `sys.unraisablehook`, and through asyncio's logger
+  ("... exception was never retrieved"). Drop those reports of orbax errors only."""
   previous = sys.unraisablehook
   if getattr(previous, "seqjax_drops_abandoned_reads", False):
     return
 
   def hook(unraisable):
     name = getattr(getattr(unraisable, "object", None), "__qualname__", "")
-    if name.endswith("_read_array_index_and_device_put"):
+    if name.endswith("_read_array_index_and_device_put") or _from_orbax(unraisable.exc_value):
       return
     previous(unraisable)
 
+  def keep(record) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not ("_read_array_index_and_device_put" in record.getMessage()
+                or ("never retrieved" in record.getMessage() and _from_orbax(error)))
+
   hook.seqjax_drops_abandoned_reads = True
   sys.unraisablehook = hook
-  # asyncio logs the abandoned read tasks as "Task exception was never retrieved".
-  pylogging.getLogger("asyncio").addFilter(
-      lambda record: "_read_array_index_and_device_put" not in record.getMessage())
+  pylogging.getLogger("asyncio").addFilter(keep)
 
 
 def _write_replicated_arrays_whole() -> None:

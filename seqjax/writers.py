@@ -16,23 +16,28 @@ import jax
 from seqjax import files, sharding
 
 
-def _summary_writer_class():
-  """tensorboardX's SummaryWriter, imported without torch where torch is not loaded yet.
+def _tensorboard():
+  """tensorboardX's event-file modules, imported without torch where torch is not loaded yet.
 
   tensorboardX imports torch when it is installed (to accept torch tensors,
   which seqjax never passes): 1.4 s of a run's start-up on a 2-core CPU.
   `sys.modules["torch"] = None` makes that optional import fail fast.
+
+  Returns (EventsWriter, event_pb2, summary_pb2). seqjax writes events itself,
+  synchronously: tensorboardX's SummaryWriter queues them for a worker thread,
+  so the events of a run killed with -9 could be lost although they were flushed.
   """
-  if "torch" in sys.modules or "tensorboardX" in sys.modules:
-    from tensorboardX import SummaryWriter
-  else:
+  hide_torch = "torch" not in sys.modules and "tensorboardX" not in sys.modules
+  if hide_torch:
     sys.modules["torch"] = None
-    try:
-      from tensorboardX import SummaryWriter
-    finally:
+  try:
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto import event_pb2, summary_pb2
+  finally:
+    if hide_torch:
       del sys.modules["torch"]
   _register_object_store_events()
-  return SummaryWriter
+  return EventsWriter, event_pb2, summary_pb2
 
 
 class _ObjectStoreEvents:
@@ -85,11 +90,17 @@ class MetricWriter:
     if enabled:
       self._path = files.path(workdir) / "metrics.jsonl"
       self._jsonl = files.LineFile(self._path)
+      events_writer, self._event_pb2, self._summary_pb2 = _tensorboard()
+      folder = files.path(workdir) / "tensorboard"
+      folder.mkdir(parents=True, exist_ok=True)
       # Event files are named by the second they were opened in; a suffix of its own keeps a
       # writer opened in the same second (a quick resume) from replacing the last one's file.
-      self._tb = _summary_writer_class()(str(files.path(workdir) / "tensorboard"),
-                                         filename_suffix=f".{uuid.uuid4().hex[:8]}",
-                                         purge_step=resumed_at + 1 if resumed_at else None)
+      self._tb = events_writer(str(folder / "events"), f".{uuid.uuid4().hex[:8]}")
+      if resumed_at:  # TensorBoard drops the events of steps after the checkpoint
+        self._tb.write_event(self._event_pb2.Event(
+            wall_time=time.time(), step=resumed_at + 1,
+            session_log=self._event_pb2.SessionLog(status=self._event_pb2.SessionLog.START)))
+        self._tb.flush()
 
   def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
     if not self._enabled:
@@ -101,8 +112,10 @@ class MetricWriter:
       self._jsonl = files.LineFile(self._path)
     record = {"step": step, "split": split, "time": time.time(), **scalars}
     self._jsonl.write(json.dumps(record) + "\n")
-    for name, value in scalars.items():
-      self._tb.add_scalar(f"{split}/{name}", value, step)
+    values = [self._summary_pb2.Summary.Value(tag=f"{split}/{name}", simple_value=float(value))
+              for name, value in scalars.items()]
+    self._tb.write_event(self._event_pb2.Event(
+        wall_time=record["time"], step=step, summary=self._summary_pb2.Summary(value=values)))
     self._tb.flush()
 
   def close(self) -> None:

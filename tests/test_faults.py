@@ -183,6 +183,28 @@ def test_a_second_run_on_a_busy_workdir_is_refused_and_touches_nothing(tmp_path)
   assert first.returncode == 0, err
 
 
+def _tensorboard_scalars(workdir):
+  """{(tag, step): value} as TensorBoard reads the event files: in file order, a
+  SessionLog START at step s (the purge step of a resumed run) drops steps >= s."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+  scalars = {}
+  folder = workdir / "tensorboard"
+  for name in sorted(os.listdir(folder)):
+    data = (folder / name).read_bytes()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      if event.HasField("session_log") and event.session_log.status == 1:  # START
+        scalars = {k: v for k, v in scalars.items() if k[1] < event.step}
+      for value in event.summary.value:
+        scalars[(value.tag, event.step)] = value.simple_value
+  return scalars
+
+
 def _records_without_time(workdir):
   return [{k: v for k, v in json.loads(line).items() if k != "time"}
           for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -207,6 +229,7 @@ def test_kill_9_leaves_metrics_as_if_it_never_stopped(uninterrupted, tmp_path):
   rerun = _run(ECHO + [f"--workdir={workdir}"])
   assert rerun.returncode == 0, rerun.stderr
   assert _records_without_time(workdir) == _records_without_time(uninterrupted)
+  assert _tensorboard_scalars(workdir) == _tensorboard_scalars(uninterrupted)
   assert (workdir / "results.json").read_text() == (uninterrupted / "results.json").read_text()
 
 
