@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 
 import jax
 import orbax.checkpoint as ocp
@@ -161,8 +162,9 @@ def _from_orbax(error: BaseException | None) -> bool:
 
 def _drop_abandoned_reads() -> None:
   """Python reports the abandoned reads' coroutines and futures when it collects them,
-  later (often at exit): through `sys.unraisablehook`, and through asyncio's logger
-  ("... exception was never retrieved"). Drop those reports of orbax errors only."""
+  later (often at exit): through `sys.unraisablehook`, asyncio's logger ("... exception
+  was never retrieved") or a RuntimeWarning ("... was never awaited"). Drop those
+  reports of orbax's reads only."""
   previous = sys.unraisablehook
   if getattr(previous, "seqjax_drops_abandoned_reads", False):
     return
@@ -181,6 +183,9 @@ def _drop_abandoned_reads() -> None:
   hook.seqjax_drops_abandoned_reads = True
   sys.unraisablehook = hook
   pylogging.getLogger("asyncio").addFilter(keep)
+  # Newer Pythons warn instead that the abandoned read was never awaited.
+  warnings.filterwarnings("ignore", message=r"coroutine '.*_read_array_index_and_device_put' "
+                          "was never awaited", category=RuntimeWarning)
 
 
 def _write_replicated_arrays_whole() -> None:
