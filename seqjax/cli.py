@@ -57,6 +57,18 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(1)
 
 
+def positive_ints(flag: str, values: list[str], example: str) -> list[int]:
+  """A list flag's values as positive integers; app.UsageError (exit 2) otherwise."""
+  try:
+    numbers = [int(v) for v in values]
+  except ValueError:
+    numbers = []
+  if not numbers or min(numbers) < 1:
+    raise app.UsageError(f"--{flag}={','.join(values)} must be positive integers, e.g. "
+                         f"{example}")
+  return numbers
+
+
 @contextlib.contextmanager
 def exit_codes():
   """Turns the errors a run reports into one line and its exit code (see the module doc)."""

@@ -170,11 +170,7 @@ class MetricWindows:
     if not step or not self._path.exists():
       return None, 0
     found = None
-    for line in self._path.read_text().splitlines():
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
+    for record in files.read_json_lines(self._path):
       if record.get("step") == step:
         found = record
     if found is None or not found["steps"]:

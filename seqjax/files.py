@@ -49,6 +49,21 @@ def read_json(p: PathLike) -> Any:
   return json.loads(path(p).read_text())
 
 
+def read_json_lines(p: PathLike) -> list[Any]:
+  """The records of a JSON-lines file (none if it is missing); a line torn by a crash,
+  or otherwise unreadable, is skipped."""
+  target = path(p)
+  if not target.exists():
+    return []
+  records = []
+  for line in target.read_text().splitlines():
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return records
+
+
 class LineFile:
   """A text file that grows by whole lines, each `write` on storage when it returns.
 

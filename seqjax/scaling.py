@@ -70,13 +70,7 @@ def main():
     with cli.exit_codes():
       if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-      try:
-        devices = [int(n) for n in FLAGS.devices]
-      except ValueError:
-        devices = []
-      if not devices or min(devices) < 1:
-        raise app.UsageError(f"--devices={','.join(FLAGS.devices)} must be positive integers")
-      _run(devices)
+      _run(cli.positive_ints("devices", FLAGS.devices, "1,2,4,8"))
 
   def _run(devices):
     if FLAGS.measure:

@@ -93,15 +93,10 @@ class GridMonitor:
     self._replicate = jax.jit(lambda a: a, out_shardings=sharding.replicated(run.mesh))
     self._alive = np.asarray(jax.device_get(self._replicate(state.diverged_at))) < 0
     path = files.path(workdir) / "evals.jsonl"
-    self.history = {}  # step -> [M] values
-    if path.exists():
-      for line in path.read_text().splitlines():
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a crash: it is recomputed
-          continue
-        if record["step"] <= first_step:
-          self.history[record["step"]] = record[self.metric]
+    self.history = {}  # step -> [M] values; a line torn by a crash is recomputed
+    for record in files.read_json_lines(path):
+      if record["step"] <= first_step:
+        self.history[record["step"]] = record[self.metric]
     self._evals = files.LineFile(path) if sharding.is_writer() else None
 
   def check(self, step: int, totals: dict[str, Any]) -> bool:

@@ -176,17 +176,8 @@ def read_metrics(workdir: files.PathLike) -> list[dict]:
 
 def _records(path) -> list[dict]:
   """The whole records of a metrics file; a line torn by a crash is skipped."""
-  if not path.exists():
-    return []
-  out = []
-  for line in path.read_text().splitlines():
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError:
-      continue
-    if isinstance(record, dict) and "step" in record and "split" in record:
-      out.append(record)
-  return out
+  return [r for r in files.read_json_lines(path)
+          if isinstance(r, dict) and "step" in r and "split" in r]
 
 
 def repair_metrics(workdir: files.PathLike, step: int) -> None:

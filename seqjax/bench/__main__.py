@@ -38,7 +38,7 @@ def _check_flags(argv) -> None:
   """Every flag checked before anything runs: a bad one is one line and exit 2."""
   import os
 
-  from seqjax import numerics
+  from seqjax import cli, numerics
   from seqjax.bench import peers, shapes
 
   if len(argv) > 1:
@@ -54,12 +54,7 @@ def _check_flags(argv) -> None:
   if unknown or FLAGS.peers == []:
     raise app.UsageError(f"--peers: unknown {unknown}; allowed: {list(peers.PEERS)}")
   if FLAGS.unroll is not None:
-    try:
-      unrolls = [int(u) for u in FLAGS.unroll]
-    except ValueError:
-      unrolls = []
-    if not unrolls or min(unrolls) < 1:
-      raise app.UsageError(f"--unroll: {FLAGS.unroll} must be positive integers, e.g. 1,8,32")
+    cli.positive_ints("unroll", FLAGS.unroll, "1,8,32")
   if FLAGS.out is not None and os.path.exists(FLAGS.out) and not os.path.isdir(FLAGS.out):
     raise app.UsageError(f"--out={FLAGS.out} is a file; give a folder for the bench results")
 
