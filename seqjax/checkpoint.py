@@ -112,6 +112,44 @@ class Checkpointer:
     self._mngr.close()
 
 
+# Where a run keeps the parameters it predicts with (`seqjax.load` reads them).
+PARAMS_DIR = "params"
+
+
+class ParamsStore:
+  """The parameters a run predicts with, in `directory/<step>`: the best evaluation's
+  (`train.keep_best`) or the last step's. Only the newest is kept."""
+
+  def __init__(self, directory: files.PathLike):
+    _write_replicated_arrays_whole()
+    self._dir = files.path(directory)
+    if files.is_local(self._dir):
+      self._dir = self._dir.absolute()
+    self._mngr = ocp.CheckpointManager(self._dir, options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=True, cleanup_tmp_directories=True))
+
+  def latest_step(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def save(self, step: int, params) -> None:
+    if self._mngr.latest_step() == step:  # saved already (a resumed run's last evaluation)
+      return
+    self._mngr.save(step, args=ocp.args.StandardSave(params), force=True)
+
+  def restore(self, abstract_params) -> tuple[int, dict]:
+    """(step, params) of the newest, placed as `abstract_params`' shardings say."""
+    self._mngr.wait_until_finished()
+    step = self._mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no saved parameters in {self._dir}")
+    with _HeldStderr():
+      return step, self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_params))
+
+  def close(self) -> None:
+    self._mngr.wait_until_finished()
+    self._mngr.close()
+
+
 class _HeldStderr:
   """Holds what native code and Python write to stderr (fd 2) while restoring.
 

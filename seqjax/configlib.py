@@ -145,6 +145,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_every = 1000  # 0: once, at the end
   config.train.checkpoint_every = 1000
   config.train.eval_batch_size = 1024
+  # Early stopping: end training after this many held-out evaluations without improvement
+  # (0: off). keep_best: predict with (and report) the best evaluation's parameters.
+  config.train.early_stopping = 0
+  config.train.keep_best = False
 
   # Devices (jax.sharding): `data` splits batches, `model` the models of a sweep grid;
   # -1: all devices not taken by the other axis. Changing the mesh keeps a run resumable.

@@ -25,6 +25,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from seqjax import checkpoint, files, planning, programs, sharding, validate, workdirs, writers
+from seqjax import feed as feed_lib
 
 # Seconds of training per device call once a call has been timed.
 CALL_SECONDS = 0.5
@@ -100,6 +101,9 @@ class Monitor(Protocol):
   def evaluate(self, step: int, state) -> Any:
     """Evaluates on the held-out set at `step`, logs it, returns what the run reports."""
 
+  def stop_early(self) -> bool:
+    """After an evaluation: True to end training now (early stopping)."""
+
 
 @dataclasses.dataclass
 class Started:
@@ -110,8 +114,9 @@ class Started:
   ckpt: checkpoint.Checkpointer
   train_loop: Any  # compiled `programs.jit_train_loop(run)`
   zero_sums: Any  # its empty metric window
-  eval_set: Any
-  evaluate: Any  # compiled `programs.jit_evaluate(run, ...)`
+  eval_set: Any  # a fed task's: its validation `Examples`, on the host
+  evaluate: Any  # compiled `programs.jit_evaluate(run, ...)`, or a `feed.Evaluator`
+  feed: feed_lib.Feed | None = None  # a fed task's training batches
 
 
 def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
@@ -123,10 +128,15 @@ def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
   compiles its evaluation: on two cores the smaller programs then cost no extra
   wall time.
   """
+  feed = None
+  if run.task.fed:
+    feed = feed_lib.Feed(run.task.train_examples, run.config.train.batch_size, run.config.seed,
+                         run.mesh, run.total)
   with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile") as pool:
     zero_sums = programs.zero_sums(run)
     train_loop = pool.submit(programs.compile_ahead, programs.jit_train_loop(run), run.state,
-                             *run.loop_args(), np.int32(1), zero_sums)
+                             *run.loop_args(), np.int32(1), zero_sums,
+                             *((feed.abstract,) if feed else ()))
     run = planning.initialize(run)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
@@ -142,10 +152,21 @@ def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
     writers.repair_metrics(workdir, step)
     if step:
       writers.console(f"resumed from the checkpoint at step {step}")
-    eval_set = programs.jit_eval_set(run)(run.data_key, run.eval_key)
-    evaluate = programs.compile_ahead(programs.jit_evaluate(run, eval_batch_size),
-                                      state.params, eval_set)
-    return Started(run, state, step, ckpt, train_loop.result(), zero_sums, eval_set, evaluate)
+    if feed is not None:
+      feed.prefetch(step)
+      eval_set, evaluate = run.task.validation, evaluator(run, eval_batch_size)
+    else:
+      eval_set = programs.jit_eval_set(run)(run.data_key, run.eval_key)
+      evaluate = programs.compile_ahead(programs.jit_evaluate(run, eval_batch_size),
+                                        state.params, eval_set)
+    return Started(run, state, step, ckpt, train_loop.result(), zero_sums, eval_set, evaluate,
+                   feed)
+
+
+def evaluator(run: planning.Run, batch_size: int) -> feed_lib.Evaluator:
+  """A fed task's held-out evaluation, batch by batch from the host."""
+  return feed_lib.Evaluator(programs.make_predict(run.model, run.task, run.mesh),
+                            run.task.loss_and_metrics, run.mesh, batch_size)
 
 
 def first_step(state) -> int:
@@ -196,7 +217,8 @@ class MetricWindows:
 def run(train_loop, state, loop_args: tuple, *, total: int,
         train_config: ml_collections.ConfigDict, monitor: Monitor,
         ckpt: checkpoint.Checkpointer, writer: writers.MetricWriter,
-        workdir: str, zero_sums: Any, t_start: float) -> tuple[Any, Any, float | None]:
+        workdir: str, zero_sums: Any, t_start: float,
+        feed: feed_lib.Feed | None = None) -> tuple[Any, Any, float | None]:
   """Trains `state` from its step to `total`, then evaluates once more.
 
   Args:
@@ -209,6 +231,7 @@ def run(train_loop, state, loop_args: tuple, *, total: int,
     workdir: the run's folder (the metric windows saved with checkpoints).
     zero_sums: `programs.zero_sums(run)`, the empty metric window.
     t_start: `time.perf_counter()` at the run's start, for the compile time.
+    feed: a fed task's batches; each call then takes a chunk of them last.
 
   Returns:
     (state, the monitor's final evaluation, seconds to the end of the first
@@ -224,15 +247,19 @@ def run(train_loop, state, loop_args: tuple, *, total: int,
   chunk, compile_s = 1, None
   windows = MetricWindows(workdir)
   window, window_steps = windows.restore(step)  # metric sums since the last log
+  early = False
   with StopSignals() as signals:
     while step < total:
       # Steps per call: 1 at first (its end is the first step, `compile_s`), then
       # about CALL_SECONDS of work, so SIGTERM and progress wait no longer than that.
-      n = min(next_stop(step, t, total) - step, chunk)
+      n = min(next_stop(step, t, total) - step, chunk, feed.steps if feed else chunk)
       t_call = time.perf_counter()
       if window is None:
         window = zero_sums
-      state, totals = train_loop(state, *loop_args, np.int32(n), window)
+      batches = (feed.chunk(step),) if feed else ()
+      state, totals = train_loop(state, *loop_args, np.int32(n), window, *batches)
+      if feed:  # the next chunk, gathered and sent while the devices run this one
+        feed.prefetch(step + n)
       totals = jax.device_get(totals)
       elapsed = time.perf_counter() - t_call
       ran = int(totals["steps"])
@@ -258,14 +285,20 @@ def run(train_loop, state, loop_args: tuple, *, total: int,
         progress.report(step, scalars)
       # Evaluations before the checkpoint of their step: a run resumed from that
       # checkpoint then has every evaluation up to it (a grid's history).
+      early = False
       if itstime(step, t.eval_every, total) and step != total:
         monitor.evaluate(step, state)
-      if itstime(step, t.checkpoint_every, total) or stop:
+        early = monitor.stop_early()
+      if itstime(step, t.checkpoint_every, total) or stop or early:
         ckpt.save(step, state)
         windows.save(step, window, window_steps)
       if stop:
         ckpt.wait()
         raise Preempted(f"stopped by {StopSignals.SIGNALS[stop]} at step {step}; checkpoint "
                         "saved; rerun the same command to resume", stop)
+      if early:
+        writers.console(f"early stopping at step {step}: the last {t.early_stopping} held-out "
+                        "evaluations did not improve on the best")
+        break
   windows.close()
-  return state, monitor.evaluate(total, state), compile_s
+  return state, monitor.evaluate(step if early else total, state), compile_s

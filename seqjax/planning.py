@@ -49,9 +49,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   optim.validate_config(t)
   for field in ("log_every", "checkpoint_every", "eval_batch_size"):
     validate.positive(f"train.{field}", t[field])
-  if not isinstance(t.eval_every, int) or isinstance(t.eval_every, bool) or t.eval_every < 0:
-    validate.fail("train.eval_every", t.eval_every,
-                  "must be a positive integer, or 0 to evaluate once at the end")
+  validate.integer_in("train.early_stopping", t.early_stopping, 0, MAX_STEPS)
+  if not isinstance(t.keep_best, bool):
+    validate.fail("train.keep_best", t.keep_best, "must be True or False")
+  if not isinstance(t.eval_every, int) or isinstance(t.eval_every, bool) or t.eval_every < -1:
+    validate.fail("train.eval_every", t.eval_every, "must be a positive integer, 0 to "
+                  "evaluate once at the end, or -1 once an epoch (finite datasets)")
 
 
 @dataclasses.dataclass
@@ -94,13 +97,18 @@ class Run:
 
 
 def _task_and_total(config):
+  """(config with `train.eval_every` -1 made the steps of an epoch, task, total steps)."""
   validate_config(config)
   task = tasks.make(config.task, config.train.batch_size)
-  if config.train.epochs and not task.steps_per_epoch:
-    validate.fail("train.epochs", config.train.epochs,
-                  "needs a finite dataset (this task config is online); set train.steps")
+  t = config.train
+  for field, used in (("epochs", t.epochs), ("eval_every", t.eval_every == -1)):
+    if used and not task.steps_per_epoch:
+      validate.fail(f"train.{field}", t[field],
+                    "needs a finite dataset (this task config is online); set train.steps")
+  if config.train.eval_every == -1:
+    config = configlib.override(config, {"train.eval_every": task.steps_per_epoch})
   total = config.train.epochs * task.steps_per_epoch if config.train.epochs else config.train.steps
-  return task, total
+  return config, task, total
 
 
 def device_memory_bytes(device: jax.Device) -> int | None:
@@ -158,7 +166,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
 
   Every check happens here, before anything is compiled. Raises validate.ConfigError.
   """
-  task, total = _task_and_total(config)
+  config, task, total = _task_and_total(config)
   mesh = sharding.make_mesh(config.mesh)
   if mesh.shape[sharding.MODEL] != 1:
     validate.fail("mesh.model", config.mesh.model, "must be 1 for a single run (the model axis "
@@ -210,7 +218,10 @@ def plan_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
     for field in ("model.kernel_gain", "model.recurrent_gain", "train.learning_rate"):
       if field in r:
         validate.positive_float(field, r[field])
-  task, total = _task_and_total(config)
+  config, task, total = _task_and_total(config)
+  if task.fed:
+    raise validate.ConfigError(f"task.name={task.name!r}: a sweep grid trains on generated "
+                               "data only; train each model of a file with seqjax.main")
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_divides(mesh, sharding.MODEL, len(runs), "the number of sweep runs")
   sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")

@@ -11,6 +11,7 @@ exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -64,6 +65,21 @@ def _forward_train(model, task, params, batch, carry, rng):
     carry, generated = rollout.free_run(model, params, carry, preds[:, -1], task.free_run)
     preds = jnp.concatenate([preds, generated], axis=1)
   return carry, preds
+
+
+def make_predict(model: models.SequenceModel, task: base.Task, mesh=None):
+  """`(params, batch) -> preds`: held-out predictions of a batch (and the task's
+  free-running steps after it, `task.eval_free_run`)."""
+  def predict(params, batch):
+    if mesh is not None:
+      batch = sharding.constrain_batch(mesh, batch)
+    carry, preds = apply(model, params, batch)
+    if task.eval_free_run:
+      _, generated = rollout.free_run(model, params, carry, preds[:, -1], task.eval_free_run)
+      preds = jnp.concatenate([preds, generated], axis=1)
+    return preds
+
+  return predict
 
 
 def make_train_step(model: models.SequenceModel, task: base.Task, mesh=None):
@@ -127,18 +143,26 @@ def make_train_loop(model: models.SequenceModel, task: base.Task, mesh=None):
 
   totals: {"sums": sums plus every step run, "steps": steps run, "finite":
   False if the last step run had a NaN/Inf metric}.
+
+  A task fed from the host (`task.fed`) takes one more argument, `batches`:
+  a chunk of K batches [K, B, ...] (`seqjax.feed`); step i of the call trains
+  on batch i, so `num_steps` <= K.
   """
   train_step = make_train_step(model, task, mesh)
 
-  def train_loop(state, data_key, dropout_key, num_steps, sums=None):
-    data = task.train_data(data_key)
-    step = lambda st: train_step(st, data_key, dropout_key, data=data)
+  def train_loop(state, data_key, dropout_key, num_steps, sums=None, batches=None):
+    data = task.train_data(data_key) if batches is None else None
+    if batches is None:
+      step = lambda st, i: train_step(st, data_key, dropout_key, data=data)
+    else:
+      step = lambda st, i: train_step(st, data_key, dropout_key,
+                                      data=jax.tree.map(lambda a: a[i], batches))
     if sums is None:
-      sums = _zero_metrics(step, state)
+      sums = _zero_metrics(lambda st: step(st, 0), state)
 
     def body(carry):
       i, state, sums, _ = carry
-      state, metrics = step(state)
+      state, metrics = step(state, i)
       finite = jnp.all(jnp.stack([jnp.isfinite(m).all() for m in jax.tree.leaves(metrics)]))
       return i + 1, state, jax.tree.map(jnp.add, sums, metrics), finite
 
@@ -199,10 +223,7 @@ def make_evaluate(model: models.SequenceModel, task: base.Task, batch_size: int,
   with repeats of the last example, then dropped), run under `lax.map` so that
   memory is bounded by one batch; metrics are the task's, over all N.
   """
-  def predict(params, batch):
-    if mesh is not None:
-      batch = sharding.constrain_batch(mesh, batch)
-    return apply(model, params, batch)[1]
+  predict = make_predict(model, task, mesh)
 
   def evaluate(params, eval_set):
     n = jax.tree.leaves(eval_set)[0].shape[0]
@@ -255,12 +276,14 @@ def jit_train_loop(run):
   """The run's train loop: `(state, *run.loop_args(), num_steps, sums) -> (state, totals)`.
 
   `sums`: the metric window so far (`zero_sums(run)` to start one). The state
-  is donated; totals come back replicated.
+  is donated; totals come back replicated. A fed task's loop takes its chunk of
+  batches last, split along `data` by batch.
   """
   repl = sharding.replicated(run.mesh)
   if not run.grid:
+    fed = (sharding.batch_chunks(run.mesh),) if run.task.fed else ()
     return jax.jit(make_train_loop(run.model, run.task, run.mesh),
-                   in_shardings=(run.state_sharding, repl, repl, repl, repl),
+                   in_shardings=(run.state_sharding, repl, repl, repl, repl, *fed),
                    out_shardings=(run.state_sharding, repl), donate_argnums=0)
   split = _split(run)
   return jax.jit(make_grid_train_loop(run.model, run.task, run.mesh),
@@ -270,7 +293,13 @@ def jit_train_loop(run):
 
 def zero_sums(run) -> dict[str, np.ndarray]:
   """Zero metric sums of the run's train loop, on the host ({name: [] or [M]})."""
-  loop = (make_grid_train_loop if run.grid else make_train_loop)(run.model, run.task, run.mesh)
+  if run.grid:
+    loop = make_grid_train_loop(run.model, run.task, run.mesh)
+  else:
+    loop = make_train_loop(run.model, run.task, run.mesh)
+    if run.task.fed:  # one batch stands for a chunk: the sums' shapes are the same
+      batch = run.task.train_batch(None, None)
+      loop = functools.partial(loop, batches=jax.tree.map(lambda a: a[None], batch))
   shapes = jax.eval_shape(loop, run.state, *run.loop_args(), 1)[1]["sums"]
   return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 

@@ -198,3 +198,8 @@ def constrain_batch(mesh: Mesh, batch):
     return jax.lax.with_sharding_constraint(a, NamedSharding(mesh, spec))
 
   return jax.tree.map(place, batch)
+
+
+def batch_chunks(mesh: Mesh) -> NamedSharding:
+  """Chunks of host-fed batches [K, B, ...]: split along `data` by batch (axis 1)."""
+  return NamedSharding(mesh, P(None, DATA))

@@ -129,6 +129,9 @@ class GridMonitor:
                     f"({int(np.sum(~self._alive))} of {len(value)} diverged)")
     return metrics, diverged_at
 
+  def stop_early(self) -> bool:
+    return False  # each model of a grid trains all its steps
+
   def close(self) -> None:
     if self._evals is not None:
       self._evals.close()

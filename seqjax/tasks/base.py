@@ -60,6 +60,8 @@ class Task:
       many steps after the teacher-forced inputs, feeding predictions back,
       with the loss on the true continuation (fights exposure bias); the
       batch's `y` and `weight` then cover T + free_run steps.
+    eval_free_run: the same at evaluation (forecasting: the horizon after a
+      window); the held-out set's `y` and `weight` then cover T + eval_free_run.
 
   A task that draws its predictions or evaluates more than its metrics
   subclasses `Task` and overrides `plot` and `extra_evaluation`.
@@ -77,6 +79,18 @@ class Task:
   steps_per_epoch: int | None = None
   free_run: int = 0
   train_data: Callable[[jax.Array], Any] = lambda key: ()
+  eval_free_run: int = 0
+
+  @property
+  def fed(self) -> bool:
+    """True when training batches come from the host (`seqjax.feed`), not from `train_data`."""
+    return False
+
+  @property
+  def selection(self) -> tuple[str, bool]:
+    """The held-out metric that picks the best step (early stopping, `train.keep_best`),
+    and whether higher is better."""
+    return self.metric, self.higher_is_better
 
   def train_batch(self, key: jax.Array, step: jax.Array) -> Batch:
     """Train batch `step` from the run's data key (builds `train_data` first)."""
@@ -85,6 +99,10 @@ class Task:
   def plot(self, eval_set: Batch, preds: np.ndarray, workdir: str) -> None:
     """Draws the held-out predictions [N, ...] into `workdir` (by default, nothing)."""
     del eval_set, preds, workdir
+
+  def save(self, workdir: str) -> None:
+    """Writes what predicting with the run needs beyond its config (by default, nothing)."""
+    del workdir
 
   def extra_evaluation(self, model, params, key: jax.Array, workdir: str | None,
                        placement: jax.sharding.Sharding | None = None) -> dict[str, Any]:

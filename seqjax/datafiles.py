@@ -1,0 +1,255 @@
+"""Reading a user's sequences from `.npy`, `.npz` and `.csv` files, with one-line errors.
+
+Shape letters: N sequences, T time steps, F features.
+
+What a file may hold:
+  .npz   `x` [N, T] or [N, T, F]; `y` [N] or [N, K] (labels or targets);
+         optional `lengths` [N]. For forecasting, `x` may also be one series
+         [T] / [T, F] or many [N, T] / [N, T, F], with no `y`.
+  .npy   `x` alone (a series to forecast, or inputs to predict).
+  .csv   wide: one sequence a row, the label in the column named `label` (or
+         the last column); the other columns are its time steps (univariate).
+         long: one time step a row, ordered by `time_column`; every other
+         column is a feature of one series.
+Sequences of different lengths are padded with NaN at their end (a `lengths`
+array may say so instead); a NaN anywhere else is an error.
+
+Every problem is a `validate.ConfigError` naming the file, the field and what
+was expected, raised before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+from seqjax import validate
+
+EXTENSIONS = (".npy", ".npz", ".csv")
+
+
+@dataclasses.dataclass
+class Arrays:
+  """What one file holds.
+
+  x: [N, T, F] float32, padded with NaN after each sequence's end.
+  y: [N] or [N, K] labels / targets, or None.
+  lengths: [N] valid steps of each sequence.
+  features: names of the F features (CSV long format), else None.
+  label: the name of the label column (CSV), else None.
+  """
+  x: np.ndarray
+  y: np.ndarray | None
+  lengths: np.ndarray
+  features: list[str] | None = None
+  label: str | None = None
+
+
+def error(path: str, field: str, message: str) -> None:
+  raise validate.ConfigError(f"{field}={path!r}: {message}")
+
+
+def read(path: str, field: str, *, series: bool = False, label: str = "",
+         time_column: str = "", inputs_only: bool = False) -> Arrays:
+  """Reads `path` (the config field `field` named it).
+
+  Args:
+    series: forecasting: `x` may be one series [T] / [T, F] (made [1, T, F]),
+      and a file needs no labels.
+    label: the CSV column holding the label ("" the last column); ignored
+      with `time_column` and for `.npy`/`.npz`.
+    time_column: the CSV is long format, one step a row ordered by it.
+    inputs_only: sequences without labels (to predict): every CSV column but
+      one named `label` is a time step.
+  """
+  if not path:
+    error(path, field, "no file given; set it to a .npy, .npz or .csv file")
+  ext = os.path.splitext(path)[1].lower()
+  if ext not in EXTENSIONS:
+    error(path, field, f"unknown extension {ext or '(none)'!r}; allowed: "
+          + ", ".join(EXTENSIONS))
+  if not os.path.isfile(path):
+    error(path, field, "no such file")
+  if os.path.getsize(path) == 0:
+    error(path, field, "the file is empty")
+  if ext == ".csv":
+    arrays = (_read_long_csv(path, field, time_column) if time_column
+              else _read_wide_csv(path, field, label, series or inputs_only))
+  else:
+    arrays = _read_numpy(path, field, ext, series)
+  if arrays.x.shape[0] == 0 or arrays.x.shape[1] == 0:
+    error(path, field, f"no sequences in the file (x has shape {arrays.x.shape})")
+  return arrays
+
+
+def _read_numpy(path, field, ext, series) -> Arrays:
+  try:
+    loaded = np.load(path, allow_pickle=False)
+  except Exception as e:  # noqa: BLE001  (any unreadable file: one line)
+    error(path, field, f"not a readable {ext} file ({type(e).__name__})")
+  if ext == ".npy":
+    x, y, lengths = loaded, None, None
+  else:
+    with loaded:
+      if "x" not in loaded.files:
+        error(path, field, f"no array 'x' in the .npz (it has: {', '.join(loaded.files)}); "
+              "expected keys x, y and optionally lengths")
+      x = loaded["x"]
+      y = loaded["y"] if "y" in loaded.files else None
+      lengths = loaded["lengths"] if "lengths" in loaded.files else None
+  if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+    error(path, field, f"x must hold real numbers; got dtype {x.dtype}")
+  if series and x.ndim in (1, 2) and y is None and lengths is None:
+    x = x[None, :, None] if x.ndim == 1 else x[None]  # one series [T] or [T, F]
+  elif x.ndim == 2:
+    x = x[..., None]
+  if x.ndim != 3:
+    error(path, field, f"x must be [N, T] or [N, T, F]; got shape {x.shape}")
+  x = x.astype(np.float32)
+  if y is not None and y.shape[:1] != x.shape[:1]:
+    error(path, field, f"x and y hold different numbers of sequences: x has {x.shape[0]}, "
+          f"y has {y.shape[0] if y.ndim else 'a scalar'}")
+  if lengths is not None:
+    lengths = _check_lengths(path, field, lengths, x.shape[:2])
+    x = np.where(np.arange(x.shape[1])[None, :, None] < lengths[:, None, None], x, np.nan)
+  return Arrays(x, y, padding_lengths(path, field, x))
+
+
+def _check_lengths(path, field, lengths, shape) -> np.ndarray:
+  lengths = np.asarray(lengths)
+  n, steps = shape
+  if lengths.shape != (n,):
+    error(path, field, f"lengths must be [N] = ({n},); got shape {lengths.shape}")
+  if not np.issubdtype(lengths.dtype, np.integer) or lengths.min() < 1 or lengths.max() > steps:
+    error(path, field, f"lengths must be integers in 1..{steps} (the time steps)")
+  return lengths.astype(np.int32)
+
+
+def padding_lengths(path: str, field: str, x: np.ndarray) -> np.ndarray:
+  """[N] valid steps of x [N, T, F]: the steps before its trailing all-NaN steps.
+
+  A NaN inside a sequence (before its last valid step), or in only some of a
+  step's features, is an error naming the sequence and step.
+  """
+  missing = np.isnan(x)  # [N, T, F]
+  step_missing = missing.all(-1)
+  partial = missing.any(-1) & ~step_missing
+  if partial.any():
+    i, t = np.argwhere(partial)[0]
+    error(path, field, f"sequence {i} has NaN in some features at step {t}; a step is "
+          "either all values or all NaN (padding)")
+  valid = ~step_missing
+  steps = x.shape[1]
+  # The last valid step + 1; padding must be exactly the steps after it.
+  lengths = np.where(valid.any(1), steps - np.argmax(valid[:, ::-1], axis=1), 0)
+  inside = step_missing & (np.arange(steps)[None, :] < lengths[:, None])
+  if inside.any():
+    i, t = np.argwhere(inside)[0]
+    error(path, field, f"sequence {i} has NaN at step {t}, inside the sequence; NaN may "
+          "only pad the end of a sequence (or give a lengths array)")
+  if (lengths == 0).any():
+    error(path, field, f"sequence {int(np.argmax(lengths == 0))} has no values")
+  return lengths.astype(np.int32)
+
+
+def _rows(path, field) -> tuple[list[str] | None, list[list[str]]]:
+  """(header or None, data rows) of a CSV; a header is a first row that is not all numbers."""
+  with open(path, newline="") as f:
+    rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+  if not rows:
+    error(path, field, "the file is empty")
+  header = None
+  try:
+    [float(c) for c in rows[0] if c.strip()]
+  except ValueError:
+    header, rows = [c.strip() for c in rows[0]], rows[1:]
+  if not rows:
+    error(path, field, "the file has a header and no rows")
+  width = len(header) if header else max(len(r) for r in rows)
+  for i, r in enumerate(rows):
+    if len(r) > width:
+      error(path, field, f"row {i + 1 + bool(header)} has {len(r)} columns; the header has "
+            f"{width}")
+  return header, rows
+
+
+def _numbers(path, field, rows, width) -> np.ndarray:
+  """[rows, width] float: empty cells (and missing trailing cells) are NaN."""
+  out = np.full((len(rows), width), np.nan, np.float64)
+  for i, r in enumerate(rows):
+    for j, c in enumerate(r):
+      c = c.strip()
+      if c and c.lower() != "nan":
+        try:
+          out[i, j] = float(c)
+        except ValueError:
+          error(path, field, f"row {i + 1}, column {j + 1} is {c!r}, not a number")
+  return out
+
+
+def _read_wide_csv(path, field, label, no_labels) -> Arrays:
+  header, rows = _rows(path, field)
+  width = len(header) if header else max(len(r) for r in rows)
+  values = _numbers(path, field, rows, width)
+  if no_labels:  # every column is a time step; a label column, if named, is dropped
+    if label and header and label in header:
+      values = np.delete(values, header.index(label), axis=1)
+    x = values[..., None].astype(np.float32)
+    return Arrays(x, None, padding_lengths(path, field, x))
+  if label:
+    if not header:
+      error(path, field, f"task.label={label!r} names a column, but the CSV has no header")
+    if label not in header:
+      error(path, field, f"no column {label!r} in the header (columns: "
+            f"{', '.join(header[:8])}{', ...' if len(header) > 8 else ''})")
+    col = header.index(label)
+  else:
+    col = width - 1
+  y = values[:, col]
+  if np.isnan(y).any():
+    error(path, field, f"the label column is empty in row {int(np.argmax(np.isnan(y))) + 1}")
+  x = np.delete(values, col, axis=1)[..., None].astype(np.float32)
+  if x.shape[1] == 0:
+    error(path, field, "the CSV has a label column and no time steps")
+  return Arrays(x, y, padding_lengths(path, field, x),
+                label=header[col] if header else None)
+
+
+def _read_long_csv(path, field, time_column) -> Arrays:
+  header, rows = _rows(path, field)
+  if not header or time_column not in header:
+    error(path, field, f"task.time_column={time_column!r} is not a column of the header "
+          f"({', '.join(header or ['no header'])})")
+  col = header.index(time_column)
+  names = [h for j, h in enumerate(header) if j != col]
+  if not names:
+    error(path, field, "the CSV has a time column and no value columns")
+  times = [r[col].strip() if col < len(r) else "" for r in rows]
+  try:
+    order = np.argsort(np.asarray([float(t) for t in times]), kind="stable")
+  except ValueError:
+    order = np.argsort(np.asarray(times), kind="stable")  # ISO dates sort as text
+  values = _numbers(path, field, [[c for j, c in enumerate(r) if j != col] for r in rows],
+                    len(names))
+  x = values[order][None].astype(np.float32)  # one series [1, T, F]
+  return Arrays(x, None, padding_lengths(path, field, x), features=names)
+
+
+def write(path: str, values: np.ndarray, header: list[str] | None = None) -> None:
+  """Writes predictions [N, ...] to `.npy` or `.csv` (one row each, flattened)."""
+  ext = os.path.splitext(path)[1].lower()
+  if ext == ".npy":
+    np.save(path, values)
+    return
+  if ext != ".csv":
+    raise validate.ConfigError(f"--output={path!r}: unknown extension {ext or '(none)'!r}; "
+                               "allowed: .npy, .csv")
+  rows = np.asarray(values).reshape(len(values), -1)
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    if header:
+      w.writerow(header)
+    w.writerows(rows.tolist())

@@ -1,0 +1,69 @@
+"""Predicts with a trained run: `python -m seqjax.predict --workdir=RUN --input=X --output=Y`.
+
+Inputs as training read them (`.npy`, `.npz` with `x`, or `.csv`: one sequence
+a row; a column named as the training file's label column is dropped; a
+forecast run's CSV may be long format with its time column). Outputs `.npy` or
+`.csv`, one row a sequence: the label (classification), the K targets
+(regression) or the next H steps (forecast; H x F values a row).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import app, flags, logging
+
+from seqjax import cli, datafiles, inference, validate
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "A finished run's directory (seqjax.main's --workdir).")
+flags.DEFINE_string("input", None, "Sequences to predict: .npy, .npz or .csv.")
+flags.DEFINE_string("output", None, "Where predictions go: .npy or .csv.")
+flags.mark_flags_as_required(["workdir", "input", "output"])
+
+
+def read_inputs(run: inference.Run, path: str) -> tuple[np.ndarray, np.ndarray]:
+  """(x [N, T, F] NaN-padded, lengths [N]) from `path`, checked against the run."""
+  info = run.info or {}
+  forecast = info.get("kind") == "forecast"
+  time_column = run.config.task.get("time_column", "") if forecast else ""
+  arrays = datafiles.read(path, "--input", series=forecast, label=info.get("label") or "",
+                          time_column=time_column, inputs_only=True)
+  if arrays.x.shape[2] != run.features:
+    datafiles.error(path, "--input", f"the sequences have {arrays.x.shape[2]} features a "
+                    f"step; the run was trained on {run.features}")
+  trained = info.get("features")
+  if trained and arrays.features and arrays.features != trained:
+    datafiles.error(path, "--input", f"columns {arrays.features} differ from the training "
+                    f"file's {trained}")
+  return arrays.x, arrays.lengths
+
+
+def header(run: inference.Run, preds: np.ndarray) -> list[str]:
+  info = run.info or {}
+  kind = info.get("kind")
+  if kind == "classification":
+    return [info.get("label") or "label"]
+  if kind == "forecast":
+    names = info.get("features") or [f"f{i}" for i in range(preds.shape[-1])]
+    return [f"{n}@{h}" for h in range(1, preds.shape[1] + 1) for n in names]
+  return [f"y{i}" for i in range(int(np.prod(preds.shape[1:])))]
+
+
+def main(argv):
+  with cli.exit_codes():
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.output.lower().endswith((".npy", ".csv")):
+      raise validate.ConfigError(f"--output={FLAGS.output!r}: unknown extension; allowed: "
+                                 ".npy, .csv")
+    run = inference.load(FLAGS.workdir)
+    x, lengths = read_inputs(run, FLAGS.input)
+    preds = run.predict(x, lengths)
+    datafiles.write(FLAGS.output, preds, header(run, preds))
+    print(f"{len(preds)} predictions ({run.kind}, parameters of step {run.step}) -> "
+          f"{FLAGS.output}", flush=True)
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.WARNING)
+  app.run(main)
