@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 
 import numpy as np
 
-from seqjax import validate
+from seqjax import files, validate
 
 EXTENSIONS = (".npy", ".npz", ".csv")
 
@@ -71,23 +72,25 @@ def read(path: str, field: str, *, series: bool = False, label: str = "",
   if ext not in EXTENSIONS:
     error(path, field, f"unknown extension {ext or '(none)'!r}; allowed: "
           + ", ".join(EXTENSIONS))
-  if not os.path.isfile(path):
+  if not files.path(path).is_file():
     error(path, field, "no such file")
-  if os.path.getsize(path) == 0:
+  content = files.path(path).read_bytes()
+  if not content:
     error(path, field, "the file is empty")
   if ext == ".csv":
-    arrays = (_read_long_csv(path, field, time_column) if time_column
-              else _read_wide_csv(path, field, label, series or inputs_only))
+    text = content.decode("utf-8", errors="replace")
+    arrays = (_read_long_csv(path, field, text, time_column) if time_column
+              else _read_wide_csv(path, field, text, label, series or inputs_only))
   else:
-    arrays = _read_numpy(path, field, ext, series)
+    arrays = _read_numpy(path, field, content, ext, series)
   if arrays.x.shape[0] == 0 or arrays.x.shape[1] == 0:
     error(path, field, f"no sequences in the file (x has shape {arrays.x.shape})")
   return arrays
 
 
-def _read_numpy(path, field, ext, series) -> Arrays:
+def _read_numpy(path, field, content, ext, series) -> Arrays:
   try:
-    loaded = np.load(path, allow_pickle=False)
+    loaded = np.load(io.BytesIO(content), allow_pickle=False)
   except Exception as e:  # noqa: BLE001  (any unreadable file: one line)
     error(path, field, f"not a readable {ext} file ({type(e).__name__})")
   if ext == ".npy":
@@ -155,10 +158,9 @@ def padding_lengths(path: str, field: str, x: np.ndarray) -> np.ndarray:
   return lengths.astype(np.int32)
 
 
-def _rows(path, field) -> tuple[list[str] | None, list[list[str]]]:
+def _rows(path, field, text) -> tuple[list[str] | None, list[list[str]]]:
   """(header or None, data rows) of a CSV; a header is a first row that is not all numbers."""
-  with open(path, newline="") as f:
-    rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+  rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
   if not rows:
     error(path, field, "the file is empty")
   header = None
@@ -190,8 +192,8 @@ def _numbers(path, field, rows, width) -> np.ndarray:
   return out
 
 
-def _read_wide_csv(path, field, label, no_labels) -> Arrays:
-  header, rows = _rows(path, field)
+def _read_wide_csv(path, field, text, label, no_labels) -> Arrays:
+  header, rows = _rows(path, field, text)
   width = len(header) if header else max(len(r) for r in rows)
   values = _numbers(path, field, rows, width)
   if no_labels:  # every column is a time step; a label column, if named, is dropped
@@ -218,8 +220,8 @@ def _read_wide_csv(path, field, label, no_labels) -> Arrays:
                 label=header[col] if header else None)
 
 
-def _read_long_csv(path, field, time_column) -> Arrays:
-  header, rows = _rows(path, field)
+def _read_long_csv(path, field, text, time_column) -> Arrays:
+  header, rows = _rows(path, field, text)
   if not header or time_column not in header:
     error(path, field, f"task.time_column={time_column!r} is not a column of the header "
           f"({', '.join(header or ['no header'])})")
@@ -242,14 +244,17 @@ def write(path: str, values: np.ndarray, header: list[str] | None = None) -> Non
   """Writes predictions [N, ...] to `.npy` or `.csv` (one row each, flattened)."""
   ext = os.path.splitext(path)[1].lower()
   if ext == ".npy":
-    np.save(path, values)
+    buffer = io.BytesIO()
+    np.save(buffer, values)
+    files.path(path).write_bytes(buffer.getvalue())
     return
   if ext != ".csv":
     raise validate.ConfigError(f"--output={path!r}: unknown extension {ext or '(none)'!r}; "
                                "allowed: .npy, .csv")
   rows = np.asarray(values).reshape(len(values), -1)
-  with open(path, "w", newline="") as f:
-    w = csv.writer(f)
-    if header:
-      w.writerow(header)
-    w.writerows(rows.tolist())
+  out = io.StringIO()
+  w = csv.writer(out, lineterminator="\n")
+  if header:
+    w.writerow(header)
+  w.writerows(rows.tolist())
+  files.write_text(path, out.getvalue())

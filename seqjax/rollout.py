@@ -22,7 +22,13 @@ from seqjax import lstm
 
 
 def step(model, params, carry: lstm.Carry | None, chunk: jax.Array) -> tuple[lstm.Carry, jax.Array]:
-  """Runs a per-step model on a chunk [B, t, I] from `carry`; returns (carry, y [B, t, O])."""
+  """Runs a per-step model on a chunk [B, t, I] from `carry`; returns (carry, y [B, t, O]).
+
+  `params`: the model's parameters, or the variables `model.init` returns
+  ({"params": ...}); every function here takes either.
+  """
+  if hasattr(params, "keys") and set(params.keys()) == {"params"}:
+    params = params["params"]
   return model.apply({"params": params}, chunk, carry)
 
 

@@ -63,6 +63,9 @@ def test_train_and_evaluate_with_a_gs_workdir(fake_gcs, tmp_path, monkeypatch):
   local = tmp_path / "checkpoints"  # orbax's arrays need tensorstore's gcs driver (see above)
   real = checkpoint.Checkpointer
   monkeypatch.setattr(checkpoint, "Checkpointer", lambda directory, **kw: real(local, **kw))
+  real_params = checkpoint.ParamsStore
+  monkeypatch.setattr(checkpoint, "ParamsStore", lambda directory: real_params(
+      tmp_path / "params"))
   results = train.train_and_evaluate(configlib.load("freq", "quick"), "gs://bucket/run")
   stored = {k.removeprefix("gs://bucket/run/") for k in fake_gcs}
   assert {"config.json", "results.json", "timing.json", "metrics.jsonl", "loss.png",

@@ -107,7 +107,7 @@ sys.path.insert(0, "tests")
 from test_train import load_config
 from seqjax import tasks
 digest = hashlib.sha256()
-for name, arg in [(n, None) for n in tasks.names()] + [("echo", "window=1,lag=5"),
+for name, arg in [(n, None) for n in tasks.generated()] + [("echo", "window=1,lag=5"),
                                                      ("echo", "seed")]:
   config = load_config(name, arg)
   key = jax.random.key(config.seed)

@@ -39,7 +39,7 @@ def fresh(config):
   return task, model, state, data_key, dropout_key
 
 
-@pytest.mark.parametrize("name,arg", [(name, "quick") for name in tasks.names()] + [
+@pytest.mark.parametrize("name,arg", [(name, "quick") for name in tasks.generated()] + [
     ("echo", "quick,window=1,lag=5"), ("echo", "quick,seed"), ("sine", "quick,seed"),
 ])
 def test_one_jitted_step_changes_every_parameter(name, arg):
@@ -106,7 +106,7 @@ def test_plan_is_abstract_and_compiles_the_loop_initialize_runs():
   assert int(state.step) == 2 and bool(totals["finite"])
 
 
-@pytest.mark.parametrize("name,arg", [(name, "quick") for name in tasks.names()]
+@pytest.mark.parametrize("name,arg", [(name, "quick") for name in tasks.generated()]
                          + [("echo", "quick,window=1,lag=5")])
 def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
   config = load_config(name, arg)

@@ -10,15 +10,22 @@ import pkgutil
 from seqjax import validate
 from seqjax.tasks.base import Batch, Task
 
-__all__ = ["Batch", "Task", "names", "make"]
+__all__ = ["Batch", "Task", "names", "generated", "make"]
 
 _NOT_TASKS = ("base",)
+# Tasks that read the user's files (the others generate their data).
+FROM_FILES = ("data",)
 
 
 def names() -> tuple[str, ...]:
   """The task modules of this package, sorted."""
   return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
                       if m.name not in _NOT_TASKS and not m.name.startswith("_")))
+
+
+def generated() -> tuple[str, ...]:
+  """The tasks that generate their own data (every one but `FROM_FILES`)."""
+  return tuple(n for n in names() if n not in FROM_FILES)
 
 
 def make(task_cfg, batch_size: int) -> Task:

@@ -170,7 +170,7 @@ def class_indices(path: str, field: str, y: np.ndarray, classes: np.ndarray | No
           or (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y))
               and np.all(y == np.round(y)))):
     bad = y[~(np.isfinite(y) & (y == np.round(y)))][0] if y.dtype.kind == "f" else y[0]
-    datafiles.error(path, field, f"classification needs integer labels; found {bad!r} "
+    datafiles.error(path, field, f"classification needs integer labels; found {bad.item()!r} "
                     "(set task.kind=regression for numeric targets)")
   y = y.astype(np.int64)
   if classes is None:
@@ -198,6 +198,8 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   if arrays.y is None:
     datafiles.error(path, "task.train", f"{kind} needs labels: a y array in the .npz, or a "
                     "label column in the .csv")
+  if kind == "classification":  # labels checked first: a bad label column is the likelier cause
+    class_indices(path, "task.train", arrays.y, None)
   idx_train, idx_val, idx_test = _split(len(arrays.x), cfg, test_arrays is not None)
   if len(idx_train) < 2 or not len(idx_val) or (test_arrays is None and not len(idx_test)):
     datafiles.error(path, "task.train", f"{len(arrays.x)} sequences are too few to split "

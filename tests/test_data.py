@@ -1,0 +1,276 @@
+"""Training on the user's own files (configs/data.py), feeding from the host, predicting."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import seqjax
+from seqjax import configlib, datafiles, feed, rollout, validate
+from seqjax.tasks import data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def labelled_csv(path, n=300, steps=30, seed=0):
+  """Univariate sequences, label 1 carries a bump: a clear signal."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, 2, n)
+  x = rng.normal(0, 1, (n, steps)) + y[:, None] * 1.5 * np.sin(np.linspace(0, 3, steps))
+  lines = [",".join([f"t{i}" for i in range(steps)] + ["label"])]
+  lines += [",".join(f"{v:.4f}" for v in xi) + f",{yi}" for xi, yi in zip(x, y, strict=True)]
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def variable_npz(path, n=400, steps=24, features=3, seed=1):
+  """Multivariate sequences of 8..24 steps, NaN-padded; y = (mean of x0, max of x1)."""
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(8, steps + 1, n)
+  x = rng.normal(size=(n, steps, features)).astype(np.float32)
+  valid = np.arange(steps)[None, :] < lengths[:, None]
+  y = np.stack([(x[..., 0] * valid).sum(1) / lengths,
+                np.where(valid, x[..., 1], -np.inf).max(1)], 1)
+  x[~valid] = np.nan
+  np.savez(path, x=x, y=y)
+  return path
+
+
+def seasonal_csv(path, steps=1200, seed=1):
+  """One long series with a daily (24-step) season and noise, long format, rows shuffled."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(steps)
+  s = 10 + 3 * np.sin(2 * np.pi * t / 24) + 1.5 * np.sin(2 * np.pi * t / 6 + 1)
+  s = s + 0.5 * rng.normal(size=steps)
+  rows = [f"{i},{s[i]:.4f}" for i in rng.permutation(steps)]
+  path.write_text("hour,load\n" + "\n".join(rows) + "\n")
+  return path
+
+
+def run(module, *args, cwd=ROOT):
+  return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                        cwd=cwd, timeout=600)
+
+
+def train_cli(workdir, config, *args):
+  out = run("seqjax.main", f"--workdir={workdir}", config, "--config.mesh.cpu_devices=0", *args)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+@pytest.mark.slow
+def test_labelled_csv_trains_predicts_and_beats_the_majority_class(tmp_path):
+  path = labelled_csv(tmp_path / "labelled.csv")
+  results = train_cli(tmp_path / "run", "--config=configs/data.py", f"--config.task.train={path}",
+                      "--config.train.epochs=30")
+  acc = results["held_out"]["accuracy"]
+  assert acc >= 0.9 > results["baselines"]["majority_class"]["accuracy"] + 0.2
+  assert results["params_step"] <= results["steps"]
+  out = run("seqjax.predict", f"--workdir={tmp_path / 'run'}", f"--input={path}",
+            f"--output={tmp_path / 'pred.csv'}")
+  assert out.returncode == 0, out.stderr
+  lines = (tmp_path / "pred.csv").read_text().splitlines()
+  assert lines[0] == "label" and len(lines) == 301 and set(lines[1:]) <= {"0", "1"}
+  loaded = seqjax.load(tmp_path / "run")
+  assert loaded.evaluate(*loaded.held_out()) == results["held_out"]  # exactly
+  x, y, lengths = loaded.held_out()
+  assert np.mean(loaded.predict(x, lengths) == y) == pytest.approx(acc)
+
+
+@pytest.mark.slow
+def test_variable_length_multivariate_npz_regression(tmp_path):
+  path = variable_npz(tmp_path / "seqs.npz")
+  results = train_cli(tmp_path / "run", "--config=configs/data.py:regression",
+                      f"--config.task.train={path}", "--config.train.epochs=40")
+  assert results["held_out"]["mae"] < 0.6 * results["baselines"]["train_mean"]["mae"]
+  loaded = seqjax.load(tmp_path / "run")
+  assert loaded.info["masked"] and loaded.info["in_features"] == 3
+  assert loaded.evaluate(*loaded.held_out()) == results["held_out"]
+  with np.load(path) as f:
+    np.save(tmp_path / "x.npy", f["x"][:7])
+  out = run("seqjax.predict", f"--workdir={tmp_path / 'run'}", f"--input={tmp_path / 'x.npy'}",
+            f"--output={tmp_path / 'pred.npy'}")
+  assert out.returncode == 0, out.stderr
+  assert np.load(tmp_path / "pred.npy").shape == (7, 2)
+  np.save(tmp_path / "wrong.npy", np.zeros((2, 5, 2), np.float32))
+  out = run("seqjax.predict", f"--workdir={tmp_path / 'run'}",
+            f"--input={tmp_path / 'wrong.npy'}", f"--output={tmp_path / 'p2.npy'}")
+  assert out.returncode == 2 and "2 features a step; the run was trained on 3" in out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_seasonal_series_forecast_12_steps_beats_seasonal_naive(tmp_path):
+  path = seasonal_csv(tmp_path / "series.csv")
+  results = train_cli(tmp_path / "run", "--config=configs/data.py:forecast",
+                      f"--config.task.train={path}", "--config.task.time_column=hour",
+                      "--config.task.horizon=12", "--config.task.season=24")
+  held, naive = results["held_out"], results["baselines"]["seasonal_naive"]
+  assert held["mae@12"] < 0.85 * naive["mae@12"] and held["mae"] < 0.85 * naive["mae"]
+  assert results["baselines"]["persistence"]["mae"] > naive["mae"]
+  loaded = seqjax.load(tmp_path / "run")
+  windows, truth = loaded.held_out()
+  assert loaded.evaluate(windows, truth) == held
+  forecast = loaded.predict(windows[:3])
+  assert forecast.shape == (3, 12, 1)
+  np.testing.assert_allclose(loaded.rollout(windows[:3], 12), forecast, rtol=1e-5, atol=1e-4)
+  out = run("seqjax.predict", f"--workdir={tmp_path / 'run'}", f"--input={path}",
+            f"--output={tmp_path / 'next.csv'}")
+  assert out.returncode == 0, out.stderr
+  lines = (tmp_path / "next.csv").read_text().splitlines()
+  assert lines[0].split(",")[:2] == ["load@1", "load@2"] and len(lines) == 2
+
+
+def data_config(path, kind="classification", **task):
+  config = configlib.load("data", kind)
+  config.unlock()
+  config.task.train = str(path)
+  config.task.update(task)
+  return config
+
+
+def make(config):
+  return data.make(config.task, config.train.batch_size)
+
+
+@pytest.mark.parametrize("write,overrides,message", [
+    (None, {}, r"task\.train='.*missing\.csv': no such file"),
+    (lambda p: p.with_suffix(".txt").write_text("1,2\n"), {"suffix": ".txt"},
+     r"unknown extension '\.txt'; allowed: \.npy, \.npz, \.csv"),
+    (lambda p: np.savez(p, x=np.zeros((4, 5)), y=np.zeros(3)), {"suffix": ".npz"},
+     "x and y hold different numbers of sequences: x has 4, y has 3"),
+    (lambda p: p.write_text("a,b,label\n1,2,0.5\n3,4,1\n"), {},
+     r"classification needs integer labels; found 0\.5"),
+    (lambda p: p.write_text("a,b,c,label\n1,nan,2,0\n3,4,5,1\n"), {},
+     "sequence 0 has NaN at step 1, inside the sequence"),
+    (lambda p: p.write_text(""), {}, "the file is empty"),
+    (lambda p: p.write_text("a,b,label\n1,2,0\n3,4,0\n5,6,0\n7,8,0\n"), {},
+     "every label is 0: classification needs at least two classes"),
+    (lambda p: p.write_text("a,b,y\n1,2,0\n3,4,1\n"), {"label": "target"},
+     r"no column 'target' in the header \(columns: a, b, y\)"),
+    (lambda p: p.write_text("t,v\n" + "".join(f"{i},{i}\n" for i in range(30))),
+     {"kind": "forecast", "time_column": "t", "horizon": 40, "window": 10},
+     "task.window=10 plus task.horizon=40 steps is longer than the longest series"),
+])
+def test_bad_files_are_one_line_config_errors(tmp_path, write, overrides, message):
+  overrides = dict(overrides)
+  path = tmp_path / ("data" + overrides.pop("suffix", ".csv"))
+  if write is not None:
+    write(path)
+  else:
+    path = tmp_path / "missing.csv"
+  kind = overrides.pop("kind", "classification")
+  with pytest.raises(validate.ConfigError, match=message) as e:
+    make(data_config(path, kind, **overrides))
+  assert "\n" not in str(e.value)
+
+
+def test_test_file_with_other_columns_is_refused(tmp_path):
+  (tmp_path / "a.csv").write_text("t,v\n" + "".join(f"{i},{i % 7}\n" for i in range(300)))
+  (tmp_path / "b.csv").write_text("t,w\n" + "".join(f"{i},{i % 7}\n" for i in range(300)))
+  config = data_config(tmp_path / "a.csv", "forecast", time_column="t", window=10, horizon=3,
+                       test=str(tmp_path / "b.csv"))
+  with pytest.raises(validate.ConfigError, match=r"columns \['w'\] differ from the training"):
+    make(config)
+
+
+def test_bad_file_from_the_command_line_exits_2_and_keeps_the_workdir(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 1.0}\n')
+  out = run("seqjax.main", "--config=configs/data.py", f"--workdir={workdir}",
+            f"--config.task.train={tmp_path / 'nope.npz'}")
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      f"error: task.train='{tmp_path / 'nope.npz'}': no such file"]
+  assert (workdir / "metrics.jsonl").read_text().startswith('{"step": 1')
+
+
+def test_series_are_split_by_time_and_normalised_on_the_training_part(tmp_path):
+  steps = 500
+  series = np.arange(steps, dtype=np.float32)  # rising: any leak of the future shows
+  np.save(tmp_path / "s.npy", series)
+  task = make(data_config(tmp_path / "s.npy", "forecast", window=10, horizon=5))
+  train_end = steps - int(steps * 0.2) - int(steps * 0.1)
+  last_train = task.train_examples.starts.max() + 10 + 5
+  assert last_train == train_end  # every training window ends inside the training part
+  val_first = task.validation.starts.min() + 10
+  test_first = task.test.starts.min() + 10
+  assert val_first == train_end and test_first == steps - int(steps * 0.2)
+  assert task.info["x_shift"][0] == pytest.approx(np.arange(train_end).mean())
+
+
+def test_sequence_split_is_seeded_and_disjoint(tmp_path):
+  path = labelled_csv(tmp_path / "l.csv", n=100)
+  a, b = make(data_config(path)), make(data_config(path))
+  np.testing.assert_array_equal(a.test_raw[0], b.test_raw[0])
+  assert a.train_examples.size == 70 and a.validation.size == 10 and a.test.size == 20
+  c = make(data_config(path, split_seed=1))
+  assert not np.array_equal(a.test_raw[0], c.test_raw[0])
+
+
+def test_feed_gives_keras_epochs_and_the_same_batch_for_a_step_whatever_the_chunk(tmp_path):
+  examples = data.Examples({"x": np.arange(10, dtype=np.float32)[:, None, None],
+                            "y": np.arange(10), "weight": np.ones(10, np.float32)}, 10)
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
+  f = feed.Feed(examples, batch_size=4, seed=3, mesh=mesh, total=12)
+  assert f.steps == 12
+  whole = jax.device_get(f.chunk(0))
+  epoch = np.concatenate([whole["y"][i] for i in range(3)])
+  weight = np.concatenate([whole["weight"][i] for i in range(3)])
+  assert sorted(epoch[weight > 0]) == list(range(10)) and weight.sum() == 10
+  later = jax.device_get(f.chunk(5))
+  np.testing.assert_array_equal(later["y"][0], whole["y"][5])
+  f.close()
+
+
+def test_the_compiled_train_loop_does_not_grow_with_the_file(tmp_path):
+  from seqjax import planning, programs
+  sizes = []
+  for n in (200, 2000):
+    path = labelled_csv(tmp_path / f"l{n}.csv", n=n)
+    run_ = planning.plan(data_config(path))
+    fed = feed.Feed(run_.task.train_examples, 32, 0, run_.mesh, run_.total)
+    lowered = programs.jit_train_loop(run_).lower(
+        run_.state, *run_.loop_args(), np.int32(1), programs.zero_sums(run_), fed.abstract)
+    sizes.append(len(lowered.as_text()))
+    fed.close()
+  assert sizes[0] == sizes[1]
+
+
+@pytest.mark.slow
+def test_builtin_runs_load_and_predict(tmp_path):
+  out = run("seqjax.main", "--config=configs/freq.py:quick", f"--workdir={tmp_path / 'freq'}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  loaded = seqjax.load(tmp_path / "freq")
+  from seqjax.tasks import freq
+  x = np.asarray(freq.sine(np.float32(3.0), np.float32(0.2), 100))[None, :, None]
+  assert loaded.predict(x).shape == (1, 1) and loaded.kind == "freq"
+  out = run("seqjax.main", "--config=configs/sine.py:quick", f"--workdir={tmp_path / 'sine'}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  sine = seqjax.load(tmp_path / "sine")
+  prefix = np.sin(np.linspace(0, 1, 20))[None, :, None]
+  assert sine.rollout(prefix, 5).shape == (1, 5, 1)
+  with pytest.raises(ValueError, match="per-step model"):
+    loaded.rollout(x, 3)
+
+
+def test_rollout_takes_params_or_the_variables_of_init():
+  from seqjax import models
+  model = models.SequenceModel(hidden=4, head="per_step")
+  variables = model.init(jax.random.key(0), np.zeros((1, 3, 1), np.float32))
+  prefix = np.ones((2, 3, 1), np.float32)
+  np.testing.assert_array_equal(rollout.rollout(model, variables, prefix, 4),
+                                rollout.rollout(model, variables["params"], prefix, 4))
+
+
+def test_datafiles_csv_header_and_lengths(tmp_path):
+  (tmp_path / "a.csv").write_text("1,2,3,0\n4,5,,1\n")
+  arrays = datafiles.read(str(tmp_path / "a.csv"), "task.train")
+  np.testing.assert_array_equal(arrays.lengths, [3, 2])
+  np.testing.assert_array_equal(arrays.y, [0, 1])
