@@ -47,6 +47,7 @@ class Arrays:
   lengths: np.ndarray
   features: list[str] | None = None
   label: str | None = None
+  csv_label: tuple[int, int] | None = None  # wide CSV: (label column, columns)
 
 
 def error(path: str, field: str, message: str) -> None:
@@ -54,7 +55,8 @@ def error(path: str, field: str, message: str) -> None:
 
 
 def read(path: str, field: str, *, series: bool = False, label: str = "",
-         time_column: str = "", inputs_only: bool = False) -> Arrays:
+         time_column: str = "", inputs_only: bool = False,
+         csv_label: tuple[int, int] | None = None) -> Arrays:
   """Reads `path` (the config field `field` named it).
 
   Args:
@@ -64,7 +66,8 @@ def read(path: str, field: str, *, series: bool = False, label: str = "",
       with `time_column` and for `.npy`/`.npz`.
     time_column: the CSV is long format, one step a row ordered by it.
     inputs_only: sequences without labels (to predict): every CSV column but
-      one named `label` is a time step.
+      one named `label` is a time step, or but column i of a CSV as wide as
+      the training file (`csv_label` = (i, width)), which held its labels.
   """
   if not path:
     error(path, field, "no file given; set it to a .npy, .npz or .csv file")
@@ -80,7 +83,7 @@ def read(path: str, field: str, *, series: bool = False, label: str = "",
   if ext == ".csv":
     text = content.decode("utf-8", errors="replace")
     arrays = (_read_long_csv(path, field, text, time_column) if time_column
-              else _read_wide_csv(path, field, text, label, series or inputs_only))
+              else _read_wide_csv(path, field, text, label, series or inputs_only, csv_label))
   else:
     arrays = _read_numpy(path, field, content, ext, series)
   if arrays.x.shape[0] == 0 or arrays.x.shape[1] == 0:
@@ -192,13 +195,15 @@ def _numbers(path, field, rows, width) -> np.ndarray:
   return out
 
 
-def _read_wide_csv(path, field, text, label, no_labels) -> Arrays:
+def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Arrays:
   header, rows = _rows(path, field, text)
   width = len(header) if header else max(len(r) for r in rows)
   values = _numbers(path, field, rows, width)
   if no_labels:  # every column is a time step; a label column, if named, is dropped
     if label and header and label in header:
       values = np.delete(values, header.index(label), axis=1)
+    elif csv_label is not None and width == csv_label[1]:
+      values = np.delete(values, csv_label[0], axis=1)
     x = values[..., None].astype(np.float32)
     return Arrays(x, None, padding_lengths(path, field, x))
   if label:
@@ -217,7 +222,7 @@ def _read_wide_csv(path, field, text, label, no_labels) -> Arrays:
   if x.shape[1] == 0:
     error(path, field, "the CSV has a label column and no time steps")
   return Arrays(x, y, padding_lengths(path, field, x),
-                label=header[col] if header else None)
+                label=header[col] if header else None, csv_label=(col, width))
 
 
 def _read_long_csv(path, field, text, time_column) -> Arrays:

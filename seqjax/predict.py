@@ -27,7 +27,8 @@ def read_inputs(run: inference.Run, path: str) -> tuple[np.ndarray, np.ndarray]:
   forecast = info.get("kind") == "forecast"
   time_column = run.config.task.get("time_column", "") if forecast else ""
   arrays = datafiles.read(path, "--input", series=forecast, label=info.get("label") or "",
-                          time_column=time_column, inputs_only=True)
+                          time_column=time_column, inputs_only=True,
+                          csv_label=info.get("csv_label"))
   if arrays.x.shape[2] != run.features:
     datafiles.error(path, "--input", f"the sequences have {arrays.x.shape[2]} features a "
                     f"step; the run was trained on {run.features}")

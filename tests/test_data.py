@@ -52,8 +52,10 @@ def seasonal_csv(path, steps=1200, seed=1):
 
 
 def run(module, *args, cwd=ROOT):
+  # Not preallocating: on a GPU, the test process and this one share the device.
+  env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
   return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                        cwd=cwd, timeout=600)
+                        cwd=cwd, timeout=600, env=env)
 
 
 def train_cli(workdir, config, *args):
@@ -274,3 +276,33 @@ def test_datafiles_csv_header_and_lengths(tmp_path):
   arrays = datafiles.read(str(tmp_path / "a.csv"), "task.train")
   np.testing.assert_array_equal(arrays.lengths, [3, 2])
   np.testing.assert_array_equal(arrays.y, [0, 1])
+
+
+@pytest.mark.slow
+def test_the_readme_own_data_commands_run_as_written(tmp_path):
+  import re
+  with open(os.path.join(ROOT, "README.md")) as f:
+    readme = f.read()
+  section = readme[readme.index("## Your own data"):]
+  commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+  os.symlink(os.path.join(ROOT, "configs"), tmp_path / "configs")
+  env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  for command in commands:
+    out = subprocess.run(command.replace("python ", f"{sys.executable} ", 1), shell=True,
+                         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, (command, out.stderr[-2000:])
+  with open(tmp_path / "runs" / "mine" / "results.json") as f:
+    results = json.load(f)
+  assert results["held_out"]["accuracy"] > results["baselines"]["majority_class"]["accuracy"]
+  predicted = np.loadtxt(tmp_path / "pred.csv", delimiter=",", skiprows=1)
+  labels = np.loadtxt(tmp_path / "labelled.csv", delimiter=",")[:, -1]
+  assert predicted.shape == (300,) and np.mean(predicted == labels) > 0.9
+
+
+def test_the_readme_lstm_and_rollout_block_runs_as_written():
+  import re
+  with open(os.path.join(ROOT, "README.md")) as f:
+    block = re.findall(r"```python\n(.*?)```", f.read(), re.S)[1]
+  namespace = {}
+  exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+  assert namespace["future"].shape == (8, 100, 1)

@@ -3,11 +3,23 @@
 import json
 import os
 import subprocess
+import sys
+
+import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
-def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch):
+@pytest.mark.parametrize("task,pictures", [
+    ("freq", ["loss.png", "predictions.png"]), ("sine", ["loss.png", "rollout.png",
+                                                        "teacher_forced.png"]),
+    ("data", ["loss.png"])])
+def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch, task, pictures):
+  data_file = ""
+  if task == "data":
+    sys.path.insert(0, os.path.dirname(__file__))
+    import test_data
+    data_file = str(test_data.labelled_csv(tmp_path / "labelled.csv", n=100))
   with open(os.path.join(ROOT, "launch", "colab.ipynb")) as f:
     notebook = json.load(f)
   shown = []
@@ -20,14 +32,17 @@ def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch):
     lines = [line for line in "".join(cell["source"]).splitlines()
              if not line.lstrip().startswith(("!", "%", "from IPython"))]  # install, IPython
     code = "\n".join(lines).replace("/tmp/seqjax_colab", str(tmp_path))
+    code = code.replace("TASK, ARG = 'freq', 'quick'", f"TASK, ARG = {task!r}, 'quick'")
+    code = code.replace("DATA_FILE, KIND = ''", f"DATA_FILE, KIND = {data_file!r}")
     exec(compile(code, "colab.ipynb", "exec"), namespace)  # noqa: S102
-  assert namespace["results"]["task"] == "freq"
-  assert [os.path.basename(p) for p in shown] == ["loss.png", "predictions.png"]
+  assert namespace["results"]["task"] == task
+  assert [os.path.basename(p) for p in shown] == pictures
   assert all(os.path.exists(p) for p in shown)
+  assert namespace["run"].step == namespace["results"]["params_step"]
 
 
 def test_launch_scripts_are_valid_bash():
-  for name in ("local.sh", "tpu_vm.sh", "gpu_check.sh"):
+  for name in ("local.sh", "tpu_vm.sh", "gpu_check.sh", "gpu_data_check.sh"):
     result = subprocess.run(["bash", "-n", os.path.join(ROOT, "launch", name)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -208,7 +208,7 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   masked = any((a.lengths < a.x.shape[1]).any() for a in (arrays, test_arrays) if a is not None)
   info = {"kind": kind, "in_features": arrays.x.shape[2], "masked": masked,
           "x_shift": x_shift.tolist(), "x_scale": x_scale.tolist(),
-          "label": arrays.label or "y"}
+          "label": arrays.label or "y", "csv_label": arrays.csv_label}
   if kind == "classification":
     labels, classes = class_indices(path, "task.train", arrays.y, None)
     y_all = labels
