@@ -48,6 +48,7 @@ class Arrays:
   features: list[str] | None = None
   label: str | None = None
   csv_label: tuple[int, int] | None = None  # wide CSV: (label column, columns)
+  columns: list[str] | None = None  # a CSV's header, label column excluded
 
 
 def error(path: str, field: str, message: str) -> None:
@@ -77,9 +78,10 @@ def read(path: str, field: str, *, series: bool = False, label: str = "",
           + ", ".join(EXTENSIONS))
   if not files.path(path).is_file():
     error(path, field, "no such file")
-  content = files.path(path).read_bytes()
-  if not content:
+  if files.path(path).stat().length == 0:
     error(path, field, "the file is empty")
+  # numpy reads a local file itself (no copy of its bytes); other stores through epath.
+  content = path if files.is_local(path) and ext != ".csv" else files.path(path).read_bytes()
   if ext == ".csv":
     text = content.decode("utf-8", errors="replace")
     arrays = (_read_long_csv(path, field, text, time_column) if time_column
@@ -93,7 +95,8 @@ def read(path: str, field: str, *, series: bool = False, label: str = "",
 
 def _read_numpy(path, field, content, ext, series) -> Arrays:
   try:
-    loaded = np.load(io.BytesIO(content), allow_pickle=False)
+    loaded = np.load(content if isinstance(content, str) else io.BytesIO(content),
+                     allow_pickle=False)
   except Exception as e:  # noqa: BLE001  (any unreadable file: one line)
     error(path, field, f"not a readable {ext} file ({type(e).__name__})")
   if ext == ".npy":
@@ -114,7 +117,7 @@ def _read_numpy(path, field, content, ext, series) -> Arrays:
     x = x[..., None]
   if x.ndim != 3:
     error(path, field, f"x must be [N, T] or [N, T, F]; got shape {x.shape}")
-  x = x.astype(np.float32)
+  x = x.astype(np.float32, copy=False)
   if y is not None and y.shape[:1] != x.shape[:1]:
     error(path, field, f"x and y hold different numbers of sequences: x has {x.shape[0]}, "
           f"y has {y.shape[0] if y.ndim else 'a scalar'}")
@@ -204,8 +207,9 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
       values = np.delete(values, header.index(label), axis=1)
     elif csv_label is not None and width == csv_label[1]:
       values = np.delete(values, csv_label[0], axis=1)
+    columns = [h for h in header if h != label] if header else None
     x = values[..., None].astype(np.float32)
-    return Arrays(x, None, padding_lengths(path, field, x))
+    return Arrays(x, None, padding_lengths(path, field, x), columns=columns)
   if label:
     if not header:
       error(path, field, f"task.label={label!r} names a column, but the CSV has no header")
@@ -222,7 +226,8 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
   if x.shape[1] == 0:
     error(path, field, "the CSV has a label column and no time steps")
   return Arrays(x, y, padding_lengths(path, field, x),
-                label=header[col] if header else None, csv_label=(col, width))
+                label=header[col] if header else None, csv_label=(col, width),
+                columns=[h for j, h in enumerate(header) if j != col] if header else None)
 
 
 def _read_long_csv(path, field, text, time_column) -> Arrays:
@@ -242,7 +247,17 @@ def _read_long_csv(path, field, text, time_column) -> Arrays:
   values = _numbers(path, field, [[c for j, c in enumerate(r) if j != col] for r in rows],
                     len(names))
   x = values[order][None].astype(np.float32)  # one series [1, T, F]
-  return Arrays(x, None, padding_lengths(path, field, x), features=names)
+  return Arrays(x, None, padding_lengths(path, field, x), features=names, columns=names)
+
+
+def check_columns(path: str, field: str, columns: list[str] | None,
+                  trained: list[str] | None) -> None:
+  """ConfigError unless a CSV's header (if it has one) matches the training file's."""
+  if columns is not None and trained is not None and columns != trained:
+    diff = next((f"column {i + 1} is {a!r}, the training file's is {b!r}"
+                 for i, (a, b) in enumerate(zip(columns, trained, strict=False)) if a != b),
+                f"{len(columns)} columns, the training file has {len(trained)}")
+    error(path, field, f"the CSV header does not match the training file's: {diff}")
 
 
 def write(path: str, values: np.ndarray, header: list[str] | None = None) -> None:

@@ -32,10 +32,7 @@ def read_inputs(run: inference.Run, path: str) -> tuple[np.ndarray, np.ndarray]:
   if arrays.x.shape[2] != run.features:
     datafiles.error(path, "--input", f"the sequences have {arrays.x.shape[2]} features a "
                     f"step; the run was trained on {run.features}")
-  trained = info.get("features")
-  if trained and arrays.features and arrays.features != trained:
-    datafiles.error(path, "--input", f"columns {arrays.features} differ from the training "
-                    f"file's {trained}")
+  datafiles.check_columns(path, "--input", arrays.columns, info.get("columns"))
   return arrays.x, arrays.lengths
 
 

@@ -177,8 +177,18 @@ def test_test_file_with_other_columns_is_refused(tmp_path):
   (tmp_path / "b.csv").write_text("t,w\n" + "".join(f"{i},{i % 7}\n" for i in range(300)))
   config = data_config(tmp_path / "a.csv", "forecast", time_column="t", window=10, horizon=3,
                        test=str(tmp_path / "b.csv"))
-  with pytest.raises(validate.ConfigError, match=r"columns \['w'\] differ from the training"):
+  with pytest.raises(validate.ConfigError, match=r"header does not match the training file's: "
+                     r"column 1 is 'w', the training file's is 'v'"):
     make(config)
+
+
+def test_test_csv_with_another_header_is_refused(tmp_path):
+  labelled_csv(tmp_path / "a.csv", n=50)
+  text = (tmp_path / "a.csv").read_text().replace("t0,", "start,", 1)
+  (tmp_path / "b.csv").write_text(text)
+  with pytest.raises(validate.ConfigError, match="column 1 is 'start', the training file's is "
+                     "'t0'"):
+    make(data_config(tmp_path / "a.csv", test=str(tmp_path / "b.csv")))
 
 
 def test_bad_file_from_the_command_line_exits_2_and_keeps_the_workdir(tmp_path):
@@ -306,3 +316,39 @@ def test_the_readme_lstm_and_rollout_block_runs_as_written():
   namespace = {}
   exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
   assert namespace["future"].shape == (8, 100, 1)
+
+
+@pytest.mark.slow
+def test_file_run_killed_then_rerun_is_bit_identical(tmp_path):
+  """The fed batches, the early-stopping history and the best parameters survive kill -9."""
+  import signal
+  import time
+  path = variable_npz(tmp_path / "seqs.npz")
+  args = ["--config=configs/data.py:regression", "--config.mesh.cpu_devices=0",
+          f"--config.task.train={path}", "--config.train.epochs=0",
+          "--config.train.steps=1500", "--config.train.checkpoint_every=10",
+          "--config.train.eval_every=20", "--config.train.early_stopping=8"]
+  whole = tmp_path / "whole"
+  out = run("seqjax.main", f"--workdir={whole}", *args)
+  assert out.returncode == 0, out.stderr[-2000:]
+  results = json.loads((whole / "results.json").read_text())
+  # Killed after the best step and before the early stop: the resumed run must read
+  # back the best evaluation and the evaluations since it.
+  kill_at = results["params_step"] // 10 * 10 + 10
+  assert kill_at < results["steps"] < 1500
+  cut = tmp_path / "cut"
+  env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  proc = subprocess.Popen([sys.executable, "-m", "seqjax.main", f"--workdir={cut}", *args],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+  t0 = time.time()
+  while not (cut / "checkpoints" / str(kill_at)).is_dir():
+    assert proc.poll() is None and time.time() - t0 < 120
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  out = run("seqjax.main", f"--workdir={cut}", *args)
+  assert out.returncode == 0 and "resumed from the checkpoint" in out.stdout, out.stderr[-2000:]
+  assert (whole / "results.json").read_text() == (cut / "results.json").read_text()
+  a, b = seqjax.load(whole), seqjax.load(cut)
+  assert a.step == b.step
+  jax.tree.map(np.testing.assert_array_equal, a.params, b.params)

@@ -208,7 +208,8 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   masked = any((a.lengths < a.x.shape[1]).any() for a in (arrays, test_arrays) if a is not None)
   info = {"kind": kind, "in_features": arrays.x.shape[2], "masked": masked,
           "x_shift": x_shift.tolist(), "x_scale": x_scale.tolist(),
-          "label": arrays.label or "y", "csv_label": arrays.csv_label}
+          "label": arrays.label or "y", "csv_label": arrays.csv_label,
+          "columns": arrays.columns}
   if kind == "classification":
     labels, classes = class_indices(path, "task.train", arrays.y, None)
     y_all = labels
@@ -326,7 +327,8 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
   f = arrays.x.shape[2]
   info = {"kind": "forecast", "in_features": f, "out_features": f, "masked": False,
           "x_shift": shift.tolist(), "x_scale": scale.tolist(), "window": w, "horizon": h,
-          "season": cfg.season, "features": arrays.features, "label": "value"}
+          "season": cfg.season, "features": arrays.features, "label": "value",
+          "columns": arrays.columns}
 
   def examples(a, windows, eval_weight):
     s = np.nan_to_num(a.x)
@@ -375,9 +377,8 @@ def read_files(cfg) -> tuple[datafiles.Arrays, datafiles.Arrays | None]:
   if test is not None and test.x.shape[2] != arrays.x.shape[2]:
     datafiles.error(cfg.test, "task.test", f"sequences have {test.x.shape[2]} features; the "
                     f"training file has {arrays.x.shape[2]}")
-  if test is not None and arrays.features != test.features:
-    datafiles.error(cfg.test, "task.test", f"columns {test.features} differ from the training "
-                    f"file's {arrays.features}")
+  if test is not None:
+    datafiles.check_columns(cfg.test, "task.test", test.columns, arrays.columns)
   return arrays, test
 
 
