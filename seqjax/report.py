@@ -49,8 +49,12 @@ def row(name: str, results: dict, timing: dict) -> str:
     return f"| {name} | {task} | {shown} | {steps} | {wall} | {compile_s} |  |"
   roll = r.get("rollout")
   roll = " / ".join(f"{roll[f'rmse@{h}']:.4f}" for h in (10, 50, 100, 200)) if roll else ""
-  return (f"| {name} | {r['task']} | {_shown(metric, r['held_out'][metric])} | {r['steps']} | "
-          f"{wall} | {compile_s} | {roll} |")
+  shown = _shown(metric, r["held_out"][metric])
+  if r.get("baselines"):  # a file-backed run: beside the best naive answer on its test set
+    pick = max if metric == "accuracy" else min
+    baseline = pick(r["baselines"], key=lambda b: r["baselines"][b][metric])
+    shown += f" (best baseline, {baseline}: {_shown(metric, r['baselines'][baseline][metric])})"
+  return (f"| {name} | {r['task']} | {shown} | {r['steps']} | {wall} | {compile_s} | {roll} |")
 
 
 def rows(root: str) -> list[str]:

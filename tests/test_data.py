@@ -115,6 +115,8 @@ def test_seasonal_series_forecast_12_steps_beats_seasonal_naive(tmp_path):
   held, naive = results["held_out"], results["baselines"]["seasonal_naive"]
   assert held["mae@12"] < 0.85 * naive["mae@12"] and held["mae"] < 0.85 * naive["mae"]
   assert results["baselines"]["persistence"]["mae"] > naive["mae"]
+  from seqjax import report
+  assert "(best baseline, seasonal_naive: mae " in report.rows(str(tmp_path))[2]
   loaded = seqjax.load(tmp_path / "run")
   windows, truth = loaded.held_out()
   assert loaded.evaluate(windows, truth) == held
@@ -352,3 +354,10 @@ def test_file_run_killed_then_rerun_is_bit_identical(tmp_path):
   a, b = seqjax.load(whole), seqjax.load(cut)
   assert a.step == b.step
   jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+
+
+def test_a_sweep_grid_of_a_file_task_is_refused(tmp_path):
+  from seqjax import planning
+  config = data_config(labelled_csv(tmp_path / "l.csv", n=60))
+  with pytest.raises(validate.ConfigError, match="a sweep grid trains on generated data only"):
+    planning.plan_grid(config, [{"seed": 0}, {"seed": 1}])
