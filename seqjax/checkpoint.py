@@ -118,7 +118,13 @@ PARAMS_DIR = "params"
 
 class ParamsStore:
   """The parameters a run predicts with, in `directory/<step>`: the best evaluation's
-  (`train.keep_best`) or the last step's. Only the newest is kept."""
+  (`train.keep_best`) or the last step's. Only the newest is kept.
+
+  In a multi-host job orbax names its cross-process barriers by step: a
+  `Checkpointer` and a store saving the same step would meet at each other's
+  barriers and hang. The store's barriers have a prefix of their own, its saves
+  are synchronous, and callers let the `Checkpointer` finish first (`wait`).
+  """
 
   def __init__(self, directory: files.PathLike):
     _write_replicated_arrays_whole()
@@ -126,7 +132,10 @@ class ParamsStore:
     if files.is_local(self._dir):
       self._dir = self._dir.absolute()
     self._mngr = ocp.CheckpointManager(self._dir, options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=True, cleanup_tmp_directories=True))
+        max_to_keep=1, create=True, cleanup_tmp_directories=True,
+        enable_async_checkpointing=False,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix="params")))
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()

@@ -75,6 +75,7 @@ class Monitor:
     writers.console(f"held-out at step {step}: "
                     + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
     if self._track(step, metrics) and self._best is not None:
+      self._ckpt.wait()  # one orbax manager committing at a time (see ParamsStore)
       self._best.save(step, state.params)
     return preds, metrics
 
@@ -128,6 +129,7 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
         zero_sums=started.zero_sums, t_start=t_start, feed=started.feed)
     steps = driver.first_step(state)
     if not keep_best:
+      ckpt.wait()  # one orbax manager committing at a time (see ParamsStore)
       store.save(steps, state.params)
     params_step, params = store.restore(state.params) if keep_best else (steps, state.params)
     if params_step != steps and not task.fed:  # the best step's held-out predictions

@@ -94,6 +94,7 @@ class DataTask(base.Task):
   test: Examples | None = None
   test_raw: tuple[np.ndarray, ...] = ()
   baselines: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  batch_size: int = 32  # of the training batches (`train_batch` gives their shapes)
 
   @property
   def fed(self) -> bool:
@@ -127,8 +128,6 @@ class DataTask(base.Task):
       pred = preds[:, -horizon:, 0] * self.info["x_scale"][0] + self.info["x_shift"][0]
       plots.rollout(x, truth, pred, os.path.join(workdir, "forecast.png"))
 
-  batch_size: int = 32
-
 
 def _fractions(cfg):
   validate.in_range("task.test_fraction", cfg.test_fraction, 0.0, 0.9)
@@ -138,26 +137,59 @@ def _fractions(cfg):
                   f"with task.test_fraction={cfg.test_fraction} leaves no training data")
 
 
-def normalizer(x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Per-feature (mean [F], std [F]) over the valid steps of x [N, T, F]."""
-  valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
-  values = x[valid].astype(np.float64)  # [steps, F]
-  mean, std = values.mean(0), values.std(0)
+# Sequences processed at a time: a large file's temporaries stay a fraction of it.
+CHUNK = 4096
+
+
+def _parts(rows: np.ndarray):
+  return (rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK))
+
+
+def _valid_steps(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+  """The valid steps of x [n, T, F] as [steps, F]."""
+  return x[np.arange(x.shape[1])[None, :] < lengths[:, None]]
+
+
+def normalizer(x: np.ndarray, lengths: np.ndarray,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Per-feature (mean [F], std [F]) over the valid steps of the sequences `rows` of
+  x [N, T, F] (all when None), in float64, a chunk of sequences at a time."""
+  rows = np.arange(len(x)) if rows is None else rows
+  count, total = 0, np.zeros(x.shape[2])
+  for part in _parts(rows):
+    values = _valid_steps(x[part], lengths[part])
+    count, total = count + len(values), total + values.sum(0, dtype=np.float64)
+  mean = total / max(count, 1)
+  squares = np.zeros(x.shape[2])
+  for part in _parts(rows):
+    squares += ((_valid_steps(x[part], lengths[part]) - mean) ** 2).sum(0)
+  std = np.sqrt(squares / max(count, 1))
   return mean, np.where(std > 1e-8, std, 1.0)
 
 
-def normalize(x: np.ndarray, lengths: np.ndarray, shift, scale) -> np.ndarray:
-  """(x - shift) / scale, zeros after each sequence's end; float32 [N, T, F]."""
-  valid = np.arange(x.shape[1])[None, :, None] < lengths[:, None, None]
-  z = (x - np.asarray(shift, np.float32)) / np.asarray(scale, np.float32)
-  return np.where(valid, z, 0.0).astype(np.float32)
+def normalize(x: np.ndarray, lengths: np.ndarray, shift, scale,
+              rows: np.ndarray | None = None) -> np.ndarray:
+  """(x - shift) / scale of the sequences `rows` of x [N, T, F] (all when None), zeros
+  after each sequence's end; float32 [len(rows), T, F]."""
+  rows = np.arange(len(x)) if rows is None else rows
+  shift, scale = np.asarray(shift, np.float32), np.asarray(scale, np.float32)
+  out = np.empty((len(rows), *x.shape[1:]), np.float32)
+  done = 0
+  for part in _parts(rows):
+    valid = np.arange(x.shape[1])[None, :, None] < lengths[part][:, None, None]
+    out[done:done + len(part)] = np.where(valid, (x[part] - shift) / scale, 0.0)
+    done += len(part)
+  return out
 
 
-def sequence_inputs(x: np.ndarray, lengths: np.ndarray, info: dict[str, Any]) -> dict:
-  """The model's inputs for sequences x [N, T, F]: normalised x and (if masked) a mask."""
-  out = {"x": normalize(x, lengths, info["x_shift"], info["x_scale"])}
+def sequence_inputs(x: np.ndarray, lengths: np.ndarray, info: dict[str, Any],
+                    rows: np.ndarray | None = None) -> dict:
+  """The model's inputs for the sequences `rows` of x [N, T, F] (all when None):
+  normalised x and (if masked) a mask."""
+  rows = np.arange(len(x)) if rows is None else rows
+  out = {"x": normalize(x, lengths, info["x_shift"], info["x_scale"], rows)}
   if info["masked"]:
-    out["mask"] = np.arange(x.shape[1])[None, :] < lengths[:, None]
+    out["mask"] = np.arange(x.shape[1])[None, :] < lengths[rows][:, None]
   return out
 
 
@@ -204,7 +236,7 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   if len(idx_train) < 2 or not len(idx_val) or (test_arrays is None and not len(idx_test)):
     datafiles.error(path, "task.train", f"{len(arrays.x)} sequences are too few to split "
                     "into training, validation and test sets")
-  x_shift, x_scale = normalizer(arrays.x[idx_train], arrays.lengths[idx_train])
+  x_shift, x_scale = normalizer(arrays.x, arrays.lengths, idx_train)
   masked = any((a.lengths < a.x.shape[1]).any() for a in (arrays, test_arrays) if a is not None)
   info = {"kind": kind, "in_features": arrays.x.shape[2], "masked": masked,
           "x_shift": x_shift.tolist(), "x_scale": x_scale.tolist(),
@@ -231,16 +263,15 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
         datafiles.error(cfg.test, "task.test", f"y has {test_y.shape[1]} targets a sequence; "
                         f"the training file has {y_all.shape[1]}")
 
-  def examples(x, lengths, y):
-    arrays_ = {**sequence_inputs(x, lengths, info), "y": y,
-               "weight": np.ones((len(x),), np.float32)}
-    return Examples(arrays_, len(x))
+  def examples(a, rows, y):
+    arrays_ = {**sequence_inputs(a.x, a.lengths, info, rows), "y": y,
+               "weight": np.ones((len(rows),), np.float32)}
+    return Examples(arrays_, len(rows))
 
-  x, lengths = arrays.x, arrays.lengths
-  train = examples(x[idx_train], lengths[idx_train], y_all[idx_train])
-  val = examples(x[idx_val], lengths[idx_val], y_all[idx_val])
-  test = (examples(test_arrays.x, test_arrays.lengths, test_y) if test_arrays is not None
-          else examples(x[idx_test], lengths[idx_test], y_all[idx_test]))
+  train = examples(arrays, idx_train, y_all[idx_train])
+  val = examples(arrays, idx_val, y_all[idx_val])
+  test = (examples(test_arrays, np.arange(len(test_arrays.x)), test_y)
+          if test_arrays is not None else examples(arrays, idx_test, y_all[idx_test]))
   n_test = test.size
   if kind == "classification":
     counts = np.bincount(train.arrays["y"], minlength=len(info["classes"]))
@@ -252,7 +283,7 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
     baselines = {"train_mean": np.zeros((n_test, info["out_features"]), np.float32)}
     metric, higher = "mae", False
   if test_arrays is None:
-    raw = (x[idx_test], arrays.y[idx_test], lengths[idx_test])
+    raw = (arrays.x[idx_test], arrays.y[idx_test], arrays.lengths[idx_test])
   else:
     raw = (test_arrays.x, test_arrays.y, test_arrays.lengths)
   return info, train, val, test, raw, baselines, metric, higher, "last", 0, 0
