@@ -4,13 +4,13 @@ Shape letters: N sequences, T time steps, F features.
 
 What a file may hold:
   .npz   `x` [N, T] or [N, T, F]; `y` [N] or [N, K] (labels or targets);
-         optional `lengths` [N]. For forecasting, `x` may also be one series
-         [T] / [T, F] or many [N, T] / [N, T, F], with no `y`.
+         optional `lengths` [N]. For forecasting, `x` is one series [T] or
+         [T, F] (F features), or many [N, T, F], with no `y`.
   .npy   `x` alone (a series to forecast, or inputs to predict).
   .csv   wide: one sequence a row, the label in the column named `label` (or
          the last column); the other columns are its time steps (univariate).
-         long: one time step a row, ordered by `time_column`; every other
-         column is a feature of one series.
+         long: one time step a row, ordered by `time_column` (numbers or ISO
+         dates); every other column is a feature of one series.
 Sequences of different lengths are padded with NaN at their end (a `lengths`
 array may say so instead); a NaN anywhere else is an error.
 
@@ -106,9 +106,13 @@ def _read_numpy(path, field, content, ext, series) -> Arrays:
       if "x" not in loaded.files:
         error(path, field, f"no array 'x' in the .npz (it has: {', '.join(loaded.files)}); "
               "expected keys x, y and optionally lengths")
-      x = loaded["x"]
-      y = loaded["y"] if "y" in loaded.files else None
-      lengths = loaded["lengths"] if "lengths" in loaded.files else None
+      try:
+        x = loaded["x"]
+        y = loaded["y"] if "y" in loaded.files else None
+        lengths = loaded["lengths"] if "lengths" in loaded.files else None
+      except ValueError as e:  # object arrays (ragged lists), which need pickle
+        error(path, field, f"an array of the .npz is not numeric ({str(e).splitlines()[0]}); "
+              "pad sequences with NaN to one length")
   if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
     error(path, field, f"x must hold real numbers; got dtype {x.dtype}")
   if series and x.ndim in (1, 2) and y is None and lengths is None:
@@ -118,7 +122,7 @@ def _read_numpy(path, field, content, ext, series) -> Arrays:
   if x.ndim != 3:
     error(path, field, f"x must be [N, T] or [N, T, F]; got shape {x.shape}")
   x = x.astype(np.float32, copy=False)
-  if y is not None and y.shape[:1] != x.shape[:1]:
+  if y is not None and (y.ndim == 0 or y.shape[:1] != x.shape[:1]):
     error(path, field, f"x and y hold different numbers of sequences: x has {x.shape[0]}, "
           f"y has {y.shape[0] if y.ndim else 'a scalar'}")
   if lengths is not None:
@@ -143,6 +147,9 @@ def padding_lengths(path: str, field: str, x: np.ndarray) -> np.ndarray:
   A NaN inside a sequence (before its last valid step), or in only some of a
   step's features, is an error naming the sequence and step.
   """
+  if np.isinf(x).any():
+    i, t = np.argwhere(np.isinf(x).any(-1))[0]
+    error(path, field, f"sequence {i} has an infinite value at step {t}")
   missing = np.isnan(x)  # [N, T, F]
   step_missing = missing.all(-1)
   partial = missing.any(-1) & ~step_missing
@@ -184,8 +191,9 @@ def _rows(path, field, text) -> tuple[list[str] | None, list[list[str]]]:
   return header, rows
 
 
-def _numbers(path, field, rows, width) -> np.ndarray:
-  """[rows, width] float: empty cells (and missing trailing cells) are NaN."""
+def _numbers(path, field, rows, width, first_row=1) -> np.ndarray:
+  """[rows, width] float: empty cells (and missing trailing cells) are NaN.
+  `first_row`: the file's line number of rows[0], for messages."""
   out = np.full((len(rows), width), np.nan, np.float64)
   for i, r in enumerate(rows):
     for j, c in enumerate(r):
@@ -194,14 +202,17 @@ def _numbers(path, field, rows, width) -> np.ndarray:
         try:
           out[i, j] = float(c)
         except ValueError:
-          error(path, field, f"row {i + 1}, column {j + 1} is {c!r}, not a number")
+          error(path, field, f"row {i + first_row}, column {j + 1} is {c!r}, not a number")
   return out
 
 
 def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Arrays:
   header, rows = _rows(path, field, text)
   width = len(header) if header else max(len(r) for r in rows)
-  values = _numbers(path, field, rows, width)
+  if header and not header[0]:
+    error(path, field, "the first column has no name (a pandas index?); write the CSV "
+          "without it (to_csv(..., index=False))")
+  values = _numbers(path, field, rows, width, 2 if header else 1)
   if no_labels:  # every column is a time step; a label column, if named, is dropped
     if label and header and label in header:
       values = np.delete(values, header.index(label), axis=1)
@@ -241,11 +252,20 @@ def _read_long_csv(path, field, text, time_column) -> Arrays:
     error(path, field, "the CSV has a time column and no value columns")
   times = [r[col].strip() if col < len(r) else "" for r in rows]
   try:
-    order = np.argsort(np.asarray([float(t) for t in times]), kind="stable")
+    keys = np.asarray([float(t) for t in times])
   except ValueError:
-    order = np.argsort(np.asarray(times), kind="stable")  # ISO dates sort as text
+    try:
+      keys = np.asarray(times, dtype="datetime64[s]")
+    except ValueError:
+      error(path, field, f"task.time_column={time_column!r} holds values that are neither "
+            "numbers nor ISO dates (2024-01-31 or 2024-01-31T12:00)")
+  unique, counts = np.unique(keys, return_counts=True)
+  if (counts > 1).any():
+    error(path, field, f"time {unique[counts > 1][0]} appears in {counts.max()} rows; one "
+          "row a time step")
+  order = np.argsort(keys, kind="stable")
   values = _numbers(path, field, [[c for j, c in enumerate(r) if j != col] for r in rows],
-                    len(names))
+                    len(names), 2)
   x = values[order][None].astype(np.float32)  # one series [1, T, F]
   return Arrays(x, None, padding_lengths(path, field, x), features=names, columns=names)
 

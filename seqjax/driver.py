@@ -247,9 +247,9 @@ def run(train_loop, state, loop_args: tuple, *, total: int,
   chunk, compile_s = 1, None
   windows = MetricWindows(workdir)
   window, window_steps = windows.restore(step)  # metric sums since the last log
-  early = False
+  early = bool(step) and step < total and monitor.stop_early()  # it stopped early before
   with StopSignals() as signals:
-    while step < total:
+    while step < total and not early:
       # Steps per call: 1 at first (its end is the first step, `compile_s`), then
       # about CALL_SECONDS of work, so SIGTERM and progress wait no longer than that.
       n = min(next_stop(step, t, total) - step, chunk, feed.steps if feed else chunk)

@@ -107,13 +107,25 @@ class Run:
   def _examples(self, x, y=None, lengths=None) -> data_task.Examples:
     info = self.info
     if info["kind"] == "forecast":
-      x = _as_sequences(x, self.features)[:, -info["window"]:]
+      # Each series' last `window` valid steps (series may be NaN-padded to one length).
+      x, w = _as_sequences(x, self.features), info["window"]
+      if lengths is None:
+        lengths = datafiles.padding_lengths("input", "x", x)
+      lengths = np.asarray(lengths)
+      if (lengths < w).any():
+        i = int(np.argmax(lengths < w))
+        raise validate.ConfigError(f"series {i} has {lengths[i]} steps; the run forecasts from "
+                                   f"the last task.window={w}")
+      x = x[np.arange(len(x))[:, None], lengths[:, None] - w + np.arange(w)[None, :]]
       if y is None:  # prediction only: targets are not read
         y = np.zeros((x.shape[0], info["horizon"], self.features), np.float32)
       y = _as_sequences(y, self.features, "truth")
+      if y.shape[:2] != (len(x), info["horizon"]):
+        raise validate.ConfigError(f"truth must be [N, task.horizon, F] = ({len(x)}, "
+                                   f"{info['horizon']}, {self.features}); got {y.shape}")
       series = np.concatenate([x, y], axis=1)
       if np.isnan(series).any():
-        raise validate.ConfigError("forecast inputs must hold no NaN")
+        raise validate.ConfigError("forecast windows and their truth must hold no NaN")
       z = data_task.normalize(series, np.full(len(series), series.shape[1]),
                               info["x_shift"], info["x_scale"])
       n = len(series)

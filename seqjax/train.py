@@ -121,7 +121,8 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
   monitor = Monitor(started.evaluate, started.eval_set, writer, ckpt, metric=metric,
                     higher_is_better=higher_is_better,
                     patience=config.train.early_stopping, best=store if keep_best else None,
-                    history=writers.read_metrics(workdir) if started.first_step else ())
+                    history=[r for r in writers.read_metrics(workdir)
+                             if r["step"] <= started.first_step])
   try:
     state, (preds, held_out), compile_s = driver.run(
         started.train_loop, started.state, run.loop_args(), total=run.total,

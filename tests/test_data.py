@@ -122,6 +122,9 @@ def test_seasonal_series_forecast_12_steps_beats_seasonal_naive(tmp_path):
   assert loaded.evaluate(windows, truth) == held
   forecast = loaded.predict(windows[:3])
   assert forecast.shape == (3, 12, 1)
+  padded = np.full((2, 60, 1), np.nan, np.float32)  # series of two lengths, NaN-padded
+  padded[0, :48], padded[1] = windows[0], np.concatenate([windows[2][:12], windows[1]])
+  np.testing.assert_allclose(loaded.predict(padded), forecast[[0, 1]], rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(loaded.rollout(windows[:3], 12), forecast, rtol=1e-5, atol=1e-4)
   out = run("seqjax.predict", f"--workdir={tmp_path / 'run'}", f"--input={path}",
             f"--output={tmp_path / 'next.csv'}")
@@ -160,6 +163,17 @@ def make(config):
     (lambda p: p.write_text("t,v\n" + "".join(f"{i},{i}\n" for i in range(30))),
      {"kind": "forecast", "time_column": "t", "horizon": 40, "window": 10},
      "task.window=10 plus task.horizon=40 steps is longer than the longest series"),
+    (lambda p: p.write_text("a,b,label\n1,inf,0\n3,4,1\n"), {},
+     "sequence 0 has an infinite value at step 1"),
+    (lambda p: p.write_text(",t0,t1,label\n0,1,2,0\n1,3,4,1\n"), {},
+     r"the first column has no name \(a pandas index\?\)"),
+    (lambda p: p.write_text("day,v\n1/10/2020,1\n1/2/2020,2\n"),
+     {"kind": "forecast", "time_column": "day"}, "neither numbers nor ISO dates"),
+    (lambda p: p.write_text("t,v\n1,1\n2,2\n2,3\n"), {"kind": "forecast", "time_column": "t"},
+     "time 2.0 appears in 2 rows"),
+    (lambda p: np.savez(p, x=np.array([[1.0], [1.0, 2.0]], dtype=object), y=np.zeros(2)),
+     {"suffix": ".npz"}, "an array of the .npz is not numeric"),
+    (lambda p: p.write_text("a,b,label\n1,2,0\nx,4,1\n"), {}, "row 3, column 1 is 'x'"),
 ])
 def test_bad_files_are_one_line_config_errors(tmp_path, write, overrides, message):
   overrides = dict(overrides)
@@ -354,6 +368,11 @@ def test_file_run_killed_then_rerun_is_bit_identical(tmp_path):
   a, b = seqjax.load(whole), seqjax.load(cut)
   assert a.step == b.step
   jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+  # Rerun after it stopped early: no more training, the same results.
+  (cut / "results.json").unlink()
+  out = run("seqjax.main", f"--workdir={cut}", *args)
+  assert out.returncode == 0 and "/1500 " not in out.stdout, out.stdout  # no progress lines
+  assert (whole / "results.json").read_text() == (cut / "results.json").read_text()
 
 
 def test_a_sweep_grid_of_a_file_task_is_refused(tmp_path):
@@ -361,3 +380,11 @@ def test_a_sweep_grid_of_a_file_task_is_refused(tmp_path):
   config = data_config(labelled_csv(tmp_path / "l.csv", n=60))
   with pytest.raises(validate.ConfigError, match="a sweep grid trains on generated data only"):
     planning.plan_grid(config, [{"seed": 0}, {"seed": 1}])
+
+
+def test_a_test_file_without_labels_is_refused(tmp_path):
+  labelled_csv(tmp_path / "a.csv", n=50)
+  np.savez(tmp_path / "t.npz", x=np.zeros((5, 30)))
+  with pytest.raises(validate.ConfigError, match=r"task\.test=.*t\.npz': classification needs "
+                     "labels"):
+    make(data_config(tmp_path / "a.csv", test=str(tmp_path / "t.npz")))

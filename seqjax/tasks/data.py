@@ -227,9 +227,14 @@ def _split(n: int, cfg, has_test: bool) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def _sequence_task(cfg, batch_size, arrays, test_arrays):
   kind, path = cfg.kind, cfg.train
-  if arrays.y is None:
-    datafiles.error(path, "task.train", f"{kind} needs labels: a y array in the .npz, or a "
-                    "label column in the .csv")
+  for a, p, field in ((arrays, path, "task.train"), (test_arrays, cfg.test, "task.test")):
+    if a is not None and a.y is None:
+      datafiles.error(p, field, f"{kind} needs labels: a y array in the .npz, or a label "
+                      "column in the .csv")
+    if a is not None and kind == "regression" and (
+        not np.issubdtype(a.y.dtype, np.number) or not np.isfinite(a.y).all()):
+      datafiles.error(p, field, f"regression targets must be finite numbers (y has dtype "
+                      f"{a.y.dtype})")
   if kind == "classification":  # labels checked first: a bad label column is the likelier cause
     class_indices(path, "task.train", arrays.y, None)
   idx_train, idx_val, idx_test = _split(len(arrays.x), cfg, test_arrays is not None)
@@ -250,8 +255,6 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
               if test_arrays is not None else None)
   else:
     y_all = arrays.y.reshape(len(arrays.y), -1).astype(np.float32)
-    if not np.isfinite(y_all).all():
-      datafiles.error(path, "task.train", "regression targets must be finite numbers")
     y_shift, y_scale = y_all[idx_train].mean(0), y_all[idx_train].std(0)
     y_scale = np.where(y_scale > 1e-8, y_scale, 1.0)
     info.update(out_features=y_all.shape[1], y_shift=y_shift.tolist(),
@@ -361,13 +364,15 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
           "season": cfg.season, "features": arrays.features, "label": "value",
           "columns": arrays.columns}
 
-  def examples(a, windows, eval_weight):
-    s = np.nan_to_num(a.x)
-    z = normalize(a.x, a.lengths, shift, scale)
-    return Examples({"z": z, "s": s}, len(windows[0]), series=windows[0], starts=windows[1],
+  def series(a):  # the raw and normalised series, shared by the splits that read them
+    return {"z": normalize(a.x, a.lengths, shift, scale), "s": np.nan_to_num(a.x)}
+
+  def examples(arrays_, windows, eval_weight):
+    return Examples(arrays_, len(windows[0]), series=windows[0], starts=windows[1],
                     window=w, horizon=h, eval_weight=eval_weight)
 
-  train, val = examples(arrays, tr, False), examples(arrays, va, True)
+  own = series(arrays)
+  train, val = examples(own, tr, False), examples(own, va, True)
   if test_arrays is not None:
     if test_arrays.x.shape[2] != f:
       datafiles.error(cfg.test, "task.test", f"the series have {test_arrays.x.shape[2]} "
@@ -377,9 +382,9 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
     if not len(te[0]):
       datafiles.error(cfg.test, "task.test", f"no series is as long as task.window={w} plus "
                       f"task.horizon={h} steps")
-    test = examples(test_arrays, te, True)
+    test = examples(series(test_arrays), te, True)
   else:
-    test = examples(arrays, te, True)
+    test = examples(own, te, True)
   z_in = test.all()["x"]  # [N, W, F], normalised
   persistence = np.repeat(z_in[:, -1:], w + h - 1, axis=1)
   baselines = {"persistence": persistence}
