@@ -159,6 +159,28 @@ class ParamsStore:
     self._mngr.close()
 
 
+def restore_latest_params(directory: files.PathLike, device: jax.Device) -> tuple[int, dict]:
+  """(step, params) of the newest checkpoint a `Checkpointer` wrote in `directory`, onto
+  `device`, without knowing the run's optimizer (its state is read and dropped).
+
+  Raises FileNotFoundError when there is none.
+  """
+  root = files.path(directory)
+  steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {root}")
+  path = (root / str(steps[-1]) / "default").absolute() if files.is_local(root) else (
+      root / str(steps[-1]) / "default")
+  checkpointer = ocp.StandardCheckpointer()
+  place = jax.sharding.SingleDeviceSharding(device)
+  with _HeldStderr():
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=place),
+                          checkpointer.metadata(path).item_metadata.tree)
+    restored = checkpointer.restore(path, target)
+  checkpointer.close()
+  return steps[-1], restored["params"]
+
+
 class _HeldStderr:
   """Holds what native code and Python write to stderr (fd 2) while restoring.
 

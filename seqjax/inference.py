@@ -83,14 +83,18 @@ class Run:
         jax.random.key(0), jnp.zeros((1, 1, features), jnp.float32))["params"])
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=place),
                             abstract)
-    store = checkpoint.ParamsStore(wd / checkpoint.PARAMS_DIR)
-    try:
-      self.step, self.params = store.restore(abstract)
-    except FileNotFoundError:
-      raise validate.ConfigError(f"--workdir={workdir!r}: no saved parameters in "
-                                 f"{checkpoint.PARAMS_DIR}/ (the run has not finished)") from None
-    finally:
-      store.close()
+    if (wd / checkpoint.PARAMS_DIR).exists():
+      store = checkpoint.ParamsStore(wd / checkpoint.PARAMS_DIR)
+      try:
+        self.step, self.params = store.restore(abstract)
+      finally:
+        store.close()
+    else:  # a run stopped before its end, or written before runs kept params/
+      try:
+        self.step, self.params = checkpoint.restore_latest_params(wd / "checkpoints", device)
+      except FileNotFoundError:
+        raise validate.ConfigError(f"--workdir={workdir!r}: no saved parameters (neither "
+                                   f"{checkpoint.PARAMS_DIR}/ nor a checkpoint)") from None
     shim = base.Task(name="predict", in_features=features, out_features=out, head=head,
                      batch_from=None, eval_batch=None, loss_and_metrics=loss, metric="",
                      eval_free_run=eval_free_run)

@@ -279,6 +279,22 @@ def test_builtin_runs_load_and_predict(tmp_path):
   from seqjax.tasks import freq
   x = np.asarray(freq.sine(np.float32(3.0), np.float32(0.2), 100))[None, :, None]
   assert loaded.predict(x).shape == (1, 1) and loaded.kind == "freq"
+  # Without params/ (a run stopped early, or an older one): its newest checkpoint.
+  import shutil
+  shutil.copytree(tmp_path / "freq", tmp_path / "older", ignore=shutil.ignore_patterns("params"))
+  older = seqjax.load(tmp_path / "older")
+  assert older.step == loaded.step == 20
+  np.testing.assert_array_equal(older.predict(x), loaded.predict(x))
+  with pytest.raises(validate.ConfigError, match="no saved parameters"):
+    shutil.rmtree(tmp_path / "older" / "checkpoints")
+    seqjax.load(tmp_path / "older")
+  np.save(tmp_path / "sines.npy", np.repeat(x[..., 0], 3, axis=0))
+  out = run("seqjax.predict", f"--workdir={tmp_path / 'freq'}",
+            f"--input={tmp_path / 'sines.npy'}", f"--output={tmp_path / 'f.csv'}")
+  assert out.returncode == 0, out.stderr
+  lines = (tmp_path / "f.csv").read_text().splitlines()
+  assert lines[0] == "y0" and len(lines) == 4
+  assert float(lines[1]) == pytest.approx(float(loaded.predict(x)[0, 0]), rel=1e-5)
   out = run("seqjax.main", "--config=configs/sine.py:quick", f"--workdir={tmp_path / 'sine'}")
   assert out.returncode == 0, out.stderr[-2000:]
   sine = seqjax.load(tmp_path / "sine")
