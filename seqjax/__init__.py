@@ -1,18 +1,28 @@
 """seqjax: sequence experiments with a hand-written JAX/Flax LSTM.
 
-`seqjax.load(workdir)` opens a trained run to predict with (`seqjax.inference`).
+The public API, imported on first use (JAX and Flax load then):
+  seqjax.LSTM, seqjax.LSTMCell   the LSTM (`seqjax.lstm`)
+  seqjax.SequenceModel           LSTM + head (`seqjax.models`)
+  seqjax.rollout                 free-running generation and streaming
+  seqjax.load(workdir)           a trained run, to predict with (`seqjax.inference`)
 """
 
+import importlib
 from importlib import metadata as _metadata
 
-
-def load(workdir):
-  """The trained run in `workdir`, ready to predict: see `seqjax.inference.Run`."""
-  from seqjax import inference  # JAX and Flax: imported on first use
-  return inference.load(workdir)
-
+_EXPORTS = {"LSTM": "seqjax.lstm", "LSTMCell": "seqjax.lstm", "SequenceModel": "seqjax.models",
+            "load": "seqjax.inference"}
+__all__ = [*_EXPORTS, "rollout", "__version__"]
 
 try:
   __version__ = _metadata.version("seqjax")
 except _metadata.PackageNotFoundError:  # a source tree that is not installed
   __version__ = "0+unknown"
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+  if name == "rollout":
+    return importlib.import_module("seqjax.rollout")
+  raise AttributeError(f"module 'seqjax' has no attribute {name!r}")

@@ -21,15 +21,30 @@ import numpy as np
 from seqjax import lstm
 
 
+def _unwrap(params):
+  """The parameters, from themselves or from the variables `init` returns ({"params": ...})."""
+  if hasattr(params, "keys") and set(params.keys()) == {"params"}:
+    return params["params"]
+  return params
+
+
 def step(model, params, carry: lstm.Carry | None, chunk: jax.Array) -> tuple[lstm.Carry, jax.Array]:
   """Runs a per-step model on a chunk [B, t, I] from `carry`; returns (carry, y [B, t, O]).
 
   `params`: the model's parameters, or the variables `model.init` returns
   ({"params": ...}); every function here takes either.
   """
-  if hasattr(params, "keys") and set(params.keys()) == {"params"}:
-    params = params["params"]
-  return model.apply({"params": params}, chunk, carry)
+  return model.apply({"params": _unwrap(params)}, chunk, carry)
+
+
+def layout(params) -> tuple[int, int]:
+  """(num_layers, hidden) of the LSTM in `params` (or in `init`'s variables): one
+  `recurrent_kernel` [H, 4H] a layer."""
+  kernels = [a for path, a in jax.tree_util.tree_leaves_with_path(_unwrap(params))
+             if jax.tree_util.keystr(path).endswith("['recurrent_kernel']")]
+  if not kernels:
+    raise ValueError("no LSTM in these params (no 'recurrent_kernel')")
+  return len(kernels), int(kernels[0].shape[0])
 
 
 def free_run(model, params, carry: lstm.Carry, first_input: jax.Array,
@@ -84,10 +99,17 @@ class Stream:
   the carry is a plain attribute the caller can read, replace or `reset`.
   """
 
-  def __init__(self, model, params, batch_size: int, num_layers: int, hidden: int):
+  def __init__(self, model, params, batch_size: int, num_layers: int | None = None,
+               hidden: int | None = None):
+    """`num_layers` and `hidden` are read from `params`; given, they are checked."""
+    layers, width = layout(params)
+    for name, given, found in (("num_layers", num_layers, layers), ("hidden", hidden, width)):
+      if given is not None and given != found:
+        raise ValueError(f"Stream: {name}={given}, but the params hold an LSTM with "
+                         f"{name}={found}")
     self._model, self._params = model, params
-    self._shape = (num_layers, batch_size)
-    self._hidden = hidden
+    self._shape = (layers, batch_size)
+    self._hidden = width
     self._step = jax.jit(functools.partial(step, model))
     self.reset()
 

@@ -290,3 +290,12 @@ def test_scale_gains_scales_every_cell_and_shifts_the_forget_gate():
   np.testing.assert_array_equal(cell["recurrent_kernel"], 3.0)
   np.testing.assert_array_equal(cell["bias"], [0, 0, 1, 1, 0, 0, 0, 0])
   np.testing.assert_array_equal(out["head"]["Dense_0"]["kernel"], 1.0)
+
+
+def test_the_package_exports_its_public_api():
+  import seqjax
+  from seqjax import inference, lstm, models
+  from seqjax import rollout as rollout_module
+  assert seqjax.LSTM is lstm.LSTM and seqjax.LSTMCell is lstm.LSTMCell
+  assert seqjax.SequenceModel is models.SequenceModel and seqjax.load is inference.load
+  assert seqjax.rollout is rollout_module and seqjax.__version__.count(".") >= 1

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from seqjax import lstm, models, rollout
 
@@ -70,3 +71,15 @@ def test_free_run_feeds_predictions_back():
   c, y0 = MODEL.apply({"params": params}, first[:, None], carry)
   c, y1 = MODEL.apply({"params": params}, y0, c)
   np.testing.assert_allclose(ys[:, :2], jnp.concatenate([y0, y1], 1), atol=1e-5)
+
+
+def test_stream_reads_its_layout_from_the_params_and_checks_a_given_one():
+  params = _params()
+  x = jax.random.normal(jax.random.key(4), (3, 7, 2))
+  inferred = rollout.Stream(MODEL, {"params": params}, batch_size=3)
+  given = rollout.Stream(MODEL, params, batch_size=3, num_layers=2, hidden=6)
+  np.testing.assert_array_equal(inferred(x), given(x))
+  assert inferred.carry[0].shape == (2, 3, 6)
+  with pytest.raises(ValueError, match="num_layers=1, but the params hold an LSTM with "
+                     "num_layers=2"):
+    rollout.Stream(MODEL, params, batch_size=3, num_layers=1)
