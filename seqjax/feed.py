@@ -142,7 +142,7 @@ class Evaluator:
 
   def metrics(self, preds: np.ndarray, examples) -> dict[str, float]:
     """The task's metrics of `preds` [N, ...] against the targets of `examples`."""
-    targets = {k: v for k, v in examples.all().items() if k in ("y", "weight")}
+    targets = examples.targets()
     return {k: float(v) for k, v in
             jax.device_get(self._metrics(put(preds, self._repl), put(targets, self._repl))).items()}
 

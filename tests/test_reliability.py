@@ -9,11 +9,10 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from test_train import load_config
 
-from seqjax import configlib, programs, train, validate, workdirs
+from seqjax import checkpoint, configlib, programs, train, validate, workdirs
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CMD = [sys.executable, "-m", "seqjax.main", "--config=configs/echo.py:quick",
@@ -44,14 +43,9 @@ def _checkpoint_steps(workdir):
 
 
 def _final_params(workdir):
-  step = _checkpoint_steps(workdir)[-1]
-  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "default")
-  checkpointer = ocp.StandardCheckpointer()
   # Saved on however many devices the run made (mesh.cpu_devices); read onto this one.
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        checkpointer.metadata(path).item_metadata.tree)
-  return step, checkpointer.restore(path, target)["params"]
+  return checkpoint.restore_latest_params(os.path.join(workdir, "checkpoints"),
+                                          jax.devices()[0])
 
 
 def _same_run(workdir_a, workdir_b):

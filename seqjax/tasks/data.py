@@ -57,19 +57,31 @@ class Examples:
     """The examples `idx` [B] as a batch (numpy)."""
     if self.series is None:
       return {k: v[idx] for k, v in self.arrays.items()}
-    w, h = self.window, self.horizon
+    return {"x": self._windows("z", idx)[:, :self.window], **self._targets(idx)}
+
+  def _windows(self, name: str, idx: np.ndarray) -> np.ndarray:
+    """Forecast windows `idx` [B] of the series `arrays[name]`: [B, W + H, F]."""
     rows = self.series[idx][:, None]
-    cols = self.starts[idx][:, None] + np.arange(w + h)[None, :]
-    z, s = self.arrays["z"][rows, cols], self.arrays["s"][rows, cols]  # [B, W + H, F]
-    # Targets: the next value at each of the W input steps, then H - 1 more; the
-    # forecasts proper are the last H of them.
+    cols = self.starts[idx][:, None] + np.arange(self.window + self.horizon)[None, :]
+    return self.arrays[name][rows, cols]
+
+  def _targets(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    # Forecast targets: the next value at each of the W input steps, then H - 1
+    # more; the forecasts proper are the last H of them.
+    w, h = self.window, self.horizon
     weight = np.ones((len(idx), w + h - 1), np.float32)
     if self.eval_weight:
       weight[:, :w - 1] = 0.0
-    return {"x": z[:, :w], "y": s[:, 1:], "weight": weight}
+    return {"y": self._windows("s", idx)[:, 1:], "weight": weight}
 
   def all(self) -> dict[str, np.ndarray]:
     return self.gather(np.arange(self.size))
+
+  def targets(self) -> dict[str, np.ndarray]:
+    """The targets and weights of every example (what metrics read), without the inputs."""
+    if self.series is None:
+      return {k: self.arrays[k] for k in ("y", "weight")}
+    return self._targets(np.arange(self.size))
 
 
 @dataclasses.dataclass(frozen=True)
