@@ -167,10 +167,30 @@ def test_two_runs_without_workdir_get_a_directory_each(tmp_path):
     assert len(lines) == len(records) == 4  # train and eval at steps 10 and 20, once each
 
 
+def _stop(proc, timeout=30):
+  """SIGSTOP, then wait until every thread is stopped: kill() only queues the signal, and
+  the checkpoint writer's threads may write a few more files until the kernel stops them."""
+  proc.send_signal(signal.SIGSTOP)
+  tasks = f"/proc/{proc.pid}/task"
+  t0 = time.time()
+  while True:
+    states = []
+    for tid in os.listdir(tasks):
+      try:
+        with open(f"{tasks}/{tid}/stat") as f:
+          states.append(f.read().rsplit(")", 1)[1].split()[0])
+      except FileNotFoundError:  # a thread that ended meanwhile
+        pass
+    if all(s in "tTZX" for s in states):  # stopped, or ended
+      return
+    assert time.time() - t0 < timeout, states
+    time.sleep(0.01)
+
+
 def test_a_second_run_on_a_busy_workdir_is_refused_and_touches_nothing(tmp_path):
   workdir = tmp_path / "wd"
   first = _started(workdir, 20)
-  first.send_signal(signal.SIGSTOP)  # hold it still while the second one looks
+  _stop(first)  # hold it still while the second one looks
   try:
     before = _snapshot(workdir)
     second = _run(ECHO + [f"--workdir={workdir}"])
