@@ -112,7 +112,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.head_hidden = ()
   config.model.activation = "relu"
   config.model.out_activation = "none"
-  config.model.dropout = 0.0
+  config.model.dropout = 0.0  # the head's, after each of its hidden Dense layers
+  config.model.bidirectional = False  # each layer also reads the sequence backwards
+  config.model.merge = "concat"  # how a bidirectional layer joins its directions: or "sum"
+  config.model.layer_dropout = 0.0  # between stacked LSTM layers (PyTorch's dropout)
+  # Keras' dropout and recurrent_dropout: one mask per sequence, on each layer's input
+  # and on h before the recurrent matmul
+  config.model.input_dropout = 0.0
+  config.model.recurrent_dropout = 0.0
   config.model.kernel_init = "glorot_uniform"
   config.model.kernel_gain = 1.0
   config.model.recurrent_init = "orthogonal"

@@ -7,9 +7,13 @@ Shape letters used in this module:
   L  stacked layers
 
 Carry convention: a carry is the pair `(h, c)`. For one layer each is [B, H];
-for the stacked `LSTM` each is [L, B, H], the layout of `torch.nn.LSTM`'s
-`(h_n, c_n)`. The carry is always returned to the caller, so stateful use
-(rollout, streaming chunks) is the caller passing it back in.
+for the stacked `LSTM` each is [L * D, B, H] (D = 2 directions when
+bidirectional), the layout of `torch.nn.LSTM`'s `(h_n, c_n)`. The carry is
+always returned to the caller, so stateful use (rollout, streaming chunks) is
+the caller passing it back in.
+
+The modules here are Flax linen; `seqjax.nnx` has their NNX twins. Both compute
+with the functions `run_layer` and `run_stack`.
 
 Everything that does not depend on the carry is computed for the whole
 sequence before the scan: the input projection `x @ W_x + b` is one matmul,
@@ -124,71 +128,104 @@ class LSTMOptions(CellOptions, kw_only=True):
   Attributes:
     reverse: process time from last to first valid step; outputs stay aligned
       with the input positions (PyTorch's backward direction).
-    unroll: `lax.scan` unroll factor; 0 chooses it by shape and platform
-      (`auto_unroll`).
+    unroll: `lax.scan` unroll factor; 0 (the default) chooses it by shape and
+      platform (`auto_unroll`).
     remat: checkpointed chunk length for long sequences (see `scan_layer`);
-      0 off, -1 chosen by shape (`auto_remat`).
-    fused: the hand-written VJP of `recurrence.scan` (fast); False lets JAX
-      differentiate the scan, which forward-mode AD (`jax.jvp`, `jacfwd`) needs.
+      0 off, -1 (the default) chosen by shape (`auto_remat`).
+    fused: the hand-written VJP of `recurrence.scan` (fast). Forward-mode
+      differentiation (`jax.jvp`, `jax.jacfwd`) takes JAX's autodiff of the
+      scan by itself; False always does.
   """
   reverse: bool = False
-  unroll: int | bool = 1
-  remat: int = 0
+  unroll: int | bool = 0
+  remat: int = -1
   fused: bool = True
 
 
-def options_of(module: nn.Module, kind: type[nn.Module] = LSTMOptions) -> dict[str, Any]:
-  """The values of `kind`'s option fields on `module`, as keyword arguments."""
-  return {f.name: getattr(module, f.name) for f in dataclasses.fields(kind)
-          if f.name not in ("parent", "name")}
+def options_of(module: Any, kind: type[nn.Module] = LSTMOptions,
+               exclude: type[nn.Module] | None = None) -> dict[str, Any]:
+  """The values of `kind`'s option fields on `module` (less those of `exclude`), as
+  keyword arguments."""
+  skip = {"parent", "name"} | ({f.name for f in dataclasses.fields(exclude)} if exclude else set())
+  return {f.name: getattr(module, f.name) for f in dataclasses.fields(kind) if f.name not in skip}
 
 
-class LSTMCell(CellOptions):
+def bias_initializer(hidden: int, bias_init: Initializer, forget_bias: float = 1.0,
+                     chrono_tmax: float = 0.0) -> Initializer:
+  """The [G] bias initializer of a cell: `bias_init` plus the forget-gate bias, or the
+  chrono initialisation (see `CellOptions`)."""
+  def init(key, shape, dtype=jnp.float32):
+    key, chrono_key = jax.random.split(key)
+    extra = jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(forget_bias)
+    if chrono_tmax > 0:
+      b_f = jnp.log(jax.random.uniform(chrono_key, (hidden,), dtype, 1.0,
+                                       max(chrono_tmax - 1.0, 1.0)))
+      extra = jnp.zeros(shape, dtype).at[:hidden].set(-b_f).at[hidden:2 * hidden].set(b_f)
+    return bias_init(key, shape, dtype) + extra
+  return init
+
+
+def project(x: Array, input_kernel: Array, bias: Array, dtype: Any = jnp.float32,
+            precision: Precision = "highest") -> Array:
+  """`x @ W_x + b` for any leading shape: [..., I] -> [..., G], in `acc_dtype(dtype)`."""
+  acc = acc_dtype(dtype)
+  gx = jnp.dot(x.astype(dtype), input_kernel.astype(dtype),
+               precision=canonical_precision(precision), preferred_element_type=acc)
+  return gx + bias.astype(acc)
+
+
+class LSTMCell(CellOptions, nn.RNNCellBase):
   """The LSTM cell: parameters and one step, `(carry, x_t) -> (carry, h_t)`.
+
+  A Flax cell (`nn.RNNCellBase`): `nn.RNN(LSTMCell(H))` and `nn.Bidirectional`
+  run it, with the input size read from the first input. Its carry is (h, c)
+  (PyTorch's order; Flax's own LSTM cells carry (c, h)).
 
   Attributes:
     hidden: H.
-    in_features: I (the layer passes `x.shape[-1]`).
+    in_features: I, or None to take it from the input (checked when given).
     and the `CellOptions`, by keyword.
   """
   hidden: int
-  in_features: int
+  in_features: int | None = None
 
-  def setup(self):
+  @nn.compact
+  def weights(self, in_features: int) -> tuple[Array, Array, Array]:
+    """The parameters (input_kernel [I, G], recurrent_kernel [H, G], bias [G])."""
+    if self.in_features is not None and in_features != self.in_features:
+      raise ValueError(f"LSTMCell: the input has {in_features} features; in_features is "
+                       f"{self.in_features}")
     g = 4 * self.hidden
-    self.input_kernel = self.param("input_kernel", self.kernel_init,
-                                   (self.in_features, g), self.param_dtype)
-    self.recurrent_kernel = self.param("recurrent_kernel", per_gate(self.recurrent_init),
-                                       (self.hidden, g), self.param_dtype)
-
-    def bias_init(key, shape, dtype):
-      h = self.hidden
-      key, chrono_key = jax.random.split(key)
-      extra = jnp.zeros(shape, dtype).at[h:2 * h].set(self.forget_bias)
-      if self.chrono_tmax > 0:
-        b_f = jnp.log(jax.random.uniform(chrono_key, (h,), dtype, 1.0,
-                                         max(self.chrono_tmax - 1.0, 1.0)))
-        extra = jnp.zeros(shape, dtype).at[:h].set(-b_f).at[h:2 * h].set(b_f)
-      return self.bias_init(key, shape, dtype) + extra
-
-    self.bias = self.param("bias", bias_init, (g,), self.param_dtype)
+    input_kernel = self.param("input_kernel", self.kernel_init, (in_features, g),
+                              self.param_dtype)
+    recurrent_kernel = self.param("recurrent_kernel", per_gate(self.recurrent_init),
+                                  (self.hidden, g), self.param_dtype)
+    bias = self.param("bias", bias_initializer(self.hidden, self.bias_init, self.forget_bias,
+                                               self.chrono_tmax), (g,), self.param_dtype)
+    return input_kernel, recurrent_kernel, bias
 
   def project(self, x: Array) -> Array:
     """`x @ W_x + b` for any leading shape: [..., I] -> [..., G] (float32)."""
-    acc = acc_dtype(self.dtype)
-    gx = jnp.dot(x.astype(self.dtype), self.input_kernel.astype(self.dtype),
-                 precision=canonical_precision(self.precision),
-                 preferred_element_type=acc)
-    return gx + self.bias.astype(acc)
+    input_kernel, _, bias = self.weights(jnp.shape(x)[-1])
+    return project(x, input_kernel, bias, self.dtype, self.precision)
 
   def __call__(self, carry: Carry, x_t: Array) -> tuple[Carry, Array]:
     """One step on raw input x_t [B, I]; returns ((h, c), h), each [B, H]."""
-    carry = lstm_step(self.recurrent_kernel, carry, self.project(x_t), self.dtype,
-                      canonical_precision(self.precision))
+    input_kernel, recurrent_kernel, bias = self.weights(jnp.shape(x_t)[-1])
+    carry = lstm_step(recurrent_kernel, carry,
+                      project(x_t, input_kernel, bias, self.dtype, self.precision),
+                      self.dtype, canonical_precision(self.precision))
     return carry, carry[0]
 
-  def initialize_carry(self, batch_shape: tuple[int, ...]) -> Carry:
-    return zero_carry(batch_shape, self.hidden, acc_dtype(self.dtype))
+  @nn.nowrap
+  def initialize_carry(self, rng: Any, input_shape: tuple[int, ...]) -> Carry:
+    """The zero carry for inputs of `input_shape` [*batch, I]: (h, c), each [*batch, H]."""
+    del rng  # the carry starts at zero, as in PyTorch and Keras
+    return zero_carry(tuple(input_shape[:-1]), self.hidden, acc_dtype(self.dtype))
+
+  @property
+  def num_feature_axes(self) -> int:
+    return 1
 
 
 def zero_carry(batch_shape: tuple[int, ...], hidden: int, dtype: Any = jnp.float32) -> Carry:
@@ -242,8 +279,8 @@ def auto_remat(steps: int, batch: int, hidden: int) -> int:
 
 def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
                unroll: int | bool = 1, dtype: Any = jnp.float32,
-               precision: Precision = "highest", remat: int = 0, fused: bool = True
-               ) -> tuple[Carry, Array]:
+               precision: Precision = "highest", remat: int = 0, fused: bool = True,
+               h_mask: Array | None = None) -> tuple[Carry, Array]:
   """Runs the recurrence over time on projected inputs (`recurrence.scan`), in remat chunks.
 
   Args:
@@ -253,14 +290,19 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
       the backward pass keeps only the carries between chunks and recomputes
       a chunk's gates when it reaches it, so a long sequence needs memory for
       T/remat + remat steps instead of T (at the cost of a second forward).
-    fused: the hand-written VJP (`recurrence.scan`); False uses JAX's autodiff.
+    fused: the hand-written VJP (`recurrence.scan`); False uses JAX's autodiff,
+      as forward-mode differentiation does by itself.
+    h_mask: [B, H] recurrent dropout mask (see `recurrence.scan`), or None.
 
   Returns:
     (final carry, outputs [T, B, H]).
   """
+  # Seen here, before remat's scan hides the forward trace inside a jaxpr.
+  fused = fused and not recurrence.forward_mode((w_h, gx, carry))
+
   def run(carry, xs):
     gx, mask = xs
-    return recurrence.scan(w_h, gx, carry, mask, unroll=unroll, dtype=dtype,
+    return recurrence.scan(w_h, gx, carry, mask, h_mask, unroll=unroll, dtype=dtype,
                            precision=precision, fused=fused)
 
   xs = (gx, mask)
@@ -277,6 +319,42 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
   return carry, ys
 
 
+def run_layer(input_kernel: Array, recurrent_kernel: Array, bias: Array, x: Array,
+              carry: Carry, lengths: Array | None = None, mask: Array | None = None, *,
+              reverse: bool = False, unroll: int | bool = 0, remat: int = -1,
+              fused: bool = True, dtype: Any = jnp.float32, precision: Precision = "highest",
+              input_mask: Array | None = None, recurrent_mask: Array | None = None
+              ) -> tuple[Carry, Array]:
+  """One LSTM layer over a sequence given its parameters: [B, T, I] -> [B, T, H].
+
+  The computation of `LSTMLayer`, for modules of any API (linen, NNX) to share.
+  Arguments as in `LSTMLayer.__call__` (checked there), plus:
+    input_mask: [B, I] multiplier of every step's input (input dropout), or None.
+    recurrent_mask: [B, H] multiplier of h before the recurrent matmul
+      (recurrent dropout), or None.
+  """
+  batch, steps, _ = jnp.shape(x)
+  hidden = recurrent_kernel.shape[0]
+  if lengths is not None:
+    mask = jnp.arange(steps)[None, :] < jnp.asarray(lengths)[:, None]  # [B, T]
+  if input_mask is not None:
+    x = x * input_mask[:, None, :].astype(x.dtype)
+
+  def flip(a):  # reverse each sequence within its valid length
+    return flip_sequences(a, lengths, num_batch_dims=1, time_major=False) if reverse else a
+
+  # One matmul for all steps, time-major from the start: transposing x [B, T, I]
+  # is cheaper than transposing its projection [B, T, G] (and its gradient).
+  gx = project(jnp.swapaxes(flip(x), 0, 1), input_kernel, bias, dtype, precision)  # [T, B, G]
+  if mask is not None:
+    mask = jnp.swapaxes(flip(mask), 0, 1)  # [T, B]
+  unroll = unroll or auto_unroll(steps, batch, hidden)
+  remat = auto_remat(steps, batch, hidden) if remat == -1 else remat
+  carry, ys = scan_layer(recurrent_kernel, gx, carry, mask, unroll=unroll, dtype=dtype,
+                         precision=precision, remat=remat, fused=fused, h_mask=recurrent_mask)
+  return carry, flip(jnp.swapaxes(ys, 0, 1))
+
+
 class LSTMLayer(LSTMOptions):
   """One LSTM layer over a sequence: [B, T, I] -> [B, T, H].
 
@@ -288,7 +366,8 @@ class LSTMLayer(LSTMOptions):
 
   @nn.compact
   def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
-               mask: Array | None = None) -> tuple[Carry, Array]:
+               mask: Array | None = None, *, input_mask: Array | None = None,
+               recurrent_mask: Array | None = None) -> tuple[Carry, Array]:
     """Runs the layer.
 
     Args:
@@ -298,40 +377,93 @@ class LSTMLayer(LSTMOptions):
       mask: [B, T] bool, steps to run anywhere in the sequence (Keras
         `Masking`); skipped steps keep the carry and output 0. At most one of
         `lengths` and `mask`.
+      input_mask, recurrent_mask: per-sequence dropout masks [B, I] and [B, H],
+        already scaled (`LSTM` draws them), or None.
 
     Returns:
       (final carry, outputs [B, T, H]); outputs are 0 on padded/masked steps.
     """
-    if lengths is not None and mask is not None:
-      raise ValueError("LSTMLayer: pass lengths or mask, not both")
-    check_options("LSTMLayer", self.hidden, 1, self.remat, self.unroll)
-    batch, steps, in_features = check_input("LSTMLayer", x)
-    if carry is not None:
-      check_carry("LSTMLayer", carry, (batch, self.hidden), "[batch, hidden]")
-    lengths = check_lengths("LSTMLayer", lengths, batch, steps)
-    if mask is not None and jnp.shape(mask) != (batch, steps):
-      raise ValueError(f"LSTMLayer: mask must be [batch, time] = {(batch, steps)}; "
-                       f"got shape {jnp.shape(mask)}")
+    batch, steps, in_features = check_layer_inputs("LSTMLayer", self, x, carry, lengths, mask)
     cell = LSTMCell(self.hidden, in_features, **options_of(self, CellOptions), name="cell")
     if carry is None:
       carry = zero_carry((batch,), self.hidden, acc_dtype(self.dtype))
-    if lengths is not None:
-      mask = jnp.arange(steps)[None, :] < jnp.asarray(lengths)[:, None]  # [B, T]
+    return run_layer(*cell.weights(in_features), x, carry,
+                     check_lengths("LSTMLayer", lengths, batch, steps), mask,
+                     **options_of(self, LSTMOptions, exclude=CellOptions),
+                     dtype=self.dtype, precision=self.precision, input_mask=input_mask,
+                     recurrent_mask=recurrent_mask)
 
-    def flip(a):  # reverse each sequence within its valid length
-      return flip_sequences(a, lengths, num_batch_dims=1, time_major=False) if self.reverse else a
 
-    # One matmul for all steps, time-major from the start: transposing x [B, T, I]
-    # is cheaper than transposing its projection [B, T, G] (and its gradient).
-    gx = cell.project(jnp.swapaxes(flip(x), 0, 1))  # [T, B, G]
-    if mask is not None:
-      mask = jnp.swapaxes(flip(mask), 0, 1)  # [T, B]
-    unroll = self.unroll or auto_unroll(steps, batch, self.hidden)
-    remat = auto_remat(steps, batch, self.hidden) if self.remat == -1 else self.remat
-    carry, ys = scan_layer(cell.recurrent_kernel, gx, carry, mask,
-                           unroll=unroll, dtype=self.dtype, precision=self.precision,
-                           remat=remat, fused=self.fused)
-    return carry, flip(jnp.swapaxes(ys, 0, 1))
+MERGES = ("concat", "sum")
+
+
+def dropout_mask(key: Array, rate: float, shape: tuple[int, ...], dtype: Any = jnp.float32
+                 ) -> Array:
+  """Inverted dropout's multiplier: 0 with probability `rate`, else 1 / (1 - rate)."""
+  keep = 1.0 - rate
+  return jax.random.bernoulli(key, keep, shape).astype(dtype) / jnp.asarray(keep, dtype)
+
+
+def run_stack(layer: Callable[..., tuple[Carry, Array]], x: Array, carry: Carry, *,
+              num_layers: int, hidden: int, bidirectional: bool = False,
+              merge: str = "concat", reverse: bool = False, dropout: float = 0.0,
+              input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+              key: Array | None = None, return_sequences: bool = True
+              ) -> tuple[Carry, Array]:
+  """The layers of a stacked (and maybe bidirectional) LSTM, shared by linen and NNX.
+
+  Args:
+    layer: `layer(index, x, carry, reverse, input_mask, recurrent_mask) ->
+      (carry, outputs)` runs layer `index` (layer l's directions are 2l and
+      2l + 1 when bidirectional, l otherwise).
+    x: inputs [B, T, I].
+    carry: (h, c), each [L * D, B, H] (D = 2 directions when bidirectional,
+      in PyTorch's order: layer 0 forward, layer 0 backward, layer 1 forward...).
+    num_layers, hidden, bidirectional, merge, reverse, dropout, input_dropout,
+      recurrent_dropout, return_sequences: see `LSTM`.
+    key: the PRNG key of the dropout masks; None runs without dropout
+      (evaluation).
+
+  Returns:
+    (final carry, each [L * D, B, H]; outputs [B, T, H or 2H], or the last
+    step's [B, H or 2H] when not `return_sequences`).
+  """
+  directions = 2 if bidirectional else 1
+  batch = jnp.shape(x)[0]
+
+  def next_key():
+    nonlocal key
+    key, sub = jax.random.split(key)
+    return sub
+
+  def merged(outs):
+    if directions == 1:
+      return outs[0]
+    return jnp.concatenate(outs, axis=-1) if merge == "concat" else outs[0] + outs[1]
+
+  hs, cs = [], []
+  for depth in range(num_layers):
+    outs = []
+    for direction in range(directions):
+      index = depth * directions + direction
+      input_mask = recurrent_mask = None
+      if key is not None and input_dropout > 0:  # one mask per sequence, for every step
+        input_mask = dropout_mask(next_key(), input_dropout, (batch, jnp.shape(x)[-1]))
+      if key is not None and recurrent_dropout > 0:
+        recurrent_mask = dropout_mask(next_key(), recurrent_dropout, (batch, hidden))
+      (h, c), out = layer(index, x, (carry[0][index], carry[1][index]),
+                          reverse if directions == 1 else direction == 1,
+                          input_mask, recurrent_mask)
+      hs.append(h)
+      cs.append(c)
+      outs.append(out)
+    x = merged(outs)
+    if key is not None and dropout > 0 and depth < num_layers - 1:  # between layers
+      x = x * dropout_mask(next_key(), dropout, jnp.shape(x), x.dtype)
+  carry = (jnp.stack(hs), jnp.stack(cs))
+  if return_sequences:
+    return carry, x
+  return carry, merged(list(carry[0][len(hs) - directions:]))
 
 
 class LSTM(LSTMOptions):
@@ -342,40 +474,109 @@ class LSTM(LSTMOptions):
     num_layers: L.
     return_sequences: outputs [B, T, H] of the top layer if True, else its
       last valid output [B, H] (the top layer's final h).
+    bidirectional: each layer runs a forward and a backward (reversed)
+      direction, PyTorch's `bidirectional=True` and Keras' `Bidirectional`;
+      the next layer reads both, merged by `merge`.
+    merge: "concat" (outputs [.., 2H], forward first) or "sum" ([.., H]).
+    dropout: rate of dropout on the outputs of every layer but the last
+      (PyTorch's `dropout`), in training only.
+    input_dropout, recurrent_dropout: rates of Keras' `dropout` and
+      `recurrent_dropout`, in every layer: one mask per sequence (the same at
+      every step; Gal and Ghahramani, 2016) on the layer's input and on h
+      before the recurrent matmul, in training only.
+    deterministic: True runs without dropout (evaluation); may also be given
+      to `__call__`. Needed only when a rate is > 0; training draws the masks
+      from the "dropout" PRNG stream (`rngs={"dropout": key}`).
     and the `LSTMOptions` (reverse, unroll, remat, initializers, ...), by keyword.
   """
   hidden: int
   num_layers: int = 1
   return_sequences: bool = True
+  bidirectional: bool = False
+  merge: str = "concat"
+  dropout: float = 0.0
+  input_dropout: float = 0.0
+  recurrent_dropout: float = 0.0
+  deterministic: bool | None = None
 
   @nn.compact
   def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
-               mask: Array | None = None) -> tuple[Carry, Array]:
+               mask: Array | None = None, *, deterministic: bool | None = None
+               ) -> tuple[Carry, Array]:
     """Runs all layers.
 
     Args:
       x: inputs [B, T, I].
-      carry: initial (h, c), each [L, B, H]; zeros when None.
+      carry: initial (h, c), each [L * D, B, H] (D = 2 when bidirectional);
+        zeros when None.
       lengths: valid steps per sequence [B], or None.
       mask: [B, T] bool steps to run (Keras `Masking`), or None.
+      deterministic: see the attribute.
 
     Returns:
-      (final carry (h, c) each [L, B, H], outputs [B, T, H] or [B, H]).
+      (final carry (h, c) each [L * D, B, H], outputs [B, T, H] or [B, H];
+      2H instead of H when bidirectional with merge="concat").
     """
-    check_options("LSTM", self.hidden, self.num_layers, self.remat, self.unroll)
+    check_stack_options("LSTM", self)
     batch, _, _ = check_input("LSTM", x)
+    count = self.num_layers * (2 if self.bidirectional else 1)
     if carry is None:
-      carry = zero_carry((self.num_layers, batch), self.hidden, acc_dtype(self.dtype))
-    check_carry("LSTM", carry, (self.num_layers, batch, self.hidden),
-                "[num_layers, batch, hidden]")
-    hs, cs = [], []
-    for layer in range(self.num_layers):
-      (h, c), x = LSTMLayer(self.hidden, **options_of(self), name=f"layer{layer}")(
-          x, (carry[0][layer], carry[1][layer]), lengths, mask)
-      hs.append(h)
-      cs.append(c)
-    carry = (jnp.stack(hs), jnp.stack(cs))
-    return carry, (x if self.return_sequences else carry[0][-1])
+      carry = zero_carry((count, batch), self.hidden, acc_dtype(self.dtype))
+    check_carry("LSTM", carry, (count, batch, self.hidden),
+                "[num_layers * directions, batch, hidden]")
+    key = None
+    if any((self.dropout, self.input_dropout, self.recurrent_dropout)):
+      if not nn.merge_param("deterministic", self.deterministic, deterministic):
+        key = self.make_rng("dropout")
+    options = options_of(self)
+    del options["reverse"]
+
+    def layer(index, x, carry, reverse, input_mask, recurrent_mask):
+      return LSTMLayer(self.hidden, **options, reverse=reverse, name=layer_name(index, self))(
+          x, carry, lengths, mask, input_mask=input_mask, recurrent_mask=recurrent_mask)
+
+    return run_stack(layer, x, carry, num_layers=self.num_layers, hidden=self.hidden,
+                     bidirectional=self.bidirectional, merge=self.merge, reverse=self.reverse,
+                     dropout=self.dropout, input_dropout=self.input_dropout,
+                     recurrent_dropout=self.recurrent_dropout, key=key,
+                     return_sequences=self.return_sequences)
+
+
+def layer_name(index: int, stack: Any) -> str:
+  """The parameter name of a stack's layer `index` (see `run_stack`): "layer{l}", and
+  "layer{l}_reverse" for the backward direction (PyTorch's `_reverse` suffix)."""
+  if not stack.bidirectional:
+    return f"layer{index}"
+  return f"layer{index // 2}" + ("_reverse" if index % 2 else "")
+
+
+def check_layer_inputs(module: str, layer: Any, x: Array, carry: Carry | None,
+                       lengths: Array | None, mask: Array | None) -> tuple[int, int, int]:
+  """The (batch, time, features) of a layer's `x`, after checking its arguments."""
+  if lengths is not None and mask is not None:
+    raise ValueError(f"{module}: pass lengths or mask, not both")
+  check_options(module, layer.hidden, 1, layer.remat, layer.unroll)
+  batch, steps, in_features = check_input(module, x)
+  if carry is not None:
+    check_carry(module, carry, (batch, layer.hidden), "[batch, hidden]")
+  if mask is not None and jnp.shape(mask) != (batch, steps):
+    raise ValueError(f"{module}: mask must be [batch, time] = {(batch, steps)}; "
+                     f"got shape {jnp.shape(mask)}")
+  return batch, steps, in_features
+
+
+def check_stack_options(module: str, stack: Any) -> None:
+  """ValueError naming the argument for a stack's options out of range."""
+  check_options(module, stack.hidden, stack.num_layers, stack.remat, stack.unroll)
+  if stack.merge not in MERGES:
+    raise ValueError(f"{module}: merge must be one of {', '.join(MERGES)}; got {stack.merge!r}")
+  if stack.bidirectional and stack.reverse:
+    raise ValueError(f"{module}: reverse=True with bidirectional=True: a bidirectional "
+                     "stack already runs both directions; set one of them")
+  for name in ("dropout", "input_dropout", "recurrent_dropout"):
+    rate = getattr(stack, name)
+    if not isinstance(rate, int | float) or not 0 <= rate < 1:
+      raise ValueError(f"{module}: {name} must be a rate in [0, 1); got {rate!r}")
 
 
 def check_options(module: str, hidden: Any, num_layers: Any, remat: Any, unroll: Any) -> None:
@@ -442,10 +643,13 @@ def scale_gains(params: Any, kernel_gain: Array | float, recurrent_gain: Array |
   return params
 
 
-def num_lstm_params(in_features: int, hidden: int, num_layers: int = 1) -> int:
-  """Parameter count in the single-bias (Keras) layout: 4H(I + H + 1) per layer."""
+def num_lstm_params(in_features: int, hidden: int, num_layers: int = 1,
+                    bidirectional: bool = False, merge: str = "concat") -> int:
+  """Parameter count in the single-bias (Keras) layout: 4H(I + H + 1) per layer and
+  direction, where a layer reads 2H from a bidirectional one below it with "concat"."""
+  directions = 2 if bidirectional else 1
   total, fan_in = 0, in_features
   for _ in range(num_layers):
-    total += 4 * hidden * (fan_in + hidden + 1)
-    fan_in = hidden
+    total += directions * 4 * hidden * (fan_in + hidden + 1)
+    fan_in = hidden * (directions if merge == "concat" else 1)
   return total

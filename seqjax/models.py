@@ -82,7 +82,9 @@ class SequenceModel(lstm_lib.LSTMOptions):
     hidden, num_layers: the LSTM's H and L.
     head: "last" or "per_step".
     head_hidden, out_features, activation, out_activation, dropout: see
-      `DenseStack`.
+      `DenseStack` (`dropout` is the head's).
+    bidirectional, merge, input_dropout, recurrent_dropout: see `lstm.LSTM`.
+    layer_dropout: the LSTM's `dropout`, between its layers.
     and the `lstm.LSTMOptions` (initializers, unroll, remat, reverse,
       precision, ...), by keyword; `precision` applies to the head's matmuls too.
   """
@@ -94,26 +96,35 @@ class SequenceModel(lstm_lib.LSTMOptions):
   activation: str = "relu"
   out_activation: str = "none"
   dropout: float = 0.0
+  bidirectional: bool = False
+  merge: str = "concat"
+  layer_dropout: float = 0.0
+  input_dropout: float = 0.0
+  recurrent_dropout: float = 0.0
 
   @nn.compact
   def __call__(self, x: jax.Array, carry: lstm_lib.Carry | None = None,
                lengths: jax.Array | None = None, mask: jax.Array | None = None, *,
                train: bool = False) -> tuple[lstm_lib.Carry, jax.Array]:
-    """Returns (carry (h, c) each [L, B, H], y [B, O] or [B, T, O])."""
+    """Returns (carry (h, c) each [L * D, B, H], y [B, O] or [B, T, O]); D = 2
+    directions when bidirectional. `train` turns the dropouts on."""
     if self.head not in HEADS:
       raise ValueError(f"model.head: unknown {self.head!r}; allowed: {', '.join(HEADS)}")
     carry, feats = lstm_lib.LSTM(
         self.hidden, self.num_layers, return_sequences=self.head == "per_step",
-        **lstm_lib.options_of(self), name="lstm")(x, carry, lengths, mask)
+        bidirectional=self.bidirectional, merge=self.merge, dropout=self.layer_dropout,
+        input_dropout=self.input_dropout, recurrent_dropout=self.recurrent_dropout,
+        **lstm_lib.options_of(self), name="lstm")(x, carry, lengths, mask,
+                                                  deterministic=not train)
     y = DenseStack(tuple(self.head_hidden), self.out_features, self.activation,
                    self.out_activation, self.dropout, self.dtype, self.precision,
                    name="head")(feats, train=train)
     return carry, y
 
   def zero_carry(self, batch_size: int) -> lstm_lib.Carry:
-    """The zero carry of a batch, (h, c) each [L, B, H] (stateful training starts here)."""
-    return lstm_lib.zero_carry((self.num_layers, batch_size), self.hidden,
-                               recurrence.acc_dtype(self.dtype))
+    """The zero carry of a batch, (h, c) each [L * D, B, H] (stateful training starts here)."""
+    count = self.num_layers * (2 if self.bidirectional else 1)
+    return lstm_lib.zero_carry((count, batch_size), self.hidden, recurrence.acc_dtype(self.dtype))
 
 
 def validate_config(m: ml_collections.ConfigDict) -> None:
@@ -125,6 +136,16 @@ def validate_config(m: ml_collections.ConfigDict) -> None:
   validate.one_of("model.activation", m.activation, ACTIVATIONS)
   validate.one_of("model.out_activation", m.out_activation, ACTIVATIONS)
   validate.in_range("model.dropout", m.dropout, 0.0, 0.99)
+  for field in ("layer_dropout", "input_dropout", "recurrent_dropout"):
+    validate.in_range(f"model.{field}", m[field], 0.0, 0.99)
+  if m.layer_dropout and m.num_layers == 1:
+    validate.fail("model.layer_dropout", m.layer_dropout,
+                  "acts between stacked LSTM layers, and model.num_layers is 1: set "
+                  "model.num_layers, or model.layer_dropout=0")
+  validate.one_of("model.merge", m.merge, lstm_lib.MERGES)
+  if m.bidirectional and m.reverse:
+    validate.fail("model.reverse", m.reverse, "must be False with model.bidirectional=True "
+                  "(a bidirectional LSTM already reads both ways)")
   if m.dropout and not m.head_hidden:
     validate.fail("model.dropout", m.dropout,
                   "acts after the head's hidden Dense layers, and model.head_hidden is empty: "
@@ -138,7 +159,7 @@ def validate_config(m: ml_collections.ConfigDict) -> None:
   if not isinstance(m.remat, int) or isinstance(m.remat, bool) or m.remat < -1:
     validate.fail("model.remat", m.remat,
                   "must be 0 (off), a chunk length > 0, or -1 (chosen by shape)")
-  for field in ("reverse", "fused"):
+  for field in ("reverse", "fused", "bidirectional"):
     if not isinstance(m[field], bool):
       validate.fail(f"model.{field}", m[field], "must be True or False")
   validate.one_of("model.dtype", m.dtype, DTYPES)
@@ -151,7 +172,9 @@ def from_config(m: ml_collections.ConfigDict, out_features: int, head: str) -> S
   return SequenceModel(
       hidden=m.hidden, out_features=out_features, num_layers=m.num_layers, head=head,
       head_hidden=tuple(m.head_hidden), activation=m.activation,
-      out_activation=m.out_activation, dropout=m.dropout,
+      out_activation=m.out_activation, dropout=m.dropout, bidirectional=m.bidirectional,
+      merge=m.merge, layer_dropout=m.layer_dropout, input_dropout=m.input_dropout,
+      recurrent_dropout=m.recurrent_dropout,
       kernel_init=lstm_lib.initializer(m.kernel_init, m.kernel_gain),
       recurrent_init=lstm_lib.initializer(m.recurrent_init, m.recurrent_gain),
       bias_init=lstm_lib.initializer(m.bias_init), forget_bias=m.forget_bias,

@@ -100,6 +100,11 @@ def _task_and_total(config):
   """(config with `train.eval_every` -1 made the steps of an epoch, task, total steps)."""
   validate_config(config)
   task = tasks.make(config.task, config.train.batch_size)
+  if config.model.bidirectional and (task.stateful_period or task.free_run or task.eval_free_run):
+    validate.fail("model.bidirectional", True,
+                  "this task carries the LSTM state across chunks or generates step by step, "
+                  "and a bidirectional LSTM must read a sequence to its end first: set "
+                  "model.bidirectional=False")
   t = config.train
   for field, used in (("epochs", t.epochs), ("eval_every", t.eval_every == -1)):
     if used and not task.steps_per_epoch:
@@ -136,13 +141,15 @@ def check_memory(config: ml_collections.ConfigDict, task: base.Task, mesh, model
   sample = jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
   _, steps, features = sample["x"].shape
   batch = max(1, config.train.batch_size // mesh.shape[sharding.DATA])
-  params = lstm.num_lstm_params(features, m.hidden, m.num_layers)
-  width = m.hidden
+  params = lstm.num_lstm_params(features, m.hidden, m.num_layers, m.bidirectional, m.merge)
+  directions = 2 if m.bidirectional else 1
+  width = m.hidden * (directions if m.merge == "concat" else 1)
   for out in (*m.head_hidden, task.out_features):
     params += (width + 1) * out
     width = out
   kept = steps if not m.remat else 2 * int(steps ** 0.5) + 1
-  activations = m.num_layers * kept * batch * m.hidden * (lstm.RESIDUALS_PER_STEP + 4)
+  activations = (m.num_layers * directions * kept * batch * m.hidden
+                 * (lstm.RESIDUALS_PER_STEP + 4))
   need = 4 * models_per_device * (4 * params + activations)
   have = device_memory_bytes(mesh.devices.flat[0])
   if have is None or need <= have:

@@ -88,7 +88,7 @@ def lstm_step(w_h: Array, carry: Carry, gx_t: Array, dtype: Any = jnp.float32,
   return o * jnp.tanh(c), c
 
 
-def _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep):
+def _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep):
   """The forward scan.
 
   With `keep`, each step also returns what its backward step needs and that
@@ -96,13 +96,15 @@ def _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep):
   values are in cache: `p` [B, G], `k` and `f` [B, H] with
   dz = [dc, dc, dc, dh] * p, dc += dh * k and dc_prev = dc * f (see `_fused_bwd`);
   and, with a mask, the carried h (the output is 0 on padded steps).
+  `h_mask` [B, H] (recurrent dropout) multiplies h before the recurrent matmul.
   """
   scale, shift = gate_scale(w_h.shape[0], gx.dtype)
 
   def body(carry, xs):
     gx_t, m_t = xs if mask is not None else (xs, None)
     h, c_prev = carry
-    t = jnp.tanh((gx_t + _matmul(h, w_h, dtype, precision)) * scale)
+    h_in = h if h_mask is None else h * h_mask
+    t = jnp.tanh((gx_t + _matmul(h_in, w_h, dtype, precision)) * scale)
     i, f, g, o = jnp.split(t * scale + shift, 4, axis=-1)
     c = f * c_prev + i * g
     tc = jnp.tanh(c)
@@ -124,24 +126,41 @@ def _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep):
   return jax.lax.scan(body, carry, gx if mask is None else (gx, mask), unroll=unroll)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _fused(w_h, gx, carry, mask, unroll, dtype, precision):
-  return _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep=False)
+def forward_mode(tree: Any) -> bool:
+  """True when forward-mode differentiation (`jax.jvp`, `jax.jacfwd`) is the innermost
+  transformation of a leaf of `tree`, seen through `vmap`; False under reverse mode
+  (`jax.grad`, `jax.vjp`: their tracers are JAX's linearize tracers) and under `jit`.
+
+  Tracer classes are read by name: JAX exports them only from private modules.
+  """
+  for x in jax.tree.leaves(tree):
+    while type(x).__name__ == "BatchTracer":
+      x = x.val
+    if type(x).__name__ == "JVPTracer":
+      return True
+  return False
 
 
-def _fused_fwd(w_h, gx, carry, mask, unroll, dtype, precision):
-  final, kept = _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep=True)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _fused(w_h, gx, carry, mask, h_mask, unroll, dtype, precision):
+  return _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep=False)
+
+
+def _fused_fwd(w_h, gx, carry, mask, h_mask, unroll, dtype, precision):
+  final, kept = _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep=True)
   if mask is None:
     outs, p, k, f = kept
     hs = outs
   else:
     outs, hs, p, k, f = kept
   h_prev = jnp.concatenate([carry[0][None], hs[:-1]])
-  return (final, outs), (w_h, h_prev, p, k, f, mask)
+  if h_mask is not None:  # what the recurrent matmul saw
+    h_prev = h_prev * h_mask
+  return (final, outs), (w_h, h_prev, p, k, f, mask, h_mask)
 
 
 def _fused_bwd(unroll, dtype, precision, residuals, cotangents):
-  w_h, h_prev, p, k, f, mask = residuals
+  w_h, h_prev, p, k, f, mask, h_mask = residuals
   (dh_final, dc_final), douts = cotangents
   if mask is not None:
     douts = jnp.where(mask[..., None], douts, 0.0)
@@ -156,6 +175,8 @@ def _fused_bwd(unroll, dtype, precision, residuals, cotangents):
     dh_prev = jax.lax.dot_general(dz.astype(dtype), w_h.astype(dtype), (((1,), (1,)), ((), ())),
                                   precision=precision,
                                   preferred_element_type=acc_dtype(dtype)).astype(dh.dtype)
+    if h_mask is not None:
+      dh_prev = dh_prev * h_mask
     if m_t is not None:
       dh_prev = jnp.where(m_t[:, None], dh_prev, dh)
     return (dh_prev, dc * f_t), dz
@@ -165,15 +186,15 @@ def _fused_bwd(unroll, dtype, precision, residuals, cotangents):
   # All steps' weight gradients as one matmul: [H, T*B] x [T*B, G].
   dw = jax.lax.dot_general(h_prev.astype(dtype), dz.astype(dtype), (((0, 1), (0, 1)), ((), ())),
                            precision=precision, preferred_element_type=acc_dtype(dtype))
-  return dw.astype(w_h.dtype), dz.astype(p.dtype), (dh0, dc0), None
+  return dw.astype(w_h.dtype), dz.astype(p.dtype), (dh0, dc0), None, None
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None, *,
-         unroll: int | bool = 1, dtype: Any = jnp.float32, precision: Precision = "highest",
-         fused: bool = True) -> tuple[Carry, Array]:
+def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None,
+         h_mask: Array | None = None, *, unroll: int | bool = 1, dtype: Any = jnp.float32,
+         precision: Precision = "highest", fused: bool = True) -> tuple[Carry, Array]:
   """Runs the recurrence over time on projected inputs.
 
   Args:
@@ -182,6 +203,9 @@ def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None, *,
     carry: (h, c), each [B, H].
     mask: [T, B] bool, False where a step is padding (carry kept, output 0),
       or None when every step is valid.
+    h_mask: [B, H] multiplier of h before the recurrent matmul, the same at
+      every step (recurrent dropout's per-sequence mask), or None. A constant:
+      no derivative flows into it.
     unroll: `lax.scan` unroll (of the forward and the backward scan).
     dtype: recurrent matmul dtype; the carry and gate math stay float32.
     precision: of every matmul, forward and backward: "highest" is float32
@@ -189,13 +213,18 @@ def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None, *,
       operands (TF32 on recent NVIDIA GPUs, one bfloat16 pass on TPU); None
       follows JAX's `jax_default_matmul_precision`.
     fused: use the hand-written VJP; False differentiates the scan with JAX's
-      autodiff (the reference the tests compare against; also what forward-mode
-      differentiation, which a custom VJP does not support, needs).
+      autodiff (the reference the tests compare against). Under forward-mode
+      differentiation (`jax.jvp`, `jax.jacfwd`), which a custom VJP cannot
+      serve, the fused path steps aside by itself when it sees the forward
+      trace; `jax.jvp` of a function jitted before (`jax.jvp(jax.jit(f))`)
+      cannot be seen coming: jit outside the jvp, or set fused=False.
 
   Returns:
     (final carry, outputs [T, B, H]); outputs are 0 on padded steps.
   """
   precision = canonical_precision(precision)
-  if fused:
-    return _fused(w_h, gx, carry, mask, unroll, dtype, precision)
-  return _forward(w_h, gx, carry, mask, unroll, dtype, precision, keep=False)
+  if h_mask is not None:
+    h_mask = jax.lax.stop_gradient(h_mask)
+  if fused and not forward_mode((w_h, gx, carry, h_mask)):
+    return _fused(w_h, gx, carry, mask, h_mask, unroll, dtype, precision)
+  return _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep=False)

@@ -28,12 +28,19 @@ def _unwrap(params):
   return params
 
 
+BIDIRECTIONAL_ERROR = ("a bidirectional LSTM reads a whole sequence before its first output, "
+                       "so it cannot run step by step (rollout, Stream): use one with "
+                       "bidirectional=False")
+
+
 def step(model, params, carry: lstm.Carry | None, chunk: jax.Array) -> tuple[lstm.Carry, jax.Array]:
   """Runs a per-step model on a chunk [B, t, I] from `carry`; returns (carry, y [B, t, O]).
 
   `params`: the model's parameters, or the variables `model.init` returns
   ({"params": ...}); every function here takes either.
   """
+  if getattr(model, "bidirectional", False):
+    raise ValueError(BIDIRECTIONAL_ERROR)
   return model.apply({"params": _unwrap(params)}, chunk, carry)
 
 
@@ -44,6 +51,9 @@ def layout(params) -> tuple[int, int]:
              if jax.tree_util.keystr(path).endswith("['recurrent_kernel']")]
   if not kernels:
     raise ValueError("no LSTM in these params (no 'recurrent_kernel')")
+  if any("_reverse']" in jax.tree_util.keystr(path)
+         for path, _ in jax.tree_util.tree_leaves_with_path(_unwrap(params))):
+    raise ValueError(BIDIRECTIONAL_ERROR)
   return len(kernels), int(kernels[0].shape[0])
 
 

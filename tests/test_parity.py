@@ -1,5 +1,8 @@
 """Numerical parity with torch.nn.LSTM and keras.layers.LSTM given the same weights.
 
+Also with their bidirectional forms, torch.nn.LSTM(bidirectional=True) and (stacked)
+keras.layers.Bidirectional(keras.layers.LSTM(...)).
+
 The fixtures were made once by the real libraries (tests/fixtures/make_reference.py);
 these tests need neither torch nor keras.
 """
@@ -15,6 +18,9 @@ from seqjax import lstm
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TORCH = np.load(os.path.join(FIXTURES, "torch_lstm.npz"))
 KERAS = np.load(os.path.join(FIXTURES, "keras_lstm.npz"))
+TORCH_BI = np.load(os.path.join(FIXTURES, "torch_bilstm.npz"))
+KERAS_BI = np.load(os.path.join(FIXTURES, "keras_bilstm.npz"))
+MERGES = ("concat", "sum")  # the merge codes of keras_bilstm.npz
 ATOL = 1e-5  # float32 arithmetic ("highest") against the libraries' float32 CPU results
 
 
@@ -63,3 +69,52 @@ def test_matches_keras(k):
                    precision="highest")
   _close(last.apply({"params": params}, jnp.asarray(KERAS[f"c{k}_x"]), carry)[1],
          KERAS[f"c{k}_h"])
+
+
+@pytest.mark.parametrize("k", range(int(TORCH_BI["num_cases"])))
+def test_matches_torch_bidirectional(k):
+  f = lambda name: TORCH_BI[f"c{k}_{name}"]
+  layers, batch, steps, features, hidden = (int(v) for v in f("meta"))
+  params = {}
+  for layer in range(layers):
+    for suffix in ("", "_reverse"):  # torch's weight_ih_l0_reverse is our layer0_reverse
+      p = lambda name: f(f"l{layer}{suffix}_{name}")  # noqa: B023
+      params[f"layer{layer}{suffix}"] = {"cell": {"input_kernel": p("w_ih").T,
+                                                  "recurrent_kernel": p("w_hh").T,
+                                                  "bias": p("b_ih") + p("b_hh")}}
+  model = lstm.LSTM(hidden, layers, bidirectional=True, precision="highest")
+  assert f("x").shape == (batch, steps, features)
+  (h, c), y = model.apply({"params": params}, jnp.asarray(f("x")),
+                          (jnp.asarray(f("h0")), jnp.asarray(f("c0"))))
+  assert y.shape == (batch, steps, 2 * hidden) and h.shape == (2 * layers, batch, hidden)
+  _close(y, f("y"))
+  _close(h, f("hn"))
+  _close(c, f("cn"))
+
+
+@pytest.mark.parametrize("k", range(int(KERAS_BI["num_cases"])))
+def test_matches_keras_bidirectional(k):
+  f = lambda name: KERAS_BI[f"c{k}_{name}"]
+  layers, batch, steps, features, hidden, merge, return_sequences, with_state = (
+      int(v) for v in f("meta"))
+  params = {}
+  for layer in range(layers):
+    for suffix, d in (("", "fwd"), ("_reverse", "bwd")):  # Keras' forward/backward_layer
+      params[f"layer{layer}{suffix}"] = {"cell": {
+          "input_kernel": f(f"l{layer}_{d}_kernel"),
+          "recurrent_kernel": f(f"l{layer}_{d}_recurrent_kernel"),
+          "bias": f(f"l{layer}_{d}_bias")}}
+  model = lstm.LSTM(hidden, layers, bidirectional=True, merge=MERGES[merge],
+                    return_sequences=bool(return_sequences), precision="highest")
+  # Keras' states per layer [h_fwd, c_fwd, h_bwd, c_bwd]; ours (h, c), each [L * 2, B, H]
+  # in the order layer 0 forward, layer 0 backward, layer 1 forward, ...
+  to_carry = lambda name: tuple(
+      jnp.asarray(np.concatenate([f(f"l{layer}_{name}")[j::2] for layer in range(layers)]))
+      for j in (0, 1))
+  carry = to_carry("initial_state") if with_state else None
+  assert f("x").shape == (batch, steps, features)
+  (h, c), y = model.apply({"params": params}, jnp.asarray(f("x")), carry)
+  _close(y, f("y"))  # Bidirectional flips the backward outputs back: aligned with x, as ours
+  h_expected, c_expected = to_carry("states")
+  _close(h, h_expected)
+  _close(c, c_expected)

@@ -283,6 +283,12 @@ BAD_INPUTS = [
     ("sine", "quick", "task.rollout_warmup", 0, "task.rollout_warmup"),
     ("sine", "quick", "task.rollout_size", 0, "task.rollout_size"),
     ("sine", "quick", "task.eval_size", 0, "task.eval_size"),
+    ("sine", "quick", "model.bidirectional", True, "model.bidirectional"),  # free-running
+    ("echo", "quick,seed", "model.bidirectional", True, "model.bidirectional"),
+    ("freq", "quick", "model.merge", "mean", "model.merge"),
+    ("freq", "quick", "model.layer_dropout", 0.2, "model.layer_dropout"),  # one layer
+    ("freq", "quick", "model.input_dropout", 1.0, "model.input_dropout"),
+    ("freq", "quick", "model.recurrent_dropout", -0.1, "model.recurrent_dropout"),
 ]
 
 

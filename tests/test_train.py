@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
 
+import seqjax
 from seqjax import (
   checkpoint,
   configlib,
@@ -197,3 +198,17 @@ def _restore_raw(workdir, step):
   import orbax.checkpoint as ocp
   path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "default")
   return ocp.StandardCheckpointer().restore(path)
+
+
+def test_a_bidirectional_model_with_dropouts_trains_and_predicts_from_its_config(tmp_path):
+  config = load_config("freq", "quick")
+  config.unlock()
+  config.model.update(bidirectional=True, merge="sum", num_layers=2, layer_dropout=0.1,
+                      input_dropout=0.1, recurrent_dropout=0.1)
+  workdir = str(tmp_path / "wd")
+  results = train.train_and_evaluate(config, workdir)
+  assert np.isfinite(results["held_out"][results["metric"]])
+  run = seqjax.load(workdir)
+  assert {"layer0_reverse", "layer1_reverse"} <= set(run.params["lstm"])
+  x = np.sin(np.linspace(0, 20, 4 * 100)).reshape(4, 100, 1).astype(np.float32)
+  assert np.all(np.isfinite(run.predict(x)))
