@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -168,6 +169,17 @@ def base_config() -> ml_collections.ConfigDict:
   # by seqjax.main before JAX starts; XLA_FLAGS' host device count, if set, wins.
   config.mesh.cpu_devices = -1
   return config
+
+
+def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A run's saved config (its config.json), with every field added to seqjax since it
+  was written at its default, as a resumed run has them."""
+  def fill(default, given):
+    if isinstance(default, dict) and isinstance(given, dict):
+      return {**default, **{k: fill(default.get(k), v) for k, v in given.items()}}
+    return given
+  defaults = json.loads(base_config().to_json_best_effort())
+  return ml_collections.ConfigDict(fill(defaults, saved))
 
 
 def make_quick(config: ml_collections.ConfigDict) -> None:

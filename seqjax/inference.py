@@ -17,12 +17,22 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from seqjax import checkpoint, datafiles, feed, files, models, programs, rollout, tasks, validate
+from seqjax import (
+    checkpoint,
+    configlib,
+    datafiles,
+    feed,
+    files,
+    models,
+    programs,
+    rollout,
+    tasks,
+    validate,
+)
 from seqjax.tasks import base
 from seqjax.tasks import data as data_task
 
@@ -61,7 +71,7 @@ class Run:
     if not (wd / "config.json").exists():
       raise validate.ConfigError(f"--workdir={workdir!r}: no config.json (not a seqjax run)")
     self.workdir = workdir
-    self.config = ml_collections.ConfigDict(files.read_json(wd / "config.json"))
+    self.config = configlib.from_saved(files.read_json(wd / "config.json"))
     info_path = wd / data_task.INFO_FILE
     self.info = files.read_json(info_path) if info_path.exists() else None
     if self.info is not None:

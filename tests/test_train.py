@@ -212,3 +212,18 @@ def test_a_bidirectional_model_with_dropouts_trains_and_predicts_from_its_config
   assert {"layer0_reverse", "layer1_reverse"} <= set(run.params["lstm"])
   x = np.sin(np.linspace(0, 20, 4 * 100)).reshape(4, 100, 1).astype(np.float32)
   assert np.all(np.isfinite(run.predict(x)))
+
+
+def test_a_run_saved_before_a_model_field_existed_loads_with_its_default(tmp_path):
+  config = load_config("freq", "quick")
+  workdir = tmp_path / "wd"
+  train.train_and_evaluate(config, str(workdir))
+  x = np.sin(np.linspace(0, 20, 200)).reshape(2, 100, 1).astype(np.float32)
+  expected = seqjax.load(str(workdir)).predict(x)
+  saved = json.loads((workdir / "config.json").read_text())
+  for field in ("bidirectional", "merge", "layer_dropout", "input_dropout", "recurrent_dropout"):
+    del saved["model"][field]
+  (workdir / "config.json").write_text(json.dumps(saved))
+  run = seqjax.load(str(workdir))
+  assert run.model.bidirectional is False
+  np.testing.assert_array_equal(run.predict(x), expected)
