@@ -25,6 +25,8 @@ matmuls use.
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -132,9 +134,10 @@ class LSTMOptions(CellOptions, kw_only=True):
       platform (`auto_unroll`).
     remat: checkpointed chunk length for long sequences (see `scan_layer`);
       0 off, -1 (the default) chosen by shape (`auto_remat`).
-    fused: the hand-written VJP of `recurrence.scan` (fast). Forward-mode
-      differentiation (`jax.jvp`, `jax.jacfwd`) takes JAX's autodiff of the
-      scan by itself; False always does.
+    fused: the hand-written VJP of `recurrence.scan` (fast). `jax.jvp` and
+      `jax.jacfwd` applied to the LSTM take JAX's autodiff of the scan by
+      themselves; False always does, as forward mode through `jit`,
+      `checkpoint`, `lax.scan` or `jax.linearize` needs (docs/lstm.md).
   """
   reverse: bool = False
   unroll: int | bool = 0
@@ -575,8 +578,11 @@ def check_stack_options(module: str, stack: Any) -> None:
                      "stack already runs both directions; set one of them")
   for name in ("dropout", "input_dropout", "recurrent_dropout"):
     rate = getattr(stack, name)
-    if not isinstance(rate, int | float) or not 0 <= rate < 1:
+    if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
       raise ValueError(f"{module}: {name} must be a rate in [0, 1); got {rate!r}")
+  if stack.dropout and stack.num_layers == 1:  # as PyTorch does
+    warnings.warn(f"{module}: dropout={stack.dropout} acts between stacked layers, and "
+                  "num_layers is 1: it does nothing", stacklevel=3)
 
 
 def check_options(module: str, hidden: Any, num_layers: Any, remat: Any, unroll: Any) -> None:

@@ -177,8 +177,13 @@ class LSTM(nnx.Module):
       setattr(self, lstm.layer_name(index, self),
               LSTMLayer(in_features if index < directions else width, hidden, rngs=rngs,
                         **layer_options))
-    rates = (dropout, input_dropout, recurrent_dropout)
-    self.rngs = rngs["dropout"].fork() if any(rates) else nnx.data(None)
+    self.rngs = nnx.data(None)
+    if any((dropout, input_dropout, recurrent_dropout)):
+      try:
+        self.rngs = rngs["dropout"].fork()
+      except (KeyError, AttributeError):  # Rngs with neither a "dropout" nor a "default" stream
+        raise ValueError("LSTM: a dropout rate > 0 needs rngs with a 'dropout' (or 'default') "
+                         "stream, e.g. nnx.Rngs(0, dropout=1)") from None
 
   def __call__(self, x: Array, carry: Carry | None = None, lengths: Array | None = None,
                mask: Array | None = None, *, deterministic: bool | None = None,

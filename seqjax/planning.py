@@ -100,11 +100,12 @@ def _task_and_total(config):
   """(config with `train.eval_every` -1 made the steps of an epoch, task, total steps)."""
   validate_config(config)
   task = tasks.make(config.task, config.train.batch_size)
-  if config.model.bidirectional and (task.stateful_period or task.free_run or task.eval_free_run):
+  if config.model.bidirectional and (task.causal or task.stateful_period or task.free_run
+                                     or task.eval_free_run):
     validate.fail("model.bidirectional", True,
-                  "this task carries the LSTM state across chunks or generates step by step, "
-                  "and a bidirectional LSTM must read a sequence to its end first: set "
-                  "model.bidirectional=False")
+                  "this task predicts next values, carries the LSTM state across chunks or "
+                  "generates step by step, and a bidirectional LSTM reads each sequence to its "
+                  "end first (it would see the targets): set model.bidirectional=False")
   t = config.train
   for field, used in (("epochs", t.epochs), ("eval_every", t.eval_every == -1)):
     if used and not task.steps_per_epoch:

@@ -216,8 +216,8 @@ def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None,
       autodiff (the reference the tests compare against). Under forward-mode
       differentiation (`jax.jvp`, `jax.jacfwd`), which a custom VJP cannot
       serve, the fused path steps aside by itself when it sees the forward
-      trace; `jax.jvp` of a function jitted before (`jax.jvp(jax.jit(f))`)
-      cannot be seen coming: jit outside the jvp, or set fused=False.
+      trace; a staged program between the transform and the scan (`jit`,
+      `checkpoint`, `lax.scan`, `jax.linearize`) hides it: set fused=False.
 
   Returns:
     (final carry, outputs [T, B, H]); outputs are 0 on padded steps.

@@ -265,10 +265,14 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
   curves = {}
   groups = group_runs(runs)
   varying = [k for k in groups[0][0] if len({json.dumps(g[0].get(k)) for g in groups}) > 1]
+  array_runs = lambda members: [{k: v for k, v in r.items() if k in ARRAY_FIELDS}  # noqa: E731
+                                for r in members]
+  for structural, members in groups:  # every group's checks before the first one trains
+    planning.plan_grid(configlib.override(config, structural), array_runs(members))
   for structural, members in groups:
     label = ",".join(f"{k}={structural[k]}" for k in varying) or "all"
     cfg = configlib.override(config, structural)
-    arrays = [{k: v for k, v in r.items() if k in ARRAY_FIELDS} for r in members]
+    arrays = array_runs(members)
     writers.console(f"group {label}: {len(members)} models as one program")
     results = train_grid(cfg, arrays, os.path.join(workdir, label), converged)
     for r, member in zip(results, members, strict=True):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import seqjax
-from seqjax import configlib, datafiles, feed, rollout, validate
+from seqjax import configlib, datafiles, feed, programs, rollout, train, validate
 from seqjax.tasks import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -404,3 +404,15 @@ def test_a_test_file_without_labels_is_refused(tmp_path):
   with pytest.raises(validate.ConfigError, match=r"task\.test=.*t\.npz': classification needs "
                      "labels"):
     make(data_config(tmp_path / "a.csv", test=str(tmp_path / "t.npz")))
+
+
+def test_a_bidirectional_forecaster_is_refused_even_one_step_ahead(tmp_path, monkeypatch):
+  """The targets of a forecast are later inputs: reading backwards would see them."""
+  np.save(tmp_path / "s.npy", np.sin(np.arange(400, dtype=np.float32) / 5))
+  config = data_config(tmp_path / "s.npy", "forecast", window=10, horizon=1)
+  config.model.bidirectional = True
+  monkeypatch.setattr(programs, "make_train_loop", lambda *a: pytest.fail("compiled"))
+  with pytest.raises(validate.ConfigError, match="model.bidirectional=True is invalid: this "
+                     "task predicts next values") as e:
+    train.train_and_evaluate(config, str(tmp_path / "wd"))
+  assert "\n" not in str(e.value)

@@ -307,7 +307,7 @@ def test_jvp_jacfwd_and_hessian_work_through_the_default_lstm(remat):
   _close(jax.jacfwd(fused)(X), jax.jacrev(reference)(X), 1e-5)
   _close(jax.jit(lambda x: jax.jvp(fused, (x,), (tangent,))[1])(X),
          jax.jvp(reference, (X,), (tangent,))[1], 1e-5)
-  small = X[:1, :3]
+  small = X[:1, :5]  # longer than the remat chunk
   _close(jax.hessian(_loss_fn(True, remat, None))(small),
          jax.hessian(_loss_fn(False, 0, None))(small), 1e-4)
 
@@ -325,15 +325,45 @@ def test_jvp_of_an_already_jitted_lstm_needs_fused_false():
 # --- Defaults and exports ----------------------------------------------------------------
 
 
-def test_library_defaults_choose_unroll_and_remat_by_shape():
-  assert lstm.LSTM(4).unroll == 0 and lstm.LSTM(4).remat == -1
-  assert snnx.LSTM(1, 4, rngs=nnx.Rngs(0)).unroll == 0
+def test_library_defaults_choose_unroll_and_remat_by_shape(monkeypatch):
+  seen = []
+  scan_layer = lstm.scan_layer
+  monkeypatch.setattr(lstm, "scan_layer", lambda *a, **k: seen.append(k) or scan_layer(*a, **k))
+  lstm.LSTM(H).init(jax.random.key(0), X)
+  snnx.LSTM(F, H, rngs=nnx.Rngs(0))(X)
+  expected = (lstm.auto_unroll(T, B, H), lstm.auto_remat(T, B, H))
+  assert [(k["unroll"], k["remat"]) for k in seen] == [expected, expected]
 
 
-def test_seqjax_exports_its_public_api():
-  assert seqjax.LSTM is lstm.LSTM and seqjax.LSTMCell is lstm.LSTMCell
-  assert seqjax.rollout is rollout and seqjax.nnx is snnx
-  assert isinstance(seqjax.__version__, str) and seqjax.__version__
+FORWARD_MODE = recurrence.forward_mode
+
+
+def _fused(fn, monkeypatch):
+  """Whether the LSTM took the fused scan (the hand-written VJP) in `fn(loss, params)`."""
+  seen = []
+  monkeypatch.setattr(recurrence, "forward_mode",
+                      lambda tree: seen.append(FORWARD_MODE(tree)) or seen[-1])
+  model = lstm.LSTM(H, precision="highest")
+  params = model.init(jax.random.key(0), X)
+  seen.clear()
+  fn(lambda p, x: jnp.sum(model.apply(p, x)[1] ** 2), params)
+  assert seen and len(set(seen)) == 1, seen
+  return not seen[0]
+
+
+def test_reverse_mode_keeps_the_fused_vjp_and_forward_mode_leaves_it(monkeypatch):
+  """Training runs the hand-written VJP: `recurrence.forward_mode` must see no forward
+  trace in reverse mode (it reads JAX's tracer classes by name)."""
+  grad = lambda f, p: jax.grad(f)(p, X)  # noqa: E731
+  assert _fused(grad, monkeypatch)
+  assert _fused(lambda f, p: jax.jit(jax.grad(f))(p, X), monkeypatch)
+  assert _fused(lambda f, p: jax.vmap(lambda x: jax.grad(f)(p, x[None]))(X), monkeypatch)
+  assert _fused(lambda f, p: jax.vjp(lambda q: f(q, X), p)[1](1.0), monkeypatch)
+  assert _fused(lambda f, p: jax.lax.scan(lambda c, _: (c, grad(f, p)), 0.0, None, 2),
+                monkeypatch)
+  assert _fused(lambda f, p: jax.grad(jax.checkpoint(f))(p, X), monkeypatch)
+  assert not _fused(lambda f, p: jax.jvp(lambda x: f(p, x), (X,), (X,)), monkeypatch)
+  assert not _fused(lambda f, p: jax.jacfwd(lambda x: f(p, x))(X), monkeypatch)
 
 
 def test_the_readme_flax_block_runs_as_written():

@@ -284,6 +284,7 @@ BAD_INPUTS = [
     ("sine", "quick", "task.rollout_size", 0, "task.rollout_size"),
     ("sine", "quick", "task.eval_size", 0, "task.eval_size"),
     ("sine", "quick", "model.bidirectional", True, "model.bidirectional"),  # free-running
+    ("sine", "quick,seed", "model.bidirectional", True, "model.bidirectional"),  # next value
     ("echo", "quick,seed", "model.bidirectional", True, "model.bidirectional"),
     ("freq", "quick", "model.merge", "mean", "model.merge"),
     ("freq", "quick", "model.layer_dropout", 0.2, "model.layer_dropout"),  # one layer

@@ -168,3 +168,19 @@ def test_a_grid_checkpoint_without_divergence_marks_restores(tmp_path):
   ckpt.close()
   np.testing.assert_array_equal(np.asarray(restored.step), [3, 3])
   np.testing.assert_array_equal(np.asarray(restored.diverged_at), [-1, -1])
+
+
+def test_a_sweep_checks_every_group_before_the_first_trains(tmp_path, monkeypatch):
+  """A bad group found only after the groups before it trained would lose their hours."""
+  path = tmp_path / "cfg.py"
+  path.write_text(
+      "from seqjax import configlib\n"
+      "def get_config(arg=None):\n"
+      "  return configlib.load('mean', 'quick')\n"
+      "def sweep(add, name):\n"
+      "  add(seed=0)\n"
+      "  add(seed=0, **{'model.layer_dropout': 0.5})\n")  # one layer: refused
+  config = load_config("mean", "quick")
+  monkeypatch.setattr(sweep, "train_grid", lambda *a, **k: pytest.fail("trained a group"))
+  with pytest.raises(validate.ConfigError, match="model.layer_dropout"):
+    sweep.run_sweep(config, str(path), "any", str(tmp_path / "wd"), None)

@@ -62,6 +62,8 @@ class Task:
       batch's `y` and `weight` then cover T + free_run steps.
     eval_free_run: the same at evaluation (forecasting: the horizon after a
       window); the held-out set's `y` and `weight` then cover T + eval_free_run.
+    causal: the targets are later inputs (next-value prediction), so a model
+      may read only the past: no bidirectional LSTM.
 
   A task that draws its predictions or evaluates more than its metrics
   subclasses `Task` and overrides `plot` and `extra_evaluation`.
@@ -80,6 +82,7 @@ class Task:
   free_run: int = 0
   train_data: Callable[[jax.Array], Any] = lambda key: ()
   eval_free_run: int = 0
+  causal: bool = False
 
   @property
   def fed(self) -> bool:

@@ -444,5 +444,6 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
       head=head, batch_from=lambda data, key, step: data, eval_batch=None,
       loss_and_metrics=loss_and_metrics(info), metric=metric, higher_is_better=higher,
       steps_per_epoch=base.steps_per_epoch(train.size, batch_size), free_run=free_run,
-      eval_free_run=eval_free_run, kind=cfg.kind, info=info, train_examples=train,
-      validation=val, test=test, test_raw=raw, baselines=baselines, batch_size=batch_size)
+      eval_free_run=eval_free_run, causal=cfg.kind == "forecast", kind=cfg.kind, info=info,
+      train_examples=train, validation=val, test=test, test_raw=raw, baselines=baselines,
+      batch_size=batch_size)

@@ -102,5 +102,5 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> base.Task:
                                                         cfg.eval_size),
       loss_and_metrics=base.regression_loss, metric="mse",
       steps_per_epoch=base.steps_per_epoch(cfg.train_size, batch_size) if dataset else None,
-      free_run=cfg.free_run, rollout_set=rollout_set,
+      free_run=cfg.free_run, causal=True, rollout_set=rollout_set,
       rollout_horizons=tuple(cfg.rollout_horizons))
