@@ -132,6 +132,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.unroll = 0  # 0: by shape and platform (lstm.auto_unroll)
   config.model.remat = 0  # recompute chunks of this many steps in the backward pass; -1: by shape
   config.model.fused = True  # the hand-written VJP; False: JAX's autodiff of the scan
+  # What runs the recurrence: "xla" (lax.scan), "pallas" (one fused kernel for the whole
+  # sequence; interpreted, slowly, off NVIDIA GPUs), "auto" (Pallas where measured faster)
+  config.model.kernel = "auto"
   config.model.dtype = "float32"  # matmul operands; the carry and gate math stay float32
   config.model.param_dtype = "float32"
   # Matmul precision (jax.lax.Precision) of the LSTM and its head: "highest" is float32

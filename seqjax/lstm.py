@@ -37,6 +37,7 @@ import numpy as np
 from flax.linen.recurrent import flip_sequences
 
 from seqjax import numerics, recurrence
+from seqjax.kernels import pallas_lstm, selection
 from seqjax.numerics import Precision, canonical_precision
 from seqjax.recurrence import acc_dtype, lstm_step
 
@@ -134,6 +135,9 @@ class LSTMOptions(CellOptions, kw_only=True):
       platform (`auto_unroll`).
     remat: checkpointed chunk length for long sequences (see `scan_layer`);
       0 off, -1 (the default) chosen by shape (`auto_remat`).
+    kernel: what runs the recurrence (`seqjax.kernels.selection`): "xla"
+      (`recurrence.scan`), "pallas" (the fused Pallas kernel; interpreted off
+      NVIDIA GPUs) or "auto" (Pallas only where measured faster).
     fused: the hand-written VJP of `recurrence.scan` (fast). `jax.jvp` and
       `jax.jacfwd` applied to the LSTM take JAX's autodiff of the scan by
       themselves; False always does, as forward mode through `jit`,
@@ -143,6 +147,7 @@ class LSTMOptions(CellOptions, kw_only=True):
   unroll: int | bool = 0
   remat: int = -1
   fused: bool = True
+  kernel: str = "auto"
 
 
 def options_of(module: Any, kind: type[nn.Module] = LSTMOptions,
@@ -283,7 +288,7 @@ def auto_remat(steps: int, batch: int, hidden: int) -> int:
 def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
                unroll: int | bool = 1, dtype: Any = jnp.float32,
                precision: Precision = "highest", remat: int = 0, fused: bool = True,
-               h_mask: Array | None = None) -> tuple[Carry, Array]:
+               h_mask: Array | None = None, kernel: str = "xla") -> tuple[Carry, Array]:
   """Runs the recurrence over time on projected inputs (`recurrence.scan`), in remat chunks.
 
   Args:
@@ -296,20 +301,32 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
     fused: the hand-written VJP (`recurrence.scan`); False uses JAX's autodiff,
       as forward-mode differentiation does by itself.
     h_mask: [B, H] recurrent dropout mask (see `recurrence.scan`), or None.
+    kernel: "xla", "pallas" or "auto" (`kernels.selection`); the Pallas kernel
+      runs only on the fused path.
 
   Returns:
     (final carry, outputs [T, B, H]).
   """
   # Seen here, before remat's scan hides the forward trace inside a jaxpr.
   fused = fused and not recurrence.forward_mode((w_h, gx, carry))
+  steps, batch, _ = gx.shape
+  hidden = w_h.shape[0]
+  pallas = fused and selection.choose(kernel, batch, hidden, dtype=dtype) == "pallas"
+  interpret = selection.interpreted()
+  if pallas and not interpret:  # the lengths each chunk of the remat scan runs
+    lengths = {steps} if not remat or remat >= steps else {remat, steps % remat} - {0}
+    pallas = all(selection.compiles(n, batch, hidden, dtype, w_h.dtype,
+                                    canonical_precision(precision)) for n in lengths)
 
   def run(carry, xs):
     gx, mask = xs
+    if pallas:
+      return pallas_lstm.scan(w_h, gx, carry, mask, h_mask, dtype=dtype, precision=precision,
+                              interpret=interpret)
     return recurrence.scan(w_h, gx, carry, mask, h_mask, unroll=unroll, dtype=dtype,
                            precision=precision, fused=fused)
 
   xs = (gx, mask)
-  steps = gx.shape[0]
   if not remat or remat >= steps:
     return run(carry, xs)
   chunks, done = steps // remat, steps // remat * remat
@@ -325,9 +342,9 @@ def scan_layer(w_h: Array, gx: Array, carry: Carry, mask: Array | None, *,
 def run_layer(input_kernel: Array, recurrent_kernel: Array, bias: Array, x: Array,
               carry: Carry, lengths: Array | None = None, mask: Array | None = None, *,
               reverse: bool = False, unroll: int | bool = 0, remat: int = -1,
-              fused: bool = True, dtype: Any = jnp.float32, precision: Precision = "highest",
-              input_mask: Array | None = None, recurrent_mask: Array | None = None
-              ) -> tuple[Carry, Array]:
+              fused: bool = True, kernel: str = "auto", dtype: Any = jnp.float32,
+              precision: Precision = "highest", input_mask: Array | None = None,
+              recurrent_mask: Array | None = None) -> tuple[Carry, Array]:
   """One LSTM layer over a sequence given its parameters: [B, T, I] -> [B, T, H].
 
   The computation of `LSTMLayer`, for modules of any API (linen, NNX) to share.
@@ -354,7 +371,8 @@ def run_layer(input_kernel: Array, recurrent_kernel: Array, bias: Array, x: Arra
   unroll = unroll or auto_unroll(steps, batch, hidden)
   remat = auto_remat(steps, batch, hidden) if remat == -1 else remat
   carry, ys = scan_layer(recurrent_kernel, gx, carry, mask, unroll=unroll, dtype=dtype,
-                         precision=precision, remat=remat, fused=fused, h_mask=recurrent_mask)
+                         precision=precision, remat=remat, fused=fused, h_mask=recurrent_mask,
+                         kernel=kernel)
   return carry, flip(jnp.swapaxes(ys, 0, 1))
 
 
@@ -559,6 +577,7 @@ def check_layer_inputs(module: str, layer: Any, x: Array, carry: Carry | None,
   if lengths is not None and mask is not None:
     raise ValueError(f"{module}: pass lengths or mask, not both")
   check_options(module, layer.hidden, 1, layer.remat, layer.unroll)
+  selection.check(layer.kernel, module)
   batch, steps, in_features = check_input(module, x)
   if carry is not None:
     check_carry(module, carry, (batch, layer.hidden), "[batch, hidden]")
@@ -571,6 +590,7 @@ def check_layer_inputs(module: str, layer: Any, x: Array, carry: Carry | None,
 def check_stack_options(module: str, stack: Any) -> None:
   """ValueError naming the argument for a stack's options out of range."""
   check_options(module, stack.hidden, stack.num_layers, stack.remat, stack.unroll)
+  selection.check(stack.kernel, module)
   if stack.merge not in MERGES:
     raise ValueError(f"{module}: merge must be one of {', '.join(MERGES)}; got {stack.merge!r}")
   if stack.bidirectional and stack.reverse:

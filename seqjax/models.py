@@ -15,6 +15,7 @@ import ml_collections
 
 from seqjax import lstm as lstm_lib
 from seqjax import numerics, recurrence, validate
+from seqjax.kernels import selection
 
 ACTIVATIONS = {
     "none": lambda x: x,
@@ -162,6 +163,7 @@ def validate_config(m: ml_collections.ConfigDict) -> None:
   for field in ("reverse", "fused", "bidirectional"):
     if not isinstance(m[field], bool):
       validate.fail(f"model.{field}", m[field], "must be True or False")
+  validate.one_of("model.kernel", m.kernel, selection.KERNELS)
   validate.one_of("model.dtype", m.dtype, DTYPES)
   validate.one_of("model.param_dtype", m.param_dtype, DTYPES)
   validate.one_of("model.precision", m.precision, numerics.PRECISIONS)
@@ -179,5 +181,5 @@ def from_config(m: ml_collections.ConfigDict, out_features: int, head: str) -> S
       recurrent_init=lstm_lib.initializer(m.recurrent_init, m.recurrent_gain),
       bias_init=lstm_lib.initializer(m.bias_init), forget_bias=m.forget_bias,
       chrono_tmax=m.chrono_tmax, reverse=m.reverse, unroll=m.unroll, remat=m.remat,
-      fused=m.fused, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype],
+      fused=m.fused, kernel=m.kernel, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype],
       precision=m.precision)

@@ -134,7 +134,8 @@ class LSTMLayer(nnx.Module):
     return lstm.run_layer(*self.cell.weights(), x, carry,
                           lstm.check_lengths("LSTMLayer", lengths, batch, steps), mask,
                           reverse=self.reverse, unroll=self.unroll, remat=self.remat,
-                          fused=self.fused, dtype=self.dtype, precision=self.precision,
+                          fused=self.fused, kernel=self.kernel, dtype=self.dtype,
+                          precision=self.precision,
                           input_mask=input_mask, recurrent_mask=recurrent_mask)
 
 

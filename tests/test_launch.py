@@ -42,7 +42,8 @@ def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch, task, pict
 
 
 def test_launch_scripts_are_valid_bash():
-  for name in ("local.sh", "tpu_vm.sh", "gpu_check.sh", "gpu_data_check.sh", "gpu_flax_check.sh"):
+  for name in ("local.sh", "tpu_vm.sh", "gpu_check.sh", "gpu_data_check.sh", "gpu_flax_check.sh",
+               "gpu_pallas_check.sh"):
     result = subprocess.run(["bash", "-n", os.path.join(ROOT, "launch", name)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -290,6 +290,7 @@ BAD_INPUTS = [
     ("freq", "quick", "model.layer_dropout", 0.2, "model.layer_dropout"),  # one layer
     ("freq", "quick", "model.input_dropout", 1.0, "model.input_dropout"),
     ("freq", "quick", "model.recurrent_dropout", -0.1, "model.recurrent_dropout"),
+    ("freq", "quick", "model.kernel", "cudnn", "model.kernel"),
 ]
 
 

@@ -6,6 +6,7 @@
   python -m seqjax.bench --memory                 # T=10000 B=64 H=256 train step, peak memory
   python -m seqjax.bench --unroll=1,4,8,16,32,64,128   # scan unroll against auto_unroll
   python -m seqjax.bench --precision=default,highest   # seqjax at each matmul precision
+  python -m seqjax.bench --rollout                # sine's 200-step free run, B1, forward only
 
 Peers come from the `bench` extra (`pip install -e ".[bench]"`); missing ones
 are skipped with a note. Runs on whatever JAX's default backend is (CPU or
@@ -32,6 +33,8 @@ flags.DEFINE_list("unroll", None, "Time seqjax's train step at each lax.scan unr
                   "first --precision.")
 flags.DEFINE_list("precision", ["highest"], "seqjax's matmul precision (default, high, "
                   "highest); several give seqjax peers a row each.")
+flags.DEFINE_bool("rollout", False, "Time sine's 200-step free-running rollout (B1, forward "
+                  "only) with the XLA scan, and with the Pallas kernel on a GPU.")
 
 
 def _check_flags(argv) -> None:
@@ -71,7 +74,7 @@ def _main():
   import jax
 
   from seqjax import sharding
-  from seqjax.bench import memory, peers, seeds, shapes, timing, unroll
+  from seqjax.bench import generation, memory, peers, seeds, shapes, timing, unroll
 
   if not (FLAGS.seeds or FLAGS.memory):  # CPU cores as devices, as seqjax.main makes them
     sharding.set_cpu_devices(sharding.available_cores(), 1)
@@ -85,6 +88,14 @@ def _main():
     return
   if FLAGS.memory:
     memory.main(out, meta)
+    return
+  if FLAGS.rollout:
+    kernels = ["xla"] + (["pallas"] if backend == "gpu" else [])
+    rows = [generation.row(k, FLAGS.repeats, FLAGS.precision[0]) for k in kernels]
+    table = generation.markdown(rows)
+    print(f"\n{meta['device']} ({backend}), median of {FLAGS.repeats} rounds\n\n{table}")
+    for path in timing.write(rows, out, meta, "rollout", table):
+      print("wrote", path)
     return
   groups = {"seed": shapes.SEED_SHAPES, "large": shapes.LARGE_SHAPES, "tiny": shapes.TINY_SHAPES}
   chosen = [s for name in FLAGS.shapes for s in groups.get(name, (shapes.SHAPES.get(name),))]
@@ -102,8 +113,9 @@ def _main():
   rows = []
   for shape in chosen:
     for name in names:
-      if not peers.available(name):
-        print(f"skipping {name}: not installed (pip install -e '.[bench]')", flush=True)
+      reason = peers.skip_reason(name)
+      if reason:
+        print(f"skipping {name}: {reason}", flush=True)
         continue
       for precision in FLAGS.precision if name.startswith("seqjax") else [None]:
         options = {"device": device}

@@ -8,6 +8,9 @@ peers (`others.py`) build the same function with Flax nn.RNN, torch and Keras.
 "seqjax device loop" runs the same step `LOOP_STEPS` times in one call, in a
 `lax.fori_loop`, as `seqjax.main` trains (`programs.make_train_loop`): its train
 time is per step, without a Python dispatch and a host sync in every step.
+"seqjax pallas" runs the recurrence as the fused Pallas kernel
+(`model.kernel="pallas"`, `seqjax.kernels`); it needs an NVIDIA GPU (elsewhere
+the kernel is interpreted, which says nothing about its speed).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ LOOP_STEPS = 25
 
 def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int | None = None,
                 remat: int | None = None, dtype: str = "float32", precision: str = "highest",
-                split_batch: bool = True, steps_per_call: int = 1) -> Closures:
+                split_batch: bool = True, steps_per_call: int = 1,
+                kernel: str = "xla") -> Closures:
   """seqjax's `(train_step, forward)` closures for `shape` (see `others` for the contract).
 
   `unroll`/`remat` default to `lstm.auto_unroll`/`lstm.auto_remat` for the shape and
@@ -42,6 +46,7 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
   when the bench made them devices, `mesh.cpu_devices`); False: one device.
   `steps_per_call`: steps run by one `train_step()` call, in a device-side
   loop; the closure's `steps` attribute says how many (the timing divides).
+  `kernel`: `model.kernel` ("xla", "pallas" or "auto").
   """
   del device  # JAX places on its default device (set JAX_PLATFORMS to choose)
   devices = jax.devices()
@@ -54,7 +59,7 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
       hidden=shape.hidden, out_features=1, num_layers=shape.layers, head="last",
       unroll=lstm.auto_unroll(shape.time, shape.batch, shape.hidden) if unroll is None else unroll,
       remat=lstm.auto_remat(shape.time, shape.batch, shape.hidden) if remat is None else remat,
-      dtype=jnp.dtype(dtype), precision=precision)
+      dtype=jnp.dtype(dtype), precision=precision, kernel=kernel)
   params = jax.jit(model.init, out_shardings=rep)(jax.random.key(seed), x_np[:1])["params"]
   tx = optax.adam(LEARNING_RATE)
 
@@ -91,8 +96,14 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
 PEERS = {"seqjax": seqjax_lstm,
          "seqjax 1 device": functools.partial(seqjax_lstm, split_batch=False),
          "seqjax device loop": functools.partial(seqjax_lstm, steps_per_call=LOOP_STEPS),
+         "seqjax pallas": functools.partial(seqjax_lstm, kernel="pallas"),
          **others.PEERS}
 
 
-def available(name: str) -> bool:
-  return name.startswith("seqjax") or others.available(name)
+def skip_reason(name: str) -> str | None:
+  """Why peer `name` cannot run here, or None."""
+  if name == "seqjax pallas" and jax.default_backend() != "gpu":
+    return "the Pallas kernel needs an NVIDIA GPU (elsewhere it is only interpreted)"
+  if not name.startswith("seqjax") and not others.available(name):
+    return "not installed (pip install -e '.[bench]')"
+  return None

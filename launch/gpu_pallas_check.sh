@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The fused Pallas LSTM kernel on an NVIDIA GPU, in about 6 minutes, the first thing to run
+# where one is lent:
+#   1. the kernel's tests on the GPU: Triton-compiled, against the XLA scan (values and
+#      gradients; masks, lengths, reverse, 2 layers, carry, odd H, bfloat16), and the
+#      fallback to XLA;
+#   2. the bench rows side by side: the train step of the seed and large shapes with the XLA
+#      scan, its device loop, the Pallas kernel, Flax nn.RNN and torch cuDNN (when
+#      installed), then sine's 200-step rollout with each kernel.
+# What it prints decides `seqjax/kernels/selection.py`'s PALLAS_FASTER table.
+#   bash launch/gpu_pallas_check.sh [OUT_DIR]      # default: $OUT, else gpu_pallas_check/
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-gpu_pallas_check}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
+
+echo "== tests" | tee "$out/tests.txt"
+timeout 180 python -m pytest -q -p no:cacheprovider tests/test_pallas.py 2>&1 | tail -15 \
+  | tee -a "$out/tests.txt"
+
+echo "== train step" | tee "$out/bench.txt"
+timeout 240 python -m seqjax.bench --shapes=seed,large --repeats=10 --out="$out/bench" \
+  --peers="seqjax,seqjax device loop,seqjax pallas,flax nn.RNN,torch nn.LSTM" 2>&1 \
+  | grep -E "^\||skipping|does not compile" | tee -a "$out/bench.txt"
+
+echo "== rollout" | tee -a "$out/bench.txt"
+timeout 120 python -m seqjax.bench --rollout --repeats=10 --out="$out/rollout" 2>&1 \
+  | grep -E "^\||does not compile" | tee -a "$out/bench.txt"

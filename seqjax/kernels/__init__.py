@@ -1,0 +1,1 @@
+"""Hand-written accelerator kernels (Pallas) behind the XLA paths."""

@@ -1,0 +1,173 @@
+"""The Pallas recurrence kernel against the XLA scan (interpret mode on CPU), its GPU
+lowering checked on this CPU, and the choice between them."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqjax import lstm, recurrence
+from seqjax.kernels import pallas_lstm, selection
+
+# The same float32 arithmetic ("highest") in another order: a few roundings apart.
+ATOL = 1e-5
+
+
+def _close(a, b, atol=ATOL):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=atol, rtol=0)
+
+
+def _problem(steps, batch, hidden, masked, dropped, carry_in, seed=0):
+  k = jax.random.split(jax.random.key(seed), 6)
+  w_h = jax.random.normal(k[0], (hidden, 4 * hidden)) * 0.4
+  gx = jax.random.normal(k[1], (steps, batch, 4 * hidden))
+  zeros = jnp.zeros((batch, hidden))
+  carry = ((jax.random.normal(k[2], (batch, hidden)) * 0.5,
+            jax.random.normal(k[3], (batch, hidden)) * 0.5) if carry_in else (zeros, zeros))
+  mask = None
+  if masked:  # anywhere in the sequence, and some rows fully padded
+    mask = jax.random.bernoulli(k[4], 0.7, (steps, batch)).at[:, 0].set(False)
+  h_mask = jax.random.bernoulli(k[5], 0.7, (batch, hidden)) / 0.7 if dropped else None
+  return w_h, gx, carry, mask, h_mask
+
+
+def _loss(scan, w_h, gx, carry, mask, h_mask):
+  (h, c), ys = scan(w_h, gx, carry, mask, h_mask)
+  return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c) + jnp.sum(c)
+
+
+@pytest.mark.parametrize("steps,batch,hidden,masked,dropped,carry_in", [
+    (7, 3, 5, False, False, False),     # odd H, B below one block
+    (9, 20, 17, True, False, True),     # a mask, two batch blocks, H padded to 32
+    (6, 4, 16, True, True, True),       # recurrent dropout's mask, H a whole tile
+    (1, 1, 3, False, False, True),      # one step
+])
+def test_kernel_equals_the_xla_scan_in_values_and_gradients(steps, batch, hidden, masked,
+                                                             dropped, carry_in):
+  args = _problem(steps, batch, hidden, masked, dropped, carry_in)
+  xla = lambda *a: recurrence.scan(*a, precision="highest")  # noqa: E731
+  kernel = lambda *a: pallas_lstm.scan(*a, precision="highest",  # noqa: E731
+                                       interpret=selection.interpreted())  # Triton on a GPU
+  (h, c), ys = kernel(*args)
+  (h_ref, c_ref), ys_ref = xla(*args)
+  _close(ys, ys_ref)
+  _close(h, h_ref)
+  _close(c, c_ref)
+  grads = jax.grad(lambda *a: _loss(kernel, *a, *args[3:]), argnums=(0, 1, 2))(*args[:3])
+  ref = jax.grad(lambda *a: _loss(xla, *a, *args[3:]), argnums=(0, 1, 2))(*args[:3])
+  jax.tree.map(_close, grads, ref)
+
+
+def test_kernel_computes_in_bfloat16_with_a_float32_carry():
+  w_h, *rest = _problem(5, 18, 12, True, True, True)
+  args = (w_h.astype(jnp.bfloat16), *rest)  # bfloat16 parameters too
+  kernel = lambda *a: pallas_lstm.scan(*a, dtype=jnp.bfloat16,  # noqa: E731
+                                       interpret=selection.interpreted())
+  xla = lambda *a: recurrence.scan(*a, dtype=jnp.bfloat16)  # noqa: E731
+  (h, c), ys = kernel(*args)
+  (h_ref, c_ref), ys_ref = xla(*args)
+  assert h.dtype == c.dtype == ys.dtype == jnp.float32
+  _close(ys, ys_ref, 2e-2)  # bfloat16 operands: 8 bits of mantissa, rounded in either order
+  _close(c, c_ref, 2e-2)
+  grads = jax.grad(lambda *a: _loss(kernel, *a, *args[3:]), argnums=(0, 1, 2))(*args[:3])
+  ref = jax.grad(lambda *a: _loss(xla, *a, *args[3:]), argnums=(0, 1, 2))(*args[:3])
+  assert grads[0].dtype == jnp.bfloat16
+  jax.tree.map(lambda a, b: _close(a.astype(jnp.float32), b.astype(jnp.float32), 5e-2),
+               grads, ref)
+
+
+@pytest.mark.parametrize("options", [
+    {"num_layers": 2, "reverse": True},
+    {"num_layers": 2, "bidirectional": True},
+    {"remat": 3},
+], ids=lambda o: ",".join(o))
+def test_the_lstm_with_kernel_pallas_equals_kernel_xla(options):
+  """Lengths, reverse, stacked layers and a carry in and out, through the modules."""
+  x = jax.random.normal(jax.random.key(1), (3, 7, 2))
+  lengths = jnp.array([7, 2, 5])
+  xla = lstm.LSTM(5, kernel="xla", precision="highest", **options)
+  params = xla.init(jax.random.key(0), x)
+  carry = jax.tree.map(lambda a: a + 0.3, xla.apply(params, x)[0])
+  pallas = xla.clone(kernel="pallas")
+
+  def loss(model, p, carry):
+    (h, c), y = model.apply(p, x, carry, lengths=lengths)
+    return jnp.sum(jnp.sin(y)) + jnp.sum(h * c), (h, c, y)
+
+  (value, out), grads = jax.value_and_grad(lambda p, c: loss(pallas, p, c), argnums=(0, 1),
+                                           has_aux=True)(params, carry)
+  (value_ref, out_ref), grads_ref = jax.value_and_grad(
+      lambda p, c: loss(xla, p, c), argnums=(0, 1), has_aux=True)(params, carry)
+  jax.tree.map(_close, out, out_ref)
+  jax.tree.map(_close, grads, grads_ref)
+
+
+def _cuda_target():
+  """A context in which programs lower for an NVIDIA GPU on this CPU-only jaxlib: newer
+  JAX asks which GPU (an abstract device), older JAX needs nothing."""
+  device = jax.sharding.AbstractDevice(device_kind="NVIDIA H100", num_cores=None,
+                                       platform="gpu")
+  return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",),
+                                                                  abstract_device=device))
+
+
+# JAX 0.12 deprecates Pallas' Triton backend in favour of Mosaic GPU; it still lowers.
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_kernel_and_its_gradient_lower_through_triton_for_a_gpu(dtype):
+  steps, batch, hidden = 20, 32, 100
+  w_h = jnp.ones((hidden, 4 * hidden))
+  gx = jnp.ones((steps, batch, 4 * hidden))
+  carry = (jnp.zeros((batch, hidden)), jnp.zeros((batch, hidden)))
+  mask = jnp.ones((steps, batch), bool)
+
+  def loss(w_h, gx):
+    (h, c), ys = pallas_lstm.scan(w_h, gx, carry, mask, dtype=dtype, interpret=False)
+    return jnp.sum(ys) + jnp.sum(c)
+
+  with _cuda_target():
+    lowered = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).trace(w_h, gx).lower(
+        lowering_platforms=("cuda",))
+  text = lowered.as_text()
+  assert text.count("triton") >= 2  # the forward and the backward kernel
+
+
+def test_auto_keeps_the_xla_scan_where_the_kernel_is_not_measured_faster():
+  assert selection.choose("auto", 1, 10, "cpu") == "xla"
+  assert selection.choose("auto", 1, 10, "cuda") == "xla"  # nothing measured yet
+  assert selection.choose("pallas", 1, 10, "cpu") == "pallas"
+  assert selection.interpreted("cpu") and not selection.interpreted("cuda")
+  assert selection.choose("pallas", 1, 10, "cpu", dtype=jnp.float64) == "xla"  # f32, bf16 only
+
+
+def test_the_kernel_lowers_through_triton_on_a_gpu_backend(monkeypatch):
+  """JAX calls an NVIDIA GPU backend "gpu": there the kernel is not interpreted."""
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert not selection.interpreted()
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  assert selection.interpreted()
+  with pytest.raises(ValueError, match="kernel must be one of auto, xla, pallas"):
+    lstm.LSTM(4, kernel="cudnn").init(jax.random.key(0), jnp.ones((1, 2, 1)))
+
+
+def test_a_kernel_that_does_not_compile_falls_back_to_xla_with_one_warning(monkeypatch):
+  """On a GPU the kernel is compiled ahead for each shape; a failure is one warning."""
+  monkeypatch.setattr(selection, "interpreted", lambda platform=None: False)
+  selection.compiles.cache_clear()
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("Triton: out of shared memory\nmore detail")
+  monkeypatch.setattr(pallas_lstm, "scan", broken)
+  x = jax.random.normal(jax.random.key(1), (2, 5, 3))
+  model = lstm.LSTM(4, kernel="pallas", precision="highest")
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    params = model.init(jax.random.key(0), x)
+    y = model.apply(params, x)[1]  # the same shape: no second probe, no second warning
+  selection.compiles.cache_clear()
+  messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+  assert len(messages) == 1 and "\n" not in messages[0]
+  assert "running the XLA scan" in messages[0] and "out of shared memory" in messages[0]
+  _close(y, lstm.LSTM(4, kernel="xla", precision="highest").apply(params, x)[1])
