@@ -418,6 +418,28 @@ class LSTMLayer(LSTMOptions):
 MERGES = ("concat", "sum")
 
 
+def directions(bidirectional: bool) -> int:
+  """D: the directions each layer of a stack runs."""
+  return 2 if bidirectional else 1
+
+
+def output_features(hidden: int, bidirectional: bool, merge: str = "concat") -> int:
+  """The features of a stack layer's outputs (and of the next layer's input): 2H for a
+  bidirectional layer merged by "concat", else H."""
+  return hidden * (directions(bidirectional) if merge == "concat" else 1)
+
+
+def stack_carry(module: str, stack: Any, carry: Carry | None, batch: int) -> Carry:
+  """A stack's initial carry: `carry` (or zeros when None), checked to be (h, c), each
+  [L * D, B, H]. `stack` has hidden, num_layers, bidirectional and dtype."""
+  count = stack.num_layers * directions(stack.bidirectional)
+  if carry is None:
+    carry = zero_carry((count, batch), stack.hidden, acc_dtype(stack.dtype))
+  check_carry(module, carry, (count, batch, stack.hidden),
+              "[num_layers * directions, batch, hidden]")
+  return carry
+
+
 def dropout_mask(key: Array, rate: float, shape: tuple[int, ...], dtype: Any = jnp.float32
                  ) -> Array:
   """Inverted dropout's multiplier: 0 with probability `rate`, else 1 / (1 - rate)."""
@@ -449,7 +471,7 @@ def run_stack(layer: Callable[..., tuple[Carry, Array]], x: Array, carry: Carry,
     (final carry, each [L * D, B, H]; outputs [B, T, H or 2H], or the last
     step's [B, H or 2H] when not `return_sequences`).
   """
-  directions = 2 if bidirectional else 1
+  count = directions(bidirectional)
   batch = jnp.shape(x)[0]
 
   def next_key():
@@ -458,22 +480,22 @@ def run_stack(layer: Callable[..., tuple[Carry, Array]], x: Array, carry: Carry,
     return sub
 
   def merged(outs):
-    if directions == 1:
+    if count == 1:
       return outs[0]
     return jnp.concatenate(outs, axis=-1) if merge == "concat" else outs[0] + outs[1]
 
   hs, cs = [], []
   for depth in range(num_layers):
     outs = []
-    for direction in range(directions):
-      index = depth * directions + direction
+    for direction in range(count):
+      index = depth * count + direction
       input_mask = recurrent_mask = None
       if key is not None and input_dropout > 0:  # one mask per sequence, for every step
         input_mask = dropout_mask(next_key(), input_dropout, (batch, jnp.shape(x)[-1]))
       if key is not None and recurrent_dropout > 0:
         recurrent_mask = dropout_mask(next_key(), recurrent_dropout, (batch, hidden))
       (h, c), out = layer(index, x, (carry[0][index], carry[1][index]),
-                          reverse if directions == 1 else direction == 1,
+                          reverse if count == 1 else direction == 1,
                           input_mask, recurrent_mask)
       hs.append(h)
       cs.append(c)
@@ -484,7 +506,7 @@ def run_stack(layer: Callable[..., tuple[Carry, Array]], x: Array, carry: Carry,
   carry = (jnp.stack(hs), jnp.stack(cs))
   if return_sequences:
     return carry, x
-  return carry, merged(list(carry[0][len(hs) - directions:]))
+  return carry, merged(list(carry[0][len(hs) - count:]))
 
 
 class LSTM(LSTMOptions):
@@ -540,11 +562,7 @@ class LSTM(LSTMOptions):
     """
     check_stack_options("LSTM", self)
     batch, _, _ = check_input("LSTM", x)
-    count = self.num_layers * (2 if self.bidirectional else 1)
-    if carry is None:
-      carry = zero_carry((count, batch), self.hidden, acc_dtype(self.dtype))
-    check_carry("LSTM", carry, (count, batch, self.hidden),
-                "[num_layers * directions, batch, hidden]")
+    carry = stack_carry("LSTM", self, carry, batch)
     key = None
     if any((self.dropout, self.input_dropout, self.recurrent_dropout)):
       if not nn.merge_param("deterministic", self.deterministic, deterministic):
@@ -673,9 +691,8 @@ def num_lstm_params(in_features: int, hidden: int, num_layers: int = 1,
                     bidirectional: bool = False, merge: str = "concat") -> int:
   """Parameter count in the single-bias (Keras) layout: 4H(I + H + 1) per layer and
   direction, where a layer reads 2H from a bidirectional one below it with "concat"."""
-  directions = 2 if bidirectional else 1
   total, fan_in = 0, in_features
   for _ in range(num_layers):
-    total += directions * 4 * hidden * (fan_in + hidden + 1)
-    fan_in = hidden * (directions if merge == "concat" else 1)
+    total += directions(bidirectional) * 4 * hidden * (fan_in + hidden + 1)
+    fan_in = output_features(hidden, bidirectional, merge)
   return total

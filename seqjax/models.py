@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from seqjax import lstm as lstm_lib
-from seqjax import numerics, recurrence, validate
+from seqjax import numerics, validate
 from seqjax.kernels import selection
 
 ACTIVATIONS = {
@@ -124,8 +124,7 @@ class SequenceModel(lstm_lib.LSTMOptions):
 
   def zero_carry(self, batch_size: int) -> lstm_lib.Carry:
     """The zero carry of a batch, (h, c) each [L * D, B, H] (stateful training starts here)."""
-    count = self.num_layers * (2 if self.bidirectional else 1)
-    return lstm_lib.zero_carry((count, batch_size), self.hidden, recurrence.acc_dtype(self.dtype))
+    return lstm_lib.stack_carry("SequenceModel", self, None, batch_size)
 
 
 def validate_config(m: ml_collections.ConfigDict) -> None:

@@ -170,13 +170,13 @@ class LSTM(nnx.Module):
     self.dropout, self.input_dropout = dropout, input_dropout
     self.recurrent_dropout, self.deterministic = recurrent_dropout, deterministic
     lstm.check_stack_options("LSTM", self)
-    directions = 2 if bidirectional else 1
-    width = hidden * (directions if merge == "concat" else 1)
-    for index in range(num_layers * directions):
+    count = lstm.directions(bidirectional)
+    width = lstm.output_features(hidden, bidirectional, merge)
+    for index in range(num_layers * count):
       backward = bidirectional and index % 2 == 1
       layer_options = {**lstm.options_of(self), "reverse": self.reverse or backward}
       setattr(self, lstm.layer_name(index, self),
-              LSTMLayer(in_features if index < directions else width, hidden, rngs=rngs,
+              LSTMLayer(in_features if index < count else width, hidden, rngs=rngs,
                         **layer_options))
     self.rngs = nnx.data(None)
     if any((dropout, input_dropout, recurrent_dropout)):
@@ -194,11 +194,7 @@ class LSTM(nnx.Module):
     `rngs`: a key or Rngs for this call's dropout masks, instead of the module's.
     """
     batch, _, _ = lstm.check_input("LSTM", x)
-    count = self.num_layers * (2 if self.bidirectional else 1)
-    if carry is None:
-      carry = lstm.zero_carry((count, batch), self.hidden, acc_dtype(self.dtype))
-    lstm.check_carry("LSTM", carry, (count, batch, self.hidden),
-                     "[num_layers * directions, batch, hidden]")
+    carry = lstm.stack_carry("LSTM", self, carry, batch)
     deterministic = self.deterministic if deterministic is None else deterministic
     key = None
     if not deterministic and any((self.dropout, self.input_dropout, self.recurrent_dropout)):

@@ -143,13 +143,12 @@ def check_memory(config: ml_collections.ConfigDict, task: base.Task, mesh, model
   _, steps, features = sample["x"].shape
   batch = max(1, config.train.batch_size // mesh.shape[sharding.DATA])
   params = lstm.num_lstm_params(features, m.hidden, m.num_layers, m.bidirectional, m.merge)
-  directions = 2 if m.bidirectional else 1
-  width = m.hidden * (directions if m.merge == "concat" else 1)
+  width = lstm.output_features(m.hidden, m.bidirectional, m.merge)
   for out in (*m.head_hidden, task.out_features):
     params += (width + 1) * out
     width = out
   kept = steps if not m.remat else 2 * int(steps ** 0.5) + 1
-  activations = (m.num_layers * directions * kept * batch * m.hidden
+  activations = (m.num_layers * lstm.directions(m.bidirectional) * kept * batch * m.hidden
                  * (lstm.RESIDUALS_PER_STEP + 4))
   need = 4 * models_per_device * (4 * params + activations)
   have = device_memory_bytes(mesh.devices.flat[0])

@@ -47,14 +47,14 @@ def step(model, params, carry: lstm.Carry | None, chunk: jax.Array) -> tuple[lst
 def layout(params) -> tuple[int, int]:
   """(num_layers, hidden) of the LSTM in `params` (or in `init`'s variables): one
   `recurrent_kernel` [H, 4H] a layer."""
-  kernels = [a for path, a in jax.tree_util.tree_leaves_with_path(_unwrap(params))
-             if jax.tree_util.keystr(path).endswith("['recurrent_kernel']")]
+  kernels = {jax.tree_util.keystr(path): a
+             for path, a in jax.tree_util.tree_leaves_with_path(_unwrap(params))
+             if jax.tree_util.keystr(path).endswith("['recurrent_kernel']")}
   if not kernels:
     raise ValueError("no LSTM in these params (no 'recurrent_kernel')")
-  if any("_reverse']" in jax.tree_util.keystr(path)
-         for path, _ in jax.tree_util.tree_leaves_with_path(_unwrap(params))):
+  if any("_reverse']" in path for path in kernels):
     raise ValueError(BIDIRECTIONAL_ERROR)
-  return len(kernels), int(kernels[0].shape[0])
+  return len(kernels), int(next(iter(kernels.values())).shape[0])
 
 
 def free_run(model, params, carry: lstm.Carry, first_input: jax.Array,
