@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The fused Pallas LSTM kernel on an NVIDIA GPU, in about 6 minutes, the first thing to run
+# The fused Pallas LSTM kernel on an NVIDIA GPU, in about 6 minutes (9 at most), the first thing to run
 # where one is lent:
-#   1. the kernel's tests on the GPU: Triton-compiled, against the XLA scan (values and
-#      gradients; masks, lengths, reverse, 2 layers, carry, odd H, bfloat16), and the
-#      fallback to XLA;
-#   2. the bench rows side by side: the train step of the seed and large shapes with the XLA
-#      scan, its device loop, the Pallas kernel, Flax nn.RNN and torch cuDNN (when
-#      installed), then sine's 200-step rollout with each kernel.
-# What it prints decides `seqjax/kernels/selection.py`'s PALLAS_FASTER table.
+#   1. the kernels' tests on the GPU: Triton-compiled, against the XLA path (the layer
+#      kernel's values and gradients over masks, lengths, reverse, 2 layers, carry, odd H,
+#      bfloat16; the free-running kernel's generation), and the fallbacks to XLA;
+#   2. the bench rows side by side: the train step and forward pass of the seed and large
+#      shapes with the XLA scan, its device loop, the Pallas kernel, Flax nn.RNN and torch
+#      cuDNN (when installed), then sine's 200-step rollout with each kernel (the Pallas
+#      row: one kernel for the whole free run).
+# What it prints decides `seqjax/kernels/selection.py`'s PALLAS_FASTER table ("scan" from
+# the train-step rows, "free_run" from the rollout rows).
 #   bash launch/gpu_pallas_check.sh [OUT_DIR]      # default: $OUT, else gpu_pallas_check/
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,8 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 
 echo "== tests" | tee "$out/tests.txt"
-timeout 180 python -m pytest -q -p no:cacheprovider tests/test_pallas.py 2>&1 | tail -15 \
+timeout 200 python -m pytest -q -p no:cacheprovider tests/test_pallas.py \
+  tests/test_pallas_free_run.py 2>&1 | tail -15 \
   | tee -a "$out/tests.txt"
 
 echo "== train step" | tee "$out/bench.txt"
@@ -25,5 +28,5 @@ timeout 240 python -m seqjax.bench --shapes=seed,large --repeats=10 --out="$out/
   | grep -E "^\||skipping|does not compile" | tee -a "$out/bench.txt"
 
 echo "== rollout" | tee -a "$out/bench.txt"
-timeout 120 python -m seqjax.bench --rollout --repeats=10 --out="$out/rollout" 2>&1 \
+timeout 100 python -m seqjax.bench --rollout --repeats=10 --out="$out/rollout" 2>&1 \
   | grep -E "^\||does not compile" | tee -a "$out/bench.txt"

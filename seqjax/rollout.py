@@ -7,7 +7,8 @@ H hidden.
 Everything is a pure function of (params, carry, inputs): "stateful" means the
 caller passes the carry back in. `rollout` is one jitted program: the warm-up
 is one scan over the true prefix, the free run one `lax.scan` whose step feeds
-its own prediction back as the next input.
+its own prediction back as the next input, or, where `model.kernel` selects
+it, one Pallas kernel that runs the whole free run (`kernels.pallas_free_run`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqjax import lstm
+from seqjax import lstm, models
+from seqjax.kernels import pallas_free_run, selection
+from seqjax.numerics import canonical_precision
 
 
 def _unwrap(params):
@@ -61,6 +64,11 @@ def free_run(model, params, carry: lstm.Carry, first_input: jax.Array,
              steps: int) -> tuple[lstm.Carry, jax.Array]:
   """Generates `steps` outputs, each fed back as the next input.
 
+  A `models.SequenceModel` whose `kernel` selects Pallas for this job
+  (`kernels.selection`, "free_run") generates in one kernel
+  (`kernels.pallas_free_run`); differentiated, it takes the XLA loop's gradient.
+  Every other model runs the XLA loop: a `lax.scan` of model steps.
+
   Args:
     model: a per-step model `(x [B, 1, I], carry) -> (carry, y [B, 1, O])`.
     params: its parameters.
@@ -71,6 +79,12 @@ def free_run(model, params, carry: lstm.Carry, first_input: jax.Array,
   Returns:
     (final carry, outputs [B, N, O]).
   """
+  if steps > 0 and _runs_in_a_kernel(model, params, carry, first_input, steps):
+    return _kernel_free_run(model, steps, _unwrap(params), carry, first_input)
+  return _scanned_free_run(model, params, carry, first_input, steps)
+
+
+def _scanned_free_run(model, params, carry, first_input, steps):
   def body(state, _):
     carry, x = state
     carry, y = step(model, params, carry, x[:, None])
@@ -78,6 +92,59 @@ def free_run(model, params, carry: lstm.Carry, first_input: jax.Array,
 
   (carry, _), ys = jax.lax.scan(body, (carry, first_input), None, length=steps)
   return carry, jnp.swapaxes(ys, 0, 1)
+
+
+def _runs_in_a_kernel(model, params, carry, first_input, steps) -> bool:
+  """Whether this free run goes to the Pallas kernel (see `free_run`)."""
+  if not (isinstance(model, models.SequenceModel) and model.head == "per_step"
+          and not model.bidirectional and not model.reverse and model.fused):
+    return False
+  num_layers, batch, hidden = jnp.shape(carry[0])
+  if selection.choose(model.kernel, batch, hidden, dtype=model.dtype,
+                      job="free_run") != "pallas":
+    return False
+  if selection.interpreted():
+    return True
+  widths = (*model.head_hidden, model.out_features)
+  acts = (*[models.activation(model.activation)] * len(model.head_hidden),
+          models.activation(model.out_activation))
+  param_dtype = jax.tree.leaves(params)[0].dtype
+  return selection.free_run_compiles(
+      steps, batch, first_input.shape[-1], hidden, num_layers, widths, acts,
+      jnp.dtype(model.dtype), param_dtype, canonical_precision(model.precision))
+
+
+def _kernel_operands(model, params):
+  """(layers, head, activations) of `pallas_free_run.free_run` from a SequenceModel's params."""
+  cells = [params["lstm"][f"layer{i}"]["cell"] for i in range(model.num_layers)]
+  layers = [(c["input_kernel"], c["recurrent_kernel"], c["bias"]) for c in cells]
+  dense = [params["head"][f"Dense_{j}"] for j in range(len(model.head_hidden) + 1)]
+  acts = [models.activation(model.activation)] * len(model.head_hidden)
+  return (layers, [(d["kernel"], d["bias"]) for d in dense],
+          (*acts, models.activation(model.out_activation)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _kernel_free_run(model, steps, params, carry, first_input):
+  layers, head, acts = _kernel_operands(model, params)
+  carry, ys = pallas_free_run.free_run(
+      layers, head, acts, carry, first_input, steps, dtype=model.dtype,
+      precision=model.precision, interpret=selection.interpreted())
+  return carry, jnp.swapaxes(ys, 0, 1)
+
+
+def _kernel_free_run_fwd(model, steps, params, carry, first_input):
+  # Differentiated: the XLA loop's values and its gradient (the kernel is forward only).
+  return jax.vjp(lambda p, c, x: _scanned_free_run(model, p, c, x, steps),
+                 params, carry, first_input)
+
+
+def _kernel_free_run_bwd(model, steps, vjp, cotangents):
+  del model, steps
+  return vjp(cotangents)
+
+
+_kernel_free_run.defvjp(_kernel_free_run_fwd, _kernel_free_run_bwd)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -132,6 +132,11 @@ def test_kernel_and_its_gradient_lower_through_triton_for_a_gpu(dtype):
         lowering_platforms=("cuda",))
   text = lowered.as_text()
   assert text.count("triton") >= 2  # the forward and the backward kernel
+  with _cuda_target():  # inference: the forward kernel that keeps no residuals
+    lowered = jax.jit(lambda w_h, gx: pallas_lstm.scan(
+        w_h, gx, carry, mask, dtype=dtype, interpret=False)).trace(w_h, gx).lower(
+            lowering_platforms=("cuda",))
+  assert lowered.as_text().count("triton") >= 1
 
 
 def test_auto_keeps_the_xla_scan_where_the_kernel_is_not_measured_faster():
@@ -169,5 +174,5 @@ def test_a_kernel_that_does_not_compile_falls_back_to_xla_with_one_warning(monke
   selection.compiles.cache_clear()
   messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
   assert len(messages) == 1 and "\n" not in messages[0]
-  assert "running the XLA scan" in messages[0] and "out of shared memory" in messages[0]
+  assert "running the XLA path" in messages[0] and "out of shared memory" in messages[0]
   _close(y, lstm.LSTM(4, kernel="xla", precision="highest").apply(params, x)[1])

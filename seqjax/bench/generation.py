@@ -4,9 +4,10 @@ Forward only, B1: sine's model (2 x LSTM(32), a per-step Dense) warms up on a
 50-step prefix, then generates 200 steps, each fed back as the next input
 (`rollout.rollout`, one jitted program). Each generated step is a tiny
 [1, 32] recurrence step, so the time is launch and loop overhead, as in the
-mean shape's train step. With `kernel="pallas"` each generated step is one
-call of the layer kernel (T=1): the row measures that per-step overhead, not a
-free run fused into one kernel. compile_s includes the kernel's compile probes.
+mean shape's train step. With `kernel="pallas"` the warm-up runs the layer kernel and the whole
+free run is one kernel (`kernels.pallas_free_run`): the row measures what
+fusing the generation loop saves. compile_s includes the kernels' compile
+probes.
 """
 
 from __future__ import annotations

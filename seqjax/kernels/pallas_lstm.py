@@ -7,8 +7,8 @@ final carry and outputs out, the same masks) and its own `jax.custom_vjp`:
 - forward: a grid over batch blocks; each program runs all T steps in a
   `fori_loop`, the recurrent kernel W_h loaded once, the carry in registers;
   the hoisted input projection [T, B, G] streams in a step at a time; it
-  writes the outputs and, for the backward pass, the carried h and c of every
-  step;
+  writes the outputs, the final carry and, only when a gradient is taken (the
+  `custom_vjp` forward), the carried h and c of every step for the backward;
 - backward: a reverse-time kernel of the same shape recomputes each step's
   gates from the stored carries (one [B, H] x [H, G] matmul) and writes the
   gate gradients dz [T, B, G]; the recurrent weight gradient is then one
@@ -33,51 +33,46 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from seqjax.kernels import tiles
 from seqjax.numerics import Precision, canonical_precision
 
 Array = jax.Array
 Carry = tuple[Array, Array]
 
-BLOCK_B = 16  # batch rows per program: Triton's dot needs at least 16
-
-
-def padded_hidden(hidden: int) -> int:
-  """The kernel's H: a power of two >= 16 (Triton's tile shapes)."""
-  return max(16, pl.next_power_of_2(hidden))
-
 
 def _gates(gx_ref, t, ws, h_in, hp, dtype, precision):
-  """The four activated gates of step t, each [Bb, Hp]."""
-  z = [gx_ref[t, :, pl.ds(k * hp, hp)]
-       + jnp.dot(h_in.astype(dtype), ws[k], precision=precision,
-                 preferred_element_type=jnp.float32) for k in range(4)]
-  return jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jnp.tanh(z[2]), jax.nn.sigmoid(z[3])
+  """The four gate pre-activations of step t, each [Bb, Hp]."""
+  return [gx_ref[t, :, pl.ds(k * hp, hp)] + tiles.matmul(h_in, ws[k], dtype, precision)
+          for k in range(4)]
 
 
-def _forward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref,
-                    ys_ref, hs_ref, cs_ref, *, steps, hp, dtype, precision):
-  ws = [w_ref[:, pl.ds(k * hp, hp)].astype(dtype) for k in range(4)]
+def _forward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, ys_ref, hT_ref, cT_ref,
+                    *kept_refs, steps, hp, dtype, precision):
+  """Writes the outputs and final carry; with `kept_refs` = (hs, cs), also every step's
+  carry for the backward pass (a gradient needs them; inference does not)."""
+  ws = tiles.gate_tiles(w_ref, hp, dtype)
   hm = hm_ref[...]
 
   def body(t, carry):
     h, c = carry
-    i, f, g, o = _gates(gx_ref, t, ws, h * hm, hp, dtype, precision)
-    c_new = f * c + i * g
-    h_new = o * jnp.tanh(c_new)
+    h_new, c_new = tiles.lstm_update(_gates(gx_ref, t, ws, h * hm, hp, dtype, precision), c)
     m = m_ref[t] > 0  # [Bb, 1]: False on padding, where the carry is kept
     h, c = jnp.where(m, h_new, h), jnp.where(m, c_new, c)
     ys_ref[t] = jnp.where(m, h_new, 0.0)
-    hs_ref[t] = h
-    cs_ref[t] = c
+    if kept_refs:
+      kept_refs[0][t] = h
+      kept_refs[1][t] = c
     return h, c
 
-  jax.lax.fori_loop(0, steps, body, (h0_ref[...], c0_ref[...]))
+  h, c = jax.lax.fori_loop(0, steps, body, (h0_ref[...], c0_ref[...]))
+  hT_ref[...] = h
+  cT_ref[...] = c
 
 
 def _backward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, hs_ref, cs_ref, dys_ref,
                      dhT_ref, dcT_ref, dz_ref, dh0_ref, dc0_ref, *, steps, hp, dtype,
                      precision):
-  ws = [w_ref[:, pl.ds(k * hp, hp)].astype(dtype) for k in range(4)]
+  ws = tiles.gate_tiles(w_ref, hp, dtype)
   hm = hm_ref[...]
   h0, c0 = h0_ref[...], c0_ref[...]
 
@@ -88,7 +83,8 @@ def _backward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, hs_ref, cs_re
     first = t == 0
     h_prev = jnp.where(first, h0, hs_ref[prev])
     c_prev = jnp.where(first, c0, cs_ref[prev])
-    i, f, g, o = _gates(gx_ref, t, ws, h_prev * hm, hp, dtype, precision)
+    z = _gates(gx_ref, t, ws, h_prev * hm, hp, dtype, precision)
+    i, f, g, o = jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jnp.tanh(z[2]), jax.nn.sigmoid(z[3])
     tc = jnp.tanh(f * c_prev + i * g)
     m = m_ref[t] > 0
     dh_t = dh + jnp.where(m, dys_ref[t], 0.0)
@@ -109,51 +105,17 @@ def _backward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, hs_ref, cs_re
   dc0_ref[...] = dc
 
 
-def _compiler_params(interpret: bool) -> dict[str, Any]:
-  if interpret:
-    return {}
-  from jax.experimental.pallas import triton as pltriton
-  return {"compiler_params": pltriton.CompilerParams(num_warps=4, num_stages=1)}
-
-
-def _call(kernel, inputs, outputs, grid, *, interpret, **static):
-  """`pallas_call` of `kernel` over batch blocks; `inputs`/`outputs` are (array or
-  ShapeDtypeStruct, batch axis or None) pairs."""
-  def spec(shape, axis):
-    block = list(shape)
-    if axis is not None:
-      block[axis] = BLOCK_B
-    index = (lambda axis: lambda b: tuple(b if d == axis else 0 for d in range(len(shape))))(axis)
-    return pl.BlockSpec(tuple(block), index)
-
-  return pl.pallas_call(
-      functools.partial(kernel, **static),
-      grid=grid,
-      in_specs=[spec(a.shape, axis) for a, axis in inputs],
-      out_specs=[spec(o.shape, axis) for o, axis in outputs],
-      out_shape=[o for o, _ in outputs],
-      interpret=interpret, **_compiler_params(interpret))(*[a for a, _ in inputs])
-
-
-def _pad_gates(a: Array, hidden: int, hp: int) -> Array:
-  """[..., 4H] -> [..., 4Hp], each gate's block padded with zeros."""
-  lead = a.shape[:-1]
-  a = a.reshape(*lead, 4, hidden)
-  a = jnp.pad(a, [(0, 0)] * (len(lead) + 1) + [(0, hp - hidden)])
-  return a.reshape(*lead, 4 * hp)
-
-
 def _prepare(w_h, gx, carry, mask, h_mask):
   """The padded kernel operands, and (T, B, H, Hp, Bp)."""
   steps, batch, g = gx.shape
   hidden = g // 4
-  hp = padded_hidden(hidden)
-  bp = -(-batch // BLOCK_B) * BLOCK_B
+  hp = tiles.padded(hidden)
+  bp = tiles.padded_batch(batch)
   pad_b = lambda a, axis: jnp.pad(a, [(0, bp - batch) if d == axis else (0, 0)  # noqa: E731
                                       for d in range(a.ndim)])
   pad_h = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, hp - hidden)])  # noqa: E731
-  gx_p = pad_b(_pad_gates(gx.astype(jnp.float32), hidden, hp), 1)
-  w_p = jnp.pad(_pad_gates(w_h, hidden, hp), [(0, hp - hidden), (0, 0)])
+  gx_p = pad_b(tiles.pad_gates(gx.astype(jnp.float32), hidden, hp), 1)
+  w_p = jnp.pad(tiles.pad_gates(w_h, hidden, hp), [(0, hp - hidden), (0, 0)])
   h0, c0 = (pad_b(pad_h(a.astype(jnp.float32)), 0) for a in carry)
   m = jnp.ones((steps, batch), jnp.float32) if mask is None else mask.astype(jnp.float32)
   m = pad_b(m, 1)[..., None]  # [T, Bp, 1]; padded rows 0
@@ -162,25 +124,28 @@ def _prepare(w_h, gx, carry, mask, h_mask):
   return (gx_p, w_p, h0, c0, m, hm), (steps, batch, hidden, hp, bp)
 
 
-def _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret):
+def _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, keep):
+  """((final carry, outputs), residuals); the residuals (with every step's carry) only
+  when `keep`."""
   (gx_p, w_p, h0, c0, m, hm), (steps, batch, hidden, hp, bp) = _prepare(
       w_h, gx, carry, mask, h_mask)
   seq = jax.ShapeDtypeStruct((steps, bp, hp), jnp.float32)
-  ys, hs, cs = _call(
+  step = jax.ShapeDtypeStruct((bp, hp), jnp.float32)
+  ys, h, c, *kept = tiles.call(
       _forward_kernel, [(gx_p, 1), (w_p, None), (h0, 0), (c0, 0), (m, 1), (hm, 0)],
-      [(seq, 1), (seq, 1), (seq, 1)], (bp // BLOCK_B,), interpret=interpret, steps=steps,
-      hp=hp, dtype=dtype, precision=precision)
-  final = (hs[-1, :batch, :hidden], cs[-1, :batch, :hidden])
-  return (final, ys[:, :batch, :hidden]), (gx_p, w_p, h0, c0, m, hm, hs, cs)
+      [(seq, 1), (step, 0), (step, 0)] + [(seq, 1), (seq, 1)] * keep,
+      interpret=interpret, steps=steps, hp=hp, dtype=dtype, precision=precision)
+  out = ((h[:batch, :hidden], c[:batch, :hidden]), ys[:, :batch, :hidden])
+  return out, ((gx_p, w_p, h0, c0, m, hm, *kept) if keep else None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _scan(w_h, gx, carry, mask, h_mask, dtype, precision, interpret):
-  return _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret)[0]
+  return _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, keep=False)[0]
 
 
 def _scan_fwd(w_h, gx, carry, mask, h_mask, dtype, precision, interpret):
-  out, kept = _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret)
+  out, kept = _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, keep=True)
   return out, (kept, w_h, mask, h_mask)
 
 
@@ -192,12 +157,12 @@ def _scan_bwd(dtype, precision, interpret, residuals, cotangents):
   pad = lambda a: jnp.pad(a.astype(jnp.float32),  # noqa: E731
                           [(0, 0)] * (a.ndim - 2) + [(0, bp - batch), (0, hp - hidden)])
   step = jax.ShapeDtypeStruct((bp, hp), jnp.float32)
-  dz, dh0, dc0 = _call(
+  dz, dh0, dc0 = tiles.call(
       _backward_kernel,
       [(gx_p, 1), (w_p, None), (h0, 0), (c0, 0), (m, 1), (hm, 0), (hs, 1), (cs, 1),
        (pad(douts), 1), (pad(dh_final), 0), (pad(dc_final), 0)],
       [(jax.ShapeDtypeStruct((steps, bp, 4 * hp), jnp.float32), 1), (step, 0), (step, 0)],
-      (bp // BLOCK_B,), interpret=interpret, steps=steps, hp=hp, dtype=dtype,
+      interpret=interpret, steps=steps, hp=hp, dtype=dtype,
       precision=precision)
   dz = dz[:, :batch].reshape(steps, batch, 4, hp)[..., :hidden].reshape(steps, batch, 4 * hidden)
   h_prev = jnp.concatenate([h0[None], hs[:-1]])[:, :batch, :hidden]

@@ -1,4 +1,4 @@
-"""Which implementation runs an LSTM layer's recurrence: the XLA scan or the Pallas kernel.
+"""Which implementation runs an LSTM's recurrence: the XLA scan or a Pallas kernel.
 
 `model.kernel` (the `kernel` option of every LSTM module):
   "xla"     `recurrence.scan`, `lax.scan` with the hand-written VJP, everywhere;
@@ -7,8 +7,12 @@
   "auto"    the Pallas kernel only on a platform and shape range where it was
             measured faster than the XLA scan (`PALLAS_FASTER`), else XLA.
 
-When the kernel fails to lower or compile on a GPU, the layer runs the XLA
-scan after one warning line, instead of failing the run.
+The same choice decides a per-step model's free run (`rollout.free_run`): the
+XLA loop of model steps, or `kernels.pallas_free_run`, the whole generation in
+one kernel.
+
+When a kernel fails to lower or compile on a GPU, the XLA path runs after one
+warning line, instead of failing the run.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ import jax.numpy as jnp
 from seqjax import numerics
 
 KERNELS = ("auto", "xla", "pallas")
+# What a Pallas kernel can replace: "scan", one layer's recurrence (training and
+# inference); "free_run", a per-step model's generation loop (`rollout.free_run`).
+JOBS = ("scan", "free_run")
 
-# Where `auto` picks the Pallas kernel: platform -> ((largest B*H, largest H), ...), a
-# layer matching any row. Empty until `python -m seqjax.bench` measures the kernel faster
-# than the XLA scan on a platform (launch/gpu_pallas_check.sh measures it on a GPU);
-# until then `auto` is the XLA scan everywhere.
-PALLAS_FASTER: dict[str, tuple[tuple[int, int], ...]] = {}
+# Where `auto` picks the Pallas kernel: job -> platform -> ((largest B*H, largest H), ...),
+# a layer matching any row. Empty until `python -m seqjax.bench` measures a kernel faster
+# than the XLA path on a platform (launch/gpu_pallas_check.sh measures both on a GPU);
+# until then `auto` is the XLA path everywhere.
+PALLAS_FASTER: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {"scan": {}, "free_run": {}}
 
 
 def check(kernel: Any, module: str = "LSTM") -> None:
@@ -37,31 +44,45 @@ def check(kernel: Any, module: str = "LSTM") -> None:
 
 
 def choose(kernel: str, batch: int, hidden: int, platform: str | None = None,
-           dtype: Any = jnp.float32) -> str:
-  """"xla" or "pallas" for a layer of this shape and matmul `dtype` on `platform` (default
-  backend). The kernel computes in float32 or bfloat16 only: other dtypes run the scan."""
+           dtype: Any = jnp.float32, job: str = "scan") -> str:
+  """"xla" or "pallas" for `job` (see `JOBS`) on a layer of this shape and matmul `dtype`
+  on `platform` (default backend). The kernels compute in float32 or bfloat16 only: other
+  dtypes run the XLA path."""
   check(kernel)
   if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
     return "xla"
   if kernel != "auto":
     return kernel
-  for max_work, max_hidden in PALLAS_FASTER.get(numerics.platform_kind(platform), ()):
+  for max_work, max_hidden in PALLAS_FASTER[job].get(numerics.platform_kind(platform), ()):
     if batch * hidden <= max_work and hidden <= max_hidden:
       return "pallas"
   return "xla"
 
 
 def interpreted(platform: str | None = None) -> bool:
-  """Whether the Pallas kernel runs in interpret mode on `platform` (default backend):
-  everywhere but a GPU, where it lowers through Triton."""
+  """Whether the Pallas kernels run in interpret mode on `platform` (default backend):
+  everywhere but a GPU, where they lower through Triton."""
   return numerics.platform_kind(platform) != "gpu"
+
+
+def _compiles(what: str, program, *shapes) -> bool:
+  """Compiles `program` for `shapes`; a failure is one warning line and False."""
+  try:
+    jax.jit(program).lower(*shapes).compile()
+  except Exception as e:  # noqa: BLE001  any lowering or compiler failure
+    first = (str(e).strip().splitlines() or [""])[0][:160]
+    warnings.warn(f"seqjax: the Pallas LSTM kernel does not compile here for {what} "
+                  f"({type(e).__name__}: {first}); running the XLA path",
+                  RuntimeWarning, stacklevel=3)
+    return False
+  return True
 
 
 @functools.cache
 def compiles(steps: int, batch: int, hidden: int, dtype: Any, param_dtype: Any,
              precision: Any) -> bool:
-  """Whether the Pallas kernel and its gradient compile for this shape and these dtypes
-  on this GPU.
+  """Whether the layer kernel, with and without its gradient, compiles for this shape and
+  these dtypes on this GPU.
 
   Compiled once per shape, ahead of the program that uses it; a failure warns
   (once per shape) and returns False: the layer then runs the XLA scan.
@@ -77,12 +98,36 @@ def compiles(steps: int, batch: int, hidden: int, dtype: Any, param_dtype: Any,
     (h, c), ys = pallas_lstm.scan(w_h, gx, carry, mask, dtype=dtype, precision=precision)
     return jnp.sum(ys) + jnp.sum(h) + jnp.sum(c)
 
-  try:
-    jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(*shapes).compile()
-  except Exception as e:  # noqa: BLE001  any lowering or compiler failure
-    first = (str(e).strip().splitlines() or [""])[0][:160]
-    warnings.warn(f"seqjax: the Pallas LSTM kernel does not compile here for T={steps} "
-                  f"B={batch} H={hidden} ({type(e).__name__}: {first}); running the XLA scan",
-                  RuntimeWarning, stacklevel=2)
-    return False
-  return True
+  what = f"T={steps} B={batch} H={hidden}"
+  return (_compiles(what, jax.grad(loss, argnums=(0, 1, 2)), *shapes)
+          and _compiles(what, loss, *shapes))
+
+
+@functools.cache
+def free_run_compiles(steps: int, batch: int, features: int, hidden: int, num_layers: int,
+                      head: tuple[int, ...], activations: tuple[Any, ...], dtype: Any,
+                      param_dtype: Any, precision: Any) -> bool:
+  """Whether the free-running kernel compiles for this model and shape on this GPU.
+
+  `head`: the head's Dense widths, the output layer's (== `features`) last;
+  `activations`: one function per head layer. Once per shape, as `compiles`.
+  """
+  from seqjax.kernels import pallas_free_run
+  g = 4 * hidden
+  layers, width = [], features
+  for _ in range(num_layers):
+    layers.append(tuple(jax.ShapeDtypeStruct(s, param_dtype)
+                        for s in ((width, g), (hidden, g), (g,))))
+    width = hidden
+  dense = []
+  for out in head:
+    dense.append(tuple(jax.ShapeDtypeStruct(s, param_dtype) for s in ((width, out), (out,))))
+    width = out
+  state = (jax.ShapeDtypeStruct((num_layers, batch, hidden), jnp.float32),) * 2
+
+  def run(layers, dense, carry, first):
+    return pallas_free_run.free_run(layers, dense, activations, carry, first, steps,
+                                    dtype=dtype, precision=precision)
+
+  return _compiles(f"a {steps}-step free run, B={batch} H={hidden}x{num_layers}", run,
+                   layers, dense, state, jax.ShapeDtypeStruct((batch, features), jnp.float32))

@@ -1,0 +1,162 @@
+"""The free-running Pallas kernel (a whole generation in one kernel) against the XLA loop of
+model steps (interpret mode on CPU), its GPU lowering checked on this CPU, and its fallback."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqjax import models, rollout
+from seqjax.kernels import pallas_free_run, selection
+
+ATOL = 1e-5  # the same float32 arithmetic ("highest") in another order
+
+
+def _model(**options):
+  base = dict(hidden=6, num_layers=2, head="per_step", out_features=3, precision="highest",
+              kernel="pallas")
+  return models.SequenceModel(**{**base, **options})
+
+
+def _setup(model, batch=3, warmup=5, seed=0):
+  prefix = jax.random.normal(jax.random.key(seed + 1), (batch, warmup, model.out_features))
+  params = model.init(jax.random.key(seed), prefix)["params"]
+  carry, y = model.apply({"params": params}, prefix)
+  return params, carry, y[:, -1]
+
+
+def _pallas_calls(fn, *args) -> int:
+  return str(jax.make_jaxpr(fn)(*args)).count("pallas_call")
+
+
+@pytest.mark.parametrize("options,batch", [
+    ({}, 3),                                                    # 2 layers, O = I = 3
+    ({"num_layers": 1, "hidden": 17, "out_features": 1}, 20),   # odd H, two batch blocks
+    ({"head_hidden": (5, 7), "activation": "gelu", "out_activation": "tanh"}, 2),
+    ({"head_hidden": (4,), "activation": "softplus", "out_activation": "sigmoid"}, 1),
+    ({"head_hidden": (4,), "activation": "relu"}, 1),
+], ids=["stack", "odd-h-two-blocks", "gelu-tanh", "softplus-sigmoid", "relu"])
+def test_the_kernel_free_run_equals_the_xla_loop(options, batch):
+  model = _model(**options)
+  params, carry, first = _setup(model, batch)
+  (h, c), ys = rollout.free_run(model, params, carry, first, 25)
+  (h_ref, c_ref), ys_ref = rollout.free_run(model.clone(kernel="xla"), params, carry, first, 25)
+  assert ys.shape == (batch, 25, model.out_features)
+  for a, b in ((ys, ys_ref), (h, h_ref), (c, c_ref)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=ATOL, rtol=0)
+
+
+def test_the_free_run_is_one_kernel_for_all_steps():
+  model = _model()
+  params, carry, first = _setup(model)
+  run = lambda m: lambda p: rollout.free_run(m, p, carry, first, 40)  # noqa: E731
+  assert _pallas_calls(run(model), params) == 1
+  assert _pallas_calls(run(model.clone(kernel="xla")), params) == 0
+  assert _pallas_calls(run(model.clone(kernel="auto")), params) == 0  # not measured faster
+
+
+def test_rollout_with_the_kernel_equals_the_xla_rollout_and_is_jitted_once():
+  model = _model(num_layers=1)
+  params, _, _ = _setup(model)
+  prefix = jax.random.normal(jax.random.key(7), (2, 9, 3))
+  preds = rollout.rollout(model, params, prefix, 30)
+  ref = rollout.rollout(model.clone(kernel="xla"), params, prefix, 30)
+  np.testing.assert_allclose(np.asarray(preds), np.asarray(ref), atol=ATOL, rtol=0)
+
+
+def test_differentiating_a_kernel_free_run_takes_the_xla_loops_gradient():
+  """Training with `task.free_run` differentiates the free run: the kernel is forward only,
+  so the gradient is the XLA loop's, and the values still come out right."""
+  model = _model(head_hidden=(4,), activation="tanh")
+  params, carry, first = _setup(model)
+
+  def loss(m, p, carry, first):
+    (h, c), ys = rollout.free_run(m, p, carry, first, 12)
+    return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c)
+
+  value, grads = jax.value_and_grad(lambda *a: loss(model, *a), argnums=(0, 1, 2))(
+      params, carry, first)
+  value_ref, grads_ref = jax.value_and_grad(
+      lambda *a: loss(model.clone(kernel="xla"), *a), argnums=(0, 1, 2))(params, carry, first)
+  np.testing.assert_allclose(value, value_ref, atol=ATOL, rtol=0)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=ATOL, rtol=0),
+               grads, grads_ref)
+
+
+def test_a_vmapped_free_run_runs_the_kernel_per_member():
+  """A sweep vmaps the model over its members: the kernel runs under vmap."""
+  model = _model()
+  prefix = jnp.ones((2, 4, 3))
+  members = jax.vmap(lambda k: model.init(k, prefix)["params"])(
+      jax.random.split(jax.random.key(3), 3))
+  run = lambda m: jax.vmap(lambda p: rollout.rollout(m, p, prefix, 10))  # noqa: E731
+  np.testing.assert_allclose(np.asarray(run(model)(members)),
+                             np.asarray(run(model.clone(kernel="xla"))(members)),
+                             atol=ATOL, rtol=0)
+
+
+def test_the_free_run_kernel_computes_in_bfloat16_with_a_float32_carry():
+  model = _model(dtype=jnp.bfloat16, head_hidden=(4,))
+  params, carry, first = _setup(model)
+  params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)  # bfloat16 parameters too
+  (h, c), ys = rollout.free_run(model, params, carry, first, 10)
+  _, ys_ref = rollout.free_run(model.clone(kernel="xla"), params, carry, first, 10)
+  assert h.dtype == c.dtype == ys.dtype == jnp.float32
+  # bfloat16 operands (8 bits of mantissa) rounded in another order, fed back 10 times.
+  np.testing.assert_allclose(np.asarray(ys), np.asarray(ys_ref), atol=5e-2, rtol=0)
+
+
+def test_models_the_kernel_does_not_cover_run_the_xla_loop():
+  """Only a per-step SequenceModel's structure is known to the kernel."""
+  model = _model(kernel="pallas", fused=False)
+  params, carry, first = _setup(model)
+  assert _pallas_calls(lambda p: rollout.free_run(model, p, carry, first, 5), params) == 0
+
+
+def _cuda_target():
+  device = jax.sharding.AbstractDevice(device_kind="NVIDIA H100", num_cores=None,
+                                       platform="gpu")
+  return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",),
+                                                                  abstract_device=device))
+
+
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_the_free_run_kernel_lowers_through_triton_for_a_gpu(dtype):
+  """Sine's shape (2 x 32, I = O = 1, 200 steps) and every head activation."""
+  g = 128
+  layers = [(jnp.ones((1, g)), jnp.ones((32, g)), jnp.ones(g)),
+            (jnp.ones((32, g)), jnp.ones((32, g)), jnp.ones(g))]
+  head = [(jnp.ones((32, 8)), jnp.ones(8))] * 1 + [(jnp.ones((8, 1)), jnp.ones(1))]
+  for name in models.ACTIVATIONS:
+    acts = (models.activation(name), models.activation("none"))
+    run = lambda carry, x: pallas_free_run.free_run(  # noqa: E731
+        layers, head, acts, carry, x, 200, dtype=dtype)  # noqa: B023
+    with _cuda_target():
+      lowered = jax.jit(run).trace((jnp.zeros((2, 1, 32)),) * 2, jnp.zeros((1, 1))).lower(
+          lowering_platforms=("cuda",))
+    assert lowered.as_text().count("triton") >= 1, name
+
+
+def test_a_free_run_kernel_that_does_not_compile_falls_back_to_xla_with_one_warning(
+    monkeypatch):
+  monkeypatch.setattr(selection, "interpreted", lambda platform=None: False)
+  monkeypatch.setattr(selection, "compiles", lambda *a: False)  # the layer kernel's own probe
+  selection.free_run_compiles.cache_clear()
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("Triton: out of registers\nmore detail")
+  monkeypatch.setattr(pallas_free_run, "free_run", broken)
+  model = _model(num_layers=1)
+  params, carry, first = _setup(model.clone(kernel="xla"))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    ys = [rollout.free_run(model, params, carry, first, 6)[1] for _ in range(2)]
+  selection.free_run_compiles.cache_clear()
+  messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+  assert len(messages) == 1 and "\n" not in messages[0]
+  assert "running the XLA path" in messages[0] and "out of registers" in messages[0]
+  ref = rollout.free_run(model.clone(kernel="xla"), params, carry, first, 6)[1]
+  np.testing.assert_allclose(np.asarray(ys[1]), np.asarray(ref), atol=0, rtol=0)
