@@ -109,3 +109,16 @@ def test_rollout_row_times_the_free_run():
   row = generation.row("xla", repeats=1)
   assert row["rollout_ms"] > 0 and row["dims"] == "sine rollout B1 W50 N200 H32x2"
   assert "| sine rollout B1 W50 N200 H32x2 | seqjax xla |" in generation.markdown([row])
+
+
+def test_kernel_tuning_rows_time_the_scan_and_each_tuning():
+  from seqjax.bench import kernel_tuning
+  rows = kernel_tuning.sweep([shapes.SHAPES["tiny"]], repeats=1)
+  assert [r["kernel"] for r in rows] == ["xla scan", "pallas, 4 warps, W_h held",
+                                         "pallas, 4 warps, W_h loaded"]  # interpreted: 4 warps
+  assert all(r["forward_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in rows)
+  assert rows[1]["default"] and "forward_x_scan" in rows[2]
+  table = kernel_tuning.markdown(rows)
+  assert "| tiny B2 T3 I2 H4 (layer 0) | **pallas, 4 warps, W_h held (default)** |" in table
+  # On a GPU every warp count is compiled, and held tiles only up to Hp = 128.
+  assert len(kernel_tuning.tunings(256)) == 1 + 1  # interpreted here: one warp count

@@ -60,6 +60,22 @@ def test_kernel_equals_the_xla_scan_in_values_and_gradients(steps, batch, hidden
   jax.tree.map(_close, grads, ref)
 
 
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "streamed"])
+def test_both_ways_of_holding_the_recurrent_weights_give_the_scans_values_and_gradients(
+    resident):
+  """W_h's gate tiles held across the loop (small H) or loaded every step (large H)."""
+  args = _problem(8, 18, 24, True, True, True, seed=3)
+  tuning = pallas_lstm.Tuning(num_warps=2, resident=resident)
+  kernel = lambda *a: pallas_lstm.scan(*a, interpret=selection.interpreted(),  # noqa: E731
+                                       tuning=tuning)
+  xla = lambda *a: recurrence.scan(*a, precision="highest")  # noqa: E731
+  jax.tree.map(_close, kernel(*args), xla(*args))
+  grads = jax.grad(lambda *a: _loss(kernel, *a, *args[3:]), argnums=(0, 1, 2))(*args[:3])
+  ref = jax.grad(lambda *a: _loss(xla, *a, *args[3:]), argnums=(0, 1, 2))(*args[:3])
+  jax.tree.map(_close, grads, ref)
+  assert pallas_lstm.default_tuning(32).resident and not pallas_lstm.default_tuning(128).resident
+
+
 def test_kernel_computes_in_bfloat16_with_a_float32_carry():
   w_h, *rest = _problem(5, 18, 12, True, True, True)
   args = (w_h.astype(jnp.bfloat16), *rest)  # bfloat16 parameters too
@@ -115,9 +131,11 @@ def _cuda_target():
 
 # JAX 0.12 deprecates Pallas' Triton backend in favour of Mosaic GPU; it still lowers.
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_kernel_and_its_gradient_lower_through_triton_for_a_gpu(dtype):
-  steps, batch, hidden = 20, 32, 100
+@pytest.mark.parametrize("dtype,hidden", [(jnp.float32, 100), (jnp.bfloat16, 100),
+                                          (jnp.float32, 10)])
+def test_kernel_and_its_gradient_lower_through_triton_for_a_gpu(dtype, hidden):
+  """freq's H (W_h loaded every step, 8 warps) and mean's (W_h held, 4 warps)."""
+  steps, batch = 20, 32
   w_h = jnp.ones((hidden, 4 * hidden))
   gx = jnp.ones((steps, batch, 4 * hidden))
   carry = (jnp.zeros((batch, hidden)), jnp.zeros((batch, hidden)))

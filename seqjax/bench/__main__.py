@@ -7,6 +7,7 @@
   python -m seqjax.bench --unroll=1,4,8,16,32,64,128   # scan unroll against auto_unroll
   python -m seqjax.bench --precision=default,highest   # seqjax at each matmul precision
   python -m seqjax.bench --rollout                # sine's 200-step free run, B1, forward only
+  python -m seqjax.bench --kernel_tuning          # the Pallas layer kernel at each tuning (GPU)
 
 Peers come from the `bench` extra (`pip install -e ".[bench]"`); missing ones
 are skipped with a note. Runs on whatever JAX's default backend is (CPU or
@@ -35,6 +36,10 @@ flags.DEFINE_list("precision", ["highest"], "seqjax's matmul precision (default,
                   "highest); several give seqjax peers a row each.")
 flags.DEFINE_bool("rollout", False, "Time sine's 200-step free-running rollout (B1, forward "
                   "only) with the XLA scan, and with the Pallas kernel on a GPU.")
+flags.DEFINE_bool("kernel_tuning", False, "Time one layer's recurrence on --shapes: the XLA "
+                  "scan and the Pallas kernel at each tuning (warps, W_h held or loaded), "
+                  "forward and forward+backward. A GPU's figures (elsewhere the kernel is "
+                  "interpreted).")
 
 
 def _check_flags(argv) -> None:
@@ -74,7 +79,7 @@ def _main():
   import jax
 
   from seqjax import sharding
-  from seqjax.bench import generation, memory, peers, seeds, shapes, timing, unroll
+  from seqjax.bench import generation, kernel_tuning, memory, peers, seeds, shapes, timing, unroll
 
   if not (FLAGS.seeds or FLAGS.memory):  # CPU cores as devices, as seqjax.main makes them
     sharding.set_cpu_devices(sharding.available_cores(), 1)
@@ -99,6 +104,13 @@ def _main():
     return
   groups = {"seed": shapes.SEED_SHAPES, "large": shapes.LARGE_SHAPES, "tiny": shapes.TINY_SHAPES}
   chosen = [s for name in FLAGS.shapes for s in groups.get(name, (shapes.SHAPES.get(name),))]
+  if FLAGS.kernel_tuning:
+    rows = kernel_tuning.sweep(chosen, FLAGS.repeats, FLAGS.precision[0])
+    table = kernel_tuning.markdown(rows)
+    print(f"\n{meta['device']} ({backend}), median of {FLAGS.repeats} rounds\n\n{table}")
+    for path in timing.write(rows, out, meta, "kernel_tuning", table):
+      print("wrote", path)
+    return
   if FLAGS.unroll is not None:
     unrolls = [int(u) for u in FLAGS.unroll]
     rows = unroll.sweep(chosen, unrolls, FLAGS.repeats, FLAGS.precision[0])

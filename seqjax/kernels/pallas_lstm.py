@@ -5,8 +5,9 @@ Shape letters as in `seqjax.recurrence`: T time, B batch, H hidden, G = 4H gates
 final carry and outputs out, the same masks) and its own `jax.custom_vjp`:
 
 - forward: a grid over batch blocks; each program runs all T steps in a
-  `fori_loop`, the recurrent kernel W_h loaded once, the carry in registers;
-  the hoisted input projection [T, B, G] streams in a step at a time; it
+  `fori_loop`, the recurrent kernel W_h loaded once (or, for large H, every
+  step: `Tuning`), the carry in registers; the hoisted input projection
+  [T, B, G] streams in a step at a time, a step ahead of its use; it
   writes the outputs, the final carry and, only when a gradient is taken (the
   `custom_vjp` forward), the carried h and c of every step for the backward;
 - backward: a reverse-time kernel of the same shape recomputes each step's
@@ -26,6 +27,7 @@ the tests check them against the XLA path on a CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -40,67 +42,115 @@ Array = jax.Array
 Carry = tuple[Array, Array]
 
 
-def _gates(gx_ref, t, ws, h_in, hp, dtype, precision):
-  """The four gate pre-activations of step t, each [Bb, Hp]."""
-  return [gx_ref[t, :, pl.ds(k * hp, hp)] + tiles.matmul(h_in, ws[k], dtype, precision)
-          for k in range(4)]
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+  """How the kernels map onto a GPU (static; ignored in interpret mode).
+
+  Attributes:
+    num_warps: Triton warps per program.
+    resident: True loads W_h's four [Hp, Hp] gate tiles once and holds them
+      across the time loop (registers); False loads them every step (from
+      L1/L2), for tiles too large to hold without spilling.
+  """
+  num_warps: int = 4
+  resident: bool = True
+
+
+# The largest Hp whose four held f32 gate tiles fit a program's registers: 4 * 64 * 64
+# floats over 4 warps is 128 registers a thread, half of a thread's 255, before the
+# carry and the gate math.
+RESIDENT_MAX_HP = 64
+
+
+def default_tuning(hp: int) -> Tuning:
+  """The tuning for a padded H: W_h held while it fits, and as many warps as a [16, Hp]
+  tile keeps busy (16 x 16 is 2 elements per thread at 4 warps)."""
+  return Tuning(num_warps=4 if hp <= 64 else 8, resident=hp <= RESIDENT_MAX_HP)
+
+
+def _gate_weights(w_ref, hp, dtype, tuning):
+  """W_h's gate tiles now (resident), or a function that loads them (streamed)."""
+  if tuning.resident:
+    ws = tiles.gate_tiles(w_ref, hp, dtype)
+    return lambda: ws
+  return lambda: tiles.gate_tiles(w_ref, hp, dtype)
+
+
+def _gx(gx_ref, t, hp):
+  return [gx_ref[t, :, pl.ds(k * hp, hp)] for k in range(4)]
 
 
 def _forward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, ys_ref, hT_ref, cT_ref,
-                    *kept_refs, steps, hp, dtype, precision):
+                    *kept_refs, steps, hp, dtype, precision, tuning):
   """Writes the outputs and final carry; with `kept_refs` = (hs, cs), also every step's
-  carry for the backward pass (a gradient needs them; inference does not)."""
-  ws = tiles.gate_tiles(w_ref, hp, dtype)
+  carry for the backward pass (a gradient needs them; inference does not).
+
+  Step t+1's inputs (gx, mask) are loaded at the start of step t, ahead of the
+  carry's dependency chain, so their memory latency overlaps step t's math.
+  """
+  weights = _gate_weights(w_ref, hp, dtype, tuning)
   hm = hm_ref[...]
 
   def body(t, carry):
-    h, c = carry
-    h_new, c_new = tiles.lstm_update(_gates(gx_ref, t, ws, h * hm, hp, dtype, precision), c)
-    m = m_ref[t] > 0  # [Bb, 1]: False on padding, where the carry is kept
-    h, c = jnp.where(m, h_new, h), jnp.where(m, c_new, c)
-    ys_ref[t] = jnp.where(m, h_new, 0.0)
+    h, c, gx, m = carry
+    nxt = jnp.minimum(t + 1, steps - 1)
+    gx_next, m_next = _gx(gx_ref, nxt, hp), m_ref[nxt]
+    ws = weights()
+    z = [gx[k] + tiles.matmul(h * hm, ws[k], dtype, precision) for k in range(4)]
+    h_new, c_new = tiles.lstm_update(z, c)
+    valid = m > 0  # [Bb, 1]: False on padding, where the carry is kept
+    h, c = jnp.where(valid, h_new, h), jnp.where(valid, c_new, c)
+    ys_ref[t] = jnp.where(valid, h_new, 0.0)
     if kept_refs:
       kept_refs[0][t] = h
       kept_refs[1][t] = c
-    return h, c
+    return h, c, gx_next, m_next
 
-  h, c = jax.lax.fori_loop(0, steps, body, (h0_ref[...], c0_ref[...]))
+  h, c, _, _ = jax.lax.fori_loop(
+      0, steps, body, (h0_ref[...], c0_ref[...], _gx(gx_ref, 0, hp), m_ref[0]))
   hT_ref[...] = h
   cT_ref[...] = c
 
 
 def _backward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, hs_ref, cs_ref, dys_ref,
                      dhT_ref, dcT_ref, dz_ref, dh0_ref, dc0_ref, *, steps, hp, dtype,
-                     precision):
-  ws = tiles.gate_tiles(w_ref, hp, dtype)
+                     precision, tuning):
+  """Reverse time: step t's stored inputs (gx, the carry before it, the mask, the output
+  gradient) are loaded during step t+1, as in the forward."""
+  weights = _gate_weights(w_ref, hp, dtype, tuning)
   hm = hm_ref[...]
   h0, c0 = h0_ref[...], c0_ref[...]
 
+  def load(t):
+    prev, first = jnp.maximum(t - 1, 0), t == 0
+    return (_gx(gx_ref, t, hp), jnp.where(first, h0, hs_ref[prev]),
+            jnp.where(first, c0, cs_ref[prev]), m_ref[t], dys_ref[t])
+
   def body(s, carry):
-    dh, dc = carry
+    dh, dc, (gx, h_prev, c_prev, m, dy) = carry
     t = steps - 1 - s
-    prev = jnp.maximum(t - 1, 0)
-    first = t == 0
-    h_prev = jnp.where(first, h0, hs_ref[prev])
-    c_prev = jnp.where(first, c0, cs_ref[prev])
-    z = _gates(gx_ref, t, ws, h_prev * hm, hp, dtype, precision)
+    loaded = load(jnp.maximum(t - 1, 0))
+    ws = weights()
+    h_in = h_prev * hm
+    z = [gx[k] + tiles.matmul(h_in, ws[k], dtype, precision) for k in range(4)]
     i, f, g, o = jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jnp.tanh(z[2]), jax.nn.sigmoid(z[3])
     tc = jnp.tanh(f * c_prev + i * g)
-    m = m_ref[t] > 0
-    dh_t = dh + jnp.where(m, dys_ref[t], 0.0)
+    valid = m > 0
+    dh_t = dh + jnp.where(valid, dy, 0.0)
     dc_t = dc + dh_t * o * (1 - tc * tc)
     dz = [dc_t * g * i * (1 - i), dc_t * c_prev * f * (1 - f), dc_t * i * (1 - g * g),
           dh_t * tc * o * (1 - o)]
-    dz = [jnp.where(m, d, 0.0) for d in dz]
+    dz = [jnp.where(valid, d, 0.0) for d in dz]
     dh_prev = sum(jax.lax.dot_general(d.astype(dtype), w, (((1,), (1,)), ((), ())),
                                       precision=precision,
                                       preferred_element_type=jnp.float32)
                   for d, w in zip(dz, ws, strict=True)) * hm
     for k in range(4):
       dz_ref[t, :, pl.ds(k * hp, hp)] = dz[k]
-    return jnp.where(m, dh_prev, dh_t), jnp.where(m, dc_t * f, dc)
+    return jnp.where(valid, dh_prev, dh_t), jnp.where(valid, dc_t * f, dc), loaded
 
-  dh, dc = jax.lax.fori_loop(0, steps, body, (dhT_ref[...], dcT_ref[...]))
+  dh, dc, _ = jax.lax.fori_loop(0, steps, body,
+                                (dhT_ref[...], dcT_ref[...], load(steps - 1)))
   dh0_ref[...] = dh
   dc0_ref[...] = dc
 
@@ -124,7 +174,7 @@ def _prepare(w_h, gx, carry, mask, h_mask):
   return (gx_p, w_p, h0, c0, m, hm), (steps, batch, hidden, hp, bp)
 
 
-def _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, keep):
+def _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, tuning, keep):
   """((final carry, outputs), residuals); the residuals (with every step's carry) only
   when `keep`."""
   (gx_p, w_p, h0, c0, m, hm), (steps, batch, hidden, hp, bp) = _prepare(
@@ -134,22 +184,25 @@ def _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, keep):
   ys, h, c, *kept = tiles.call(
       _forward_kernel, [(gx_p, 1), (w_p, None), (h0, 0), (c0, 0), (m, 1), (hm, 0)],
       [(seq, 1), (step, 0), (step, 0)] + [(seq, 1), (seq, 1)] * keep,
-      interpret=interpret, steps=steps, hp=hp, dtype=dtype, precision=precision)
+      interpret=interpret, num_warps=tuning.num_warps, steps=steps, hp=hp, dtype=dtype,
+      precision=precision, tuning=tuning)
   out = ((h[:batch, :hidden], c[:batch, :hidden]), ys[:, :batch, :hidden])
   return out, ((gx_p, w_p, h0, c0, m, hm, *kept) if keep else None)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _scan(w_h, gx, carry, mask, h_mask, dtype, precision, interpret):
-  return _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, keep=False)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def _scan(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, tuning):
+  return _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, tuning,
+                  keep=False)[0]
 
 
-def _scan_fwd(w_h, gx, carry, mask, h_mask, dtype, precision, interpret):
-  out, kept = _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, keep=True)
+def _scan_fwd(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, tuning):
+  out, kept = _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, tuning,
+                       keep=True)
   return out, (kept, w_h, mask, h_mask)
 
 
-def _scan_bwd(dtype, precision, interpret, residuals, cotangents):
+def _scan_bwd(dtype, precision, interpret, tuning, residuals, cotangents):
   (gx_p, w_p, h0, c0, m, hm, hs, cs), w_h, mask, h_mask = residuals
   (dh_final, dc_final), douts = cotangents
   steps, bp, hp = hs.shape
@@ -162,8 +215,8 @@ def _scan_bwd(dtype, precision, interpret, residuals, cotangents):
       [(gx_p, 1), (w_p, None), (h0, 0), (c0, 0), (m, 1), (hm, 0), (hs, 1), (cs, 1),
        (pad(douts), 1), (pad(dh_final), 0), (pad(dc_final), 0)],
       [(jax.ShapeDtypeStruct((steps, bp, 4 * hp), jnp.float32), 1), (step, 0), (step, 0)],
-      interpret=interpret, steps=steps, hp=hp, dtype=dtype,
-      precision=precision)
+      interpret=interpret, num_warps=tuning.num_warps, steps=steps, hp=hp, dtype=dtype,
+      precision=precision, tuning=tuning)
   dz = dz[:, :batch].reshape(steps, batch, 4, hp)[..., :hidden].reshape(steps, batch, 4 * hidden)
   h_prev = jnp.concatenate([h0[None], hs[:-1]])[:, :batch, :hidden]
   if h_mask is not None:
@@ -179,7 +232,8 @@ _scan.defvjp(_scan_fwd, _scan_bwd)
 
 def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None,
          h_mask: Array | None = None, *, dtype: Any = jnp.float32,
-         precision: Precision = "highest", interpret: bool = False) -> tuple[Carry, Array]:
+         precision: Precision = "highest", interpret: bool = False,
+         tuning: Tuning | None = None) -> tuple[Carry, Array]:
   """`recurrence.scan` as Pallas kernels (see the module docstring).
 
   Args:
@@ -187,10 +241,13 @@ def scan(w_h: Array, gx: Array, carry: Carry, mask: Array | None = None,
       (float32 or bfloat16 matmuls; the carry and gate math stay float32).
     interpret: run the kernels in Pallas' interpret mode (any backend);
       False lowers them through Triton (NVIDIA GPUs).
+    tuning: how the kernels map onto a GPU; None takes `default_tuning`.
 
   Returns:
     (final carry, outputs [T, B, H]); outputs are 0 on padded steps.
   """
   if h_mask is not None:
     h_mask = jax.lax.stop_gradient(h_mask)
-  return _scan(w_h, gx, carry, mask, h_mask, dtype, canonical_precision(precision), interpret)
+  tuning = tuning or default_tuning(tiles.padded(w_h.shape[0]))
+  return _scan(w_h, gx, carry, mask, h_mask, dtype, canonical_precision(precision), interpret,
+               tuning)

@@ -60,19 +60,20 @@ def matmul(a: Array, b: Array, dtype: Any, precision: Any) -> Array:
   return jnp.dot(a.astype(dtype), b, precision=precision, preferred_element_type=jnp.float32)
 
 
-def compiler_params(interpret: bool) -> dict[str, Any]:
+def compiler_params(interpret: bool, num_warps: int = 4) -> dict[str, Any]:
   if interpret:
     return {}
   from jax.experimental.pallas import triton as pltriton
-  return {"compiler_params": pltriton.CompilerParams(num_warps=4, num_stages=1)}
+  return {"compiler_params": pltriton.CompilerParams(num_warps=num_warps, num_stages=1)}
 
 
-def call(kernel, inputs, outputs, *, interpret: bool, **static):
+def call(kernel, inputs, outputs, *, interpret: bool, num_warps: int = 4, **static):
   """`pallas_call` of `kernel` with a grid over batch blocks of `BLOCK_B` rows.
 
   `inputs` and `outputs` are (array or ShapeDtypeStruct, batch axis or None)
   pairs; the batch axis is cut into blocks, None passes the whole array to each
   program (weights). Every batch axis must be padded to a multiple of `BLOCK_B`.
+  `num_warps`: Triton warps per program (ignored when interpreted).
   """
   def spec(shape, axis):
     block = list(shape)
@@ -90,4 +91,4 @@ def call(kernel, inputs, outputs, *, interpret: bool, **static):
       in_specs=[spec(a.shape, axis) for a, axis in inputs],
       out_specs=[spec(o.shape, axis) for o, axis in outputs],
       out_shape=[o for o, _ in outputs],
-      interpret=interpret, **compiler_params(interpret))(*[a for a, _ in inputs])
+      interpret=interpret, **compiler_params(interpret, num_warps))(*[a for a, _ in inputs])
