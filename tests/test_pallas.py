@@ -165,6 +165,17 @@ def test_auto_keeps_the_xla_scan_where_the_kernel_is_not_measured_faster():
   assert selection.choose("pallas", 1, 10, "cpu", dtype=jnp.float64) == "xla"  # f32, bf16 only
 
 
+def test_auto_picks_the_kernel_where_measured_faster_on_one_device_only(monkeypatch):
+  monkeypatch.setitem(selection.PALLAS_FASTER, "scan", {"gpu": ((4096, 128),)})
+  assert selection.choose("auto", 32, 100, "cuda") == "pallas"
+  assert selection.choose("auto", 64, 100, "cuda") == "xla"  # more work than measured
+  assert selection.choose("auto", 32, 256, "cuda") == "xla"  # a larger H than measured
+  assert selection.choose("auto", 32, 100, "cuda", job="free_run") == "xla"  # another job
+  monkeypatch.setattr(jax, "device_count", lambda *a: 2)  # a batch split over 2 devices
+  assert selection.choose("auto", 32, 100, "cuda") == "xla"
+  assert selection.choose("pallas", 32, 100, "cuda") == "pallas"
+
+
 def test_the_kernel_lowers_through_triton_on_a_gpu_backend(monkeypatch):
   """JAX calls an NVIDIA GPU backend "gpu": there the kernel is not interpreted."""
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
