@@ -43,6 +43,7 @@ fi
 
 if [[ $parts == *,tuning,* ]]; then
   echo "== kernel tuning" | tee -a "$out/bench.txt"
-  timeout 130 python -m seqjax.bench --kernel_tuning --shapes=mean,sine,freq,wide --repeats=5 \
-    --out="$out/tuning" 2>&1 | grep -E "^\|" | tee -a "$out/bench.txt"
+  # Each row is printed (JSON) as it is timed, so a timeout still leaves the rows done.
+  timeout 130 python -m seqjax.bench --kernel_tuning --shapes=mean,freq,wide --repeats=5 \
+    --out="$out/tuning" 2>&1 | grep -E "^\||^\{" | tee -a "$out/bench.txt"
 fi

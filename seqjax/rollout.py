@@ -96,22 +96,25 @@ def _scanned_free_run(model, params, carry, first_input, steps):
 
 def _runs_in_a_kernel(model, params, carry, first_input, steps) -> bool:
   """Whether this free run goes to the Pallas kernel (see `free_run`)."""
-  if not (isinstance(model, models.SequenceModel) and model.head == "per_step"
+  # Exactly a SequenceModel: a subclass may compute something else than the kernel does.
+  if not (type(model) is models.SequenceModel and model.head == "per_step"
           and not model.bidirectional and not model.reverse and model.fused):
     return False
-  num_layers, batch, hidden = jnp.shape(carry[0])
-  if selection.choose(model.kernel, batch, hidden, dtype=model.dtype,
+  batch = jnp.shape(first_input)[0]
+  if (jnp.shape(first_input) != (batch, model.out_features)
+      or any(jnp.shape(a) != (model.num_layers, batch, model.hidden) for a in carry)):
+    return False  # the XLA loop says what is wrong, in the model's own words
+  if selection.choose(model.kernel, batch, model.hidden, dtype=model.dtype,
                       job="free_run") != "pallas":
     return False
   if selection.interpreted():
-    return True
-  widths = (*model.head_hidden, model.out_features)
-  acts = (*[models.activation(model.activation)] * len(model.head_hidden),
-          models.activation(model.out_activation))
-  param_dtype = jax.tree.leaves(params)[0].dtype
+    return True  # interpreted, the kernel is plain JAX: nothing to compile ahead
+  layers, head, acts = _kernel_operands(model, params)
+  spec = lambda tree: jax.tree.map(  # noqa: E731  hashable shapes and dtypes
+      lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), tuple(map(tuple, tree)))
   return selection.free_run_compiles(
-      steps, batch, first_input.shape[-1], hidden, num_layers, widths, acts,
-      jnp.dtype(model.dtype), param_dtype, canonical_precision(model.precision))
+      steps, spec(layers), spec(head), acts, spec([carry]), spec([[first_input]]),
+      jnp.dtype(model.dtype), canonical_precision(model.precision))
 
 
 def _kernel_operands(model, params):

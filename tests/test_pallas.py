@@ -76,6 +76,35 @@ def test_both_ways_of_holding_the_recurrent_weights_give_the_scans_values_and_gr
   assert pallas_lstm.default_tuning(32).resident and not pallas_lstm.default_tuning(128).resident
 
 
+def _kernel_outputs(fn, *args) -> list[int]:
+  """The number of outputs of each pallas_call in fn's program."""
+  jaxpr = jax.make_jaxpr(fn)(*args)
+  found = []
+
+  def walk(value):
+    if isinstance(value, list | tuple):
+      for v in value:
+        walk(v)
+    elif hasattr(value, "eqns"):  # a Jaxpr
+      for eqn in value.eqns:
+        if eqn.primitive.name == "pallas_call":
+          found.append(len(eqn.outvars))
+        else:
+          walk(list(eqn.params.values()))
+    elif hasattr(value, "jaxpr"):  # a ClosedJaxpr
+      walk(value.jaxpr)
+  walk(jaxpr.jaxpr)
+  return found
+
+
+def test_without_a_gradient_the_forward_kernel_keeps_no_per_step_carries():
+  args = _problem(5, 3, 4, False, False, False)
+  kernel = lambda w_h, gx: pallas_lstm.scan(w_h, gx, *args[2:], interpret=True)  # noqa: E731
+  assert _kernel_outputs(kernel, *args[:2]) == [3]  # outputs, final h, final c
+  grad = jax.grad(lambda w_h, gx: jnp.sum(kernel(w_h, gx)[1]), argnums=(0, 1))
+  assert _kernel_outputs(grad, *args[:2]) == [5, 3]  # + every step's h and c; the backward
+
+
 def test_kernel_computes_in_bfloat16_with_a_float32_carry():
   w_h, *rest = _problem(5, 18, 12, True, True, True)
   args = (w_h.astype(jnp.bfloat16), *rest)  # bfloat16 parameters too
@@ -166,6 +195,7 @@ def test_auto_keeps_the_xla_scan_where_the_kernel_is_not_measured_faster():
 
 
 def test_auto_picks_the_kernel_where_measured_faster_on_one_device_only(monkeypatch):
+  monkeypatch.setattr(jax, "device_count", lambda *a: 1)
   monkeypatch.setitem(selection.PALLAS_FASTER, "scan", {"gpu": ((4096, 128),)})
   assert selection.choose("auto", 32, 100, "cuda") == "pallas"
   assert selection.choose("auto", 64, 100, "cuda") == "xla"  # more work than measured

@@ -37,7 +37,8 @@ def _pallas_calls(fn, *args) -> int:
     ({"head_hidden": (5, 7), "activation": "gelu", "out_activation": "tanh"}, 2),
     ({"head_hidden": (4,), "activation": "softplus", "out_activation": "sigmoid"}, 1),
     ({"head_hidden": (4,), "activation": "relu"}, 1),
-], ids=["stack", "odd-h-two-blocks", "gelu-tanh", "softplus-sigmoid", "relu"])
+    ({"num_layers": 3, "hidden": 9, "out_features": 5}, 20),   # 3 layers, two batch blocks
+], ids=["stack", "odd-h-two-blocks", "gelu-tanh", "softplus-sigmoid", "relu", "3-layers"])
 def test_the_kernel_free_run_equals_the_xla_loop(options, batch):
   model = _model(**options)
   params, carry, first = _setup(model, batch)
@@ -57,7 +58,7 @@ def test_the_free_run_is_one_kernel_for_all_steps():
   assert _pallas_calls(run(model.clone(kernel="auto")), params) == 0  # not measured faster
 
 
-def test_rollout_with_the_kernel_equals_the_xla_rollout_and_is_jitted_once():
+def test_rollout_with_the_kernel_equals_the_xla_rollout():
   model = _model(num_layers=1)
   params, _, _ = _setup(model)
   prefix = jax.random.normal(jax.random.key(7), (2, 9, 3))
@@ -81,6 +82,8 @@ def test_differentiating_a_kernel_free_run_takes_the_xla_loops_gradient():
   value_ref, grads_ref = jax.value_and_grad(
       lambda *a: loss(model.clone(kernel="xla"), *a), argnums=(0, 1, 2))(params, carry, first)
   np.testing.assert_allclose(value, value_ref, atol=ATOL, rtol=0)
+  np.testing.assert_allclose(loss(model, params, carry, first), value_ref,  # the kernel's
+                             atol=ATOL, rtol=0)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=ATOL, rtol=0),
                grads, grads_ref)
 
@@ -108,11 +111,67 @@ def test_the_free_run_kernel_computes_in_bfloat16_with_a_float32_carry():
   np.testing.assert_allclose(np.asarray(ys), np.asarray(ys_ref), atol=5e-2, rtol=0)
 
 
-def test_models_the_kernel_does_not_cover_run_the_xla_loop():
-  """Only a per-step SequenceModel's structure is known to the kernel."""
-  model = _model(kernel="pallas", fused=False)
+def test_float32_compute_on_bfloat16_parameters_equals_the_xla_loop():
+  model = _model(head_hidden=(4,))
   params, carry, first = _setup(model)
-  assert _pallas_calls(lambda p: rollout.free_run(model, p, carry, first, 5), params) == 0
+  params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+  _, ys = rollout.free_run(model, params, carry, first, 10)
+  _, ys_ref = rollout.free_run(model.clone(kernel="xla"), params, carry, first, 10)
+  np.testing.assert_allclose(np.asarray(ys), np.asarray(ys_ref), atol=ATOL, rtol=0)
+
+
+class _Doubled(models.SequenceModel):
+  """A subclass that computes something else: the kernel must not stand in for it."""
+
+  def __call__(self, x, carry=None, *args, **kwargs):
+    carry, y = super().__call__(x, carry, *args, **kwargs)
+    return carry, 2 * y
+
+
+@pytest.mark.parametrize("model", [
+    _model(fused=False), _model(reverse=True), _Doubled(**{
+        "hidden": 6, "num_layers": 2, "head": "per_step", "out_features": 3,
+        "precision": "highest", "kernel": "pallas"})], ids=["unfused", "reverse", "subclass"])
+def test_models_the_kernel_does_not_cover_run_the_xla_loop(model, monkeypatch):
+  """Only a plain per-step SequenceModel's structure is known to the kernel."""
+  params, carry, first = _setup(model)
+  calls = []
+  monkeypatch.setattr(pallas_free_run, "free_run", lambda *a, **k: calls.append(a))
+  _, ys = rollout.free_run(model, params, carry, first, 5)
+  assert not calls and ys.shape == (3, 5, 3)
+
+
+def test_a_carry_or_input_of_the_wrong_shape_gets_the_models_own_error():
+  model = _model()
+  params, carry, first = _setup(model, batch=3)
+  with pytest.raises(ValueError, match=r"carry must be \(h, c\)"):
+    rollout.free_run(model, params, carry, first[:1], 4)  # 1 input row for a carry of 3
+  with pytest.raises(ValueError, match=r"carry must be \(h, c\)"):
+    rollout.free_run(model, params, jax.tree.map(lambda a: a[:1], carry), first, 4)
+
+
+def test_on_a_gpu_the_kernel_is_compiled_ahead_with_the_models_own_operands(monkeypatch):
+  """The compile probe sees the operands the kernel will get (here the kernel is
+  interpreted inside the probe, so it compiles on this CPU) and then runs the kernel."""
+  monkeypatch.setattr(selection, "interpreted", lambda platform=None: False)
+  monkeypatch.setattr(selection, "compiles", lambda *a: False)  # the warm-up's layers: XLA
+  selection.free_run_compiles.cache_clear()
+  real = pallas_free_run.free_run
+  seen = []
+
+  def interpreted(*args, **kwargs):
+    seen.append(kwargs["dtype"])
+    return real(*args, **{**kwargs, "interpret": True})
+  monkeypatch.setattr(pallas_free_run, "free_run", interpreted)
+  model = _model(head_hidden=(4,))
+  params, carry, first = _setup(model.clone(kernel="xla"))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # no fallback warning
+    _, ys = rollout.free_run(model, params, carry, first, 6)
+  selection.free_run_compiles.cache_clear()
+  assert len(seen) == 2  # the probe, then the run
+  _, ys_ref = rollout.free_run(model.clone(kernel="xla"), params, carry, first, 6)
+  np.testing.assert_allclose(np.asarray(ys), np.asarray(ys_ref), atol=ATOL, rtol=0)
 
 
 def _cuda_target():

@@ -26,15 +26,18 @@ from seqjax.bench.shapes import Shape
 from seqjax.kernels import pallas_lstm, selection, tiles
 
 WARPS = (1, 2, 4, 8)
+# Held W_h tiles are timed up to twice the default's limit (`tiles.RESIDENT_FLOATS`,
+# Hp = 64), to see what spilling costs; at Hp = 256 they cannot compile.
+MAX_HELD_HP = 128
 
 
 def tunings(hidden: int) -> list[pallas_lstm.Tuning | None]:
-  """None (the XLA scan), then every tuning worth compiling for this H: held tiles only up
-  to Hp = 128 (beyond it they cannot fit a program's registers); warps only on a GPU."""
+  """None (the XLA scan), then every tuning worth compiling for this H: held tiles up to
+  `MAX_HELD_HP`; every warp count on a GPU, 4 when interpreted (where warps mean nothing)."""
   hp = tiles.padded(hidden)
   warps = (4,) if selection.interpreted() else WARPS
   rows = [pallas_lstm.Tuning(w, resident) for resident in (True, False) for w in warps
-          if not (resident and hp > 128)]
+          if not (resident and hp > MAX_HELD_HP)]
   return [None, *rows]
 
 
@@ -76,7 +79,7 @@ def sweep(shapes: Sequence[Shape], repeats: int, precision: str = "highest") -> 
       except Exception as e:  # noqa: BLE001  a tuning that does not compile is a result too
         row["error"] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]}"
       if tuning is None:
-        scan_ms = {k: row[k] for k in ("forward_ms", "fwd_bwd_ms")}
+        scan_ms = {k: row[k] for k in ("forward_ms", "fwd_bwd_ms") if k in row}
       for name in ("forward_ms", "fwd_bwd_ms"):
         if name in row and name in scan_ms:
           row[name.replace("_ms", "_x_scan")] = row[name] / scan_ms[name]

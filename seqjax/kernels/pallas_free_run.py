@@ -6,9 +6,10 @@ O outputs (O == I: each output is the next input), L layers, H hidden.
 `free_run` runs what `rollout.free_run` runs for a per-step `SequenceModel` (the
 LSTM stack, then the head's Dense layers on each step's top h, the output fed
 back as the next input) with the whole loop inside one kernel: a grid over
-batch blocks, each program loading every weight once, keeping each layer's
-carry and the fed-back input in registers for all N steps, and writing one
-output row a step. The XLA path launches several small kernels per layer per
+batch blocks, each program loading every weight once (while they fit its
+registers, else every step: `default_tuning`), keeping each layer's carry and
+the fed-back input in registers for all N steps, and writing one output row a
+step. The XLA path launches several small kernels per layer per
 step instead, so for small models most of its time is launch overhead.
 
 Forward only: `rollout.free_run` calls it outside autodiff and differentiates
@@ -34,19 +35,34 @@ LayerWeights = tuple[Array, Array, Array]
 DenseWeights = tuple[Array, Array]
 
 
-def _kernel(*refs, num_layers, activations, steps, hp, dtype, precision):
+def default_tuning(weights: int) -> tiles.Tuning:
+  """The tuning for a model of `weights` (padded) parameters: all of them held across the
+  loop while they fit `tiles.RESIDENT_FLOATS`, else loaded every step."""
+  return tiles.Tuning(num_warps=4, resident=weights <= tiles.RESIDENT_FLOATS)
+
+
+def _kernel(*refs, num_layers, activations, steps, hp, dtype, precision, tuning):
+  """refs: x0 [Bb, Ip], h0 and c0 [L, Bb, Hp], each layer's (input kernel, recurrent
+  kernel, bias [1, 4Hp]), each head layer's (kernel, bias [1, Np]), then the outputs
+  ys [N, Bb, Op], hT and cT [L, Bb, Hp]."""
   num_head = len(activations)
   x0_ref, h0_ref, c0_ref = refs[:3]
   layer_refs = refs[3:3 + 3 * num_layers]
   head_refs = refs[3 + 3 * num_layers:3 + 3 * num_layers + 2 * num_head]
   ys_ref, hT_ref, cT_ref = refs[3 + 3 * num_layers + 2 * num_head:]
-  layers = [(tiles.gate_tiles(w_i, hp, dtype), tiles.gate_tiles(w_h, hp, dtype),
-             tiles.gate_tiles(b, hp, jnp.float32))
-            for w_i, w_h, b in zip(*[iter(layer_refs)] * 3, strict=True)]
-  head = [(k[...].astype(dtype), b[...]) for k, b in zip(*[iter(head_refs)] * 2, strict=True)]
+
+  def load():
+    layers = [(tiles.gate_tiles(w_i, hp, dtype), tiles.gate_tiles(w_h, hp, dtype),
+               tiles.gate_tiles(b, hp, jnp.float32))
+              for w_i, w_h, b in zip(*[iter(layer_refs)] * 3, strict=True)]
+    head = [(k[...].astype(dtype), b[...]) for k, b in zip(*[iter(head_refs)] * 2, strict=True)]
+    return layers, head
+
+  held = load() if tuning.resident else None
 
   def body(n, state):
     x, hs, cs = state
+    layers, head = held or load()
     new_hs, new_cs = [], []
     for (w_i, w_h, b), h, c in zip(layers, hs, cs, strict=True):
       z = [tiles.matmul(x, w_i[k], dtype, precision) + b[k]
@@ -71,8 +87,8 @@ def _kernel(*refs, num_layers, activations, steps, hp, dtype, precision):
 def free_run(layers: Sequence[LayerWeights], head: Sequence[DenseWeights],
              activations: Sequence[Callable[[Array], Array]], carry: tuple[Array, Array],
              first_input: Array, steps: int, *, dtype: Any = jnp.float32,
-             precision: Precision = "highest",
-             interpret: bool = False) -> tuple[tuple[Array, Array], Array]:
+             precision: Precision = "highest", interpret: bool = False,
+             tuning: tiles.Tuning | None = None) -> tuple[tuple[Array, Array], Array]:
   """Generates `steps` outputs of the LSTM + head, each fed back as the next input.
 
   Args:
@@ -88,6 +104,7 @@ def free_run(layers: Sequence[LayerWeights], head: Sequence[DenseWeights],
       head outputs stay float32).
     precision: the matmuls' precision.
     interpret: Pallas interpret mode (any backend); False lowers through Triton.
+    tuning: how the kernel maps onto a GPU; None takes `default_tuning`.
 
   Returns:
     (final carry (h, c) each [L, B, H], outputs [N, B, O]).
@@ -115,9 +132,11 @@ def free_run(layers: Sequence[LayerWeights], head: Sequence[DenseWeights],
                  (tiles.pad(bias.astype(f32)[None], (1, out)), None)]
     width = out
   state = jax.ShapeDtypeStruct((num_layers, bp, hp), f32)
+  tuning = tuning or default_tuning(sum(a.size for a, axis in operands if axis is None))
   ys, h, c = tiles.call(
       _kernel, operands,
       [(jax.ShapeDtypeStruct((steps, bp, width), f32), 1), (state, 1), (state, 1)],
-      interpret=interpret, num_layers=num_layers, activations=tuple(activations),
-      steps=steps, hp=hp, dtype=dtype, precision=canonical_precision(precision))
+      interpret=interpret, num_warps=tuning.num_warps, num_layers=num_layers,
+      activations=tuple(activations), steps=steps, hp=hp, dtype=dtype,
+      precision=canonical_precision(precision), tuning=tuning)
   return (h[:, :batch, :hidden], c[:, :batch, :hidden]), ys[:, :batch, :out_features]

@@ -27,7 +27,6 @@ the tests check them against the XLA path on a CPU.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -40,32 +39,14 @@ from seqjax.numerics import Precision, canonical_precision
 
 Array = jax.Array
 Carry = tuple[Array, Array]
-
-
-@dataclasses.dataclass(frozen=True)
-class Tuning:
-  """How the kernels map onto a GPU (static; ignored in interpret mode).
-
-  Attributes:
-    num_warps: Triton warps per program.
-    resident: True loads W_h's four [Hp, Hp] gate tiles once and holds them
-      across the time loop (registers); False loads them every step (from
-      L1/L2), for tiles too large to hold without spilling.
-  """
-  num_warps: int = 4
-  resident: bool = True
-
-
-# The largest Hp whose four held f32 gate tiles fit a program's registers: 4 * 64 * 64
-# floats over 4 warps is 128 registers a thread, half of a thread's 255, before the
-# carry and the gate math.
-RESIDENT_MAX_HP = 64
+Tuning = tiles.Tuning
 
 
 def default_tuning(hp: int) -> Tuning:
-  """The tuning for a padded H: W_h held while it fits, and as many warps as a [16, Hp]
-  tile keeps busy (16 x 16 is 2 elements per thread at 4 warps)."""
-  return Tuning(num_warps=4 if hp <= 64 else 8, resident=hp <= RESIDENT_MAX_HP)
+  """The tuning for a padded H: W_h's four [Hp, Hp] gate tiles held while they fit
+  `tiles.RESIDENT_FLOATS` (Hp <= 64), and 8 warps once a [16, Hp] tile is large
+  enough to keep them busy."""
+  return Tuning(num_warps=4 if hp <= 64 else 8, resident=4 * hp * hp <= tiles.RESIDENT_FLOATS)
 
 
 def _gate_weights(w_ref, hp, dtype, tuning):

@@ -111,30 +111,20 @@ def compiles(steps: int, batch: int, hidden: int, dtype: Any, param_dtype: Any,
 
 
 @functools.cache
-def free_run_compiles(steps: int, batch: int, features: int, hidden: int, num_layers: int,
-                      head: tuple[int, ...], activations: tuple[Any, ...], dtype: Any,
-                      param_dtype: Any, precision: Any) -> bool:
+def free_run_compiles(steps: int, layers: tuple, head: tuple, activations: tuple[Any, ...],
+                      carry: tuple, first_input: tuple, dtype: Any, precision: Any) -> bool:
   """Whether the free-running kernel compiles for this model and shape on this GPU.
 
-  `head`: the head's Dense widths, the output layer's (== `features`) last;
+  `layers`, `head`, `carry` ((h, c),) and `first_input` ((x,),): the operands of
+  `pallas_free_run.free_run` as nested tuples of `jax.ShapeDtypeStruct`;
   `activations`: one function per head layer. Once per shape, as `compiles`.
   """
   from seqjax.kernels import pallas_free_run
-  g = 4 * hidden
-  layers, width = [], features
-  for _ in range(num_layers):
-    layers.append(tuple(jax.ShapeDtypeStruct(s, param_dtype)
-                        for s in ((width, g), (hidden, g), (g,))))
-    width = hidden
-  dense = []
-  for out in head:
-    dense.append(tuple(jax.ShapeDtypeStruct(s, param_dtype) for s in ((width, out), (out,))))
-    width = out
-  state = (jax.ShapeDtypeStruct((num_layers, batch, hidden), jnp.float32),) * 2
 
-  def run(layers, dense, carry, first):
-    return pallas_free_run.free_run(layers, dense, activations, carry, first, steps,
+  def run(layers, head, carry, first_input):
+    return pallas_free_run.free_run(layers, head, activations, carry, first_input, steps,
                                     dtype=dtype, precision=precision)
 
+  num_layers, batch, hidden = carry[0][0].shape
   return _compiles(f"a {steps}-step free run, B={batch} H={hidden}x{num_layers}", run,
-                   layers, dense, state, jax.ShapeDtypeStruct((batch, features), jnp.float32))
+                   layers, head, carry[0], first_input[0][0])

@@ -8,6 +8,7 @@ features never reach a real one; padded batch rows are sliced off.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -19,6 +20,27 @@ Array = jax.Array
 
 BLOCK_B = 16  # batch rows per program: Triton's dot needs at least 16
 
+# The most float32 weights a program holds in registers across its time loop: 16384
+# floats over 4 warps (128 threads) is 128 registers a thread, half of the 255 a thread
+# may have, leaving the rest for the carry and the gate math. Above it, weights are
+# loaded every step (from L1/L2) instead of spilling.
+RESIDENT_FLOATS = 4 * 64 * 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+  """How a kernel maps onto a GPU (static; in interpret mode only `resident` matters, and
+  only to which code runs, not to the result).
+
+  Attributes:
+    num_warps: Triton warps per program.
+    resident: True loads the weights once and holds them across the time loop
+      (registers); False loads them every step, for weights too large to hold
+      without spilling.
+  """
+  num_warps: int = 4
+  resident: bool = True
+
 
 def padded(n: int) -> int:
   """A tile side for n: a power of two >= 16."""
@@ -26,6 +48,7 @@ def padded(n: int) -> int:
 
 
 def padded_batch(batch: int) -> int:
+  """The batch padded to whole blocks of `BLOCK_B` rows."""
   return -(-batch // BLOCK_B) * BLOCK_B
 
 
@@ -43,8 +66,10 @@ def pad_gates(a: Array, hidden: int, hp: int) -> Array:
 
 
 def gate_tiles(ref, hp: int, dtype: Any) -> list[Array]:
-  """The four gate blocks of a [K, 4Hp] weight ref, each [K, Hp] in `dtype`: Triton's
-  lowering slices refs, not values, so each gate is its own tile."""
+  """The four gate blocks of a [K, 4Hp] weight ref, each [K, Hp] in `dtype`.
+
+  Triton's lowering slices refs, not values, so each gate is its own tile.
+  """
   return [ref[:, pl.ds(k * hp, hp)].astype(dtype) for k in range(4)]
 
 
@@ -61,6 +86,8 @@ def matmul(a: Array, b: Array, dtype: Any, precision: Any) -> Array:
 
 
 def compiler_params(interpret: bool, num_warps: int = 4) -> dict[str, Any]:
+  """`pallas_call`'s Triton options; none when interpreted. One stage: the loops carry
+  their own prefetch, and Triton's pipeliner has nothing to overlap in a recurrence."""
   if interpret:
     return {}
   from jax.experimental.pallas import triton as pltriton
@@ -70,10 +97,19 @@ def compiler_params(interpret: bool, num_warps: int = 4) -> dict[str, Any]:
 def call(kernel, inputs, outputs, *, interpret: bool, num_warps: int = 4, **static):
   """`pallas_call` of `kernel` with a grid over batch blocks of `BLOCK_B` rows.
 
-  `inputs` and `outputs` are (array or ShapeDtypeStruct, batch axis or None)
-  pairs; the batch axis is cut into blocks, None passes the whole array to each
-  program (weights). Every batch axis must be padded to a multiple of `BLOCK_B`.
-  `num_warps`: Triton warps per program (ignored when interpreted).
+  Args:
+    kernel: the kernel body, called with the input refs, then the output refs,
+      and `static` by keyword.
+    inputs: (array, batch axis or None) pairs; the batch axis is cut into
+      blocks, None passes the whole array to each program (weights). Every
+      batch axis must be padded to a multiple of `BLOCK_B`.
+    outputs: (ShapeDtypeStruct, batch axis or None) pairs, likewise.
+    interpret: Pallas' interpret mode (any backend) instead of Triton.
+    num_warps: Triton warps per program (ignored when interpreted).
+    **static: the kernel's static keyword arguments.
+
+  Returns:
+    The outputs, a list in the order of `outputs`.
   """
   def spec(shape, axis):
     block = list(shape)
