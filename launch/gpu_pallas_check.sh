@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The fused Pallas LSTM kernels on an NVIDIA GPU, in about 7 minutes (9.5 at most): the first
+# The fused Pallas LSTM kernels on an NVIDIA GPU, in about 7 minutes (9 at most): the first
 # thing to run where one is lent:
 #   1. the kernels' tests on the GPU: Triton-compiled, against the XLA path (the layer
 #      kernel's values and gradients over masks, lengths, reverse, 2 layers, carry, odd H,
 #      bfloat16; the free-running kernel's generation), and the fallbacks to XLA;
 #   2. the bench rows side by side: the train step and forward pass of the seed and large
-#      shapes with the XLA scan, its device loop, the Pallas kernel, Flax nn.RNN and torch
-#      cuDNN (when installed), then sine's 200-step rollout with each kernel (the Pallas
-#      row: one kernel for the whole free run);
+#      shapes with the XLA scan and the Pallas kernel (each per call and in the device
+#      loop), Flax nn.RNN and torch cuDNN (when installed), then sine's 200-step rollout
+#      with each kernel (the Pallas row: one kernel for the whole free run);
 #   3. one layer's recurrence at each kernel tuning (warps, W_h held or loaded) on the
 #      shapes where the choice matters (`python -m seqjax.bench --kernel_tuning`).
 # What it prints decides `seqjax/kernels/selection.py`'s PALLAS_FASTER table ("scan" from
@@ -24,26 +24,27 @@ parts=",${PARTS:-tests,bench,rollout,tuning},"
 
 if [[ $parts == *,tests,* ]]; then
   echo "== tests" | tee "$out/tests.txt"
-  timeout 150 python -m pytest -q -p no:cacheprovider tests/test_pallas.py \
+  timeout 120 python -m pytest -q -p no:cacheprovider tests/test_pallas.py \
     tests/test_pallas_free_run.py 2>&1 | tail -15 | tee -a "$out/tests.txt"
 fi
 
 if [[ $parts == *,bench,* ]]; then
   echo "== train step" | tee -a "$out/bench.txt"
-  timeout 210 python -m seqjax.bench --shapes=seed,large --repeats=10 --out="$out/bench" \
-    --peers="seqjax,seqjax device loop,seqjax pallas,flax nn.RNN,torch nn.LSTM" 2>&1 \
-    | grep -E "^\||skipping|does not compile" | tee -a "$out/bench.txt"
+  # Rows are printed (JSON) as they are timed: a timeout keeps the ones done.
+  peers="seqjax,seqjax device loop,seqjax pallas,seqjax pallas device loop"
+  timeout 240 python -m seqjax.bench --shapes=seed,large --repeats=10 --out="$out/bench" \
+    --peers="$peers,flax nn.RNN,torch nn.LSTM" 2>&1 \
+    | grep -E "^\||^\{|skipping|does not compile" | tee -a "$out/bench.txt"
 fi
 
 if [[ $parts == *,rollout,* ]]; then
   echo "== rollout" | tee -a "$out/bench.txt"
-  timeout 70 python -m seqjax.bench --rollout --repeats=10 --out="$out/rollout" 2>&1 \
+  timeout 60 python -m seqjax.bench --rollout --repeats=10 --out="$out/rollout" 2>&1 \
     | grep -E "^\||does not compile" | tee -a "$out/bench.txt"
 fi
 
 if [[ $parts == *,tuning,* ]]; then
   echo "== kernel tuning" | tee -a "$out/bench.txt"
-  # Each row is printed (JSON) as it is timed, so a timeout still leaves the rows done.
-  timeout 130 python -m seqjax.bench --kernel_tuning --shapes=mean,freq,wide --repeats=5 \
+  timeout 120 python -m seqjax.bench --kernel_tuning --shapes=mean,freq,wide --repeats=5 \
     --out="$out/tuning" 2>&1 | grep -E "^\||^\{" | tee -a "$out/bench.txt"
 fi

@@ -189,13 +189,13 @@ def test_the_free_run_kernel_lowers_through_triton_for_a_gpu(dtype):
   layers = [(jnp.ones((1, g)), jnp.ones((32, g)), jnp.ones(g)),
             (jnp.ones((32, g)), jnp.ones((32, g)), jnp.ones(g))]
   head = [(jnp.ones((32, 8)), jnp.ones(8))] * 1 + [(jnp.ones((8, 1)), jnp.ones(1))]
+  carry, first = (jnp.zeros((2, 1, 32)),) * 2, jnp.zeros((1, 1))  # made outside the target
   for name in models.ACTIVATIONS:
     acts = (models.activation(name), models.activation("none"))
     run = lambda carry, x: pallas_free_run.free_run(  # noqa: E731
         layers, head, acts, carry, x, 200, dtype=dtype)  # noqa: B023
     with _cuda_target():
-      lowered = jax.jit(run).trace((jnp.zeros((2, 1, 32)),) * 2, jnp.zeros((1, 1))).lower(
-          lowering_platforms=("cuda",))
+      lowered = jax.jit(run).trace(carry, first).lower(lowering_platforms=("cuda",))
     assert lowered.as_text().count("triton") >= 1, name
 
 

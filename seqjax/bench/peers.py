@@ -9,8 +9,9 @@ peers (`others.py`) build the same function with Flax nn.RNN, torch and Keras.
 `lax.fori_loop`, as `seqjax.main` trains (`programs.make_train_loop`): its train
 time is per step, without a Python dispatch and a host sync in every step.
 "seqjax pallas" runs the recurrence as the fused Pallas kernel
-(`model.kernel="pallas"`, `seqjax.kernels`); it needs an NVIDIA GPU (elsewhere
-the kernel is interpreted, which says nothing about its speed).
+(`model.kernel="pallas"`, `seqjax.kernels`), "seqjax pallas device loop" the
+same in the device loop; they need an NVIDIA GPU (elsewhere the kernel is
+interpreted, which says nothing about its speed).
 """
 
 from __future__ import annotations
@@ -97,12 +98,14 @@ PEERS = {"seqjax": seqjax_lstm,
          "seqjax 1 device": functools.partial(seqjax_lstm, split_batch=False),
          "seqjax device loop": functools.partial(seqjax_lstm, steps_per_call=LOOP_STEPS),
          "seqjax pallas": functools.partial(seqjax_lstm, kernel="pallas"),
+         "seqjax pallas device loop": functools.partial(seqjax_lstm, kernel="pallas",
+                                                        steps_per_call=LOOP_STEPS),
          **others.PEERS}
 
 
 def skip_reason(name: str) -> str | None:
   """Why peer `name` cannot run here, or None."""
-  if name == "seqjax pallas" and jax.default_backend() != "gpu":
+  if name.startswith("seqjax pallas") and jax.default_backend() != "gpu":
     return "the Pallas kernel needs an NVIDIA GPU (elsewhere it is only interpreted)"
   if not name.startswith("seqjax") and not others.available(name):
     return "not installed (pip install -e '.[bench]')"
