@@ -3,7 +3,8 @@
 Run it on a new machine, a Colab runtime or every worker of a TPU VM. It prints
 one screen: the backend and its devices, the versions of the libraries, the
 matmul precision in force, the LSTM's hand-written backward pass checked
-against JAX's autodiff and the step-by-step cell, one train-loop call of each
+against JAX's autodiff and the step-by-step cell, on a GPU the Pallas kernels
+against the XLA path, one train-loop call of each
 experiment's `:quick` config, and the compilation cache. Each check is one
 line; a failed check is one line starting with `FAIL` and the exit code is 1.
 """
@@ -155,6 +156,70 @@ def check_recurrence() -> str:
           f"{step_error:.1e} (allowed {bound:.1e}, precision highest)")
 
 
+def check_kernels() -> str:
+  """On a GPU: the Pallas kernels compile and equal the XLA path (a layer's values and
+  gradients, a model's free run). A kernel that does not compile is not a failure
+  (seqjax runs the XLA path instead); one that computes differently is."""
+  import warnings
+
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from seqjax import models, numerics, recurrence, rollout
+  from seqjax.kernels import pallas_lstm, selection
+  if selection.interpreted():
+    return (f"interpreted on {jax.default_backend()} (the tests' way to check them): "
+            "model.kernel=auto runs the XLA path")
+  steps, batch, hidden = 16, 3, 8
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    compiled = selection.compiles(steps, batch, hidden, jnp.dtype(jnp.float32),
+                                  jnp.dtype(jnp.float32), jax.lax.Precision.HIGHEST)
+  if not compiled:
+    reason = str(caught[-1].message) if caught else "no reason given"
+    return f"not used here: {_one_line(Exception(reason))}"
+  keys = jax.random.split(jax.random.key(0), 4)
+  w_h = 0.5 * jax.random.normal(keys[0], (hidden, 4 * hidden))
+  gx = jax.random.normal(keys[1], (steps, batch, 4 * hidden))
+  carry = tuple(jax.random.normal(k, (batch, hidden)) for k in keys[2:4])
+
+  def grads(scan):
+    def f(w_h, gx, carry):
+      (h, c), ys = scan(w_h, gx, carry)
+      return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c)
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(w_h, gx, carry)
+
+  # float32 sums over `steps` steps of the same terms in another order, as check_recurrence.
+  bound = 64 * steps * numerics.unit_roundoff("highest")
+  layer_error = max(
+      float(jnp.max(jnp.abs(a - b)) / (1 + jnp.max(jnp.abs(b)))) for a, b in zip(
+          jax.tree.leaves(grads(lambda *a: pallas_lstm.scan(*a, precision="highest"))),
+          jax.tree.leaves(grads(lambda *a: recurrence.scan(*a, precision="highest"))),
+          strict=True))
+  if not layer_error <= bound:
+    raise CheckFailed(f"the Pallas layer kernel differs from the XLA scan by {layer_error:.2e} "
+                      f"(allowed {bound:.1e}): run with model.kernel=xla")
+  model = models.SequenceModel(hidden=hidden, num_layers=2, head="per_step", kernel="pallas",
+                               precision="highest")
+  prefix = jnp.sin(jnp.arange(steps, dtype=jnp.float32))[None, :, None]
+  params = model.init(keys[0], prefix)["params"]
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    fused = rollout.rollout(model, params, prefix, steps)
+  if caught:
+    return (f"layer kernel = XLA scan to {layer_error:.1e}; the free-run kernel is not used "
+            f"here: {_one_line(Exception(str(caught[-1].message)))}")
+  run_error = float(np.max(np.abs(np.asarray(fused) - np.asarray(
+      rollout.rollout(model.clone(kernel="xla"), params, prefix, steps)))))
+  if not run_error <= bound:
+    raise CheckFailed(f"the Pallas free-run kernel differs from the XLA loop by {run_error:.2e} "
+                      f"(allowed {bound:.1e}): run with model.kernel=xla")
+  return (f"layer kernel = XLA scan to {layer_error:.1e}, free-run kernel = XLA loop to "
+          f"{run_error:.1e} (allowed {bound:.1e}); model.kernel=auto uses them where "
+          "measured faster")
+
+
 def check_experiment(name: str) -> str:
   """One call of the device-side train loop of `configs/<name>.py:quick`."""
   import jax
@@ -231,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
 
   checks: list[tuple[str, Callable[[], str]]] = [
       ("packages", check_packages), ("devices", check_devices), ("compilation cache", cache),
-      ("precision", check_precision), ("recurrence", check_recurrence)]
+      ("precision", check_precision), ("recurrence", check_recurrence),
+      ("pallas kernels", check_kernels)]
   checks += [(f"{name}:quick train loop", lambda name=name: check_experiment(name))
              for name in EXPERIMENTS]
   print("seqjax doctor", flush=True)

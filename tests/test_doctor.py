@@ -27,8 +27,8 @@ def test_healthy_machine_passes_every_check(tmp_path):
   assert result.returncode == 0, result.stdout + result.stderr
   lines = result.stdout.splitlines()
   for label in ("packages", "devices", "compilation cache", "precision", "recurrence",
-                "freq:quick train loop", "sine:quick train loop", "mean:quick train loop",
-                "echo:quick train loop"):
+                "pallas kernels", "freq:quick train loop", "sine:quick train loop",
+                "mean:quick train loop", "echo:quick train loop"):
     assert any(line.startswith(f"ok   {label}:") for line in lines), (label, result.stdout)
   assert "FAIL" not in result.stdout
   assert lines[-1] == "all checks passed"
@@ -87,3 +87,24 @@ def test_an_accelerator_that_did_not_start_is_a_failure(monkeypatch):
 def test_bad_arguments_are_a_usage_error(tmp_path):
   result = _doctor(tmp_path, "--fast")
   assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_on_a_gpu_the_pallas_kernels_are_checked_against_the_xla_path(monkeypatch):
+  """Here the kernels run interpreted where Triton would compile them on a GPU."""
+  from seqjax.kernels import pallas_free_run, pallas_lstm, selection
+  assert doctor.check_kernels().startswith("interpreted on cpu")
+  monkeypatch.setattr(selection, "interpreted", lambda platform=None: False)
+  monkeypatch.setattr(selection, "compiles", lambda *a: True)
+  monkeypatch.setattr(selection, "free_run_compiles", lambda *a: True)
+  for module, name in ((pallas_lstm, "scan"), (pallas_free_run, "free_run")):
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, real=real, **k: real(*a, **{**k,
+                                                                           "interpret": True}))
+  line = doctor.check_kernels()
+  assert line.startswith("layer kernel = XLA scan to ") and "free-run kernel = XLA loop" in line
+
+  real_scan = pallas_lstm.scan
+  monkeypatch.setattr(pallas_lstm, "scan", lambda *a, **k: jax.tree.map(
+      lambda v: v * 1.01, real_scan(*a, **k)))  # a kernel that computes wrongly
+  with pytest.raises(doctor.CheckFailed, match="differs from the XLA scan"):
+    doctor.check_kernels()
