@@ -48,3 +48,5 @@ if [[ $parts == *,tuning,* ]]; then
   timeout 120 python -m seqjax.bench --kernel_tuning --shapes=mean,freq,wide --repeats=5 \
     --out="$out/tuning" 2>&1 | grep -E "^\||^\{" | tee -a "$out/bench.txt"
 fi
+
+echo "== done: the figures are in $out"

@@ -87,3 +87,30 @@ def test_tpu_script_picks_the_software_version_of_the_accelerator(tmp_path):
   result = subprocess.run(["bash", script, "create"], env={**env, "TYPE": "v9-8"},
                           capture_output=True, text=True)
   assert result.returncode != 0 and "TYPE=v9-8 is not a known accelerator type" in result.stderr
+
+
+def test_the_gpu_pallas_check_runs_commands_that_exist_with_valid_flags(tmp_path):
+  """The GPU check runs where device time is scarce: every command it runs is recorded by a
+  stand-in python, then each bench command line's flags are checked as the bench checks
+  them, and each test file named exists."""
+  log = tmp_path / "python.log"
+  stub = tmp_path / "python"
+  stub.write_text('#!/usr/bin/env bash\nprintf "%s\\x1f" "$@" >> "$PYTHON_LOG"\n'
+                  'echo >> "$PYTHON_LOG"\n')
+  stub.chmod(0o755)
+  env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "PYTHON_LOG": str(log)}
+  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_pallas_check.sh"),
+                           str(tmp_path / "out")], env=env, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  calls = [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
+  assert [c[:2] for c in calls] == [["-m", "pytest"]] + [["-m", "seqjax.bench"]] * 3
+
+  tests = [a for a in calls[0] if a.startswith("tests/")]
+  assert tests and all(os.path.exists(os.path.join(ROOT, t)) for t in tests)
+
+  check = ("import sys; from absl import flags; from seqjax.bench import __main__ as bench; "
+           "flags.FLAGS(['seqjax.bench', *sys.argv[1:]]); bench._check_flags(['seqjax.bench'])")
+  for call in calls[1:]:  # in a process of its own: absl's flags are global
+    checked = subprocess.run([sys.executable, "-c", check, *call[2:]], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, (call, checked.stderr[-2000:])
