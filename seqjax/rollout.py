@@ -110,10 +110,10 @@ def _runs_in_a_kernel(model, params, carry, first_input, steps) -> bool:
   if selection.interpreted():
     return True  # interpreted, the kernel is plain JAX: nothing to compile ahead
   layers, head, acts = _kernel_operands(model, params)
-  spec = lambda tree: jax.tree.map(  # noqa: E731  hashable shapes and dtypes
-      lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), tuple(map(tuple, tree)))
+  spec = lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a))  # noqa: E731
+  nested = lambda pairs: tuple(tuple(map(spec, p)) for p in pairs)  # noqa: E731  hashable
   return selection.free_run_compiles(
-      steps, spec(layers), spec(head), acts, spec([carry]), spec([[first_input]]),
+      steps, nested(layers), nested(head), acts, tuple(map(spec, carry)), spec(first_input),
       jnp.dtype(model.dtype), canonical_precision(model.precision))
 
 

@@ -115,9 +115,10 @@ def free_run_compiles(steps: int, layers: tuple, head: tuple, activations: tuple
                       carry: tuple, first_input: tuple, dtype: Any, precision: Any) -> bool:
   """Whether the free-running kernel compiles for this model and shape on this GPU.
 
-  `layers`, `head`, `carry` ((h, c),) and `first_input` ((x,),): the operands of
-  `pallas_free_run.free_run` as nested tuples of `jax.ShapeDtypeStruct`;
-  `activations`: one function per head layer. Once per shape, as `compiles`.
+  `layers`, `head`, `carry` and `first_input`: the operands of
+  `pallas_free_run.free_run` as (tuples of) `jax.ShapeDtypeStruct`, hashable for
+  the cache; `activations`: one function per head layer. Once per shape, as
+  `compiles`.
   """
   from seqjax.kernels import pallas_free_run
 
@@ -125,6 +126,6 @@ def free_run_compiles(steps: int, layers: tuple, head: tuple, activations: tuple
     return pallas_free_run.free_run(layers, head, activations, carry, first_input, steps,
                                     dtype=dtype, precision=precision)
 
-  num_layers, batch, hidden = carry[0][0].shape
+  num_layers, batch, hidden = carry[0].shape
   return _compiles(f"a {steps}-step free run, B={batch} H={hidden}x{num_layers}", run,
-                   layers, head, carry[0], first_input[0][0])
+                   layers, head, carry, first_input)
