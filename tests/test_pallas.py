@@ -1,6 +1,10 @@
 """The Pallas recurrence kernel against the XLA scan (interpret mode on CPU), its GPU
 lowering checked on this CPU, and the choice between them."""
 
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import jax
@@ -235,3 +239,57 @@ def test_a_kernel_that_does_not_compile_falls_back_to_xla_with_one_warning(monke
   assert len(messages) == 1 and "\n" not in messages[0]
   assert "running the XLA path" in messages[0] and "out of shared memory" in messages[0]
   _close(y, lstm.LSTM(4, kernel="xla", precision="highest").apply(params, x)[1])
+
+
+def test_under_a_mesh_that_splits_the_batch_each_device_runs_the_kernels_on_its_rows():
+  """4 simulated CPU devices (a subprocess: the device count is fixed when JAX starts): the
+  layer kernel (values and gradients) and the free-run kernel are partitioned along the
+  batch, each device tracing the kernel for its own 2 of the 8 rows, and equal the XLA
+  path; under vmap (a sweep's members) the kernels run unpartitioned."""
+  script = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from seqjax import models, recurrence, rollout
+    from seqjax.kernels import pallas_lstm, tiles
+    rows = []
+    padded = tiles.padded_batch
+    tiles.padded_batch = lambda n: rows.append(n) or padded(n)
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    split = lambda *spec: NamedSharding(mesh, P(*spec))
+    k = jax.random.split(jax.random.key(0), 4)
+    w_h = jax.random.normal(k[0], (5, 20)) * 0.4
+    gx = jax.device_put(jax.random.normal(k[1], (6, 8, 20)), split(None, "data"))
+    carry = tuple(jax.device_put(jax.random.normal(key, (8, 5)), split("data")) for key in k[2:])
+    def loss(scan, w_h, gx, carry):
+      (h, c), ys = scan(w_h, gx, carry)
+      return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c)
+    kernel = lambda *a: pallas_lstm.scan(*a, interpret=True)
+    xla = lambda *a: recurrence.scan(*a, precision="highest")
+    got = jax.jit(jax.value_and_grad(lambda *a: loss(kernel, *a), argnums=(0, 1, 2)))(
+        w_h, gx, carry)
+    # Traced once for the whole batch (its shapes), then per device on its 2 rows: the
+    # forward and the backward kernel.
+    assert rows.count(2) == 2 and set(rows) == {2, 8}, rows
+    ref = jax.value_and_grad(lambda *a: loss(xla, *a), argnums=(0, 1, 2))(w_h, gx, carry)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), got, ref)
+
+    model = models.SequenceModel(hidden=6, num_layers=2, head="per_step", out_features=3,
+                                 precision="highest", kernel="pallas")
+    prefix = jax.device_put(jax.random.normal(k[3], (8, 5, 3)), split("data"))
+    params = model.init(k[0], prefix[:1])["params"]
+    rows.clear()
+    preds = rollout.rollout(model, params, prefix, 7)
+    assert rows.count(2) == 3 and set(rows) == {2, 8}, rows  # 2 warm-up layers, the free run
+    ref = rollout.rollout(model.clone(kernel="xla"), params, prefix, 7)
+    np.testing.assert_allclose(preds, ref, atol=1e-5, rtol=0)
+
+    members = jax.vmap(lambda key: model.init(key, prefix[:1])["params"])(jax.random.split(k[1], 2))
+    run = lambda m: jax.jit(jax.vmap(lambda p: rollout.rollout(m, p, prefix, 7)))(members)
+    np.testing.assert_allclose(run(model), run(model.clone(kernel="xla")), atol=1e-5, rtol=0)
+    print("ok")
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -115,11 +115,11 @@ def free_run(layers: Sequence[LayerWeights], head: Sequence[DenseWeights],
   if out_features != features:
     raise ValueError(f"free_run: the head's {out_features} outputs must be the next step's "
                      f"{features} inputs")
-  hp, bp = tiles.padded(hidden), tiles.padded_batch(batch)
+  hp = tiles.padded(hidden)
   ip = tiles.padded(features)
   f32 = jnp.float32
-  operands = [(tiles.pad(first_input.astype(f32), (bp, ip)), 0)]
-  operands += [(tiles.pad(a.astype(f32), (num_layers, bp, hp)), 1) for a in carry]
+  operands = [(tiles.pad(first_input.astype(f32), (batch, ip)), 0)]
+  operands += [(tiles.pad(a.astype(f32), (num_layers, batch, hp)), 1) for a in carry]
   width = ip
   for w_i, w_h, b in layers:
     operands += [(tiles.pad(tiles.pad_gates(w_i, hidden, hp), (width, 4 * hp)), None),
@@ -131,12 +131,12 @@ def free_run(layers: Sequence[LayerWeights], head: Sequence[DenseWeights],
     operands += [(tiles.pad(kernel, (width, out)), None),
                  (tiles.pad(bias.astype(f32)[None], (1, out)), None)]
     width = out
-  state = jax.ShapeDtypeStruct((num_layers, bp, hp), f32)
+  state = jax.ShapeDtypeStruct((num_layers, batch, hp), f32)
   tuning = tuning or default_tuning(sum(a.size for a, axis in operands if axis is None))
   ys, h, c = tiles.call(
       _kernel, operands,
-      [(jax.ShapeDtypeStruct((steps, bp, width), f32), 1), (state, 1), (state, 1)],
+      [(jax.ShapeDtypeStruct((steps, batch, width), f32), 1), (state, 1), (state, 1)],
       interpret=interpret, num_warps=tuning.num_warps, num_layers=num_layers,
       activations=tuple(activations), steps=steps, hp=hp, dtype=dtype,
       precision=canonical_precision(precision), tuning=tuning)
-  return (h[:, :batch, :hidden], c[:, :batch, :hidden]), ys[:, :batch, :out_features]
+  return (h[..., :hidden], c[..., :hidden]), ys[..., :out_features]

@@ -18,7 +18,8 @@ final carry and outputs out, the same masks) and its own `jax.custom_vjp`:
 Each gate's block is a separate [B, H] tile (the Triton lowering has no value
 slicing), H is padded to a power of two >= 16 and B to the batch block (Triton
 tiles; `dot` needs 16 rows). Padded units have zero weights and stay zero;
-padded batch rows are masked out.
+padded batch rows are sliced off. Under a mesh that splits the batch, each
+device runs the kernels on its own rows (`tiles.call`).
 
 On GPUs the kernels lower through Triton (`jax.experimental.pallas.triton`);
 elsewhere they run in Pallas' interpret mode (`interpret=True`), which is how
@@ -137,37 +138,33 @@ def _backward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, hs_ref, cs_re
 
 
 def _prepare(w_h, gx, carry, mask, h_mask):
-  """The padded kernel operands, and (T, B, H, Hp, Bp)."""
+  """The kernel operands, padded in H (`tiles.call` pads the batch), and (T, B, H, Hp)."""
   steps, batch, g = gx.shape
   hidden = g // 4
   hp = tiles.padded(hidden)
-  bp = tiles.padded_batch(batch)
-  pad_b = lambda a, axis: jnp.pad(a, [(0, bp - batch) if d == axis else (0, 0)  # noqa: E731
-                                      for d in range(a.ndim)])
-  pad_h = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, hp - hidden)])  # noqa: E731
-  gx_p = pad_b(tiles.pad_gates(gx.astype(jnp.float32), hidden, hp), 1)
-  w_p = jnp.pad(tiles.pad_gates(w_h, hidden, hp), [(0, hp - hidden), (0, 0)])
-  h0, c0 = (pad_b(pad_h(a.astype(jnp.float32)), 0) for a in carry)
+  pad_h = lambda a: tiles.pad(a, (*a.shape[:-1], hp))  # noqa: E731
+  gx_p = tiles.pad_gates(gx.astype(jnp.float32), hidden, hp)
+  w_p = tiles.pad(tiles.pad_gates(w_h, hidden, hp), (hp, 4 * hp))
+  h0, c0 = (pad_h(a.astype(jnp.float32)) for a in carry)
   m = jnp.ones((steps, batch), jnp.float32) if mask is None else mask.astype(jnp.float32)
-  m = pad_b(m, 1)[..., None]  # [T, Bp, 1]; padded rows 0
+  m = m[..., None]  # [T, B, 1]; padded batch rows get 0
   hm = jnp.ones((batch, hidden), jnp.float32) if h_mask is None else h_mask.astype(jnp.float32)
-  hm = pad_b(pad_h(hm), 0)
-  return (gx_p, w_p, h0, c0, m, hm), (steps, batch, hidden, hp, bp)
+  return (gx_p, w_p, h0, c0, m, pad_h(hm)), (steps, batch, hidden, hp)
 
 
 def _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, tuning, keep):
   """((final carry, outputs), residuals); the residuals (with every step's carry) only
   when `keep`."""
-  (gx_p, w_p, h0, c0, m, hm), (steps, batch, hidden, hp, bp) = _prepare(
+  (gx_p, w_p, h0, c0, m, hm), (steps, batch, hidden, hp) = _prepare(
       w_h, gx, carry, mask, h_mask)
-  seq = jax.ShapeDtypeStruct((steps, bp, hp), jnp.float32)
-  step = jax.ShapeDtypeStruct((bp, hp), jnp.float32)
+  seq = jax.ShapeDtypeStruct((steps, batch, hp), jnp.float32)
+  step = jax.ShapeDtypeStruct((batch, hp), jnp.float32)
   ys, h, c, *kept = tiles.call(
       _forward_kernel, [(gx_p, 1), (w_p, None), (h0, 0), (c0, 0), (m, 1), (hm, 0)],
       [(seq, 1), (step, 0), (step, 0)] + [(seq, 1), (seq, 1)] * keep,
       interpret=interpret, num_warps=tuning.num_warps, steps=steps, hp=hp, dtype=dtype,
       precision=precision, tuning=tuning)
-  out = ((h[:batch, :hidden], c[:batch, :hidden]), ys[:, :batch, :hidden])
+  out = ((h[:, :hidden], c[:, :hidden]), ys[..., :hidden])
   return out, ((gx_p, w_p, h0, c0, m, hm, *kept) if keep else None)
 
 
@@ -186,26 +183,25 @@ def _scan_fwd(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, tuning)
 def _scan_bwd(dtype, precision, interpret, tuning, residuals, cotangents):
   (gx_p, w_p, h0, c0, m, hm, hs, cs), w_h, mask, h_mask = residuals
   (dh_final, dc_final), douts = cotangents
-  steps, bp, hp = hs.shape
-  hidden, batch = w_h.shape[0], douts.shape[1]
-  pad = lambda a: jnp.pad(a.astype(jnp.float32),  # noqa: E731
-                          [(0, 0)] * (a.ndim - 2) + [(0, bp - batch), (0, hp - hidden)])
-  step = jax.ShapeDtypeStruct((bp, hp), jnp.float32)
+  steps, batch, hp = hs.shape
+  hidden = w_h.shape[0]
+  pad_h = lambda a: tiles.pad(a.astype(jnp.float32), (*a.shape[:-1], hp))  # noqa: E731
+  step = jax.ShapeDtypeStruct((batch, hp), jnp.float32)
   dz, dh0, dc0 = tiles.call(
       _backward_kernel,
       [(gx_p, 1), (w_p, None), (h0, 0), (c0, 0), (m, 1), (hm, 0), (hs, 1), (cs, 1),
-       (pad(douts), 1), (pad(dh_final), 0), (pad(dc_final), 0)],
-      [(jax.ShapeDtypeStruct((steps, bp, 4 * hp), jnp.float32), 1), (step, 0), (step, 0)],
+       (pad_h(douts), 1), (pad_h(dh_final), 0), (pad_h(dc_final), 0)],
+      [(jax.ShapeDtypeStruct((steps, batch, 4 * hp), jnp.float32), 1), (step, 0), (step, 0)],
       interpret=interpret, num_warps=tuning.num_warps, steps=steps, hp=hp, dtype=dtype,
       precision=precision, tuning=tuning)
-  dz = dz[:, :batch].reshape(steps, batch, 4, hp)[..., :hidden].reshape(steps, batch, 4 * hidden)
-  h_prev = jnp.concatenate([h0[None], hs[:-1]])[:, :batch, :hidden]
+  dz = dz.reshape(steps, batch, 4, hp)[..., :hidden].reshape(steps, batch, 4 * hidden)
+  h_prev = jnp.concatenate([h0[None], hs[:-1]])[..., :hidden]
   if h_mask is not None:
     h_prev = h_prev * h_mask
   # All steps' weight gradients as one matmul: [H, T*B] x [T*B, G].
   dw = jax.lax.dot_general(h_prev.astype(dtype), dz.astype(dtype), (((0, 1), (0, 1)), ((), ())),
                            precision=precision, preferred_element_type=jnp.float32)
-  return (dw.astype(w_h.dtype), dz, (dh0[:batch, :hidden], dc0[:batch, :hidden]), None, None)
+  return (dw.astype(w_h.dtype), dz, (dh0[:, :hidden], dc0[:, :hidden]), None, None)
 
 
 _scan.defvjp(_scan_fwd, _scan_bwd)

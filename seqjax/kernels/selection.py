@@ -14,10 +14,11 @@ one kernel.
 When a kernel fails to lower or compile on a GPU, the XLA path runs after one
 warning line, instead of failing the run.
 
-The kernels run on one device: XLA cannot split a Pallas call over a mesh, so
-under a batch split over several devices each device would compute the whole
-batch. `auto` therefore keeps the XLA path wherever JAX sees more than one
-device; "pallas" there is the user's explicit choice.
+Under a mesh that splits the batch, each device runs the kernels on its own
+rows (`tiles.call`); a vmapped kernel (a sweep's members) is not split, so every
+device would compute every member. The kernels are measured on one device:
+`auto` keeps the XLA path wherever JAX sees more than one, and "pallas" there
+is the user's explicit choice.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def choose(kernel: str, batch: int, hidden: int, platform: str | None = None,
     return "xla"
   if kernel != "auto":
     return kernel
-  if jax.device_count() > 1:  # see the module docstring: the kernels are not partitioned
+  if jax.device_count() > 1:  # see the module docstring: measured on one device
     return "xla"
   for max_work, max_hidden in PALLAS_FASTER[job].get(numerics.platform_kind(platform), ()):
     if batch * hidden <= max_work and hidden <= max_hidden:

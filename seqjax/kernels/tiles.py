@@ -97,12 +97,16 @@ def compiler_params(interpret: bool, num_warps: int = 4) -> dict[str, Any]:
 def call(kernel, inputs, outputs, *, interpret: bool, num_warps: int = 4, **static):
   """`pallas_call` of `kernel` with a grid over batch blocks of `BLOCK_B` rows.
 
+  The batch is padded to whole blocks here (zero rows, sliced off the outputs),
+  and the call is split over a mesh along the batch (`_partitioned`): under a
+  `jit` whose inputs split the batch over devices, each device runs the kernel
+  on its own rows.
+
   Args:
     kernel: the kernel body, called with the input refs, then the output refs,
       and `static` by keyword.
     inputs: (array, batch axis or None) pairs; the batch axis is cut into
-      blocks, None passes the whole array to each program (weights). Every
-      batch axis must be padded to a multiple of `BLOCK_B`.
+      blocks, None passes the whole array to each program (weights).
     outputs: (ShapeDtypeStruct, batch axis or None) pairs, likewise.
     interpret: Pallas' interpret mode (any backend) instead of Triton.
     num_warps: Triton warps per program (ignored when interpreted).
@@ -111,6 +115,10 @@ def call(kernel, inputs, outputs, *, interpret: bool, num_warps: int = 4, **stat
   Returns:
     The outputs, a list in the order of `outputs`.
   """
+  in_axes = tuple(axis for _, axis in inputs)
+  out_axes = tuple(axis for _, axis in outputs)
+  assert any(axis is not None for axis in in_axes), "a batch axis to split the grid over"
+
   def spec(shape, axis):
     block = list(shape)
     if axis is not None:
@@ -118,13 +126,92 @@ def call(kernel, inputs, outputs, *, interpret: bool, num_warps: int = 4, **stat
     index = (lambda axis: lambda b: tuple(b if d == axis else 0 for d in range(len(shape))))(axis)
     return pl.BlockSpec(tuple(block), index)
 
-  batch = {a.shape[axis] for a, axis in inputs + outputs if axis is not None}
-  assert len(batch) == 1 and batch.pop() % BLOCK_B == 0, "inputs padded to whole batch blocks"
-  rows = next(a.shape[axis] for a, axis in inputs if axis is not None)
-  return pl.pallas_call(
-      functools.partial(kernel, **static),
-      grid=(rows // BLOCK_B,),
-      in_specs=[spec(a.shape, axis) for a, axis in inputs],
-      out_specs=[spec(o.shape, axis) for o, axis in outputs],
-      out_shape=[o for o, _ in outputs],
-      interpret=interpret, **compiler_params(interpret, num_warps))(*[a for a, _ in inputs])
+  def with_batch(shape, axis, rows):
+    return tuple(rows if d == axis else n for d, n in enumerate(shape))
+
+  def run(*arrays):  # on whatever rows this device holds
+    rows = next(a.shape[axis] for a, axis in zip(arrays, in_axes, strict=True)
+                if axis is not None)
+    padded_rows = padded_batch(rows)
+    arrays = [a if axis is None else pad(a, with_batch(a.shape, axis, padded_rows))
+              for a, axis in zip(arrays, in_axes, strict=True)]
+    shapes = [jax.ShapeDtypeStruct(with_batch(o.shape, axis, padded_rows), o.dtype)
+              for (o, _), axis in zip(outputs, out_axes, strict=True)]
+    outs = pl.pallas_call(
+        functools.partial(kernel, **static),
+        grid=(padded_rows // BLOCK_B,),
+        in_specs=[spec(a.shape, axis) for a, axis in zip(arrays, in_axes, strict=True)],
+        out_specs=[spec(o.shape, axis) for o, axis in zip(shapes, out_axes, strict=True)],
+        out_shape=shapes,
+        interpret=interpret, **compiler_params(interpret, num_warps))(*arrays)
+    return tuple(o if axis is None else jax.lax.slice_in_dim(o, 0, rows, axis=axis)
+                 for o, axis in zip(outs, out_axes, strict=True))
+
+  partitioned = _partitioned(run, in_axes, out_axes, [o.shape for o, _ in outputs])
+
+  # Under vmap (a sweep's members), pallas_call's own batching rule adds a grid axis;
+  # XLA's partitioner has no vmap of its own.
+  @jax.custom_batching.custom_vmap
+  def call_once(*arrays):
+    return partitioned(*arrays)
+
+  @call_once.def_vmap
+  def _(axis_size, in_batched, *arrays):
+    del axis_size
+    outs = jax.vmap(run, in_axes=[0 if b else None for b in in_batched])(*arrays)
+    return outs, tuple(True for _ in outs)
+
+  return list(call_once(*[a for a, _ in inputs]))
+
+
+def _partitioned(run, in_axes, out_axes, out_shapes):
+  """`run` as a `custom_partitioning` function that XLA splits along the batch.
+
+  A Pallas call is opaque to XLA's partitioner, which would otherwise gather
+  the whole batch onto every device. Here the first batched input's split of
+  its batch axis (over whichever mesh axes) becomes every batched operand's and
+  output's, the other axes are replicated, and each device runs `run` on its
+  rows. On one device the function is inlined, with no cost.
+  """
+  from jax.experimental.custom_partitioning import custom_partitioning
+
+  def split(mesh, arg_shapes):
+    first = next(a for a, axis in zip(arg_shapes, in_axes, strict=True) if axis is not None)
+    axis = next(axis for axis in in_axes if axis is not None)
+    named = isinstance(first.sharding, jax.sharding.NamedSharding)
+    spec = tuple(first.sharding.spec) if named else ()
+    batch = spec[axis] if axis < len(spec) else None
+    sharding = lambda ndim, axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(  # noqa: E731
+        *[batch if d == axis else None for d in range(ndim)]))
+    return (tuple(sharding(len(a.shape), ax) for a, ax in zip(arg_shapes, in_axes, strict=True)),
+            tuple(sharding(len(shape), ax) for shape, ax in zip(out_shapes, out_axes,
+                                                                strict=True)))
+
+  def partition(mesh, arg_shapes, result_shape):
+    del result_shape
+    args, outs = split(mesh, arg_shapes)
+    return mesh, run, outs, args
+
+  def infer(mesh, arg_shapes, result_shape):
+    del result_shape
+    return split(mesh, arg_shapes)[1]
+
+  # Shardy's rule: the batch is one factor "b" shared by every batched operand and
+  # output; every other axis is a factor of its own.
+  names = iter(f"x{i}" for i in range(10_000))
+  def factors(ndim, axis):
+    return " ".join("b" if d == axis else next(names) for d in range(ndim))
+  # The input ranks are known only from the arrays: the rule is built per call.
+  fn = custom_partitioning(run)
+
+  def rule(*args):
+    *_, mesh, operand_types, result_types = args
+    del mesh
+    lhs = ", ".join(factors(len(t.shape), ax) for t, ax in zip(operand_types, in_axes,
+                                                              strict=True))
+    rhs = ", ".join(factors(len(t.shape), ax) for t, ax in zip(result_types, out_axes,
+                                                              strict=True))
+    return f"{lhs} -> {rhs}"
+
+  fn.def_partition(partition=partition, infer_sharding_from_operands=infer, sharding_rule=rule)
+  return fn
