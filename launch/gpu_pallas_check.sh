@@ -21,11 +21,13 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 
 parts=",${PARTS:-tests,bench,rollout,tuning},"
+tests_status=0
 
 if [[ $parts == *,tests,* ]]; then
   echo "== tests" | tee "$out/tests.txt"
   timeout 120 python -m pytest -q -p no:cacheprovider tests/test_pallas.py \
     tests/test_pallas_free_run.py 2>&1 | tail -15 | tee -a "$out/tests.txt"
+  tests_status=${PIPESTATUS[0]}
 fi
 
 if [[ $parts == *,bench,* ]]; then
@@ -50,3 +52,7 @@ if [[ $parts == *,tuning,* ]]; then
 fi
 
 echo "== done: the figures are in $out"
+if [[ $tests_status != 0 ]]; then
+  echo "== the kernels' tests failed (status $tests_status): see $out/tests.txt"
+  exit 1
+fi

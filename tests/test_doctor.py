@@ -4,6 +4,7 @@ import io
 import os
 import subprocess
 import sys
+import warnings
 
 import jax
 import pytest
@@ -103,8 +104,26 @@ def test_on_a_gpu_the_pallas_kernels_are_checked_against_the_xla_path(monkeypatc
   line = doctor.check_kernels()
   assert line.startswith("layer kernel = XLA scan to ") and "free-run kernel = XLA loop" in line
 
+  # JAX's own warnings (JAX 0.12 deprecates the Triton backend on every lowering) do not
+  # count as the kernel falling back.
+  free_run = pallas_free_run.free_run
+
+  def deprecated(*a, **k):
+    warnings.warn("The Pallas Triton backend is deprecated", DeprecationWarning, stacklevel=2)
+    return free_run(*a, **k)
+  monkeypatch.setattr(pallas_free_run, "free_run", deprecated)
+  jax.clear_caches()  # the rollout is jitted: trace it again with the stand-in
+  assert "free-run kernel = XLA loop" in doctor.check_kernels()
+
+  monkeypatch.setattr(pallas_free_run, "free_run", lambda *a, **k: jax.tree.map(
+      lambda v: v * 1.01, free_run(*a, **k)))  # a free run that computes wrongly
+  jax.clear_caches()
+  with pytest.raises(doctor.CheckFailed, match="differs from the XLA loop"):
+    doctor.check_kernels()
+
   real_scan = pallas_lstm.scan
   monkeypatch.setattr(pallas_lstm, "scan", lambda *a, **k: jax.tree.map(
-      lambda v: v * 1.01, real_scan(*a, **k)))  # a kernel that computes wrongly
+      lambda v: v * 1.01, real_scan(*a, **k)))  # a layer kernel that computes wrongly
   with pytest.raises(doctor.CheckFailed, match="differs from the XLA scan"):
     doctor.check_kernels()
+  jax.clear_caches()  # leave no stand-in behind in a jitted program

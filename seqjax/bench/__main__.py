@@ -42,7 +42,7 @@ flags.DEFINE_bool("kernel_tuning", False, "Time one layer's recurrence on --shap
                   "interpreted).")
 
 
-def _check_flags(argv) -> None:
+def check_flags(argv) -> None:
   """Every flag checked before anything runs: a bad one is one line and exit 2."""
   import os
 
@@ -71,7 +71,7 @@ def main(argv):
   from seqjax import cli
 
   with cli.exit_codes():
-    _check_flags(argv)
+    check_flags(argv)
     _main()
 
 

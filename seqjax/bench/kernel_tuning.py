@@ -49,7 +49,8 @@ def _programs(shape: Shape, tuning: pallas_lstm.Tuning | None, precision: str):
   carry = lstm.zero_carry((shape.batch,), shape.hidden)
   if tuning is None:
     unroll = lstm.auto_unroll(shape.time, shape.batch, shape.hidden)
-    run = lambda w, x: recurrence.scan(w, x, carry, unroll=unroll, precision=precision)  # noqa: E731
+    run = lambda w, x: recurrence.scan(  # noqa: E731
+        w, x, carry, unroll=unroll, precision=precision)
   else:
     run = lambda w, x: pallas_lstm.scan(  # noqa: E731
         w, x, carry, precision=precision, interpret=selection.interpreted(), tuning=tuning)

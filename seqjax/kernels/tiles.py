@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.custom_partitioning import custom_partitioning
 
 Array = jax.Array
 
@@ -98,9 +99,9 @@ def call(kernel, inputs, outputs, *, interpret: bool, num_warps: int = 4, **stat
   """`pallas_call` of `kernel` with a grid over batch blocks of `BLOCK_B` rows.
 
   The batch is padded to whole blocks here (zero rows, sliced off the outputs),
-  and the call is split over a mesh along the batch (`_partitioned`): under a
-  `jit` whose inputs split the batch over devices, each device runs the kernel
-  on its own rows.
+  and, where JAX sees several devices, the call is split over a mesh along the
+  batch (`_partitioned`): under a `jit` whose inputs split the batch over
+  devices, each device runs the kernel on its own rows.
 
   Args:
     kernel: the kernel body, called with the input refs, then the output refs,
@@ -117,7 +118,8 @@ def call(kernel, inputs, outputs, *, interpret: bool, num_warps: int = 4, **stat
   """
   in_axes = tuple(axis for _, axis in inputs)
   out_axes = tuple(axis for _, axis in outputs)
-  assert any(axis is not None for axis in in_axes), "a batch axis to split the grid over"
+  batches = {a.shape[axis] for a, axis in inputs + outputs if axis is not None}
+  assert len(batches) == 1, f"one batch size for every batched operand; got {batches}"
 
   def spec(shape, axis):
     block = list(shape)
@@ -147,7 +149,13 @@ def call(kernel, inputs, outputs, *, interpret: bool, num_warps: int = 4, **stat
     return tuple(o if axis is None else jax.lax.slice_in_dim(o, 0, rows, axis=axis)
                  for o, axis in zip(outs, out_axes, strict=True))
 
-  partitioned = _partitioned(run, in_axes, out_axes, [o.shape for o, _ in outputs])
+  arrays = [a for a, _ in inputs]
+  if jax.device_count() == 1:
+    # Nothing to split; and JAX 0.12 lowers a custom_partitioning call only with real
+    # devices, not for another platform's abstract ones (the GPU lowering tests on a CPU).
+    return list(run(*arrays))
+  partitioned = _partitioned(run, [(a.ndim, axis) for a, axis in inputs],
+                             [(len(o.shape), axis) for o, axis in outputs])
 
   # Under vmap (a sweep's members), pallas_call's own batching rule adds a grid axis;
   # XLA's partitioner has no vmap of its own.
@@ -161,31 +169,34 @@ def call(kernel, inputs, outputs, *, interpret: bool, num_warps: int = 4, **stat
     outs = jax.vmap(run, in_axes=[0 if b else None for b in in_batched])(*arrays)
     return outs, tuple(True for _ in outs)
 
-  return list(call_once(*[a for a, _ in inputs]))
+  return list(call_once(*arrays))
 
 
-def _partitioned(run, in_axes, out_axes, out_shapes):
+def _partitioned(run, operands, results):
   """`run` as a `custom_partitioning` function that XLA splits along the batch.
 
   A Pallas call is opaque to XLA's partitioner, which would otherwise gather
-  the whole batch onto every device. Here the first batched input's split of
-  its batch axis (over whichever mesh axes) becomes every batched operand's and
-  output's, the other axes are replicated, and each device runs `run` on its
-  rows. On one device the function is inlined, with no cost.
+  the whole batch onto every device. Here the batch split of the batched
+  operands (over whichever mesh axes) becomes every batched operand's and
+  result's, the other axes are replicated, and each device runs `run` on its
+  rows. On one device the function is inlined. `operands`, `results`: (rank,
+  batch axis or None) of each.
   """
-  from jax.experimental.custom_partitioning import custom_partitioning
-
   def split(mesh, arg_shapes):
-    first = next(a for a, axis in zip(arg_shapes, in_axes, strict=True) if axis is not None)
-    axis = next(axis for axis in in_axes if axis is not None)
-    named = isinstance(first.sharding, jax.sharding.NamedSharding)
-    spec = tuple(first.sharding.spec) if named else ()
-    batch = spec[axis] if axis < len(spec) else None
-    sharding = lambda ndim, axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(  # noqa: E731
-        *[batch if d == axis else None for d in range(ndim)]))
-    return (tuple(sharding(len(a.shape), ax) for a, ax in zip(arg_shapes, in_axes, strict=True)),
-            tuple(sharding(len(shape), ax) for shape, ax in zip(out_shapes, out_axes,
-                                                                strict=True)))
+    batch = None  # the first batched operand whose batch axis is split over the mesh
+    for a, (_, axis) in zip(arg_shapes, operands, strict=True):
+      # A GSPMDSharding (no mesh axis names) is read as unsplit: correct, each device then
+      # computes the whole batch.
+      if axis is not None and isinstance(a.sharding, jax.sharding.NamedSharding):
+        spec = tuple(a.sharding.spec)
+        if axis < len(spec) and spec[axis] is not None:
+          batch = spec[axis]
+          break
+
+    def sharding(ndim, axis):
+      return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+          *[batch if d == axis else None for d in range(ndim)]))
+    return (tuple(sharding(*o) for o in operands), tuple(sharding(*r) for r in results))
 
   def partition(mesh, arg_shapes, result_shape):
     del result_shape
@@ -197,21 +208,11 @@ def _partitioned(run, in_axes, out_axes, out_shapes):
     return split(mesh, arg_shapes)[1]
 
   # Shardy's rule: the batch is one factor "b" shared by every batched operand and
-  # output; every other axis is a factor of its own.
-  names = iter(f"x{i}" for i in range(10_000))
-  def factors(ndim, axis):
-    return " ".join("b" if d == axis else next(names) for d in range(ndim))
-  # The input ranks are known only from the arrays: the rule is built per call.
+  # result; every other axis is a factor of its own.
+  names = (f"x{i}" for i in range(sum(n for n, _ in operands + results)))
+  factors = [" ".join("b" if d == axis else next(names) for d in range(ndim))
+             for ndim, axis in operands + results]
+  rule = f"{', '.join(factors[:len(operands)])} -> {', '.join(factors[len(operands):])}"
   fn = custom_partitioning(run)
-
-  def rule(*args):
-    *_, mesh, operand_types, result_types = args
-    del mesh
-    lhs = ", ".join(factors(len(t.shape), ax) for t, ax in zip(operand_types, in_axes,
-                                                              strict=True))
-    rhs = ", ".join(factors(len(t.shape), ax) for t, ax in zip(result_types, out_axes,
-                                                              strict=True))
-    return f"{lhs} -> {rhs}"
-
   fn.def_partition(partition=partition, infer_sharding_from_operands=infer, sharding_rule=rule)
   return fn
