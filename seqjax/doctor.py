@@ -109,43 +109,71 @@ def check_precision() -> str:
           f"{jax.config.jax_default_matmul_precision}")
 
 
+# The recurrence checks' problem: T, B, H small enough to compile in seconds.
+STEPS, BATCH, HIDDEN = 16, 3, 8
+
+
+def _recurrence_problem():
+  """(keys, w_h [H, 4H], gx [T, B, 4H], carry (h, c) each [B, H], mask [T, B])."""
+  import jax
+  keys = jax.random.split(jax.random.key(0), 5)
+  w_h = 0.5 * jax.random.normal(keys[0], (HIDDEN, 4 * HIDDEN))
+  gx = jax.random.normal(keys[1], (STEPS, BATCH, 4 * HIDDEN))
+  carry = tuple(jax.random.normal(k, (BATCH, HIDDEN)) for k in keys[2:4])
+  mask = jax.random.bernoulli(keys[4], 0.8, (STEPS, BATCH))
+  return keys, w_h, gx, carry, mask
+
+
+def _scan_loss(scan):
+  """A scalar of everything a scan returns, `(w_h, gx, carry) -> loss`, to differentiate."""
+  import jax.numpy as jnp
+
+  def loss(w_h, gx, carry):
+    (h, c), ys = scan(w_h, gx, carry)
+    return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c)
+  return loss
+
+
+def _relative_error(got, want) -> float:
+  """The largest max |got - want| / (1 + max |want|) over the leaves of two pytrees."""
+  import jax
+  import jax.numpy as jnp
+  return max(float(jnp.max(jnp.abs(a - b)) / (1 + jnp.max(jnp.abs(b))))
+             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True))
+
+
+def _bound() -> float:
+  # Both sides are float32 sums over STEPS steps of the same terms in another order.
+  from seqjax import numerics
+  return 64 * STEPS * numerics.unit_roundoff("highest")
+
+
 def check_recurrence() -> str:
   """The fused VJP against autodiff, and the scanned layer against the step-by-step cell."""
   import jax
-  import jax.numpy as jnp
   import numpy as np
 
-  from seqjax import lstm, numerics, recurrence
-  steps, batch, hidden = 16, 3, 8
-  keys = jax.random.split(jax.random.key(0), 5)
-  w_h = 0.5 * jax.random.normal(keys[0], (hidden, 4 * hidden))
-  gx = jax.random.normal(keys[1], (steps, batch, 4 * hidden))
-  carry = tuple(jax.random.normal(k, (batch, hidden)) for k in keys[2:4])
-  mask = jax.random.bernoulli(keys[4], 0.8, (steps, batch))
+  from seqjax import lstm, recurrence
+  keys, w_h, gx, carry, mask = _recurrence_problem()
 
-  def loss(fused):
-    def f(w_h, gx, carry):
-      (h, c), ys = recurrence.scan(w_h, gx, carry, mask, precision="highest", fused=fused)
-      return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c)
-    return jax.jit(jax.grad(f, argnums=(0, 1, 2)))(w_h, gx, carry)
+  def grads(fused):
+    loss = _scan_loss(lambda *a: recurrence.scan(*a, mask, precision="highest", fused=fused))
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(w_h, gx, carry)
 
-  # Both gradients are float32 sums over `steps` steps of the same terms in another order.
-  bound = 64 * steps * numerics.unit_roundoff("highest")
-  grad_error = max(float(jnp.max(jnp.abs(a - b)) / (1 + jnp.max(jnp.abs(b))))
-                   for a, b in zip(jax.tree.leaves(loss(True)), jax.tree.leaves(loss(False)),
-                                   strict=True))
+  bound = _bound()
+  grad_error = _relative_error(grads(True), grads(False))
   if not grad_error <= bound:
     raise CheckFailed(f"the LSTM's hand-written gradient differs from JAX autodiff by "
                       f"{grad_error:.2e} (allowed {bound:.1e}): this JAX/XLA computes it wrongly")
 
-  x = jax.random.normal(keys[1], (batch, steps, 2))
-  layer = lstm.LSTMLayer(hidden, precision="highest")
+  x = jax.random.normal(keys[1], (BATCH, STEPS, 2))
+  layer = lstm.LSTMLayer(HIDDEN, precision="highest")
   params = layer.init(keys[0], x)
   _, ys = jax.jit(layer.apply)(params, x)
-  cell = lstm.LSTMCell(hidden, 2, precision="highest")
+  cell = lstm.LSTMCell(HIDDEN, 2, precision="highest")
   step = jax.jit(lambda c, x_t: cell.apply({"params": params["params"]["cell"]}, c, x_t))
-  c, by_step = lstm.zero_carry((batch,), hidden), []
-  for t in range(steps):
+  c, by_step = lstm.zero_carry((BATCH,), HIDDEN), []
+  for t in range(STEPS):
     c, y = step(c, x[:, t])
     by_step.append(y)
   step_error = float(np.max(np.abs(np.asarray(ys) - np.stack(by_step, 1))))
@@ -175,51 +203,41 @@ def check_kernels() -> str:
   import jax.numpy as jnp
   import numpy as np
 
-  from seqjax import models, numerics, recurrence, rollout
+  from seqjax import models, recurrence, rollout
   from seqjax.kernels import pallas_lstm, selection
   if selection.interpreted():
     return (f"interpreted on {jax.default_backend()} (the tests' way to check them): "
             "model.kernel=auto runs the XLA path")
-  steps, batch, hidden = 16, 3, 8
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    compiled = selection.compiles(steps, batch, hidden, jnp.dtype(jnp.float32),
+    compiled = selection.compiles(STEPS, BATCH, HIDDEN, jnp.dtype(jnp.float32),
                                   jnp.dtype(jnp.float32), jax.lax.Precision.HIGHEST)
   if not compiled:
     return f"not used here: {_fallback(caught) or 'no reason given'}"
-  keys = jax.random.split(jax.random.key(0), 4)
-  w_h = 0.5 * jax.random.normal(keys[0], (hidden, 4 * hidden))
-  gx = jax.random.normal(keys[1], (steps, batch, 4 * hidden))
-  carry = tuple(jax.random.normal(k, (batch, hidden)) for k in keys[2:4])
+  keys, w_h, gx, carry, _ = _recurrence_problem()
 
   def grads(scan):
-    def f(w_h, gx, carry):
-      (h, c), ys = scan(w_h, gx, carry)
-      return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c)
-    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(w_h, gx, carry)
+    return jax.jit(jax.value_and_grad(_scan_loss(scan), argnums=(0, 1, 2)))(w_h, gx, carry)
 
-  # float32 sums over `steps` steps of the same terms in another order, as check_recurrence.
-  bound = 64 * steps * numerics.unit_roundoff("highest")
-  layer_error = max(
-      float(jnp.max(jnp.abs(a - b)) / (1 + jnp.max(jnp.abs(b)))) for a, b in zip(
-          jax.tree.leaves(grads(lambda *a: pallas_lstm.scan(*a, precision="highest"))),
-          jax.tree.leaves(grads(lambda *a: recurrence.scan(*a, precision="highest"))),
-          strict=True))
+  bound = _bound()
+  layer_error = _relative_error(
+      grads(lambda *a: pallas_lstm.scan(*a, precision="highest")),
+      grads(lambda *a: recurrence.scan(*a, precision="highest")))
   if not layer_error <= bound:
     raise CheckFailed(f"the Pallas layer kernel differs from the XLA scan by {layer_error:.2e} "
                       f"(allowed {bound:.1e}): run with model.kernel=xla")
-  model = models.SequenceModel(hidden=hidden, num_layers=2, head="per_step", kernel="pallas",
+  model = models.SequenceModel(hidden=HIDDEN, num_layers=2, head="per_step", kernel="pallas",
                                precision="highest")
-  prefix = jnp.sin(jnp.arange(steps, dtype=jnp.float32))[None, :, None]
+  prefix = jnp.sin(jnp.arange(STEPS, dtype=jnp.float32))[None, :, None]
   params = model.init(keys[0], prefix)["params"]
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    fused = rollout.rollout(model, params, prefix, steps)
+    fused = rollout.rollout(model, params, prefix, STEPS)
   if _fallback(caught):
     return (f"layer kernel = XLA scan to {layer_error:.1e}; the free-run kernel is not used "
             f"here: {_fallback(caught)}")
   run_error = float(np.max(np.abs(np.asarray(fused) - np.asarray(
-      rollout.rollout(model.clone(kernel="xla"), params, prefix, steps)))))
+      rollout.rollout(model.clone(kernel="xla"), params, prefix, STEPS)))))
   if not run_error <= bound:
     raise CheckFailed(f"the Pallas free-run kernel differs from the XLA loop by {run_error:.2e} "
                       f"(allowed {bound:.1e}): run with model.kernel=xla")

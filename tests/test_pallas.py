@@ -153,7 +153,7 @@ def test_the_lstm_with_kernel_pallas_equals_kernel_xla(options):
   jax.tree.map(_close, grads, grads_ref)
 
 
-def _cuda_target():
+def cuda_target():
   """A context in which programs lower for an NVIDIA GPU on this CPU-only jaxlib: newer
   JAX asks which GPU (an abstract device), older JAX needs nothing."""
   device = jax.sharding.AbstractDevice(device_kind="NVIDIA H100", num_cores=None,
@@ -178,12 +178,12 @@ def test_kernel_and_its_gradient_lower_through_triton_for_a_gpu(dtype, hidden):
     (h, c), ys = pallas_lstm.scan(w_h, gx, carry, mask, dtype=dtype, interpret=False)
     return jnp.sum(ys) + jnp.sum(c)
 
-  with _cuda_target():
+  with cuda_target():
     lowered = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).trace(w_h, gx).lower(
         lowering_platforms=("cuda",))
   text = lowered.as_text()
   assert text.count("triton") >= 2  # the forward and the backward kernel
-  with _cuda_target():  # inference: the forward kernel that keeps no residuals
+  with cuda_target():  # inference: the forward kernel that keeps no residuals
     lowered = jax.jit(lambda w_h, gx: pallas_lstm.scan(
         w_h, gx, carry, mask, dtype=dtype, interpret=False)).trace(w_h, gx).lower(
             lowering_platforms=("cuda",))

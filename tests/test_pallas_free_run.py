@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_pallas import cuda_target
 
 from seqjax import models, rollout
 from seqjax.kernels import pallas_free_run, selection
@@ -174,13 +175,6 @@ def test_on_a_gpu_the_kernel_is_compiled_ahead_with_the_models_own_operands(monk
   np.testing.assert_allclose(np.asarray(ys), np.asarray(ys_ref), atol=ATOL, rtol=0)
 
 
-def _cuda_target():
-  device = jax.sharding.AbstractDevice(device_kind="NVIDIA H100", num_cores=None,
-                                       platform="gpu")
-  return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",),
-                                                                  abstract_device=device))
-
-
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_the_free_run_kernel_lowers_through_triton_for_a_gpu(dtype):
@@ -194,7 +188,7 @@ def test_the_free_run_kernel_lowers_through_triton_for_a_gpu(dtype):
     acts = (models.activation(name), models.activation("none"))
     run = lambda carry, x: pallas_free_run.free_run(  # noqa: E731
         layers, head, acts, carry, x, 200, dtype=dtype)  # noqa: B023
-    with _cuda_target():
+    with cuda_target():
       lowered = jax.jit(run).trace(carry, first).lower(lowering_platforms=("cuda",))
     assert lowered.as_text().count("triton") >= 1, name
 

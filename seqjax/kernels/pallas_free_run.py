@@ -58,11 +58,11 @@ def _kernel(*refs, num_layers, activations, steps, hp, dtype, precision, tuning)
     head = [(k[...].astype(dtype), b[...]) for k, b in zip(*[iter(head_refs)] * 2, strict=True)]
     return layers, head
 
-  held = load() if tuning.resident else None
+  weights = tiles.held_or_loaded(load, tuning)
 
   def body(n, state):
     x, hs, cs = state
-    layers, head = held or load()
+    layers, head = weights()
     new_hs, new_cs = [], []
     for (w_i, w_h, b), h, c in zip(layers, hs, cs, strict=True):
       z = [tiles.matmul(x, w_i[k], dtype, precision) + b[k]

@@ -50,14 +50,6 @@ def default_tuning(hp: int) -> Tuning:
   return Tuning(num_warps=4 if hp <= 64 else 8, resident=4 * hp * hp <= tiles.RESIDENT_FLOATS)
 
 
-def _gate_weights(w_ref, hp, dtype, tuning):
-  """W_h's gate tiles now (resident), or a function that loads them (streamed)."""
-  if tuning.resident:
-    ws = tiles.gate_tiles(w_ref, hp, dtype)
-    return lambda: ws
-  return lambda: tiles.gate_tiles(w_ref, hp, dtype)
-
-
 def _gx(gx_ref, t, hp):
   return [gx_ref[t, :, pl.ds(k * hp, hp)] for k in range(4)]
 
@@ -70,7 +62,7 @@ def _forward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, ys_ref, hT_ref
   Step t+1's inputs (gx, mask) are loaded at the start of step t, ahead of the
   carry's dependency chain, so their memory latency overlaps step t's math.
   """
-  weights = _gate_weights(w_ref, hp, dtype, tuning)
+  weights = tiles.held_or_loaded(lambda: tiles.gate_tiles(w_ref, hp, dtype), tuning)
   hm = hm_ref[...]
 
   def body(t, carry):
@@ -99,7 +91,7 @@ def _backward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, hs_ref, cs_re
                      precision, tuning):
   """Reverse time: step t's stored inputs (gx, the carry before it, the mask, the output
   gradient) are loaded during step t+1, as in the forward."""
-  weights = _gate_weights(w_ref, hp, dtype, tuning)
+  weights = tiles.held_or_loaded(lambda: tiles.gate_tiles(w_ref, hp, dtype), tuning)
   hm = hm_ref[...]
   h0, c0 = h0_ref[...], c0_ref[...]
 
@@ -115,7 +107,7 @@ def _backward_kernel(gx_ref, w_ref, h0_ref, c0_ref, m_ref, hm_ref, hs_ref, cs_re
     ws = weights()
     h_in = h_prev * hm
     z = [gx[k] + tiles.matmul(h_in, ws[k], dtype, precision) for k in range(4)]
-    i, f, g, o = jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jnp.tanh(z[2]), jax.nn.sigmoid(z[3])
+    i, f, g, o = tiles.gates(z)
     tc = jnp.tanh(f * c_prev + i * g)
     valid = m > 0
     dh_t = dh + jnp.where(valid, dy, 0.0)
@@ -142,14 +134,13 @@ def _prepare(w_h, gx, carry, mask, h_mask):
   steps, batch, g = gx.shape
   hidden = g // 4
   hp = tiles.padded(hidden)
-  pad_h = lambda a: tiles.pad(a, (*a.shape[:-1], hp))  # noqa: E731
   gx_p = tiles.pad_gates(gx.astype(jnp.float32), hidden, hp)
   w_p = tiles.pad(tiles.pad_gates(w_h, hidden, hp), (hp, 4 * hp))
-  h0, c0 = (pad_h(a.astype(jnp.float32)) for a in carry)
+  h0, c0 = (tiles.pad_last(a.astype(jnp.float32), hp) for a in carry)
   m = jnp.ones((steps, batch), jnp.float32) if mask is None else mask.astype(jnp.float32)
   m = m[..., None]  # [T, B, 1]; padded batch rows get 0
   hm = jnp.ones((batch, hidden), jnp.float32) if h_mask is None else h_mask.astype(jnp.float32)
-  return (gx_p, w_p, h0, c0, m, pad_h(hm)), (steps, batch, hidden, hp)
+  return (gx_p, w_p, h0, c0, m, tiles.pad_last(hm, hp)), (steps, batch, hidden, hp)
 
 
 def _forward(w_h, gx, carry, mask, h_mask, dtype, precision, interpret, tuning, keep):
@@ -185,7 +176,7 @@ def _scan_bwd(dtype, precision, interpret, tuning, residuals, cotangents):
   (dh_final, dc_final), douts = cotangents
   steps, batch, hp = hs.shape
   hidden = w_h.shape[0]
-  pad_h = lambda a: tiles.pad(a.astype(jnp.float32), (*a.shape[:-1], hp))  # noqa: E731
+  pad_h = lambda a: tiles.pad_last(a.astype(jnp.float32), hp)  # noqa: E731
   step = jax.ShapeDtypeStruct((batch, hp), jnp.float32)
   dz, dh0, dc0 = tiles.call(
       _backward_kernel,

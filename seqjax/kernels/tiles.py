@@ -58,6 +58,11 @@ def pad(a: Array, shape: tuple[int, ...]) -> Array:
   return jnp.pad(a, [(0, n - d) for d, n in zip(a.shape, shape, strict=True)])
 
 
+def pad_last(a: Array, n: int) -> Array:
+  """`a` zero-padded at the end of its last axis to n."""
+  return pad(a, (*a.shape[:-1], n))
+
+
 def pad_gates(a: Array, hidden: int, hp: int) -> Array:
   """[..., 4H] -> [..., 4Hp], each gate's block (i, f, g, o) padded with zeros."""
   lead = a.shape[:-1]
@@ -74,9 +79,23 @@ def gate_tiles(ref, hp: int, dtype: Any) -> list[Array]:
   return [ref[:, pl.ds(k * hp, hp)].astype(dtype) for k in range(4)]
 
 
+def held_or_loaded(load, tuning: Tuning):
+  """A function returning the weights `load()` reads from refs: read once here and held
+  across the time loop when `tuning.resident`, else read again at each call (each step)."""
+  if tuning.resident:
+    held = load()
+    return lambda: held
+  return load
+
+
+def gates(z: list[Array]) -> tuple[Array, Array, Array, Array]:
+  """The activated gates (i, f, g, o) from their pre-activations z, each [Bb, Hp]."""
+  return jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jnp.tanh(z[2]), jax.nn.sigmoid(z[3])
+
+
 def lstm_update(z: list[Array], c: Array) -> tuple[Array, Array]:
   """(h, c) after one step from the four gate pre-activations z (i, f, g, o), each [Bb, Hp]."""
-  i, f, g, o = jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jnp.tanh(z[2]), jax.nn.sigmoid(z[3])
+  i, f, g, o = gates(z)
   c = f * c + i * g
   return o * jnp.tanh(c), c
 
