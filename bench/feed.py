@@ -1,4 +1,4 @@
-"""Host batches from data in memory: seqjax.feed's numpy gather against grain's pipeline.
+"""Host batches from data in memory: seqjax.data.feed's numpy gather against grain's pipeline.
 
   pip install grain && python bench/feed.py [--examples=10000] [--batch=32] [--steps=300]
 
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from seqjax import feed
+from seqjax.data import feed
 
 
 def per_batch_us(fn, steps: int) -> float:
@@ -31,7 +31,7 @@ def main():
   args = parser.parse_args()
   x = np.random.default_rng(0).normal(size=(args.examples, 100, 1)).astype(np.float32)
   order = feed.Order(args.examples, args.batch, seed=3)
-  rows = {"seqjax.feed (numpy gather)": per_batch_us(lambda s: x[order(s)[0]], args.steps)}
+  rows = {"seqjax.data.feed (numpy gather)": per_batch_us(lambda s: x[order(s)[0]], args.steps)}
   try:
     import grain
   except ImportError:

@@ -7,7 +7,7 @@
 
 Kinds (the config arg): classification (default; one integer label a sequence),
 regression (K numbers a sequence) and forecast (the next `horizon` steps of a
-series from a `window` of past steps). File formats: see seqjax/datafiles.py.
+series from a `window` of past steps). File formats: see seqjax/data/readers.py.
 Held out: `task.test` if given, else a seeded split (by time for series);
 training stops early on the validation split and keeps the best parameters.
 results.json reports the held-out metric beside naive baselines on the same
@@ -18,7 +18,7 @@ Measured on a 2-core CPU (timing.json wall_s), the test files of tests/test_data
 labelled CSV 3-4 s, a variable-length .npz regression 10 s, a 1200-step series 12 s.
 """
 
-from seqjax import configlib
+from seqjax.config import configlib
 
 KINDS = ("classification", "regression", "forecast")
 

@@ -16,7 +16,7 @@ Measured on a 2-core CPU: held-out accuracy 100.0% (window 5, 15 s) and
 100.0% held-out accuracy in 7-9 s.
 """
 
-from seqjax import configlib
+from seqjax.config import configlib
 
 
 def get_config(arg=None):

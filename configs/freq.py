@@ -14,7 +14,7 @@ output, 200 epochs of batch 32, Adam 1e-3, unnormalised targets: held-out MAE
 0.38 at max_freq 10 in 11-16 s.
 """
 
-from seqjax import configlib
+from seqjax.config import configlib
 
 GAINS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 

@@ -15,7 +15,7 @@ LSTM(10) with orthogonal(gain=0.01) input kernel, Dense(1, relu), batch 1,
 50 epochs, Adam 1e-3: held-out MAE 0.50 in 13-17 s (does not converge, as the seed says).
 """
 
-from seqjax import configlib
+from seqjax.config import configlib
 
 GAINS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 

@@ -16,7 +16,7 @@ batch 32, Adam 1e-3: MSE 1.6e-4, rollout RMSE 0.012 / 0.17 / 0.37 / 0.72 (12-16 
 
 import math
 
-from seqjax import configlib
+from seqjax.config import configlib
 
 
 def get_config(arg=None):

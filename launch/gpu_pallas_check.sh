@@ -10,7 +10,7 @@
 #      with each kernel (the Pallas row: one kernel for the whole free run);
 #   3. one layer's recurrence at each kernel tuning (warps, W_h held or loaded) on the
 #      shapes where the choice matters (`python -m seqjax.bench --kernel_tuning`).
-# What it prints decides `seqjax/kernels/selection.py`'s PALLAS_FASTER table ("scan" from
+# What it prints decides `seqjax/model/kernels/selection.py`'s PALLAS_FASTER table ("scan" from
 # the train-step rows, "free_run" from the rollout rows) and `pallas_lstm.default_tuning`.
 # PARTS=tests,bench,rollout,tuning (the default: all) runs a subset.
 #   bash launch/gpu_pallas_check.sh [OUT_DIR]      # default: $OUT, else gpu_pallas_check/

@@ -1,19 +1,24 @@
 """seqjax: sequence experiments with a hand-written JAX/Flax LSTM.
 
 The public API, imported on first use (JAX and Flax load then):
-  seqjax.LSTM, seqjax.LSTMCell   the LSTM (`seqjax.lstm`)
-  seqjax.SequenceModel           LSTM + head (`seqjax.models`)
-  seqjax.rollout                 free-running generation and streaming
+  seqjax.LSTM, seqjax.LSTMCell   the LSTM (`seqjax.model.lstm`)
+  seqjax.SequenceModel           LSTM + head (`seqjax.model.sequence`)
+  seqjax.rollout                 free-running generation and streaming (`seqjax.model.rollout`)
   seqjax.nnx                     the LSTM as Flax NNX modules (`seqjax.nnx.LSTM`, `LSTMCell`)
-  seqjax.load(workdir)           a trained run, to predict with (`seqjax.inference`)
+  seqjax.load(workdir)           a trained run, to predict with (`seqjax.train.inference`)
+
+The packages, each importing only those listed before it: `config` (configs, validation,
+command lines), `runtime` (devices, files, writers), `model`, `data` (tasks, files, feed),
+`train` (planning, programs, driver, checkpoints, outputs); the commands sit on top
+(`python -m seqjax.main`, `sweep`, `predict`, `report`, `doctor`, `scaling`, `bench`).
 """
 
 import importlib
 from importlib import metadata as _metadata
 
-_EXPORTS = {"LSTM": "seqjax.lstm", "LSTMCell": "seqjax.lstm", "SequenceModel": "seqjax.models",
-            "load": "seqjax.inference"}
-_SUBMODULES = ("rollout", "nnx")
+_EXPORTS = {"LSTM": "seqjax.model.lstm", "LSTMCell": "seqjax.model.lstm",
+            "SequenceModel": "seqjax.model.sequence", "load": "seqjax.train.inference"}
+_SUBMODULES = {"rollout": "seqjax.model.rollout", "nnx": "seqjax.model.nnx"}
 __all__ = [*_EXPORTS, *_SUBMODULES, "__version__"]
 
 try:
@@ -26,5 +31,5 @@ def __getattr__(name):
   if name in _EXPORTS:
     return getattr(importlib.import_module(_EXPORTS[name]), name)
   if name in _SUBMODULES:
-    return importlib.import_module(f"seqjax.{name}")
+    return importlib.import_module(_SUBMODULES[name])
   raise AttributeError(f"module 'seqjax' has no attribute {name!r}")

@@ -79,7 +79,7 @@ def check_devices() -> str:
   """
   import jax
 
-  from seqjax import sharding
+  from seqjax.runtime import sharding
   sharding.initialize_distributed()
   devices = jax.devices()
   hints = accelerator_hints()
@@ -102,7 +102,8 @@ def check_devices() -> str:
 def check_precision() -> str:
   import jax
 
-  from seqjax import configlib, numerics
+  from seqjax.config import configlib
+  from seqjax.model import numerics
   ours = configlib.base_config().model.precision
   return (f"model.precision={ours}: {numerics.describe(ours)}; backend default: "
           f"{numerics.describe('default')}; jax_default_matmul_precision="
@@ -144,7 +145,7 @@ def _relative_error(got, want) -> float:
 
 def _bound() -> float:
   # Both sides are float32 sums over STEPS steps of the same terms in another order.
-  from seqjax import numerics
+  from seqjax.model import numerics
   return 64 * STEPS * numerics.unit_roundoff("highest")
 
 
@@ -153,7 +154,7 @@ def check_recurrence() -> str:
   import jax
   import numpy as np
 
-  from seqjax import lstm, recurrence
+  from seqjax.model import lstm, recurrence
   keys, w_h, gx, carry, mask = _recurrence_problem()
 
   def grads(fused):
@@ -203,8 +204,8 @@ def check_kernels() -> str:
   import jax.numpy as jnp
   import numpy as np
 
-  from seqjax import models, recurrence, rollout
-  from seqjax.kernels import pallas_lstm, selection
+  from seqjax.model import recurrence, rollout, sequence
+  from seqjax.model.kernels import pallas_lstm, selection
   if selection.interpreted():
     return (f"interpreted on {jax.default_backend()} (the tests' way to check them): "
             "model.kernel=auto runs the XLA path")
@@ -226,7 +227,7 @@ def check_kernels() -> str:
   if not layer_error <= bound:
     raise CheckFailed(f"the Pallas layer kernel differs from the XLA scan by {layer_error:.2e} "
                       f"(allowed {bound:.1e}): run with model.kernel=xla")
-  model = models.SequenceModel(hidden=HIDDEN, num_layers=2, head="per_step", kernel="pallas",
+  model = sequence.SequenceModel(hidden=HIDDEN, num_layers=2, head="per_step", kernel="pallas",
                                precision="highest")
   prefix = jnp.sin(jnp.arange(STEPS, dtype=jnp.float32))[None, :, None]
   params = model.init(keys[0], prefix)["params"]
@@ -251,7 +252,8 @@ def check_experiment(name: str) -> str:
   import jax
   import numpy as np
 
-  from seqjax import configlib, planning, programs
+  from seqjax.config import configlib
+  from seqjax.train import planning, programs
   try:
     config = configlib.load(name, "quick")
   except FileNotFoundError as e:
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = arg.partition("=")[2]
 
   def cache():
-    from seqjax import compile_cache
+    from seqjax.runtime import compile_cache
     return check_cache(compile_cache.enable(
         compile_cache.default_dir() if cache_dir is None else cache_dir))
 

@@ -8,7 +8,9 @@ import gc
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seqjax import cli, compile_cache, sharding, train, workdirs
+from seqjax.config import cli
+from seqjax.runtime import compile_cache, sharding
+from seqjax.train import trainer, workdirs
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -32,7 +34,7 @@ def main(argv):
       config = FLAGS.config
       sharding.set_cpu_devices(config.mesh.cpu_devices, config.train.batch_size,
                                config.model.hidden)
-    train.train_and_evaluate(FLAGS.config, workdir)
+    trainer.train_and_evaluate(FLAGS.config, workdir)
     gc.freeze()
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 from absl import app, flags, logging
 
-from seqjax import cli, datafiles, inference, validate
+from seqjax.config import cli, validate
+from seqjax.data import readers
+from seqjax.train import inference
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A finished run's directory (seqjax.main's --workdir).")
@@ -26,14 +28,14 @@ def read_inputs(run: inference.Run, path: str) -> tuple[np.ndarray, np.ndarray]:
   info = run.info or {}
   forecast = info.get("kind") == "forecast"
   time_column = run.config.task.get("time_column", "") if forecast else ""
-  arrays = datafiles.read(path, "--input", series=forecast, label=info.get("label") or "",
+  arrays = readers.read(path, "--input", series=forecast, label=info.get("label") or "",
                           time_column=time_column, inputs_only=True,
                           csv_label=info.get("csv_label"))
   if arrays.x.shape[2] != run.features:
-    datafiles.error(path, "--input", f"the sequences have {arrays.x.shape[2]} features a "
+    readers.error(path, "--input", f"the sequences have {arrays.x.shape[2]} features a "
                     f"step; the run was trained on {run.features}")
   if not forecast or time_column:  # a wide forecast CSV's columns are time steps: any number
-    datafiles.check_columns(path, "--input", arrays.columns, info.get("columns"))
+    readers.check_columns(path, "--input", arrays.columns, info.get("columns"))
   return arrays.x, arrays.lengths
 
 
@@ -58,7 +60,7 @@ def main(argv):
     run = inference.load(FLAGS.workdir)
     x, lengths = read_inputs(run, FLAGS.input)
     preds = run.predict(x, lengths)
-    datafiles.write(FLAGS.output, preds, header(run, preds))
+    readers.write(FLAGS.output, preds, header(run, preds))
     print(f"{len(preds)} predictions ({run.kind}, parameters of step {run.step}) -> "
           f"{FLAGS.output}", flush=True)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqjax import files
+from seqjax.runtime import files
 
 HEADER = ["| run | task | held-out metric | steps | wall (s) | compile (s) "
           "| rollout RMSE @10/50/100/200 |", "|---|---|---|---|---|---|---|"]

@@ -20,8 +20,9 @@ import time
 
 import jax
 
-from seqjax import cli, configlib, files, planning, programs, writers
-from seqjax.bench import timing
+from seqjax.config import cli, configlib
+from seqjax.runtime import files, rates, writers
+from seqjax.train import planning, programs
 
 
 def measure(config, devices: int, per_device_batch: int, steps: int) -> dict[str, float]:
@@ -34,7 +35,7 @@ def measure(config, devices: int, per_device_batch: int, steps: int) -> dict[str
   state, metrics = step(run.state, run.data_key, run.dropout_key)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
-  rate = timing.call_steps_per_second(step, state, steps, run.data_key, run.dropout_key)
+  rate = rates.call_steps_per_second(step, state, steps, run.data_key, run.dropout_key)
   return {"devices": devices, "global_batch": devices * per_device_batch, "steps_per_s": rate,
           "examples_per_s": rate * devices * per_device_batch, "compile_s": compile_s,
           "platform": jax.default_backend()}

@@ -32,22 +32,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from seqjax import (
-  cli,
-  compile_cache,
-  configlib,
-  driver,
-  files,
-  outputs,
-  planning,
-  programs,
-  sharding,
-  tasks,
-  validate,
-  workdirs,
-  writers,
-)
-from seqjax.bench import timing
+from seqjax.config import cli, configlib, validate
+from seqjax.data import tasks
+from seqjax.runtime import compile_cache, files, rates, sharding, writers
+from seqjax.train import driver, outputs, planning, programs, workdirs
 
 ARRAY_FIELDS = planning.ARRAY_FIELDS
 
@@ -220,7 +208,7 @@ def throughput(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   of models).
   """
   grid = planning.initialize(planning.plan_grid(config, runs))
-  grid_rate = grid.size * timing.loop_steps_per_second(
+  grid_rate = grid.size * rates.loop_steps_per_second(
       programs.jit_train_loop(grid), grid.state, steps, *grid.loop_args(),
       sums=programs.zero_sums(grid))
   # One model alone on the same devices, its batch split as far as it divides.
@@ -228,7 +216,7 @@ def throughput(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   data = max(d for d in range(1, devices + 1) if devices % d == 0 and batch % d == 0)
   alone = planning.setup(configlib.override(config, {**runs[0], "mesh.model": 1,
                                                      "mesh.data": data}))
-  single_rate = timing.loop_steps_per_second(programs.jit_train_loop(alone), alone.state,
+  single_rate = rates.loop_steps_per_second(programs.jit_train_loop(alone), alone.state,
                                              steps, *alone.loop_args(),
                                              sums=programs.zero_sums(alone))
   out = {"models": grid.size, "grid_model_steps_per_s": grid_rate,
@@ -287,7 +275,7 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
   table = "\n".join(lines)
   files.write_text(os.path.join(workdir, "ablation.md"), table + "\n")
   if curves:
-    from seqjax import plots  # matplotlib: imported when first drawing
+    from seqjax.runtime import plots  # matplotlib: imported when first drawing
     plots.metric_vs_gain(curves, os.path.join(workdir, "ablation.png"), grid_metric(config))
   writers.console(table)
   return table

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 
-from seqjax import compile_cache
+from seqjax.runtime import compile_cache
 
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="seqjax-test-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)

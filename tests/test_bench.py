@@ -94,7 +94,7 @@ def test_unroll_sweep_marks_the_automatic_choice(tmp_path):
 
 
 def test_auto_unroll_follows_its_table():
-  from seqjax import lstm
+  from seqjax.model import lstm
   for platform, rows in lstm.UNROLL_TABLE.items():
     assert rows[-1][0] is None  # every B*H has a row
     for limit, unroll in rows[:-1]:

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 import seqjax
-from seqjax import configlib, datafiles, feed, programs, rollout, train, validate
-from seqjax.tasks import data
+from seqjax.config import configlib, validate
+from seqjax.data import feed, readers
+from seqjax.data.tasks import data
+from seqjax.model import rollout
+from seqjax.train import programs, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -258,7 +261,7 @@ def test_feed_gives_keras_epochs_and_the_same_batch_for_a_step_whatever_the_chun
 
 
 def test_the_compiled_train_loop_does_not_grow_with_the_file(tmp_path):
-  from seqjax import planning, programs
+  from seqjax.train import planning, programs
   sizes = []
   for n in (200, 2000):
     path = labelled_csv(tmp_path / f"l{n}.csv", n=n)
@@ -276,7 +279,7 @@ def test_builtin_runs_load_and_predict(tmp_path):
   out = run("seqjax.main", "--config=configs/freq.py:quick", f"--workdir={tmp_path / 'freq'}")
   assert out.returncode == 0, out.stderr[-2000:]
   loaded = seqjax.load(tmp_path / "freq")
-  from seqjax.tasks import freq
+  from seqjax.data.tasks import freq
   x = np.asarray(freq.sine(np.float32(3.0), np.float32(0.2), 100))[None, :, None]
   assert loaded.predict(x).shape == (1, 1) and loaded.kind == "freq"
   # Without params/ (a run stopped early, or an older one): its newest checkpoint.
@@ -305,8 +308,8 @@ def test_builtin_runs_load_and_predict(tmp_path):
 
 
 def test_rollout_takes_params_or_the_variables_of_init():
-  from seqjax import models
-  model = models.SequenceModel(hidden=4, head="per_step")
+  from seqjax.model import sequence
+  model = sequence.SequenceModel(hidden=4, head="per_step")
   variables = model.init(jax.random.key(0), np.zeros((1, 3, 1), np.float32))
   prefix = np.ones((2, 3, 1), np.float32)
   np.testing.assert_array_equal(rollout.rollout(model, variables, prefix, 4),
@@ -315,7 +318,7 @@ def test_rollout_takes_params_or_the_variables_of_init():
 
 def test_datafiles_csv_header_and_lengths(tmp_path):
   (tmp_path / "a.csv").write_text("1,2,3,0\n4,5,,1\n")
-  arrays = datafiles.read(str(tmp_path / "a.csv"), "task.train")
+  arrays = readers.read(str(tmp_path / "a.csv"), "task.train")
   np.testing.assert_array_equal(arrays.lengths, [3, 2])
   np.testing.assert_array_equal(arrays.y, [0, 1])
 
@@ -392,7 +395,7 @@ def test_file_run_killed_then_rerun_is_bit_identical(tmp_path):
 
 
 def test_a_sweep_grid_of_a_file_task_is_refused(tmp_path):
-  from seqjax import planning
+  from seqjax.train import planning
   config = data_config(labelled_csv(tmp_path / "l.csv", n=60))
   with pytest.raises(validate.ConfigError, match="a sweep grid trains on generated data only"):
     planning.plan_grid(config, [{"seed": 0}, {"seed": 1}])
@@ -414,5 +417,5 @@ def test_a_bidirectional_forecaster_is_refused_even_one_step_ahead(tmp_path, mon
   monkeypatch.setattr(programs, "make_train_loop", lambda *a: pytest.fail("compiled"))
   with pytest.raises(validate.ConfigError, match="model.bidirectional=True is invalid: this "
                      "task predicts next values") as e:
-    train.train_and_evaluate(config, str(tmp_path / "wd"))
+    trainer.train_and_evaluate(config, str(tmp_path / "wd"))
   assert "\n" not in str(e.value)

@@ -92,7 +92,7 @@ def test_bad_arguments_are_a_usage_error(tmp_path):
 
 def test_on_a_gpu_the_pallas_kernels_are_checked_against_the_xla_path(monkeypatch):
   """Here the kernels run interpreted where Triton would compile them on a GPU."""
-  from seqjax.kernels import pallas_free_run, pallas_lstm, selection
+  from seqjax.model.kernels import pallas_free_run, pallas_lstm, selection
   assert doctor.check_kernels().startswith("interpreted on cpu")
   monkeypatch.setattr(selection, "interpreted", lambda platform=None: False)
   monkeypatch.setattr(selection, "compiles", lambda *a: True)

@@ -17,7 +17,9 @@ import pytest
 from test_reliability import _snapshot
 from test_train import load_config
 
-from seqjax import lstm, train, writers
+from seqjax.model import lstm
+from seqjax.runtime import writers
+from seqjax.train import trainer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 FREQ = os.path.join(ROOT, "configs", "freq.py")
@@ -271,11 +273,11 @@ def test_sigint_saves_a_checkpoint_then_resumes(uninterrupted, tmp_path):
 def test_a_torn_metrics_line_is_cut_at_resume(tmp_path):
   config = load_config("freq", "quick")
   workdir = str(tmp_path / "wd")
-  first = train.train_and_evaluate(config, workdir)
+  first = trainer.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"step": 5')  # what a crash or a full disk leaves
   os.remove(os.path.join(workdir, "results.json"))
-  again = train.train_and_evaluate(config, workdir)
+  again = trainer.train_and_evaluate(config, workdir)
   assert again == first
   lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
   assert all(json.loads(line) for line in lines)  # the torn line is gone

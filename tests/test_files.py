@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from seqjax import checkpoint, configlib, files, report, train, validate, workdirs, writers
+from seqjax import report
+from seqjax.config import configlib, validate
+from seqjax.runtime import files, writers
+from seqjax.train import checkpoint, trainer, workdirs
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -66,7 +69,7 @@ def test_train_and_evaluate_with_a_gs_workdir(fake_gcs, tmp_path, monkeypatch):
   real_params = checkpoint.ParamsStore
   monkeypatch.setattr(checkpoint, "ParamsStore", lambda directory: real_params(
       tmp_path / "params"))
-  results = train.train_and_evaluate(configlib.load("freq", "quick"), "gs://bucket/run")
+  results = trainer.train_and_evaluate(configlib.load("freq", "quick"), "gs://bucket/run")
   stored = {k.removeprefix("gs://bucket/run/") for k in fake_gcs}
   assert {"config.json", "results.json", "timing.json", "metrics.jsonl", "loss.png",
           "predictions.png"} <= stored

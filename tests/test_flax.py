@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 import seqjax
-from seqjax import lstm, recurrence, rollout
-from seqjax import nnx as snnx
+from seqjax.model import lstm, recurrence, rollout
+from seqjax.model import nnx as snnx
 
 # Same parameters, the same float32 arithmetic ("highest") along different code paths:
 # a few float32 roundings apart.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from seqjax import lstm
+from seqjax.model import lstm
 
 KEY = jax.random.key(0)
 # Code paths are compared at float32 arithmetic on every backend (a GPU's default
@@ -257,15 +257,16 @@ def test_keras_style_mask_skips_steps_anywhere():
 def test_options_are_declared_once_and_reach_every_module():
   """`LSTMOptions` is the one declaration: every module takes it by keyword, and the
   config reaches each option (remat and reverse included)."""
-  from seqjax import configlib, models
+  from seqjax.config import configlib
+  from seqjax.model import sequence
   names = {f.name for f in dataclasses.fields(lstm.LSTMOptions)} - {"parent", "name"}
-  for module in (lstm.LSTMLayer, lstm.LSTM, models.SequenceModel):
+  for module in (lstm.LSTMLayer, lstm.LSTM, sequence.SequenceModel):
     assert names <= {f.name for f in dataclasses.fields(module)}
   config = configlib.load("freq", "quick")
   m = config.model
   m.reverse, m.remat, m.unroll, m.fused, m.precision = True, -1, 3, False, "high"
   m.dtype, m.param_dtype, m.forget_bias, m.chrono_tmax = "bfloat16", "bfloat16", 0.5, 7.0
-  model = models.from_config(m, 1, "last")
+  model = sequence.from_config(m, 1, "last")
   options = lstm.options_of(model)
   assert (options["reverse"], options["remat"], options["unroll"], options["fused"],
           options["precision"], options["forget_bias"], options["chrono_tmax"]) == (
@@ -294,8 +295,9 @@ def test_scale_gains_scales_every_cell_and_shifts_the_forget_gate():
 
 def test_the_package_exports_its_public_api():
   import seqjax
-  from seqjax import inference, lstm, models
-  from seqjax import rollout as rollout_module
+  from seqjax.model import lstm, sequence
+  from seqjax.model import rollout as rollout_module
+  from seqjax.train import inference
   assert seqjax.LSTM is lstm.LSTM and seqjax.LSTMCell is lstm.LSTMCell
-  assert seqjax.SequenceModel is models.SequenceModel and seqjax.load is inference.load
-  assert seqjax.rollout is rollout_module and seqjax.__version__.count(".") >= 1
+  assert seqjax.SequenceModel is sequence.SequenceModel and seqjax.load is inference.load
+  assert seqjax.model.rollout is rollout_module and seqjax.__version__.count(".") >= 1

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax import lstm, recurrence
-from seqjax.kernels import pallas_lstm, selection
+from seqjax.model import lstm, recurrence
+from seqjax.model.kernels import pallas_lstm, selection
 
 # The same float32 arithmetic ("highest") in another order: a few roundings apart.
 ATOL = 1e-5
@@ -249,8 +249,8 @@ def test_under_a_mesh_that_splits_the_batch_each_device_runs_the_kernels_on_its_
   script = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from seqjax import models, recurrence, rollout
-    from seqjax.kernels import pallas_lstm, tiles
+    from seqjax.model import recurrence, rollout, sequence
+    from seqjax.model.kernels import pallas_lstm, tiles
     rows = []
     padded = tiles.padded_batch
     tiles.padded_batch = lambda n: rows.append(n) or padded(n)
@@ -273,7 +273,7 @@ def test_under_a_mesh_that_splits_the_batch_each_device_runs_the_kernels_on_its_
     ref = jax.value_and_grad(lambda *a: loss(xla, *a), argnums=(0, 1, 2))(w_h, gx, carry)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), got, ref)
 
-    model = models.SequenceModel(hidden=6, num_layers=2, head="per_step", out_features=3,
+    model = sequence.SequenceModel(hidden=6, num_layers=2, head="per_step", out_features=3,
                                  precision="highest", kernel="pallas")
     prefix = jax.device_put(jax.random.normal(k[3], (8, 5, 3)), split("data"))
     params = model.init(k[0], prefix[:1])["params"]

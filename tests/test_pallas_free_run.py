@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_pallas import cuda_target
 
-from seqjax import models, rollout
-from seqjax.kernels import pallas_free_run, selection
+from seqjax.model import rollout, sequence
+from seqjax.model.kernels import pallas_free_run, selection
 
 ATOL = 1e-5  # the same float32 arithmetic ("highest") in another order
 
@@ -18,7 +18,7 @@ ATOL = 1e-5  # the same float32 arithmetic ("highest") in another order
 def _model(**options):
   base = dict(hidden=6, num_layers=2, head="per_step", out_features=3, precision="highest",
               kernel="pallas")
-  return models.SequenceModel(**{**base, **options})
+  return sequence.SequenceModel(**{**base, **options})
 
 
 def _setup(model, batch=3, warmup=5, seed=0):
@@ -121,7 +121,7 @@ def test_float32_compute_on_bfloat16_parameters_equals_the_xla_loop():
   np.testing.assert_allclose(np.asarray(ys), np.asarray(ys_ref), atol=ATOL, rtol=0)
 
 
-class _Doubled(models.SequenceModel):
+class _Doubled(sequence.SequenceModel):
   """A subclass that computes something else: the kernel must not stand in for it."""
 
   def __call__(self, x, carry=None, *args, **kwargs):
@@ -184,8 +184,8 @@ def test_the_free_run_kernel_lowers_through_triton_for_a_gpu(dtype):
             (jnp.ones((32, g)), jnp.ones((32, g)), jnp.ones(g))]
   head = [(jnp.ones((32, 8)), jnp.ones(8))] * 1 + [(jnp.ones((8, 1)), jnp.ones(1))]
   carry, first = (jnp.zeros((2, 1, 32)),) * 2, jnp.zeros((1, 1))  # made outside the target
-  for name in models.ACTIVATIONS:
-    acts = (models.activation(name), models.activation("none"))
+  for name in sequence.ACTIVATIONS:
+    acts = (sequence.activation(name), sequence.activation("none"))
     run = lambda carry, x: pallas_free_run.free_run(  # noqa: E731
         layers, head, acts, carry, x, 200, dtype=dtype)  # noqa: B023
     with cuda_target():

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax import lstm
+from seqjax.model import lstm
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TORCH = np.load(os.path.join(FIXTURES, "torch_lstm.npz"))

@@ -14,13 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax import configlib, models, numerics, planning, validate
+from seqjax.config import configlib, validate
+from seqjax.model import numerics, sequence
+from seqjax.train import planning
 
 T, B, IN, H = 20, 3, 2, 8
 
 
 def _model_and_inputs(precision, **kw):
-  model = models.SequenceModel(hidden=H, num_layers=2, head_hidden=(7,), out_features=3,
+  model = sequence.SequenceModel(hidden=H, num_layers=2, head_hidden=(7,), out_features=3,
                                precision=precision, **kw)
   x = jax.random.normal(jax.random.key(1), (B, T, IN))
   params = model.init(jax.random.key(0), x)["params"]
@@ -118,4 +120,4 @@ def test_bad_precision_is_a_clear_error():
   with pytest.raises(validate.ConfigError, match="model.precision='fast'.*highest"):
     planning.validate_config(config)
   with pytest.raises(ValueError, match="precision: unknown 'fast'"):
-    models.SequenceModel(hidden=2, precision="fast").init(jax.random.key(0), jnp.ones((1, 2, 1)))
+    sequence.SequenceModel(hidden=2, precision="fast").init(jax.random.key(0), jnp.ones((1, 2, 1)))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax import lstm, recurrence
+from seqjax.model import lstm, recurrence
 
 T, B, H = 9, 3, 5
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from test_train import load_config
 
-from seqjax import checkpoint, configlib, programs, train, validate, workdirs
+from seqjax.config import configlib, validate
+from seqjax.train import checkpoint, programs, trainer, workdirs
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CMD = [sys.executable, "-m", "seqjax.main", "--config=configs/echo.py:quick",
@@ -99,7 +100,7 @@ DATA_HASH = """
 import hashlib, sys, jax, numpy as np
 sys.path.insert(0, "tests")
 from test_train import load_config
-from seqjax import tasks
+from seqjax.data import tasks
 digest = hashlib.sha256()
 for name, arg in [(n, None) for n in tasks.generated()] + [("echo", "window=1,lag=5"),
                                                      ("echo", "seed")]:
@@ -140,9 +141,9 @@ def test_two_runs_are_bit_identical(uninterrupted, tmp_path):
 
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, capsys):
   config = load_config("freq", "quick")
-  reference = train.train_and_evaluate(config, str(tmp_path / "ref"))
+  reference = trainer.train_and_evaluate(config, str(tmp_path / "ref"))
   workdir = str(tmp_path / "wd")
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   latest = os.path.join(workdir, "checkpoints", "20")
   for folder, _, files in os.walk(latest):  # truncate every file of the newest checkpoint
     for name in files:
@@ -150,7 +151,7 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, capsys):
         f.truncate(max(0, os.path.getsize(f.name) // 3))
   os.remove(os.path.join(workdir, "results.json"))
   capsys.readouterr()
-  resumed = train.train_and_evaluate(config, workdir)
+  resumed = trainer.train_and_evaluate(config, workdir)
   out = capsys.readouterr().out
   assert "warning: checkpoint 20 is unreadable" in out
   assert "resumed from the checkpoint at step 10" in out
@@ -161,17 +162,17 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, capsys):
 def test_resume_with_a_different_config_is_refused(tmp_path):
   config = load_config("freq", "quick")
   workdir = str(tmp_path / "wd")
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   config.unlock()
   config.model.hidden = 8
   config.train.learning_rate = 0.5
   with pytest.raises(validate.ConfigError,
                      match=r"different config \(model.hidden: 16 -> 8; train.learning_rate"):
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   config.model.hidden = 16
   config.train.steps = 30
   config.allow_config_change = True  # the explicit opt-in
-  results = train.train_and_evaluate(config, workdir)
+  results = trainer.train_and_evaluate(config, workdir)
   assert results["steps"] == 30 and _checkpoint_steps(workdir)[-1] == 30
 
 
@@ -198,13 +199,13 @@ def test_unwritable_workdir_fails_before_compiling(tmp_path, monkeypatch):
   compiled = []
   monkeypatch.setattr(programs, "make_train_loop", lambda *a: compiled.append(1))
   with pytest.raises(validate.ConfigError, match="is not writable"):
-    train.train_and_evaluate(config, str(blocker / "wd"))
+    trainer.train_and_evaluate(config, str(blocker / "wd"))
 
   class Full:
     free = 1 << 20
   monkeypatch.setattr(workdirs.shutil, "disk_usage", lambda path: Full)
   with pytest.raises(validate.ConfigError, match="1 MiB free"):
-    train.train_and_evaluate(config, str(tmp_path / "wd"))
+    trainer.train_and_evaluate(config, str(tmp_path / "wd"))
   assert not compiled
 
 
@@ -319,7 +320,7 @@ def test_bad_input_is_one_line_naming_the_field(name, arg, field, value, named, 
   workdir = tmp_path / "wd"
   before = _existing_workdir(good, workdir)
   with pytest.raises(validate.ConfigError) as info:
-    train.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
   message = str(info.value)
   assert "\n" not in message and f"config.{named}=" in message
   assert not compiled and _snapshot(workdir) == before

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax import lstm, models, rollout
+from seqjax.model import lstm, rollout, sequence
 
-MODEL = models.SequenceModel(hidden=6, num_layers=2, head="per_step", out_features=2,
+MODEL = sequence.SequenceModel(hidden=6, num_layers=2, head="per_step", out_features=2,
                               precision="highest")
 
 

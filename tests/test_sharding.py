@@ -14,7 +14,9 @@ import textwrap
 import pytest
 from test_train import load_config
 
-from seqjax import scaling, sharding, validate, writers
+from seqjax import scaling
+from seqjax.config import validate
+from seqjax.runtime import sharding, writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,7 +53,10 @@ COMMON = """
 import json, os, shutil, sys
 import numpy as np
 import jax
-from seqjax import configlib, sweep, train, validate, writers
+from seqjax import sweep
+from seqjax.config import configlib, validate
+from seqjax.runtime import writers
+from seqjax.train import trainer
 from ml_collections import config_flags
 sys.path.insert(0, "tests")
 from test_train import load_config
@@ -77,7 +82,7 @@ freq = load_config("freq", "quick")
 runs = {}
 for data in (1, 8):
   workdir = f"{tmp}/freq{data}"
-  runs[data] = train.train_and_evaluate(with_mesh(freq, data), workdir)
+  runs[data] = trainer.train_and_evaluate(with_mesh(freq, data), workdir)
 same(losses(f"{tmp}/freq8"), losses(f"{tmp}/freq1"), "loss curve, 8 vs 1 device")
 same(runs[8]["held_out"]["mae"], runs[1]["held_out"]["mae"], "held-out MAE")
 assert len(losses(f"{tmp}/freq1")) == 2
@@ -87,20 +92,20 @@ for saved, resumed in ((8, 1), (1, 8)):
   workdir = f"{tmp}/resume{saved}to{resumed}"
   shutil.copytree(f"{tmp}/freq{saved}", workdir)
   shutil.rmtree(f"{workdir}/checkpoints/{freq.train.steps}")
-  out = train.train_and_evaluate(with_mesh(freq, resumed), workdir)
+  out = trainer.train_and_evaluate(with_mesh(freq, resumed), workdir)
   same(out["held_out"]["mae"], runs[saved]["held_out"]["mae"], f"resumed {saved}->{resumed}")
   same(losses(workdir), losses(f"{tmp}/freq{saved}"), f"loss curve {saved}->{resumed}")
 
 # Stateful training: the carry [L, B, H] is split along data (batch 5 on 5 devices).
 echo = load_config("echo", "quick,seed")
-acc = [train.train_and_evaluate(with_mesh(echo, d), f"{tmp}/echo{d}")["held_out"]["accuracy"]
+acc = [trainer.train_and_evaluate(with_mesh(echo, d), f"{tmp}/echo{d}")["held_out"]["accuracy"]
        for d in (1, 5)]
 same(losses(f"{tmp}/echo5"), losses(f"{tmp}/echo1"), "stateful loss curve, 5 vs 1 device")
 same(acc[1], acc[0], "stateful accuracy")
 
 # A mesh that does not divide the batch: a ConfigError before anything runs.
 try:
-  train.train_and_evaluate(with_mesh(freq, 8, **{"train.batch_size": 12}), f"{tmp}/bad")
+  trainer.train_and_evaluate(with_mesh(freq, 8, **{"train.batch_size": 12}), f"{tmp}/bad")
   raise AssertionError("no error")
 except validate.ConfigError as e:
   print("batch error:", e)

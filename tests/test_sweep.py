@@ -13,7 +13,9 @@ import orbax.checkpoint as ocp
 import pytest
 from test_train import load_config
 
-from seqjax import checkpoint, configlib, planning, programs, report, sweep, train, validate
+from seqjax import report, sweep
+from seqjax.config import configlib, validate
+from seqjax.train import checkpoint, planning, programs, trainer
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -38,7 +40,7 @@ def test_grid_equals_models_trained_alone(tmp_path):
   grid_params = _params(tmp_path / "grid", config.train.steps)
   for i, run in enumerate(RUNS):
     alone_dir = str(tmp_path / f"alone{i}")
-    alone = train.train_and_evaluate(configlib.override(config, run), alone_dir)
+    alone = trainer.train_and_evaluate(configlib.override(config, run), alone_dir)
     np.testing.assert_allclose(results[i]["held_out"]["mae"], alone["held_out"]["mae"],
                                rtol=1e-4)
     jax.tree.map(lambda g, a: np.testing.assert_allclose(g[i], a, rtol=1e-4, atol=1e-6),
@@ -74,7 +76,7 @@ def test_throughput_reports_both_rates():
 
 
 SMALL_SWEEP = '''
-from seqjax import configlib
+from seqjax.config import configlib
 
 
 def get_config(arg=None):

@@ -12,8 +12,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from test_train import load_config  # noqa: E402
 
-from seqjax import tasks, validate  # noqa: E402
-from seqjax.tasks import base  # noqa: E402
+from seqjax.config import validate  # noqa: E402
+from seqjax.data import tasks
+from seqjax.data.tasks import base  # noqa: E402
 
 KEY = jax.random.key(0)
 

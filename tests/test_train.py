@@ -9,18 +9,12 @@ import pytest
 from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
 
 import seqjax
-from seqjax import (
-  checkpoint,
-  configlib,
-  models,
-  optim,
-  planning,
-  programs,
-  report,
-  tasks,
-  train,
-  writers,
-)
+from seqjax import report
+from seqjax.config import configlib
+from seqjax.data import tasks
+from seqjax.model import sequence
+from seqjax.runtime import writers
+from seqjax.train import checkpoint, optim, planning, programs, trainer
 
 
 def load_config(name: str, arg: str | None = None):
@@ -34,7 +28,7 @@ def fresh(config):
   """(task, model, fresh state for 10 steps, data key, dropout key) of a config, one device."""
   data_key, init_key, dropout_key, _ = jax.random.split(jax.random.key(config.seed), 4)
   task = tasks.make(config.task, config.train.batch_size)
-  model = models.from_config(config.model, task.out_features, task.head)
+  model = sequence.from_config(config.model, task.out_features, task.head)
   state = programs.init_state(task, model, optim.create(config.train, 10), data_key, init_key,
                                config.train.batch_size)
   return task, model, state, data_key, dropout_key
@@ -112,7 +106,7 @@ def test_plan_is_abstract_and_compiles_the_loop_initialize_runs():
 def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
   config = load_config(name, arg)
   workdir = str(tmp_path / "wd")
-  results = train.train_and_evaluate(config, workdir)
+  results = trainer.train_and_evaluate(config, workdir)
   files = set(os.listdir(workdir))
   assert {"config.json", "results.json", "metrics.jsonl", "loss.png", "checkpoints",
           "tensorboard"} <= files
@@ -141,7 +135,7 @@ def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
 def test_resume_continues_exactly(tmp_path, monkeypatch):
   """Killed after its step-10 checkpoint and rerun: ends where an uninterrupted run does."""
   config = load_config("freq", "quick")
-  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+  full = trainer.train_and_evaluate(config, str(tmp_path / "full"))
 
   real_save = checkpoint.Checkpointer.save
 
@@ -152,9 +146,9 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 
   monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_die)
   with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(config, str(tmp_path / "split"))
+    trainer.train_and_evaluate(config, str(tmp_path / "split"))
   monkeypatch.undo()
-  resumed = train.train_and_evaluate(config, str(tmp_path / "split"))
+  resumed = trainer.train_and_evaluate(config, str(tmp_path / "split"))
   assert resumed["held_out"] == full["held_out"]
 
 
@@ -166,7 +160,7 @@ def test_periodic_actions_fire_on_their_own_setting(tmp_path):
   config.train.eval_every = 6
   config.train.checkpoint_every = 5
   workdir = str(tmp_path / "wd")
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   records = writers.read_metrics(workdir)
   assert [r["step"] for r in records if r["split"] == "train"] == [4, 8, 12]
   assert [r["step"] for r in records if r["split"] == "eval"] == [6, 12]
@@ -178,14 +172,14 @@ def test_nan_stops_with_step_range_and_keeps_work(tmp_path):
   """A huge learning rate after 20 good steps: stop naming the step; keep checkpoints, metrics."""
   config = load_config("freq", "quick")
   workdir = str(tmp_path / "wd")
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   good = _restore_raw(workdir, 20)
   config.unlock()
   config.train.steps = 40
   config.train.learning_rate = 1e12  # same optimizer structure, so the checkpoint still fits
   config.allow_config_change = True
   with pytest.raises(FloatingPointError, match=r"NaN/Inf at step 2\d .*last checkpoint: step 20"):
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
   assert steps == [10, 20]
   after = _restore_raw(workdir, 20)
@@ -206,7 +200,7 @@ def test_a_bidirectional_model_with_dropouts_trains_and_predicts_from_its_config
   config.model.update(bidirectional=True, merge="sum", num_layers=2, layer_dropout=0.1,
                       input_dropout=0.1, recurrent_dropout=0.1)
   workdir = str(tmp_path / "wd")
-  results = train.train_and_evaluate(config, workdir)
+  results = trainer.train_and_evaluate(config, workdir)
   assert np.isfinite(results["held_out"][results["metric"]])
   run = seqjax.load(workdir)
   assert {"layer0_reverse", "layer1_reverse"} <= set(run.params["lstm"])
@@ -217,7 +211,7 @@ def test_a_bidirectional_model_with_dropouts_trains_and_predicts_from_its_config
 def test_a_run_saved_before_a_model_field_existed_loads_with_its_default(tmp_path):
   config = load_config("freq", "quick")
   workdir = tmp_path / "wd"
-  train.train_and_evaluate(config, str(workdir))
+  trainer.train_and_evaluate(config, str(workdir))
   x = np.sin(np.linspace(0, 20, 200)).reshape(2, 100, 1).astype(np.float32)
   expected = seqjax.load(str(workdir)).predict(x)
   saved = json.loads((workdir / "config.json").read_text())

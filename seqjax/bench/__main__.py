@@ -46,8 +46,9 @@ def check_flags(argv) -> None:
   """Every flag checked before anything runs: a bad one is one line and exit 2."""
   import os
 
-  from seqjax import cli, numerics
   from seqjax.bench import peers, shapes
+  from seqjax.config import cli
+  from seqjax.model import numerics
 
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -68,7 +69,7 @@ def check_flags(argv) -> None:
 
 
 def main(argv):
-  from seqjax import cli
+  from seqjax.config import cli
 
   with cli.exit_codes():
     check_flags(argv)
@@ -78,8 +79,8 @@ def main(argv):
 def _main():
   import jax
 
-  from seqjax import sharding
   from seqjax.bench import generation, kernel_tuning, memory, peers, seeds, shapes, timing, unroll
+  from seqjax.runtime import sharding
 
   if not (FLAGS.seeds or FLAGS.memory):  # CPU cores as devices, as seqjax.main makes them
     sharding.set_cpu_devices(sharding.available_cores(), 1)
@@ -152,5 +153,5 @@ def _cpus() -> int:
 
 
 if __name__ == "__main__":
-  from seqjax import cli
+  from seqjax.config import cli
   app.run(main, flags_parser=cli.parse_flags)

@@ -18,8 +18,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from seqjax import models, rollout
 from seqjax.bench import timing
+from seqjax.model import rollout, sequence
 
 WARMUP, STEPS, HIDDEN, LAYERS = 50, 200, 32, 2
 DIMS = f"sine rollout B1 W{WARMUP} N{STEPS} H{HIDDEN}x{LAYERS}"
@@ -27,7 +27,7 @@ DIMS = f"sine rollout B1 W{WARMUP} N{STEPS} H{HIDDEN}x{LAYERS}"
 
 def row(kernel: str, repeats: int, precision: str = "highest") -> dict:
   """Times the rollout with `model.kernel=kernel`; compile_s includes the first call."""
-  model = models.SequenceModel(hidden=HIDDEN, num_layers=LAYERS, head="per_step",
+  model = sequence.SequenceModel(hidden=HIDDEN, num_layers=LAYERS, head="per_step",
                                kernel=kernel, precision=precision)
   prefix = jnp.sin(jnp.arange(WARMUP, dtype=jnp.float32) * 0.1)[None, :, None]
   params = jax.jit(model.init)(jax.random.key(0), prefix)["params"]

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from seqjax import lstm, recurrence
 from seqjax.bench import timing
 from seqjax.bench.shapes import Shape
-from seqjax.kernels import pallas_lstm, selection, tiles
+from seqjax.model import lstm, recurrence
+from seqjax.model.kernels import pallas_lstm, selection, tiles
 
 WARPS = (1, 2, 4, 8)
 # Held W_h tiles are timed up to twice the default's limit (`tiles.RESIDENT_FLOATS`,

@@ -15,7 +15,7 @@ import sys
 CHILD = """
 import json, resource, sys, time
 import jax
-from seqjax import lstm
+from seqjax.model import lstm
 from seqjax.bench import peers, shapes
 shape = shapes.SHAPES[sys.argv[1]]
 remat = int(sys.argv[2])
@@ -38,8 +38,8 @@ def measure(shape_name: str, remat: int) -> dict:
 
 
 def main(out_dir: str, meta: dict, shape_name: str = "long") -> list[dict]:
-  from seqjax import lstm
   from seqjax.bench import shapes
+  from seqjax.model import lstm
   s = shapes.SHAPES[shape_name]
   rows = [measure(shape_name, lstm.auto_remat(s.time, s.batch, s.hidden)), measure(shape_name, 0)]
   lines = ["| shape | remat chunk | peak RSS GiB | device peak GiB | step s | first step s |",

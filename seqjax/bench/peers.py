@@ -1,6 +1,6 @@
 """The seqjax peer of the benchmark, and the registry of all peers.
 
-seqjax runs what `seqjax.main` trains: `models.SequenceModel` (the hand-written
+seqjax runs what `seqjax.main` trains: `sequence.SequenceModel` (the hand-written
 LSTM under `lax.scan`, input projection hoisted out of the loop, Dense head on
 the last step), an optax Adam step jitted with the state donated. The other
 peers (`others.py`) build the same function with Flax nn.RNN, torch and Keras.
@@ -9,7 +9,7 @@ peers (`others.py`) build the same function with Flax nn.RNN, torch and Keras.
 `lax.fori_loop`, as `seqjax.main` trains (`programs.make_train_loop`): its train
 time is per step, without a Python dispatch and a host sync in every step.
 "seqjax pallas" runs the recurrence as the fused Pallas kernel
-(`model.kernel="pallas"`, `seqjax.kernels`), "seqjax pallas device loop" the
+(`model.kernel="pallas"`, `seqjax.model.kernels`), "seqjax pallas device loop" the
 same in the device loop; they need an NVIDIA GPU (elsewhere the kernel is
 interpreted, which says nothing about its speed).
 """
@@ -25,10 +25,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from seqjax import lstm, models, sharding
 from seqjax.bench import others
 from seqjax.bench.others import LEARNING_RATE, Closures, data
 from seqjax.bench.shapes import Shape
+from seqjax.model import lstm, sequence
+from seqjax.runtime import sharding
 
 LOOP_STEPS = 25
 
@@ -56,7 +57,7 @@ def seqjax_lstm(shape: Shape, seed: int = 0, device: str = "cpu", *, unroll: int
   rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(sharding.DATA))
   x_np, y_np = data(shape, seed)
   x, y = jax.device_put(x_np, split), jax.device_put(y_np, split)
-  model = models.SequenceModel(
+  model = sequence.SequenceModel(
       hidden=shape.hidden, out_features=1, num_layers=shape.layers, head="last",
       unroll=lstm.auto_unroll(shape.time, shape.batch, shape.hidden) if unroll is None else unroll,
       remat=lstm.auto_remat(shape.time, shape.batch, shape.hidden) if remat is None else remat,

@@ -12,9 +12,9 @@ import functools
 import json
 from collections.abc import Sequence
 
-from seqjax import lstm
 from seqjax.bench import peers, timing
 from seqjax.bench.shapes import Shape
+from seqjax.model import lstm
 
 
 def sweep(shapes: Sequence[Shape], unrolls: Sequence[int], repeats: int,

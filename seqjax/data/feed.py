@@ -1,0 +1,151 @@
+"""Batches from host memory to the devices, for tasks whose data comes from files.
+
+`Feed` gathers the training batches of a step range on the host (numpy),
+puts them on the mesh split along `data`, and prepares the next chunk in a
+thread while the devices run the current one. `Evaluator` predicts a held-out
+set batch by batch. Only a chunk of batches is on the devices at a time, so a
+file larger than device memory trains, and the compiled programs do not grow
+with the file.
+
+Batch order is Keras `fit`'s: each epoch a fresh permutation of the training
+examples from (seed, epoch), cut into ceil(N / B) batches, the last one padded
+with repeats of weight 0. Batch `s` is a function of `s` alone, so a resumed
+run reads the same batches as an uninterrupted one.
+
+Why not `grain`: for data that fits in host memory, gathering a batch of 32
+with one numpy fancy-index takes under 10 us; grain's `MapDataset` (shuffle,
+batch) took 0.7-1.5 ms a batch on this project's CPU (`python bench/feed.py`),
+as long as a whole GPU train step.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any
+
+import jax
+import numpy as np
+
+from seqjax.runtime import sharding
+
+# Host-fed batches on device at once: at most this many steps, and about this many bytes.
+MAX_CHUNK_STEPS = 256
+CHUNK_BYTES = 32 * 2**20
+
+
+class Order:
+  """Which training examples make batch `step` (Keras `fit` order, reshuffled each epoch)."""
+
+  def __init__(self, size: int, batch_size: int, seed: int):
+    self.size, self.batch_size, self.seed = size, batch_size, seed
+    self.per_epoch = -(-size // batch_size)
+    self._epoch, self._perm = None, None
+
+  def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(example indices [B], valid [B] bool) of batch `step`."""
+    epoch, i = divmod(step, self.per_epoch)
+    if epoch != self._epoch:
+      self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+      self._epoch = epoch
+    pos = i * self.batch_size + np.arange(self.batch_size)
+    return self._perm[np.minimum(pos, self.size - 1)], pos < self.size
+
+
+def pad_weight(batch: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
+  """Zero weight for the padding examples of a batch."""
+  w = batch["weight"]
+  batch["weight"] = w * valid.reshape(valid.shape + (1,) * (w.ndim - 1)).astype(w.dtype)
+  return batch
+
+
+def chunk_steps(sample: dict[str, Any], total: int) -> int:
+  """K: batches a chunk holds, from the size of one batch."""
+  nbytes = sum(np.dtype(a.dtype).itemsize * int(np.prod(a.shape)) for a in sample.values())
+  return int(max(1, min(MAX_CHUNK_STEPS, total, CHUNK_BYTES // max(nbytes, 1))))
+
+
+def put(tree, shard: jax.sharding.Sharding):
+  """Host arrays onto devices: each process's devices take their part of the global array."""
+  return jax.tree.map(
+      lambda a: jax.make_array_from_callback(a.shape, shard, lambda idx, a=a: a[idx]), tree)
+
+
+class Feed:
+  """Chunks of K training batches, [K, B, ...] arrays split along `data`, one step ahead.
+
+  `chunk(start)` returns batches start .. start + K - 1 (started beforehand by
+  `prefetch(start)` when it was called with the same start).
+  """
+
+  def __init__(self, examples, batch_size: int, seed: int, mesh, total: int):
+    self._examples = examples
+    self._order = Order(examples.size, batch_size, seed)
+    sample = examples.gather(np.zeros((batch_size,), np.int64))
+    self.steps = chunk_steps(sample, total)
+    self._shard = sharding.batch_chunks(mesh)
+    self.abstract = {k: jax.ShapeDtypeStruct((self.steps, *v.shape), v.dtype,
+                                             sharding=self._shard) for k, v in sample.items()}
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="feed")
+    self._next = None  # (start, future)
+
+  def _build(self, start: int):
+    batches = []
+    for step in range(start, start + self.steps):
+      idx, valid = self._order(step)
+      batches.append(pad_weight(self._examples.gather(idx), valid))
+    stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    return put(stacked, self._shard)
+
+  def prefetch(self, start: int) -> None:
+    """Starts building the chunk at `start` in the background."""
+    if self._next is None or self._next[0] != start:
+      self._next = (start, self._pool.submit(self._build, start))
+
+  def chunk(self, start: int):
+    """The chunk at `start` (built now unless prefetched)."""
+    self.prefetch(start)
+    future = self._next[1]
+    self._next = None
+    return future.result()
+
+  def close(self) -> None:
+    self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Evaluator:
+  """`(params, examples) -> (preds [N, ...] numpy, metrics)`: a held-out set from the host.
+
+  Batches of `batch_size` (the last padded with repeats of the last example)
+  go through one compiled `predict`; the task's metrics then see the whole
+  set's predictions and targets (not its inputs).
+  """
+
+  def __init__(self, predict, loss_and_metrics, mesh, batch_size: int):
+    self._batch_size = batch_size
+    n = mesh.shape[sharding.DATA]
+    spec = sharding.DATA if batch_size % n == 0 else None
+    self._shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(spec))
+    self._repl = sharding.replicated(mesh)
+    self._predict = jax.jit(predict, out_shardings=self._repl)
+    self._metrics = jax.jit(lambda preds, batch: loss_and_metrics(preds, batch)[1],
+                            out_shardings=self._repl)
+
+  def predict(self, params, examples) -> np.ndarray:
+    """Predictions [N, ...] for every example of `examples`, on the host."""
+    out = []
+    for start in range(0, examples.size, self._batch_size):
+      idx = np.minimum(np.arange(start, start + self._batch_size), examples.size - 1)
+      batch = examples.gather(idx)
+      preds = self._predict(params, put(batch, self._shard))
+      out.append(np.asarray(jax.device_get(preds))[:min(self._batch_size, examples.size - start)])
+    return np.concatenate(out)
+
+  def metrics(self, preds: np.ndarray, examples) -> dict[str, float]:
+    """The task's metrics of `preds` [N, ...] against the targets of `examples`."""
+    targets = examples.targets()
+    return {k: float(v) for k, v in
+            jax.device_get(self._metrics(put(preds, self._repl), put(targets, self._repl))).items()}
+
+  def __call__(self, params, examples) -> tuple[np.ndarray, dict[str, float]]:
+    preds = self.predict(params, examples)
+    return preds, self.metrics(preds, examples)

@@ -1,0 +1,451 @@
+"""data: the user's own sequences from a file (see configs/data.py and seqjax.data.readers).
+
+Three kinds (`task.kind`):
+  classification  x [N, T, F] -> one integer label a sequence (head "last");
+  regression      x [N, T, F] -> K numbers a sequence (head "last");
+  forecast        series [S, T, F] -> the next `horizon` steps from a `window`
+                  of past steps (head "per_step", trained as sine is: teacher
+                  forced over the window, then free-running over the horizon).
+
+Splits: a test file (`task.test`) or a seeded split of the sequences; series
+are split by time (the last `test_fraction` of each series is its test part,
+the `validation_fraction` before it its validation part), never shuffled
+across time. Inputs (and regression targets) are normalised with statistics
+of the training split alone; they are saved in the run's `data.json`, which
+`seqjax.load` reads to undo them.
+
+The training split stays on the host: batches are gathered there and fed to
+the device (`seqjax.data.feed`), so the compiled program does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from seqjax.config import validate
+from seqjax.data import readers
+from seqjax.data.tasks import base
+from seqjax.runtime import files
+
+KINDS = ("classification", "regression", "forecast")
+INFO_FILE = "data.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """Host arrays from which batches are gathered by example index.
+
+  Sequence kinds: `arrays` are per example ({x, y, weight[, mask]}), and
+  `gather(idx)` takes rows. Forecast: `arrays` are the normalised series `z`
+  [S, T, F] and the raw series `s`, and example i is the window of W + H steps
+  starting at `starts[i]` of series `series[i]`.
+  """
+  arrays: dict[str, np.ndarray]
+  size: int
+  series: np.ndarray | None = None
+  starts: np.ndarray | None = None
+  window: int = 0  # forecast: W input steps
+  horizon: int = 0  # forecast: H steps forecast
+  eval_weight: bool = False  # forecast: weight only the horizon (held-out sets)
+
+  def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """The examples `idx` [B] as a batch (numpy)."""
+    if self.series is None:
+      return {k: v[idx] for k, v in self.arrays.items()}
+    return {"x": self._windows("z", idx)[:, :self.window], **self._targets(idx)}
+
+  def _windows(self, name: str, idx: np.ndarray) -> np.ndarray:
+    """Forecast windows `idx` [B] of the series `arrays[name]`: [B, W + H, F]."""
+    rows = self.series[idx][:, None]
+    cols = self.starts[idx][:, None] + np.arange(self.window + self.horizon)[None, :]
+    return self.arrays[name][rows, cols]
+
+  def _targets(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    # Forecast targets: the next value at each of the W input steps, then H - 1
+    # more; the forecasts proper are the last H of them.
+    w, h = self.window, self.horizon
+    weight = np.ones((len(idx), w + h - 1), np.float32)
+    if self.eval_weight:
+      weight[:, :w - 1] = 0.0
+    return {"y": self._windows("s", idx)[:, 1:], "weight": weight}
+
+  def all(self) -> dict[str, np.ndarray]:
+    return self.gather(np.arange(self.size))
+
+  def targets(self) -> dict[str, np.ndarray]:
+    """The targets and weights of every example (what metrics read), without the inputs."""
+    if self.series is None:
+      return {k: self.arrays[k] for k in ("y", "weight")}
+    return self._targets(np.arange(self.size))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataTask(base.Task):
+  """A task whose data comes from files, fed from the host.
+
+  Attributes:
+    kind: one of `KINDS`.
+    info: what predicting needs (kind, shapes, classes, normalisation, ...),
+      JSON-ready; written to `workdir/data.json`.
+    train_examples, validation, test: the splits (`Examples`).
+    test_raw: the test split as `seqjax.load(...).evaluate` takes it:
+      (x [N, T, F] with NaN padding, y, lengths) for sequences, (x [N, W, F],
+      truth [N, H, F]) in the file's units for forecasts.
+    baselines: {name: predictions [N, ...] on the test split}, in the model's
+      output units, judged by the task's own metrics.
+  """
+  kind: str = "classification"
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  train_examples: Examples | None = None
+  validation: Examples | None = None
+  test: Examples | None = None
+  test_raw: tuple[np.ndarray, ...] = ()
+  baselines: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  batch_size: int = 32  # of the training batches (`train_batch` gives their shapes)
+
+  @property
+  def fed(self) -> bool:
+    return True
+
+  @property
+  def selection(self) -> tuple[str, bool]:
+    # Accuracy ties often; the cross-entropy tells the better of two tied steps apart.
+    return ("xent", False) if self.kind == "classification" else (self.metric, False)
+
+  def train_batch(self, key: jax.Array, step: jax.Array) -> base.Batch:
+    """A batch of the training split's shapes (zeros): for shapes and init only."""
+    del key, step
+    sample = self.train_examples.gather(np.zeros((self.batch_size,), np.int64))
+    return {k: jnp.zeros(v.shape, v.dtype) for k, v in sample.items()}
+
+  def save(self, workdir: str) -> None:
+    """`workdir/data.json`: the kind, shapes, classes and normalisation (`seqjax.load`)."""
+    files.write_json(os.path.join(workdir, INFO_FILE), self.info)
+
+  def plot(self, eval_set, preds: np.ndarray, workdir: str) -> None:
+    from seqjax.runtime import plots  # matplotlib: imported when first drawing
+    if self.kind == "regression":
+      plots.predicted_vs_true(np.asarray(eval_set["y"])[:, 0],
+                              preds[:, 0] * self.info["y_scale"][0] + self.info["y_shift"][0],
+                              os.path.join(workdir, "predictions.png"), self.info["label"])
+    elif self.kind == "forecast":
+      horizon = self.info["horizon"]
+      x = np.asarray(eval_set["x"])[..., 0] * self.info["x_scale"][0] + self.info["x_shift"][0]
+      truth = np.asarray(eval_set["y"])[:, -horizon:, 0]
+      pred = preds[:, -horizon:, 0] * self.info["x_scale"][0] + self.info["x_shift"][0]
+      plots.rollout(x, truth, pred, os.path.join(workdir, "forecast.png"))
+
+
+def _fractions(cfg):
+  validate.in_range("task.test_fraction", cfg.test_fraction, 0.0, 0.9)
+  validate.in_range("task.validation_fraction", cfg.validation_fraction, 0.0, 0.9)
+  if cfg.test_fraction + cfg.validation_fraction >= 0.95:
+    validate.fail("task.validation_fraction", cfg.validation_fraction,
+                  f"with task.test_fraction={cfg.test_fraction} leaves no training data")
+
+
+# Sequences processed at a time: a large file's temporaries stay a fraction of it.
+CHUNK = 4096
+
+
+def _parts(rows: np.ndarray):
+  return (rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK))
+
+
+def _valid_steps(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+  """The valid steps of x [n, T, F] as [steps, F]."""
+  return x[np.arange(x.shape[1])[None, :] < lengths[:, None]]
+
+
+def normalizer(x: np.ndarray, lengths: np.ndarray,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Per-feature (mean [F], std [F]) over the valid steps of the sequences `rows` of
+  x [N, T, F] (all when None), in float64, a chunk of sequences at a time."""
+  rows = np.arange(len(x)) if rows is None else rows
+  count, total = 0, np.zeros(x.shape[2])
+  for part in _parts(rows):
+    values = _valid_steps(x[part], lengths[part])
+    count, total = count + len(values), total + values.sum(0, dtype=np.float64)
+  mean = total / max(count, 1)
+  squares = np.zeros(x.shape[2])
+  for part in _parts(rows):
+    squares += ((_valid_steps(x[part], lengths[part]) - mean) ** 2).sum(0)
+  std = np.sqrt(squares / max(count, 1))
+  return mean, np.where(std > 1e-8, std, 1.0)
+
+
+def normalize(x: np.ndarray, lengths: np.ndarray, shift, scale,
+              rows: np.ndarray | None = None) -> np.ndarray:
+  """(x - shift) / scale of the sequences `rows` of x [N, T, F] (all when None), zeros
+  after each sequence's end; float32 [len(rows), T, F]."""
+  rows = np.arange(len(x)) if rows is None else rows
+  shift, scale = np.asarray(shift, np.float32), np.asarray(scale, np.float32)
+  out = np.empty((len(rows), *x.shape[1:]), np.float32)
+  done = 0
+  for part in _parts(rows):
+    valid = np.arange(x.shape[1])[None, :, None] < lengths[part][:, None, None]
+    out[done:done + len(part)] = np.where(valid, (x[part] - shift) / scale, 0.0)
+    done += len(part)
+  return out
+
+
+def sequence_inputs(x: np.ndarray, lengths: np.ndarray, info: dict[str, Any],
+                    rows: np.ndarray | None = None) -> dict:
+  """The model's inputs for the sequences `rows` of x [N, T, F] (all when None):
+  normalised x and (if masked) a mask."""
+  rows = np.arange(len(x)) if rows is None else rows
+  out = {"x": normalize(x, lengths, info["x_shift"], info["x_scale"], rows)}
+  if info["masked"]:
+    out["mask"] = np.arange(x.shape[1])[None, :] < lengths[rows][:, None]
+  return out
+
+
+def class_indices(path: str, field: str, y: np.ndarray, classes: np.ndarray | None):
+  """Integer labels y [N] -> indices into `classes` (the sorted training labels)."""
+  if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+    readers.error(path, field, f"classification labels must be [N]; got shape {y.shape}")
+  y = y.reshape(-1)
+  if not (np.issubdtype(y.dtype, np.integer)
+          or (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y))
+              and np.all(y == np.round(y)))):
+    bad = y[~(np.isfinite(y) & (y == np.round(y)))][0] if y.dtype.kind == "f" else y[0]
+    readers.error(path, field, f"classification needs integer labels; found {bad.item()!r} "
+                    "(set task.kind=regression for numeric targets)")
+  y = y.astype(np.int64)
+  if classes is None:
+    classes = np.unique(y)
+    if len(classes) < 2:
+      readers.error(path, field, f"every label is {int(classes[0])}: classification "
+                      "needs at least two classes")
+  unknown = ~np.isin(y, classes)
+  if unknown.any():
+    readers.error(path, field, f"label {int(y[unknown][0])} is not among the training "
+                    f"labels {classes.tolist()}")
+  return np.searchsorted(classes, y).astype(np.int32), classes
+
+
+def _split(n: int, cfg, has_test: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Seeded (train, validation, test) indices of n sequences."""
+  order = np.random.default_rng(cfg.split_seed).permutation(n)
+  n_test = 0 if has_test else int(round(n * cfg.test_fraction))
+  n_val = int(round(n * cfg.validation_fraction))
+  return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+
+
+def _sequence_task(cfg, batch_size, arrays, test_arrays):
+  kind, path = cfg.kind, cfg.train
+  for a, p, field in ((arrays, path, "task.train"), (test_arrays, cfg.test, "task.test")):
+    if a is not None and a.y is None:
+      readers.error(p, field, f"{kind} needs labels: a y array in the .npz, or a label "
+                      "column in the .csv")
+    if a is not None and kind == "regression" and (
+        not np.issubdtype(a.y.dtype, np.number) or not np.isfinite(a.y).all()):
+      readers.error(p, field, f"regression targets must be finite numbers (y has dtype "
+                      f"{a.y.dtype})")
+  if kind == "classification":  # labels checked first: a bad label column is the likelier cause
+    class_indices(path, "task.train", arrays.y, None)
+  idx_train, idx_val, idx_test = _split(len(arrays.x), cfg, test_arrays is not None)
+  if len(idx_train) < 2 or not len(idx_val) or (test_arrays is None and not len(idx_test)):
+    readers.error(path, "task.train", f"{len(arrays.x)} sequences are too few to split "
+                    "into training, validation and test sets")
+  x_shift, x_scale = normalizer(arrays.x, arrays.lengths, idx_train)
+  masked = any((a.lengths < a.x.shape[1]).any() for a in (arrays, test_arrays) if a is not None)
+  info = {"kind": kind, "in_features": arrays.x.shape[2], "masked": masked,
+          "x_shift": x_shift.tolist(), "x_scale": x_scale.tolist(),
+          "label": arrays.label or "y", "csv_label": arrays.csv_label,
+          "columns": arrays.columns}
+  if kind == "classification":
+    labels, classes = class_indices(path, "task.train", arrays.y, None)
+    y_all = labels
+    info.update(classes=classes.tolist(), out_features=len(classes))
+    test_y = (class_indices(cfg.test, "task.test", test_arrays.y, classes)[0]
+              if test_arrays is not None else None)
+  else:
+    y_all = arrays.y.reshape(len(arrays.y), -1).astype(np.float32)
+    y_shift, y_scale = y_all[idx_train].mean(0), y_all[idx_train].std(0)
+    y_scale = np.where(y_scale > 1e-8, y_scale, 1.0)
+    info.update(out_features=y_all.shape[1], y_shift=y_shift.tolist(),
+                y_scale=y_scale.tolist())
+    test_y = None
+    if test_arrays is not None:
+      test_y = test_arrays.y.reshape(len(test_arrays.y), -1).astype(np.float32)
+      if test_y.shape[1] != y_all.shape[1]:
+        readers.error(cfg.test, "task.test", f"y has {test_y.shape[1]} targets a sequence; "
+                        f"the training file has {y_all.shape[1]}")
+
+  def examples(a, rows, y):
+    arrays_ = {**sequence_inputs(a.x, a.lengths, info, rows), "y": y,
+               "weight": np.ones((len(rows),), np.float32)}
+    return Examples(arrays_, len(rows))
+
+  train = examples(arrays, idx_train, y_all[idx_train])
+  val = examples(arrays, idx_val, y_all[idx_val])
+  test = (examples(test_arrays, np.arange(len(test_arrays.x)), test_y)
+          if test_arrays is not None else examples(arrays, idx_test, y_all[idx_test]))
+  n_test = test.size
+  if kind == "classification":
+    counts = np.bincount(train.arrays["y"], minlength=len(info["classes"]))
+    prior = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
+    baselines = {"majority_class": np.broadcast_to(prior, (n_test, len(prior))).copy()}
+    metric, higher = "accuracy", True
+  else:
+    # The model predicts normalised targets: the training mean is 0.
+    baselines = {"train_mean": np.zeros((n_test, info["out_features"]), np.float32)}
+    metric, higher = "mae", False
+  if test_arrays is None:
+    raw = (arrays.x[idx_test], arrays.y[idx_test], arrays.lengths[idx_test])
+  else:
+    raw = (test_arrays.x, test_arrays.y, test_arrays.lengths)
+  return info, train, val, test, raw, baselines, metric, higher, "last", 0, 0
+
+
+def loss_and_metrics(info: dict[str, Any]):
+  """The task's `(preds, batch) -> (loss, metrics)` for a `data.json` info."""
+  if info["kind"] == "classification":
+    return base.classification_loss
+  if info["kind"] == "regression":
+    shift, scale = (np.asarray(info[k], np.float32) for k in ("y_shift", "y_scale"))
+    return lambda p, b: base.regression_loss(p, b, shift, scale)
+  shift, scale = (np.asarray(info[k], np.float32) for k in ("x_shift", "x_scale"))
+  return lambda p, b: forecast_loss(p, b, shift, scale, info["horizon"])
+
+
+def forecast_loss(preds, batch, shift, scale, horizon):
+  """`regression_loss` over the weighted steps, plus the MAE at the last step (horizon H)."""
+  loss, metrics = base.regression_loss(preds, batch, shift, scale)
+  err = jnp.abs(preds[:, -1] * scale + shift - batch["y"][:, -1])
+  metrics[f"mae@{horizon}"] = base.weighted_mean(err, batch["weight"][:, -1])
+  return loss, metrics
+
+
+def _windows(lengths, first, last, step=1):
+  """(series, start) of every window whose start lies in [first[s], last[s]] for each series s."""
+  series, starts = [], []
+  for s, (a, b) in enumerate(zip(first, last, strict=True)):
+    if b >= a:
+      st = np.arange(a, b + 1, step)
+      series.append(np.full(len(st), s))
+      starts.append(st)
+  if not series:
+    return np.zeros((0,), np.int64), np.zeros((0,), np.int64)
+  return np.concatenate(series), np.concatenate(starts)
+
+
+def _forecast_task(cfg, batch_size, arrays, test_arrays):
+  path = cfg.train
+  validate.positive("task.horizon", cfg.horizon)
+  validate.positive("task.window", cfg.window)
+  validate.non_negative("task.season", cfg.season)
+  if cfg.season > cfg.window:
+    validate.fail("task.season", cfg.season, f"must be at most task.window={cfg.window} (the "
+                  "seasonal-naive forecast reads one season back in the window)")
+  w, h = cfg.window, cfg.horizon
+  lengths = arrays.lengths
+  longest = int(lengths.max())
+  if w + h > longest:
+    readers.error(path, "task.train", f"task.window={w} plus task.horizon={h} steps is longer "
+                    f"than the longest series ({longest} steps)")
+  if test_arrays is None:
+    n_test = np.floor(lengths * cfg.test_fraction).astype(int)
+    n_val = np.floor(lengths * cfg.validation_fraction).astype(int)
+    train_end = lengths - n_test - n_val
+  else:
+    n_test, n_val = np.zeros_like(lengths), np.floor(lengths * cfg.validation_fraction).astype(int)
+    train_end = lengths - n_val
+  # Train windows lie inside the training part; a held-out window's input may reach
+  # back into the earlier parts, its forecast only into its own part.
+  tr = _windows(lengths, np.zeros_like(lengths), train_end - w - h)
+  va = _windows(lengths, np.maximum(train_end - w, 0), train_end + n_val - w - h)
+  if test_arrays is None:
+    te = _windows(lengths, np.maximum(train_end + n_val - w, 0), lengths - w - h)
+  if not len(tr[0]) or not len(va[0]) or (test_arrays is None and not len(te[0])):
+    readers.error(path, "task.train", f"the series are too short for task.window={w} and "
+                    f"task.horizon={h} in each of the training, validation and test parts "
+                    f"(fractions {1 - cfg.test_fraction - cfg.validation_fraction:.2f}/"
+                    f"{cfg.validation_fraction}/{cfg.test_fraction} of {longest} steps)")
+  train_valid = np.minimum(lengths, np.maximum(train_end, 0))
+  shift, scale = normalizer(arrays.x, train_valid)
+  f = arrays.x.shape[2]
+  info = {"kind": "forecast", "in_features": f, "out_features": f, "masked": False,
+          "x_shift": shift.tolist(), "x_scale": scale.tolist(), "window": w, "horizon": h,
+          "season": cfg.season, "features": arrays.features, "label": "value",
+          "columns": arrays.columns}
+
+  def series(a):  # the raw and normalised series, shared by the splits that read them
+    return {"z": normalize(a.x, a.lengths, shift, scale), "s": np.nan_to_num(a.x)}
+
+  def examples(arrays_, windows, eval_weight):
+    return Examples(arrays_, len(windows[0]), series=windows[0], starts=windows[1],
+                    window=w, horizon=h, eval_weight=eval_weight)
+
+  own = series(arrays)
+  train, val = examples(own, tr, False), examples(own, va, True)
+  if test_arrays is not None:
+    if test_arrays.x.shape[2] != f:
+      readers.error(cfg.test, "task.test", f"the series have {test_arrays.x.shape[2]} "
+                      f"features; the training file has {f}")
+    te = _windows(test_arrays.lengths, np.zeros_like(test_arrays.lengths),
+                  test_arrays.lengths - w - h)
+    if not len(te[0]):
+      readers.error(cfg.test, "task.test", f"no series is as long as task.window={w} plus "
+                      f"task.horizon={h} steps")
+    test = examples(series(test_arrays), te, True)
+  else:
+    test = examples(own, te, True)
+  z_in = test.all()["x"]  # [N, W, F], normalised
+  persistence = np.repeat(z_in[:, -1:], w + h - 1, axis=1)
+  baselines = {"persistence": persistence}
+  if cfg.season:
+    m = cfg.season
+    steps = np.arange(1, h + 1)
+    back = w + steps - 1 - m * np.ceil(steps / m).astype(int)  # index into the window
+    seasonal = persistence.copy()
+    seasonal[:, w - 1:] = z_in[:, back]
+    baselines["seasonal_naive"] = seasonal
+  raw_windows = test.gather(np.arange(test.size))
+  raw = (raw_windows["y"][:, :w - 1], raw_windows["y"][:, w - 1:])  # raw x[1:W], truth [N, H]
+  first = (test.arrays["s"][test.series, test.starts])[:, None]  # raw x[0]
+  raw = (np.concatenate([first, raw[0]], axis=1), raw[1])
+  return info, train, val, test, raw, baselines, "mae", False, "per_step", h - 1, h - 1
+
+
+def read_files(cfg) -> tuple[readers.Arrays, readers.Arrays | None]:
+  """The training file and the test file (or None), as `cfg` (config.task) names them."""
+  validate.one_of("task.kind", cfg.kind, KINDS)
+  series = cfg.kind == "forecast"
+  read = lambda path, field: readers.read(path, field, series=series, label=cfg.label,
+                                            time_column=cfg.time_column)
+  arrays = read(cfg.train, "task.train")
+  test = read(cfg.test, "task.test") if cfg.test else None
+  if test is not None and test.x.shape[2] != arrays.x.shape[2]:
+    readers.error(cfg.test, "task.test", f"sequences have {test.x.shape[2]} features; the "
+                    f"training file has {arrays.x.shape[2]}")
+  if test is not None:
+    readers.check_columns(cfg.test, "task.test", test.columns, arrays.columns)
+  return arrays, test
+
+
+def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
+  """Reads and splits the files `config.task` names (fields: see configs/data.py)."""
+  validate.one_of("task.kind", cfg.kind, KINDS)
+  _fractions(cfg)
+  validate.integer_in("task.split_seed", cfg.split_seed, 0, 2**32 - 1)
+  arrays, test_arrays = read_files(cfg)
+  make_kind = _forecast_task if cfg.kind == "forecast" else _sequence_task
+  (info, train, val, test, raw, baselines, metric, higher, head, free_run,
+   eval_free_run) = make_kind(cfg, batch_size, arrays, test_arrays)
+  return DataTask(
+      name="data", in_features=info["in_features"], out_features=info["out_features"],
+      head=head, batch_from=lambda data, key, step: data, eval_batch=None,
+      loss_and_metrics=loss_and_metrics(info), metric=metric, higher_is_better=higher,
+      steps_per_epoch=base.steps_per_epoch(train.size, batch_size), free_run=free_run,
+      eval_free_run=eval_free_run, causal=cfg.kind == "forecast", kind=cfg.kind, info=info,
+      train_examples=train, validation=val, test=test, test_raw=raw, baselines=baselines,
+      batch_size=batch_size)

@@ -1,0 +1,185 @@
+"""Heads on top of the LSTM: last-state regressor/classifier and per-step Dense.
+
+Shape letters: B batch, T time, I input features, H hidden, O outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from seqjax.config import validate
+from seqjax.model import lstm as lstm_lib
+from seqjax.model import numerics
+from seqjax.model.kernels import selection
+
+ACTIVATIONS = {
+    "none": lambda x: x,
+    "relu": nn.relu,
+    "tanh": jnp.tanh,
+    "sigmoid": nn.sigmoid,
+    "gelu": nn.gelu,
+    "softplus": nn.softplus,
+}
+HEADS = ("last", "per_step")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Sizes past any model seqjax trains; memory is checked against the device separately.
+MAX_WIDTH = 2**16
+MAX_LAYERS = 64
+
+
+def activation(name: str):
+  if name not in ACTIVATIONS:
+    raise ValueError(f"activation: unknown {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
+class DenseStack(nn.Module):
+  """Dense -> activation -> Dropout, repeated, then a Dense output layer.
+
+  Acts on the last axis, so on [B, H] it is a regressor/classifier head and on
+  [B, T, H] it is Keras' `TimeDistributed(Dense)`.
+
+  Attributes:
+    hidden: widths of the hidden Dense layers (may be empty).
+    out_features: O.
+    activation: hidden activation name (see `ACTIVATIONS`).
+    out_activation: output activation name; "none" gives logits / raw values.
+    dropout: dropout rate after each hidden layer.
+    dtype, precision: matmul dtype and precision (see `lstm.LSTMCell`).
+  """
+  hidden: Sequence[int] = ()
+  out_features: int = 1
+  activation: str = "relu"
+  out_activation: str = "none"
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  precision: numerics.Precision = "highest"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """[..., H] -> [..., O]."""
+    act = activation(self.activation)
+    precision = numerics.canonical_precision(self.precision)
+    for width in self.hidden:
+      x = act(nn.Dense(width, dtype=self.dtype, precision=precision)(x))
+      if self.dropout > 0:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = nn.Dense(self.out_features, dtype=self.dtype, precision=precision)(x)
+    return activation(self.out_activation)(x.astype(jnp.float32))
+
+
+class SequenceModel(lstm_lib.LSTMOptions):
+  """LSTM + head: `(x [B, T, I], carry) -> (carry, y)`.
+
+  `head="last"` maps the last valid LSTM output to y [B, O] (regressor or
+  classifier); `head="per_step"` maps every step, y [B, T, O].
+
+  Attributes:
+    hidden, num_layers: the LSTM's H and L.
+    head: "last" or "per_step".
+    head_hidden, out_features, activation, out_activation, dropout: see
+      `DenseStack` (`dropout` is the head's).
+    bidirectional, merge, input_dropout, recurrent_dropout: see `lstm.LSTM`.
+    layer_dropout: the LSTM's `dropout`, between its layers.
+    and the `lstm.LSTMOptions` (initializers, unroll, remat, reverse,
+      precision, ...), by keyword; `precision` applies to the head's matmuls too.
+  """
+  hidden: int
+  out_features: int = 1
+  num_layers: int = 1
+  head: str = "last"
+  head_hidden: Sequence[int] = ()
+  activation: str = "relu"
+  out_activation: str = "none"
+  dropout: float = 0.0
+  bidirectional: bool = False
+  merge: str = "concat"
+  layer_dropout: float = 0.0
+  input_dropout: float = 0.0
+  recurrent_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, carry: lstm_lib.Carry | None = None,
+               lengths: jax.Array | None = None, mask: jax.Array | None = None, *,
+               train: bool = False) -> tuple[lstm_lib.Carry, jax.Array]:
+    """Returns (carry (h, c) each [L * D, B, H], y [B, O] or [B, T, O]); D = 2
+    directions when bidirectional. `train` turns the dropouts on."""
+    if self.head not in HEADS:
+      raise ValueError(f"model.head: unknown {self.head!r}; allowed: {', '.join(HEADS)}")
+    carry, feats = lstm_lib.LSTM(
+        self.hidden, self.num_layers, return_sequences=self.head == "per_step",
+        bidirectional=self.bidirectional, merge=self.merge, dropout=self.layer_dropout,
+        input_dropout=self.input_dropout, recurrent_dropout=self.recurrent_dropout,
+        **lstm_lib.options_of(self), name="lstm")(x, carry, lengths, mask,
+                                                  deterministic=not train)
+    y = DenseStack(tuple(self.head_hidden), self.out_features, self.activation,
+                   self.out_activation, self.dropout, self.dtype, self.precision,
+                   name="head")(feats, train=train)
+    return carry, y
+
+  def zero_carry(self, batch_size: int) -> lstm_lib.Carry:
+    """The zero carry of a batch, (h, c) each [L * D, B, H] (stateful training starts here)."""
+    return lstm_lib.stack_carry("SequenceModel", self, None, batch_size)
+
+
+def validate_config(m: ml_collections.ConfigDict) -> None:
+  """Checks `config.model`; a bad value is a ConfigError naming the field."""
+  validate.integer_in("model.hidden", m.hidden, 1, MAX_WIDTH)
+  validate.integer_in("model.num_layers", m.num_layers, 1, MAX_LAYERS)
+  for width in m.head_hidden:
+    validate.integer_in("model.head_hidden", width, 1, MAX_WIDTH)
+  validate.one_of("model.activation", m.activation, ACTIVATIONS)
+  validate.one_of("model.out_activation", m.out_activation, ACTIVATIONS)
+  validate.in_range("model.dropout", m.dropout, 0.0, 0.99)
+  for field in ("layer_dropout", "input_dropout", "recurrent_dropout"):
+    validate.in_range(f"model.{field}", m[field], 0.0, 0.99)
+  if m.layer_dropout and m.num_layers == 1:
+    validate.fail("model.layer_dropout", m.layer_dropout,
+                  "acts between stacked LSTM layers, and model.num_layers is 1: set "
+                  "model.num_layers, or model.layer_dropout=0")
+  validate.one_of("model.merge", m.merge, lstm_lib.MERGES)
+  if m.bidirectional and m.reverse:
+    validate.fail("model.reverse", m.reverse, "must be False with model.bidirectional=True "
+                  "(a bidirectional LSTM already reads both ways)")
+  if m.dropout and not m.head_hidden:
+    validate.fail("model.dropout", m.dropout,
+                  "acts after the head's hidden Dense layers, and model.head_hidden is empty: "
+                  "set model.head_hidden, or model.dropout=0")
+  for field in ("kernel_init", "recurrent_init", "bias_init"):
+    validate.one_of(f"model.{field}", m[field], lstm_lib.INITIALIZERS)
+  validate.positive_float("model.kernel_gain", m.kernel_gain)
+  validate.positive_float("model.recurrent_gain", m.recurrent_gain)
+  validate.non_negative("model.chrono_tmax", m.chrono_tmax)
+  validate.non_negative("model.unroll", m.unroll)
+  if not isinstance(m.remat, int) or isinstance(m.remat, bool) or m.remat < -1:
+    validate.fail("model.remat", m.remat,
+                  "must be 0 (off), a chunk length > 0, or -1 (chosen by shape)")
+  for field in ("reverse", "fused", "bidirectional"):
+    if not isinstance(m[field], bool):
+      validate.fail(f"model.{field}", m[field], "must be True or False")
+  validate.one_of("model.kernel", m.kernel, selection.KERNELS)
+  validate.one_of("model.dtype", m.dtype, DTYPES)
+  validate.one_of("model.param_dtype", m.param_dtype, DTYPES)
+  validate.one_of("model.precision", m.precision, numerics.PRECISIONS)
+
+
+def from_config(m: ml_collections.ConfigDict, out_features: int, head: str) -> SequenceModel:
+  """The model `config.model` describes, with a task's output size and head."""
+  return SequenceModel(
+      hidden=m.hidden, out_features=out_features, num_layers=m.num_layers, head=head,
+      head_hidden=tuple(m.head_hidden), activation=m.activation,
+      out_activation=m.out_activation, dropout=m.dropout, bidirectional=m.bidirectional,
+      merge=m.merge, layer_dropout=m.layer_dropout, input_dropout=m.input_dropout,
+      recurrent_dropout=m.recurrent_dropout,
+      kernel_init=lstm_lib.initializer(m.kernel_init, m.kernel_gain),
+      recurrent_init=lstm_lib.initializer(m.recurrent_init, m.recurrent_gain),
+      bias_init=lstm_lib.initializer(m.bias_init), forget_bias=m.forget_bias,
+      chrono_tmax=m.chrono_tmax, reverse=m.reverse, unroll=m.unroll, remat=m.remat,
+      fused=m.fused, kernel=m.kernel, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype],
+      precision=m.precision)

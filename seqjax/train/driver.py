@@ -1,0 +1,295 @@
+"""The driver loop shared by single runs and grids: chunks of steps, cadence, stops.
+
+It calls a run's compiled train loop (`programs.jit_train_loop`) with about
+`CALL_SECONDS` of steps at a time, and between calls logs, checkpoints,
+evaluates and stops, each on its own cadence (`config.train.*_every`). What
+is logged and evaluated, and what a NaN means, is the `Monitor`'s: one model
+stops the run with FloatingPointError, a grid masks the model and goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from seqjax.config import cli, validate
+from seqjax.data import feed as feed_lib
+from seqjax.runtime import files, sharding, writers
+from seqjax.train import checkpoint, planning, programs, workdirs
+
+# Seconds of training per device call once a call has been timed.
+CALL_SECONDS = 0.5
+
+
+class StopSignals:
+  """Records SIGTERM (a preemption notice) and SIGINT (Ctrl-C) while training, instead of
+  dying mid-step: the driver saves a checkpoint of the current step, then stops. A second
+  Ctrl-C exits at once (exit code 130)."""
+
+  SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT (Ctrl-C)"}
+
+  def __init__(self):
+    self.requested = None  # the signal number, once one arrived
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if signum == signal.SIGINT and self.requested == signal.SIGINT:
+      print("stopped: a second Ctrl-C; exiting without a checkpoint", file=sys.stderr,
+            flush=True)
+      os._exit(130)
+    if signum == signal.SIGINT:
+      print("Ctrl-C: saving a checkpoint of the current step, then stopping (Ctrl-C again "
+            "to exit at once)", file=sys.stderr, flush=True)
+    self.requested = signum
+
+  def __exit__(self, *exc):
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+
+
+def itstime(step: int, every: int, total: int) -> bool:
+  """True every `every` steps and always on the last step (big_vision)."""
+  return step == total or (every > 0 and step % every == 0)
+
+
+def next_stop(step: int, train_config: ml_collections.ConfigDict, total: int) -> int:
+  """The first step after `step` that logs, checkpoints, evaluates or ends the run."""
+  stops = [total]
+  for every in (train_config.log_every, train_config.checkpoint_every, train_config.eval_every):
+    if every > 0:
+      stops.append((step // every + 1) * every)
+  return min(stops)
+
+
+class Monitor(Protocol):
+  """What the driver reports to: one model (`train`) or a grid (`sweep`)."""
+
+  def check(self, step: int, totals: dict[str, Any]) -> bool:
+    """After each call: raises, or returns False to stop training (nothing left to train)."""
+
+  def train_scalars(self, sums: dict[str, Any], steps: int) -> dict[str, float]:
+    """The scalars logged for the metric sums of the last `steps` steps."""
+
+  def evaluate(self, step: int, state) -> Any:
+    """Evaluates on the held-out set at `step`, logs it, returns what the run reports."""
+
+  def stop_early(self) -> bool:
+    """After an evaluation: True to end training now (early stopping)."""
+
+
+@dataclasses.dataclass
+class Started:
+  """A run ready for its loop: initialized, restored, its programs compiled."""
+  run: planning.Run
+  state: Any  # restored from the latest checkpoint, or fresh
+  first_step: int
+  ckpt: checkpoint.Checkpointer
+  train_loop: Any  # compiled `programs.jit_train_loop(run)`
+  zero_sums: Any  # its empty metric window
+  eval_set: Any  # a fed task's: its validation `Examples`, on the host
+  evaluate: Any  # compiled `programs.jit_evaluate(run, ...)`, or a `feed.Evaluator`
+  feed: feed_lib.Feed | None = None  # a fed task's training batches
+
+
+def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
+  """Initializes `run` (from `planning.plan`/`plan_grid`), restores its latest
+  checkpoint in `workdir`, builds the held-out set and compiles the programs.
+
+  XLA compiles the train loop (for the abstract state) in a worker thread while
+  this one compiles and runs the init, restores, builds the held-out set and
+  compiles its evaluation: on two cores the smaller programs then cost no extra
+  wall time.
+  """
+  feed = None
+  if run.task.fed:
+    feed = feed_lib.Feed(run.task.train_examples, run.config.train.batch_size, run.config.seed,
+                         run.mesh, run.total)
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile") as pool:
+    zero_sums = programs.zero_sums(run)
+    train_loop = pool.submit(programs.compile_ahead, programs.jit_train_loop(run), run.state,
+                             *run.loop_args(), np.int32(1), zero_sums,
+                             *((feed.abstract,) if feed else ()))
+    run = planning.initialize(run)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+      state = ckpt.restore_latest(run.state)
+      step = first_step(state)
+      if step > run.total:
+        validate.fail("train.steps", run.total, f"the checkpoint in --workdir={workdir!r} is "
+                      f"at step {step}, after this config's last step; use a new --workdir")
+    except BaseException:
+      ckpt.close()
+      raise
+    workdirs.write_config(run.config, workdir)  # only now: a failed resume keeps the old one
+    writers.repair_metrics(workdir, step)
+    if step:
+      writers.console(f"resumed from the checkpoint at step {step}")
+    if feed is not None:
+      feed.prefetch(step)
+      eval_set, evaluate = run.task.validation, evaluator(run, eval_batch_size)
+    else:
+      eval_set = programs.jit_eval_set(run)(run.data_key, run.eval_key)
+      evaluate = programs.compile_ahead(programs.jit_evaluate(run, eval_batch_size),
+                                        state.params, eval_set)
+    return Started(run, state, step, ckpt, train_loop.result(), zero_sums, eval_set, evaluate,
+                   feed)
+
+
+def evaluator(run: planning.Run, batch_size: int) -> feed_lib.Evaluator:
+  """A fed task's held-out evaluation, batch by batch from the host."""
+  return feed_lib.Evaluator(programs.make_predict(run.model, run.task, run.mesh),
+                            run.task.loss_and_metrics, run.mesh, batch_size)
+
+
+def first_step(state) -> int:
+  """The step `state` is at, readable on every process (a grid's models share it)."""
+  if state.diverged_at is None:
+    return int(state.step)
+  mesh = state.step.sharding.mesh
+  return int(jax.jit(lambda s: s[0], out_shardings=sharding.replicated(mesh))(state.step))
+
+
+class MetricWindows:
+  """The metric sums since the last log, kept beside each checkpoint
+  (`workdir/metric_windows.jsonl`), so the first window logged after a resume
+  averages the same steps as an uninterrupted run's."""
+
+  def __init__(self, workdir: str):
+    self._path = files.path(workdir) / "metric_windows.jsonl"
+    self._file = None
+
+  def restore(self, step: int) -> tuple[Any, int]:
+    """(sums, steps) saved with the checkpoint at `step`; (None, 0) when none was."""
+    if not step or not self._path.exists():
+      return None, 0
+    found = None
+    for record in files.read_json_lines(self._path):
+      if record.get("step") == step:
+        found = record
+    if found is None or not found["steps"]:
+      return None, 0
+    sums = {k: np.asarray(v, found["dtypes"][k]) for k, v in found["sums"].items()}
+    return sums, found["steps"]
+
+  def save(self, step: int, sums, steps: int) -> None:
+    if not sharding.is_writer():
+      return
+    if self._file is None:
+      self._file = files.LineFile(self._path)
+    record = {"step": step, "steps": steps,
+              "sums": {k: np.asarray(v).tolist() for k, v in (sums or {}).items()},
+              "dtypes": {k: str(np.asarray(v).dtype) for k, v in (sums or {}).items()}}
+    self._file.write(json.dumps(record) + "\n")
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+
+
+def run(train_loop, state, loop_args: tuple, *, total: int,
+        train_config: ml_collections.ConfigDict, monitor: Monitor,
+        ckpt: checkpoint.Checkpointer, writer: writers.MetricWriter,
+        workdir: str, zero_sums: Any, t_start: float,
+        feed: feed_lib.Feed | None = None) -> tuple[Any, Any, float | None]:
+  """Trains `state` from its step to `total`, then evaluates once more.
+
+  Args:
+    train_loop: `(state, *loop_args, num_steps, sums) -> (state, totals)`, compiled.
+    state: the restored (or fresh) state; donated to `train_loop`.
+    total: the last step.
+    train_config: `config.train` (the cadences).
+    monitor: checks totals, makes the logged scalars, evaluates.
+    ckpt, writer: where checkpoints and metrics go.
+    workdir: the run's folder (the metric windows saved with checkpoints).
+    zero_sums: `programs.zero_sums(run)`, the empty metric window.
+    t_start: `time.perf_counter()` at the run's start, for the compile time.
+    feed: a fed task's batches; each call then takes a chunk of them last.
+
+  Returns:
+    (state, the monitor's final evaluation, seconds to the end of the first
+    step, or None when there was none to run).
+
+  Raises:
+    cli.Preempted: SIGTERM or SIGINT; a checkpoint of the current step was saved first.
+    Whatever `monitor.check` raises (a NaN in a single run).
+  """
+  t = train_config
+  step = first_step(state)
+  progress = writers.Progress(step, total)
+  chunk, compile_s = 1, None
+  windows = MetricWindows(workdir)
+  window, window_steps = windows.restore(step)  # metric sums since the last log
+  early = bool(step) and step < total and monitor.stop_early()  # it stopped early before
+  with StopSignals() as signals:
+    while step < total and not early:
+      # Steps per call: 1 at first (its end is the first step, `compile_s`), then
+      # about CALL_SECONDS of work, so SIGTERM and progress wait no longer than that.
+      n = min(next_stop(step, t, total) - step, chunk, feed.steps if feed else chunk)
+      t_call = time.perf_counter()
+      if window is None:
+        window = zero_sums
+      batches = (feed.chunk(step),) if feed else ()
+      state, totals = train_loop(state, *loop_args, np.int32(n), window, *batches)
+      if feed:  # the next chunk, gathered and sent while the devices run this one
+        feed.prefetch(step + n)
+      totals = jax.device_get(totals)
+      elapsed = time.perf_counter() - t_call
+      ran = int(totals["steps"])
+      step += ran
+      if compile_s is None:
+        compile_s = time.perf_counter() - t_start
+        progress.start(step)
+      else:
+        chunk = max(1, int(CALL_SECONDS * ran / max(elapsed, 1e-6)))
+        if jax.process_count() > 1:  # every process must run the same number of steps
+          chunk = int(multihost_utils.broadcast_one_to_all(np.int32(chunk)))
+      if not monitor.check(step, totals):
+        break
+      window = totals["sums"]  # the loop added this call's steps to the window it was given
+      window_steps += ran
+      stop = signals.requested or 0  # read once: a signal between two reads would skip the save
+      if jax.process_count() > 1:  # any process's notice stops all of them at this step
+        stop = int(np.max(multihost_utils.process_allgather(np.int32(stop))))
+      if itstime(step, t.log_every, total):
+        scalars = monitor.train_scalars(window, window_steps)
+        window, window_steps = None, 0
+        writer.write(step, "train", scalars)
+        progress.report(step, scalars)
+      # Evaluations before the checkpoint of their step: a run resumed from that
+      # checkpoint then has every evaluation up to it (a grid's history).
+      early = False
+      if itstime(step, t.eval_every, total) and step != total:
+        monitor.evaluate(step, state)
+        early = monitor.stop_early()
+      if itstime(step, t.checkpoint_every, total) or stop or early:
+        ckpt.save(step, state)
+        windows.save(step, window, window_steps)
+      if stop:
+        ckpt.wait()
+        raise cli.Preempted(f"stopped by {StopSignals.SIGNALS[stop]} at step {step}; checkpoint "
+                        "saved; rerun the same command to resume", stop)
+      if early:
+        writers.console(f"early stopping at step {step}: the last {t.early_stopping} held-out "
+                        "evaluations did not improve on the best")
+        break
+  windows.close()
+  return state, monitor.evaluate(step if early else total, state), compile_s

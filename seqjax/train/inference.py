@@ -1,0 +1,241 @@
+"""Predicting with a trained run: `run = seqjax.load(workdir)`, `run.predict(x)`.
+
+A run keeps what predicting needs: `config.json` (the model), `params/` (the
+parameters: the best evaluation's with `train.keep_best`, else the last
+step's) and, for a file-backed run, `data.json` (the kind, classes and the
+normalisation fitted on its training split, undone here). Parameters are
+restored onto this process's first device, so a run trained on a GPU or a
+mesh of devices predicts on a laptop CPU.
+
+Shape letters: N sequences, T time steps, F features, H forecast horizon.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from seqjax.config import configlib, validate
+from seqjax.data import feed, readers, tasks
+from seqjax.data.tasks import base
+from seqjax.data.tasks import data as data_task
+from seqjax.model import rollout, sequence
+from seqjax.runtime import files
+from seqjax.train import checkpoint, programs
+
+
+def _as_sequences(x, features: int, what: str = "x") -> np.ndarray:
+  """[N, T], [N, T, F] (or a series [T] / [T, F] when F says so) -> float32 [N, T, F]."""
+  x = np.asarray(x, np.float32)
+  if x.ndim == 2 and features > 1 and x.shape[1] == features:
+    x = x[None]  # one multivariate series [T, F]
+  elif x.ndim == 1:
+    x = x[None, :, None]
+  elif x.ndim == 2:
+    x = x[..., None]
+  if x.ndim != 3:
+    raise validate.ConfigError(f"{what} must be [N, T] or [N, T, F]; got shape {x.shape}")
+  if x.shape[2] != features:
+    raise validate.ConfigError(f"{what} has {x.shape[2]} features a step; the run was trained "
+                               f"on {features}")
+  return x
+
+
+class Run:
+  """A trained run, ready to predict.
+
+  Attributes:
+    config: the run's config.
+    model: its `sequence.SequenceModel`.
+    params: its parameters (on this process's first device).
+    step: the step they were saved at.
+    info: `data.json` for a file-backed run, else None.
+    task: the built-in task of a synthetic run, else None.
+  """
+
+  def __init__(self, workdir: str):
+    wd = files.path(workdir)
+    if not (wd / "config.json").exists():
+      raise validate.ConfigError(f"--workdir={workdir!r}: no config.json (not a seqjax run)")
+    self.workdir = workdir
+    self.config = configlib.from_saved(files.read_json(wd / "config.json"))
+    info_path = wd / data_task.INFO_FILE
+    self.info = files.read_json(info_path) if info_path.exists() else None
+    if self.info is not None:
+      self.task = None
+      head = "per_step" if self.info["kind"] == "forecast" else "last"
+      out, features = self.info["out_features"], self.info["in_features"]
+      loss = data_task.loss_and_metrics(self.info)
+      eval_free_run = self.info["horizon"] - 1 if self.info["kind"] == "forecast" else 0
+    else:
+      self.task = tasks.make(self.config.task, self.config.train.batch_size)
+      head, out, features = self.task.head, self.task.out_features, self.task.in_features
+      loss, eval_free_run = self.task.loss_and_metrics, self.task.eval_free_run
+    self.features = features
+    self.model = sequence.from_config(self.config.model, out, head)
+    device = jax.local_devices()[0]
+    self._mesh = Mesh(np.asarray([device]).reshape(1, 1), ("data", "model"))
+    place = NamedSharding(self._mesh, P())
+    abstract = jax.eval_shape(lambda: self.model.init(
+        jax.random.key(0), jnp.zeros((1, 1, features), jnp.float32))["params"])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=place),
+                            abstract)
+    if (wd / checkpoint.PARAMS_DIR).exists():
+      store = checkpoint.ParamsStore(wd / checkpoint.PARAMS_DIR)
+      try:
+        self.step, self.params = store.restore(abstract)
+      finally:
+        store.close()
+    else:  # a run stopped before its end, or written before runs kept params/
+      try:
+        self.step, self.params = checkpoint.restore_latest_params(wd / "checkpoints", device)
+      except FileNotFoundError:
+        raise validate.ConfigError(f"--workdir={workdir!r}: no saved parameters (neither "
+                                   f"{checkpoint.PARAMS_DIR}/ nor a checkpoint)") from None
+    shim = base.Task(name="predict", in_features=features, out_features=out, head=head,
+                     batch_from=None, eval_batch=None, loss_and_metrics=loss, metric="",
+                     eval_free_run=eval_free_run)
+    self._evaluator = feed.Evaluator(programs.make_predict(self.model, shim, self._mesh), loss,
+                                     self._mesh, self.config.train.eval_batch_size)
+
+  @property
+  def kind(self) -> str:
+    """classification, regression or forecast (file-backed runs), else the task's name."""
+    return self.info["kind"] if self.info else self.task.name
+
+  # Sequence kinds: inputs to examples.
+
+  def _examples(self, x, y=None, lengths=None) -> data_task.Examples:
+    info = self.info
+    if info["kind"] == "forecast":
+      # Each series' last `window` valid steps (series may be NaN-padded to one length).
+      x, w = _as_sequences(x, self.features), info["window"]
+      if lengths is None:
+        lengths = readers.padding_lengths("input", "x", x)
+      lengths = np.asarray(lengths)
+      if (lengths < w).any():
+        i = int(np.argmax(lengths < w))
+        raise validate.ConfigError(f"series {i} has {lengths[i]} steps; the run forecasts from "
+                                   f"the last task.window={w}")
+      x = x[np.arange(len(x))[:, None], lengths[:, None] - w + np.arange(w)[None, :]]
+      if y is None:  # prediction only: targets are not read
+        y = np.zeros((x.shape[0], info["horizon"], self.features), np.float32)
+      y = _as_sequences(y, self.features, "truth")
+      if y.shape[:2] != (len(x), info["horizon"]):
+        raise validate.ConfigError(f"truth must be [N, task.horizon, F] = ({len(x)}, "
+                                   f"{info['horizon']}, {self.features}); got {y.shape}")
+      series = np.concatenate([x, y], axis=1)
+      if np.isnan(series).any():
+        raise validate.ConfigError("forecast windows and their truth must hold no NaN")
+      z = data_task.normalize(series, np.full(len(series), series.shape[1]),
+                              info["x_shift"], info["x_scale"])
+      n = len(series)
+      return data_task.Examples({"z": z, "s": series}, n, series=np.arange(n),
+                                starts=np.zeros(n, np.int64), window=x.shape[1],
+                                horizon=info["horizon"], eval_weight=True)
+    x = _as_sequences(x, self.features)
+    if lengths is None:
+      lengths = readers.padding_lengths("input", "x", x)
+    arrays = data_task.sequence_inputs(x, np.asarray(lengths), info)
+    if info["masked"] is False and (np.asarray(lengths) < x.shape[1]).any():
+      arrays["mask"] = np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    n = len(x)
+    if y is None:
+      y = (np.zeros((n,), np.int32) if info["kind"] == "classification"
+           else np.zeros((n, info["out_features"]), np.float32))
+    elif info["kind"] == "classification":
+      y = data_task.class_indices("y", "y", np.asarray(y), np.asarray(info["classes"]))[0]
+    else:
+      y = np.asarray(y, np.float32).reshape(n, -1)
+    return data_task.Examples({**arrays, "y": y, "weight": np.ones((n,), np.float32)}, n)
+
+  def _raw(self, x, lengths=None) -> np.ndarray:
+    """The model's outputs for x, in its own (normalised) units."""
+    if self.info is None:
+      x = _as_sequences(x, self.features)
+      return np.asarray(_apply(self.model, self.params, jnp.asarray(x)))
+    return self._evaluator.predict(self.params, self._examples(x, lengths=lengths))
+
+  def predict(self, x, lengths=None) -> np.ndarray:
+    """Predictions for inputs x [N, T, F] ([N, T] when F = 1; NaN-padded or `lengths` [N]).
+
+    Returns:
+      classification: labels [N] (the training file's values);
+      regression: targets [N, K] in the file's units;
+      forecast: x are the last steps of N series; the next H steps [N, H, F];
+      a built-in task: its model's outputs (targets in their units for freq and mean).
+    """
+    raw = self._raw(x, lengths)
+    info = self.info
+    if info is None:
+      if isinstance(self.task, base.ScalarTask):
+        return raw * self.task.target_scale + self.task.target_shift
+      return raw
+    if info["kind"] == "classification":
+      return np.asarray(info["classes"])[np.argmax(raw, -1)]
+    if info["kind"] == "regression":
+      return raw * np.asarray(info["y_scale"], np.float32) + np.asarray(info["y_shift"],
+                                                                        np.float32)
+    return self._units(raw[:, -info["horizon"]:])
+
+  def predict_proba(self, x, lengths=None) -> np.ndarray:
+    """classification: class probabilities [N, classes], in the order of `info["classes"]`."""
+    if not self.info or self.info["kind"] != "classification":
+      raise ValueError("predict_proba is for classification runs")
+    return np.asarray(jax.nn.softmax(self._raw(x, lengths), -1))
+
+  def _units(self, z: np.ndarray) -> np.ndarray:
+    if self.info is None:
+      return z
+    return z * np.asarray(self.info["x_scale"], np.float32) + np.asarray(self.info["x_shift"],
+                                                                          np.float32)
+
+  def rollout(self, prefix, steps: int) -> np.ndarray:
+    """A per-step model free-running: warm up on `prefix` [N, W, F], generate `steps` [N, steps, F].
+
+    Inputs and outputs are in the file's units (a forecast run's normalisation
+    is applied and undone).
+    """
+    if self.model.head != "per_step":
+      raise ValueError(f"rollout needs a per-step model; this run's head is {self.model.head!r}")
+    prefix = _as_sequences(prefix, self.features, "prefix")
+    if self.info is not None:
+      prefix = data_task.normalize(prefix, np.full(len(prefix), prefix.shape[1]),
+                                   self.info["x_shift"], self.info["x_scale"])
+    return self._units(np.asarray(rollout.rollout(self.model, self.params,
+                                                  jnp.asarray(prefix), steps)))
+
+  def evaluate(self, x, y, lengths=None) -> dict[str, float]:
+    """The run's held-out metrics on (x, y) in the file's units, as training computed them.
+
+    Sequences: x [N, T, F], y labels [N] or targets [N, K]. Forecast: x the
+    windows [N, W, F], y their next H steps [N, H, F].
+    """
+    if self.info is None:
+      raise ValueError("evaluate is for runs trained on files (configs/data.py)")
+    return self._evaluator(self.params, self._examples(x, y, lengths))[1]
+
+  def held_out(self) -> tuple[np.ndarray, ...]:
+    """The run's test set, read again from its files: what `evaluate` takes (x, y[, lengths])."""
+    if self.info is None:
+      raise ValueError("held_out is for runs trained on files (configs/data.py)")
+    return data_task.make(self.config.task, self.config.train.batch_size).test_raw
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(model, params, x):
+  return programs.apply(model, params, {"x": x})[1]
+
+
+def load(workdir: str | os.PathLike) -> Run:
+  """The trained run in `workdir`, ready to predict (see `Run`)."""
+  return Run(str(workdir))
+
+
+__all__ = ["Run", "load"]

@@ -1,0 +1,293 @@
+"""From a config to a run: every check, the task, mesh, model, optimizer and abstract state.
+
+`plan(config)` is one model; `plan_grid(config, runs)` is M models of one
+config that differ only in array-valued hyperparameters (`ARRAY_FIELDS`),
+stacked on a leading `model` axis. Both check everything before anything is
+compiled, and return a `Run` whose state is abstract; `initialize` computes it.
+
+Keys: one root key per model from its seed, split into data, init, dropout
+and eval keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from seqjax.config import configlib, validate
+from seqjax.data import tasks
+from seqjax.data.tasks import base
+from seqjax.model import lstm, sequence
+from seqjax.runtime import sharding
+from seqjax.train import optim, programs, workdirs
+
+# What a grid may vary per model: arrays inside one compiled program.
+ARRAY_FIELDS = ("seed", "model.kernel_gain", "model.recurrent_gain", "model.forget_bias",
+                "train.learning_rate")
+
+
+# Bounds that no run on one machine reaches; past them a value is a typo.
+MAX_STEPS = 10**9
+MAX_BATCH = 2**24
+MAX_SEED = 2**32 - 1  # jax.random.key takes a uint32 seed
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the task-independent fields; tasks check their own in `make`."""
+  validate.finite_numbers(config)
+  validate.integer_in("seed", config.seed, 0, MAX_SEED)
+  sequence.validate_config(config.model)
+  t = config.train
+  validate.integer_in("train.batch_size", t.batch_size, 1, MAX_BATCH)
+  validate.integer_in("train.epochs", t.epochs, 0, MAX_STEPS)
+  if not t.epochs:
+    validate.integer_in("train.steps", t.steps, 1, MAX_STEPS)
+  optim.validate_config(t)
+  for field in ("log_every", "checkpoint_every", "eval_batch_size"):
+    validate.positive(f"train.{field}", t[field])
+  validate.integer_in("train.early_stopping", t.early_stopping, 0, MAX_STEPS)
+  if not isinstance(t.keep_best, bool):
+    validate.fail("train.keep_best", t.keep_best, "must be True or False")
+  if not isinstance(t.eval_every, int) or isinstance(t.eval_every, bool) or t.eval_every < -1:
+    validate.fail("train.eval_every", t.eval_every, "must be a positive integer, 0 to "
+                  "evaluate once at the end, or -1 once an epoch (finite datasets)")
+
+
+@dataclasses.dataclass
+class Run:
+  """What a run is made of, before its first step.
+
+  From `plan`/`plan_grid`, `state` and the keys are abstract
+  (`jax.ShapeDtypeStruct`s with their shardings): enough to compile programs
+  for them; `initialize` computes them. In a grid (`runs` set) the state, keys
+  and `lr_scale` have a leading axis of `size` models.
+  """
+  config: ml_collections.ConfigDict
+  task: base.Task
+  model: sequence.SequenceModel
+  mesh: jax.sharding.Mesh
+  total: int  # steps
+  state: programs.TrainState  # fresh, placed on the mesh
+  state_sharding: Any
+  data_key: jax.Array
+  dropout_key: jax.Array
+  eval_key: jax.Array
+  init: Any  # jitted () -> (state, (data_key, dropout_key, eval_key))
+  lr_scale: Any = None  # grid: [M] learning rate / config's learning rate
+  runs: list[dict[str, Any]] | None = None  # grid: each model's overrides
+
+  @property
+  def grid(self) -> bool:
+    return self.runs is not None
+
+  @property
+  def size(self) -> int:
+    """Models trained together: 1, or M in a grid."""
+    return len(self.runs) if self.grid else 1
+
+  def loop_args(self) -> tuple:
+    """What the train loop takes between the state and the step count."""
+    if self.grid:
+      return self.data_key, self.dropout_key, self.lr_scale
+    return self.data_key, self.dropout_key
+
+
+def _task_and_total(config):
+  """(config with `train.eval_every` -1 made the steps of an epoch, task, total steps)."""
+  validate_config(config)
+  task = tasks.make(config.task, config.train.batch_size)
+  if config.model.bidirectional and (task.causal or task.stateful_period or task.free_run
+                                     or task.eval_free_run):
+    validate.fail("model.bidirectional", True,
+                  "this task predicts next values, carries the LSTM state across chunks or "
+                  "generates step by step, and a bidirectional LSTM reads each sequence to its "
+                  "end first (it would see the targets): set model.bidirectional=False")
+  t = config.train
+  for field, used in (("epochs", t.epochs), ("eval_every", t.eval_every == -1)):
+    if used and not task.steps_per_epoch:
+      validate.fail(f"train.{field}", t[field],
+                    "needs a finite dataset (this task config is online); set train.steps")
+  if config.train.eval_every == -1:
+    config = configlib.override(config, {"train.eval_every": task.steps_per_epoch})
+  total = config.train.epochs * task.steps_per_epoch if config.train.epochs else config.train.steps
+  return config, task, total
+
+
+def device_memory_bytes(device: jax.Device) -> int | None:
+  """What one device may allocate: an accelerator's limit, a CPU's physical memory."""
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"])
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def check_memory(config: ml_collections.ConfigDict, task: base.Task, mesh, models_per_device: int
+                 = 1) -> None:
+  """Refuses, before compiling, a train step that cannot fit one device's memory.
+
+  An estimate from the shapes: parameters with their gradient and two optimizer
+  moments, and the backward pass's stored residuals (`lstm.RESIDUALS_PER_STEP`
+  [B, H] arrays a step and layer, plus the [B, 4H] input projection), for the
+  device's share of the batch (and of a grid's models). It names the field that
+  dominates.
+  """
+  m = config.model
+  sample = jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
+  _, steps, features = sample["x"].shape
+  batch = max(1, config.train.batch_size // mesh.shape[sharding.DATA])
+  params = lstm.num_lstm_params(features, m.hidden, m.num_layers, m.bidirectional, m.merge)
+  width = lstm.output_features(m.hidden, m.bidirectional, m.merge)
+  for out in (*m.head_hidden, task.out_features):
+    params += (width + 1) * out
+    width = out
+  kept = steps if not m.remat else 2 * int(steps ** 0.5) + 1
+  activations = (m.num_layers * lstm.directions(m.bidirectional) * kept * batch * m.hidden
+                 * (lstm.RESIDUALS_PER_STEP + 4))
+  need = 4 * models_per_device * (4 * params + activations)
+  have = device_memory_bytes(mesh.devices.flat[0])
+  if have is None or need <= have:
+    return
+  gib = lambda n: f"{n / 2**30:.1f} GiB"
+  field, value = (("model.hidden", m.hidden) if 4 * params >= activations
+                  else ("train.batch_size", config.train.batch_size))
+  validate.fail(field, value, f"the train step needs about {gib(need)} per device "
+                f"(parameters and optimizer {gib(16 * params * models_per_device)}, stored "
+                f"activations {gib(4 * activations * models_per_device)}), more than the "
+                f"{gib(have)} of {mesh.devices.flat[0].platform} memory")
+
+
+def _placed(tree, shardings):
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      tree, shardings)
+
+
+def plan(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
+  """Checks the config (and `workdir`), builds the task, mesh and model; the state abstract.
+
+  Every check happens here, before anything is compiled. Raises validate.ConfigError.
+  """
+  config, task, total = _task_and_total(config)
+  mesh = sharding.make_mesh(config.mesh)
+  if mesh.shape[sharding.MODEL] != 1:
+    validate.fail("mesh.model", config.mesh.model, "must be 1 for a single run (the model axis "
+                  "splits the models of a sweep grid); use mesh.data")
+  sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
+  check_memory(config, task, mesh)
+  if workdir is not None:
+    workdirs.prepare(config, workdir)
+  model = sequence.from_config(config.model, task.out_features, task.head)
+  tx = optim.create(config.train, total)  # one object: the abstract and the real state match
+
+  def init():  # the keys too: eager key ops would each compile a program of their own
+    data_key, init_key, dropout_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
+    return (programs.init_state(task, model, tx, data_key, init_key, config.train.batch_size),
+            (data_key, dropout_key, eval_key))
+
+  state, keys = jax.eval_shape(init)
+  state_sharding, repl = sharding.state_shardings(mesh, state), sharding.replicated(mesh)
+  return Run(config, task, model, mesh, total, _placed(state, state_sharding), state_sharding,
+             *[_placed(k, repl) for k in keys],
+             init=jax.jit(init, out_shardings=(state_sharding, repl)))
+
+
+def _per_model(config, runs, field, cast=float) -> np.ndarray:
+  default = config
+  for g in field.split("."):
+    default = default[g]
+  return np.asarray([cast(r.get(field, default)) for r in runs])
+
+
+def plan_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
+              workdir: str | None = None) -> Run:
+  """`plan` for M models of `config`, each run's `ARRAY_FIELDS` overrides applied as arrays.
+
+  Each model computes what `plan(configlib.override(config, run))` computes,
+  to float tolerance: the same keys from its seed, the same data, and its
+  gains applied as scales of the unit-gain initializers (`lstm.scale_gains`).
+  """
+  structural = {k for r in runs for k in r if k not in ARRAY_FIELDS}
+  if structural:
+    raise validate.ConfigError(f"a grid varies only {ARRAY_FIELDS}; got {sorted(structural)}")
+  if config.model.chrono_tmax and any("model.forget_bias" in r for r in runs):
+    validate.fail("model.chrono_tmax", config.model.chrono_tmax,
+                  "must be 0 to sweep model.forget_bias (chrono sets the gate biases)")
+  for r in runs:
+    validate.finite_numbers({k: v for k, v in r.items()})
+    if "seed" in r:
+      validate.integer_in("seed", r["seed"], 0, MAX_SEED)
+    for field in ("model.kernel_gain", "model.recurrent_gain", "train.learning_rate"):
+      if field in r:
+        validate.positive_float(field, r[field])
+  config, task, total = _task_and_total(config)
+  if task.fed:
+    raise validate.ConfigError(f"task.name={task.name!r}: a sweep grid trains on generated "
+                               "data only; train each model of a file with seqjax.main")
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_divides(mesh, sharding.MODEL, len(runs), "the number of sweep runs")
+  sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
+  check_memory(config, task, mesh, len(runs) // mesh.shape[sharding.MODEL])
+  if workdir is not None:
+    workdirs.prepare(config, workdir)
+  # One model built with unit gains; each model's gains are applied as scales. Its scan
+  # runs a device's share of the M models at each step, so the automatic unroll is
+  # chosen for that share of M x batch.
+  fixed = {"model.kernel_gain": 1.0, "model.recurrent_gain": 1.0}
+  if not config.model.unroll:
+    sample = jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
+    batch, steps = sample["x"].shape[:2]
+    per_device = (len(runs) // mesh.shape[sharding.MODEL]) * max(
+        1, batch // mesh.shape[sharding.DATA])
+    fixed["model.unroll"] = lstm.auto_unroll(steps, per_device, config.model.hidden)
+  unit = configlib.override(config, fixed)
+  model = sequence.from_config(unit.model, task.out_features, task.head)
+  tx = optim.create(config.train, total)
+  per_model = {f: _per_model(config, runs, f) for f in ARRAY_FIELDS[1:]}
+  seeds = _per_model(config, runs, "seed", int)
+  lr_scale = per_model["train.learning_rate"] / config.train.learning_rate
+  forget_base = config.model.forget_bias
+
+  def one(seed, kernel_gain, recurrent_gain, forget_bias):
+    data_key, init_key, dropout_key, eval_key = jax.random.split(jax.random.key(seed), 4)
+    state = programs.init_state(task, model, tx, data_key, init_key, config.train.batch_size)
+    params = lstm.scale_gains(state.params, kernel_gain, recurrent_gain,
+                              forget_bias - forget_base)
+    state = state.replace(params=params, opt_state=tx.init(params), diverged_at=np.int32(-1))
+    return state, (data_key, dropout_key, eval_key)
+
+  # Per-model arrays are made by jitted functions placed on the mesh, so every
+  # process of a multi-host job holds its part of the same global arrays.
+  def init():
+    return jax.vmap(one)(seeds, per_model["model.kernel_gain"],
+                         per_model["model.recurrent_gain"], per_model["model.forget_bias"])
+
+  state, keys = jax.eval_shape(init)
+  split = NamedSharding(mesh, P(sharding.MODEL))
+  state_sharding = sharding.state_shardings(mesh, state, grid=True)
+  lr_scale = jax.jit(lambda: lr_scale, out_shardings=split)()
+  return Run(config, task, model, mesh, total, _placed(state, state_sharding), state_sharding,
+             *[_placed(k, split) for k in keys],
+             init=jax.jit(init, out_shardings=(state_sharding, split)),
+             lr_scale=lr_scale, runs=list(runs))
+
+
+def initialize(run: Run) -> Run:
+  """`run` with its state and keys computed (compiles and runs the init program)."""
+  state, keys = run.init()
+  return dataclasses.replace(run, state=state, data_key=keys[0], dropout_key=keys[1],
+                             eval_key=keys[2])
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
+  """`plan` then `initialize`: the run with its fresh, sharded state."""
+  return initialize(plan(config, workdir))
