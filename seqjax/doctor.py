@@ -307,16 +307,11 @@ def run_checks(checks: list[tuple[str, Callable[[], str]]], out=sys.stdout) -> i
   return failed
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  cache_dir = None  # the default: seqjax.main's
-  for arg in argv:
-    if not arg.startswith("--compilation_cache="):
-      print("usage: python -m seqjax.doctor [--compilation_cache=DIR]  (empty: off)",
-            file=sys.stderr)
-      return 2
-    cache_dir = arg.partition("=")[2]
+def check_all(cache_dir: str | None = None) -> int:
+  """Runs every check, one line each; returns how many failed.
 
+  `cache_dir`: the compilation cache to check (None: seqjax.main's default; '': off).
+  """
   def cache():
     from seqjax.runtime import compile_cache
     return check_cache(compile_cache.enable(
@@ -331,8 +326,18 @@ def main(argv: list[str] | None = None) -> int:
   print("seqjax doctor", flush=True)
   failed = run_checks(checks)
   print("all checks passed" if not failed else f"{failed} check(s) failed", flush=True)
-  return 1 if failed else 0
+  return failed
+
+
+def main() -> None:
+  from absl import flags
+
+  from seqjax.config import cli
+
+  flags.DEFINE_string("compilation_cache", None, "The compilation cache to check (default: "
+                      "the one seqjax.main uses; empty: off).")
+  cli.run(lambda argv: 1 if check_all(flags.FLAGS.compilation_cache) else 0)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  main()

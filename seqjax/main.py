@@ -5,7 +5,7 @@ Overrides: `--config.train.steps=500`; config args: `--config=configs/freq.py:ma
 
 import gc
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from seqjax.config import cli
@@ -23,21 +23,18 @@ def main(argv):
   # The garbage collector would walk the ~10^6 objects of the imports (JAX, Flax, optax,
   # orbax) in every full collection while tracing, and once more at exit (~0.3 s).
   gc.freeze()
-  with cli.exit_codes():
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    compile_cache.enable(FLAGS.compilation_cache)
-    workdir = FLAGS.workdir or workdirs.create_default(
-        config_flags.get_config_filename(FLAGS["config"]))
-    # Both before anything touches a device: multi-host jobs join, a CPU host splits its cores.
-    if not sharding.initialize_distributed():
-      config = FLAGS.config
-      sharding.set_cpu_devices(config.mesh.cpu_devices, config.train.batch_size,
-                               config.model.hidden)
-    trainer.train_and_evaluate(FLAGS.config, workdir)
-    gc.freeze()
+  del argv  # no positional arguments (cli.run refuses them)
+  compile_cache.enable(FLAGS.compilation_cache)
+  workdir = FLAGS.workdir or workdirs.create_default(
+      config_flags.get_config_filename(FLAGS["config"]))
+  # Both before anything touches a device: multi-host jobs join, a CPU host splits its cores.
+  if not sharding.initialize_distributed():
+    config = FLAGS.config
+    sharding.set_cpu_devices(config.mesh.cpu_devices, config.train.batch_size,
+                             config.model.hidden)
+  trainer.train_and_evaluate(FLAGS.config, workdir)
+  gc.freeze()
 
 
 if __name__ == "__main__":
-  logging.set_verbosity(logging.WARNING)  # our progress goes to stdout; keep library chatter out
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

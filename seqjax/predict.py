@@ -10,7 +10,7 @@ forecast run's CSV may be long format with its time column). Outputs `.npy` or
 from __future__ import annotations
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from seqjax.config import cli, validate
 from seqjax.data import readers
@@ -51,20 +51,17 @@ def header(run: inference.Run, preds: np.ndarray) -> list[str]:
 
 
 def main(argv):
-  with cli.exit_codes():
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.output.lower().endswith((".npy", ".csv")):
-      raise validate.ConfigError(f"--output={FLAGS.output!r}: unknown extension; allowed: "
-                                 ".npy, .csv")
-    run = inference.load(FLAGS.workdir)
-    x, lengths = read_inputs(run, FLAGS.input)
-    preds = run.predict(x, lengths)
-    readers.write(FLAGS.output, preds, header(run, preds))
-    print(f"{len(preds)} predictions ({run.kind}, parameters of step {run.step}) -> "
-          f"{FLAGS.output}", flush=True)
+  del argv  # no positional arguments (cli.run refuses them)
+  if not FLAGS.output.lower().endswith((".npy", ".csv")):
+    raise validate.ConfigError(f"--output={FLAGS.output!r}: unknown extension; allowed: "
+                               ".npy, .csv")
+  run = inference.load(FLAGS.workdir)
+  x, lengths = read_inputs(run, FLAGS.input)
+  preds = run.predict(x, lengths)
+  readers.write(FLAGS.output, preds, header(run, preds))
+  print(f"{len(preds)} predictions ({run.kind}, parameters of step {run.step}) -> "
+        f"{FLAGS.output}", flush=True)
 
 
 if __name__ == "__main__":
-  logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  cli.run(main)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from seqjax.config import cli, validate
 from seqjax.runtime import files
 
 HEADER = ["| run | task | held-out metric | steps | wall (s) | compile (s) "
@@ -75,6 +76,10 @@ def rows(root: str) -> list[str]:
 def main(argv: list[str]) -> None:
   roots = argv[1:] or ["runs"]
   for root in roots:
+    if not files.path(root).is_dir():
+      raise validate.ConfigError(f"{root}: no such folder (runs are written under runs/ "
+                                 "unless --workdir says otherwise)")
+  for root in roots:
     table = rows(root)
     if len(table) == len(HEADER):
       print(f"no results.json under {root}/ (runs write one when they finish)")
@@ -83,5 +88,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app
-  app.run(main)
+  cli.run(main, positional=True)

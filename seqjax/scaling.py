@@ -52,7 +52,7 @@ def table(rows: list[dict[str, float]]) -> str:
 
 
 def main():
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -68,10 +68,8 @@ def main():
   FLAGS = flags.FLAGS  # noqa: N806
 
   def run(argv):
-    with cli.exit_codes():
-      if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-      _run(cli.positive_ints("devices", FLAGS.devices, "1,2,4,8"))
+    del argv  # no positional arguments (cli.run refuses them)
+    _run(cli.positive_ints("devices", FLAGS.devices, "1,2,4,8"))
 
   def _run(devices):
     if FLAGS.measure:
@@ -97,7 +95,7 @@ def main():
     if FLAGS.out:
       files.write_json(FLAGS.out, rows)
 
-  app.run(run, flags_parser=cli.parse_flags)
+  cli.run(run)
 
 
 if __name__ == "__main__":

@@ -286,7 +286,7 @@ def grid_metric(config) -> str:
 
 
 def main():
-  from absl import app, flags, logging
+  from absl import app, flags
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -301,30 +301,27 @@ def main():
   FLAGS = flags.FLAGS  # noqa: N806
 
   def run(argv):
-    with cli.exit_codes():
-      if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-      if FLAGS.converged is not None and not math.isfinite(FLAGS.converged):
-        raise app.UsageError(f"--converged={FLAGS.converged} must be a finite number")
-      path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
-      workdir = FLAGS.workdir or workdirs.default(path, FLAGS.sweep)
-      compile_cache.enable(FLAGS.compilation_cache)
-      # A CPU host as N devices only when asked (mesh.cpu_devices=N): a grid splits its
-      # models along mesh.model, which the automatic choice (by batch) does not see.
-      if not sharding.initialize_distributed() and FLAGS.config.mesh.cpu_devices > 0:
-        config = FLAGS.config
-        sharding.set_cpu_devices(config.mesh.cpu_devices, config.train.batch_size,
-                                 config.model.hidden)
-      if FLAGS.throughput:
-        for structural, members in group_runs(load_sweep(path, FLAGS.sweep)):
-          arrays = [{k: v for k, v in r.items() if k in ARRAY_FIELDS} for r in members]
-          writers.console(f"group {structural}:")
-          throughput(configlib.override(FLAGS.config, structural), arrays, FLAGS.throughput)
-        return
-      run_sweep(FLAGS.config, path, FLAGS.sweep, workdir, FLAGS.converged)
+    del argv  # no positional arguments (cli.run refuses them)
+    if FLAGS.converged is not None and not math.isfinite(FLAGS.converged):
+      raise app.UsageError(f"--converged={FLAGS.converged} must be a finite number")
+    path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
+    workdir = FLAGS.workdir or workdirs.default(path, FLAGS.sweep)
+    compile_cache.enable(FLAGS.compilation_cache)
+    # A CPU host as N devices only when asked (mesh.cpu_devices=N): a grid splits its
+    # models along mesh.model, which the automatic choice (by batch) does not see.
+    if not sharding.initialize_distributed() and FLAGS.config.mesh.cpu_devices > 0:
+      config = FLAGS.config
+      sharding.set_cpu_devices(config.mesh.cpu_devices, config.train.batch_size,
+                               config.model.hidden)
+    if FLAGS.throughput:
+      for structural, members in group_runs(load_sweep(path, FLAGS.sweep)):
+        arrays = [{k: v for k, v in r.items() if k in ARRAY_FIELDS} for r in members]
+        writers.console(f"group {structural}:")
+        throughput(configlib.override(FLAGS.config, structural), arrays, FLAGS.throughput)
+      return
+    run_sweep(FLAGS.config, path, FLAGS.sweep, workdir, FLAGS.converged)
 
-  logging.set_verbosity(logging.WARNING)  # progress goes to stdout; keep library chatter out
-  app.run(run, flags_parser=cli.parse_flags)
+  cli.run(run)
 
 
 if __name__ == "__main__":

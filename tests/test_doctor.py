@@ -87,7 +87,8 @@ def test_an_accelerator_that_did_not_start_is_a_failure(monkeypatch):
 
 def test_bad_arguments_are_a_usage_error(tmp_path):
   result = _doctor(tmp_path, "--fast")
-  assert result.returncode == 2 and "usage" in result.stderr
+  assert result.returncode == 2 and result.stderr.startswith("error: ")
+  assert "fast" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_on_a_gpu_the_pallas_kernels_are_checked_against_the_xla_path(monkeypatch):

@@ -65,12 +65,12 @@ def test_rerun_loads_compiled_programs_from_the_cache(tmp_path):
   assert not (home_cache / "seqjax").exists()  # (matplotlib keeps its font cache there)
 
 
-def test_report_cli_help_and_no_runs(tmp_path):
-  """`python -m seqjax.report` is an absl CLI: --help works, no runs is one clear line."""
-  help_ = subprocess.run([sys.executable, "-m", "seqjax.report", "--help"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
-  # absl's --help prints the usage and exits 1, as seqjax.main's does.
-  assert "python -m seqjax.report" in help_.stdout and "Traceback" not in help_.stderr
+def test_report_names_a_missing_folder_and_an_empty_one(tmp_path):
+  """`python -m seqjax.report`: no such folder is one line, exit 2; no runs in one, exit 0."""
+  missing = subprocess.run([sys.executable, "-m", "seqjax.report", "nowhere"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+  assert missing.returncode == 2 and missing.stderr.startswith("error: nowhere: no such folder")
+  (tmp_path / "runs").mkdir()
   empty = subprocess.run([sys.executable, "-m", "seqjax.report"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
   assert empty.returncode == 0 and "no results.json under runs/" in empty.stdout

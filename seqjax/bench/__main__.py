@@ -154,4 +154,4 @@ def _cpus() -> int:
 
 if __name__ == "__main__":
   from seqjax.config import cli
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -1,8 +1,8 @@
-"""What every command line shares: flag parsing and errors as one line with an exit code.
+"""What every command line shares: `run(main)`, its flag parsing, one-line errors, exit codes.
 
-Exit codes: 2 a bad flag, config value or workdir (one line, nothing run);
-3 a NaN/Inf loss; 128 + N a stop by signal N after its checkpoint (143 SIGTERM,
-130 SIGINT); 1 a config file's own error (its traceback, after a line naming it).
+Every `python -m seqjax.<command>` runs through `run`: absl flags parsed by
+`parse_flags`, `--help` printing the command's doc and flags (exit 0), and the
+errors a run reports turned into one line and an exit code (`EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,25 @@ import re
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from seqjax.config import validate
+
+# The exit codes of every command (the README's table is this one).
+EXIT_CODES = {
+    0: "done",
+    1: "a check of seqjax.doctor failed, or a config file's own code raised (its traceback "
+       "follows a line naming the file)",
+    2: "a bad or missing flag, config value, input file or workdir (one line; nothing run "
+       "or changed)",
+    3: "the loss or gradients became NaN/Inf (the step is named; checkpoints and metrics "
+       "kept)",
+    130: "stopped by Ctrl-C (SIGINT), after a checkpoint of the current step",
+    143: "stopped by SIGTERM (a preemption notice), after a checkpoint of the current step",
+}
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 
 
 class Preempted(Exception):  # noqa: N818  (a stop, not an error)
@@ -42,10 +57,44 @@ def _config_file(argv: list[str]) -> str:
   return "--config"
 
 
+def run(main: Callable[[list[str]], int | None], *, positional: bool = False) -> None:
+  """Runs a command's `main(argv)` as every seqjax command runs.
+
+  Flags go through `parse_flags`; library log chatter is off (progress goes to
+  stdout); `main`'s errors become one line and an exit code (`exit_codes`).
+  `main` gets argv (the program name, then positional arguments only when
+  `positional`, else none is allowed) and may return an exit code.
+  """
+  def checked(argv: list[str]) -> int | None:
+    with exit_codes():
+      if not positional and len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+      return main(argv)
+
+  logging.set_verbosity(logging.WARNING)
+  app.run(checked, flags_parser=parse_flags)
+
+
+def print_help() -> None:
+  """The command's doc, its own flags and the exit codes, on stdout."""
+  app.usage(shorthelp=True, writeto_stdout=True)
+  fl, main = flags.FLAGS, sys.argv[0]
+  for module in fl.flags_by_module_dict():  # flags a command takes from seqjax's modules
+    if module != main and "seqjax" in module:
+      print(fl.module_help(module))
+  print("\nExit codes:")
+  for code, meaning in EXIT_CODES.items():
+    print(f"  {code:>3}  {meaning}")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (`app.run(..., flags_parser=parse_flags)`): a bad flag, config
-  file, arg or override is one line and exit 2."""
+  """absl's flag parsing (`app.run(..., flags_parser=parse_flags)`): `--help` prints the
+  help and exits 0; a bad or missing flag, config file, arg or override is one line and
+  exit 2."""
   fl = flags.FLAGS
+  if any(arg in HELP_FLAGS for arg in argv[1:]):
+    print_help()
+    sys.exit(0)
   try:
     args = fl(argv)
     if "config" in fl and fl["config"].value is not None:
@@ -53,7 +102,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     return args
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
     message = str(e)
-    if "ConfigError: " in message:  # raised inside get_config, wrapped with a traceback
+    missing = re.findall(r"Flag --(\w+) must have a value other than None", message)
+    if missing:
+      message = (f"missing {', '.join('--' + m for m in missing)} (required; --help lists "
+                 "the flags)")
+    elif "ConfigError: " in message:  # raised inside get_config, wrapped with a traceback
       message = message.rsplit("ConfigError: ", 1)[1]
     elif isinstance(e, AttributeError | KeyError):  # a typo in a --config.* override
       field = re.search(r"\w+", message)
