@@ -23,7 +23,7 @@ flags.DEFINE_string("output", None, "Where predictions go: .npy or .csv.")
 flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
-def read_inputs(run: inference.Run, path: str) -> tuple[np.ndarray, np.ndarray]:
+def read_inputs(run: inference.TrainedRun, path: str) -> tuple[np.ndarray, np.ndarray]:
   """(x [N, T, F] NaN-padded, lengths [N]) from `path`, checked against the run."""
   info = run.info or {}
   forecast = info.get("kind") == "forecast"
@@ -39,7 +39,7 @@ def read_inputs(run: inference.Run, path: str) -> tuple[np.ndarray, np.ndarray]:
   return arrays.x, arrays.lengths
 
 
-def header(run: inference.Run, preds: np.ndarray) -> list[str]:
+def header(run: inference.TrainedRun, preds: np.ndarray) -> list[str]:
   info = run.info or {}
   kind = info.get("kind")
   if kind == "classification":

@@ -168,7 +168,7 @@ def _train_grid(run: planning.Run, workdir: str, converged: float | None,
   monitor = GridMonitor(run, started.state, started.evaluate, started.eval_set, writer, workdir,
                         first)
   try:
-    state, (final, diverged_at), compile_s = driver.run(
+    state, (final, diverged_at), compile_s = driver.loop(
         started.train_loop, started.state, run.loop_args(), total=run.total,
         train_config=config.train, monitor=monitor, ckpt=ckpt, writer=writer, workdir=workdir,
         zero_sums=started.zero_sums, t_start=t_start)

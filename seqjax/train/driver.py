@@ -205,11 +205,11 @@ class MetricWindows:
       self._file.close()
 
 
-def run(train_loop, state, loop_args: tuple, *, total: int,
-        train_config: ml_collections.ConfigDict, monitor: Monitor,
-        ckpt: checkpoint.Checkpointer, writer: writers.MetricWriter,
-        workdir: str, zero_sums: Any, t_start: float,
-        feed: feed_lib.Feed | None = None) -> tuple[Any, Any, float | None]:
+def loop(train_loop, state, loop_args: tuple, *, total: int,
+         train_config: ml_collections.ConfigDict, monitor: Monitor,
+         ckpt: checkpoint.Checkpointer, writer: writers.MetricWriter,
+         workdir: str, zero_sums: Any, t_start: float,
+         feed: feed_lib.Feed | None = None) -> tuple[Any, Any, float | None]:
   """Trains `state` from its step to `total`, then evaluates once more.
 
   Args:

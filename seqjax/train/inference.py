@@ -47,7 +47,7 @@ def _as_sequences(x, features: int, what: str = "x") -> np.ndarray:
   return x
 
 
-class Run:
+class TrainedRun:
   """A trained run, ready to predict.
 
   Attributes:
@@ -233,9 +233,9 @@ def _apply(model, params, x):
   return programs.apply(model, params, {"x": x})[1]
 
 
-def load(workdir: str | os.PathLike) -> Run:
-  """The trained run in `workdir`, ready to predict (see `Run`)."""
-  return Run(str(workdir))
+def load(workdir: str | os.PathLike) -> TrainedRun:
+  """The trained run in `workdir`, ready to predict (see `TrainedRun`)."""
+  return TrainedRun(str(workdir))
 
 
-__all__ = ["Run", "load"]
+__all__ = ["TrainedRun", "load"]

@@ -123,7 +123,7 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
                     history=[r for r in writers.read_metrics(workdir)
                              if r["step"] <= started.first_step])
   try:
-    state, (preds, held_out), compile_s = driver.run(
+    state, (preds, held_out), compile_s = driver.loop(
         started.train_loop, started.state, run.loop_args(), total=run.total,
         train_config=config.train, monitor=monitor, ckpt=ckpt, writer=writer, workdir=workdir,
         zero_sums=started.zero_sums, t_start=t_start, feed=started.feed)
