@@ -35,7 +35,7 @@ step() {  # name, time limit in seconds, command...
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$log" 2>&1
 step doctor 60 python -m seqjax.doctor
-step tests 300 python -m pytest -q -p no:cacheprovider --durations=15
+step tests 300 python -m pytest -o addopts= -q -p no:cacheprovider --durations=15
 step bench 180 python -m seqjax.bench --shapes=seed,large --precision=highest,default \
   --peers="seqjax,seqjax device loop,flax nn.RNN,torch nn.LSTM" --repeats=10 --out="$out/bench"
 step unroll 120 python -m seqjax.bench --shapes=freq,mean --unroll=1,4,8,16,32,64,128 \

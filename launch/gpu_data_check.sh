@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training on files on a GPU, in about 6 minutes:
+# Training on files on a GPU (each step has a time limit):
 #   1. the file-backed tests on the GPU (tests/test_data.py);
 #   2. a file larger than the device's memory trains: a 4.0 GB .npz of [400000, 100, 25]
 #      float32 sequences with the GPU limited to 2% of its memory (2.8 GB on an H200);
@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 f=$out/files
 
 echo "== tests"
-timeout 300 python -m pytest -q -p no:cacheprovider tests/test_data.py 2>&1 | tail -5
+timeout 300 python -m pytest -o addopts= -q -p no:cacheprovider tests/test_data.py 2>&1 | tail -5
 
 echo "== a file larger than device memory"
 big=/tmp/seqjax_big.npz

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The LSTM's Flax-facing features on a GPU, in about 3 minutes:
+# The LSTM's Flax-facing features on a GPU (each step has a time limit):
 #   1. the unidirectional train step on the seed shapes, `python -m seqjax.bench`; with
 #      BASELINE set to another seqjax source tree (its parent folder), the same rows from
 #      it, in the same call, so the two are timed on one machine;
@@ -23,6 +23,6 @@ if [[ -n "${BASELINE:-}" ]]; then
 fi
 
 echo "== tests" | tee "$out/tests.txt"
-timeout 200 python -m pytest -q -p no:cacheprovider -m "not slow" tests/test_flax.py \
+timeout 200 python -m pytest -o addopts= -q -p no:cacheprovider -m "not slow" tests/test_flax.py \
   tests/test_parity.py tests/test_recurrence.py 2>&1 | tail -15 | tee -a "$out/tests.txt"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fused Pallas LSTM kernels on an NVIDIA GPU, in about 7 minutes (9 at most): the first
+# The fused Pallas LSTM kernels on an NVIDIA GPU, in 9 minutes at most: the first
 # thing to run where one is lent:
 #   1. the kernels' tests on the GPU: Triton-compiled, against the XLA path (the layer
 #      kernel's values and gradients over masks, lengths, reverse, 2 layers, carry, odd H,
@@ -25,7 +25,7 @@ tests_status=0
 
 if [[ $parts == *,tests,* ]]; then
   echo "== tests" | tee "$out/tests.txt"
-  timeout 120 python -m pytest -q -p no:cacheprovider tests/test_pallas.py \
+  timeout 120 python -m pytest -o addopts= -q -p no:cacheprovider tests/test_pallas.py \
     tests/test_pallas_free_run.py 2>&1 | tail -15 | tee -a "$out/tests.txt"
   tests_status=${PIPESTATUS[0]}
 fi

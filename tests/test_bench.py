@@ -9,12 +9,14 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from seqjax.bench import peers, seeds, shapes, timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_bench_cli_on_a_tiny_shape(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "seqjax.bench", "--shapes=tiny", "--repeats=2",
                          "--peers=seqjax,flax nn.RNN", f"--out={tmp_path}"], cwd=ROOT,
@@ -42,6 +44,7 @@ def test_bench_rejects_unknown_peers_and_shapes():
     assert proc.returncode != 0 and "allowed" in proc.stderr
 
 
+@pytest.mark.slow
 def test_every_installed_peer_runs_its_steps():
   """Each installed peer builds the tiny shape and runs a train step and a forward pass
   (seqjax's Pallas peer too: interpreted off a GPU)."""
@@ -80,6 +83,7 @@ def test_ratios_and_seed_table():
   assert timing.time_calls(lambda: None, repeats=3, min_seconds=0.01) >= 0
 
 
+@pytest.mark.slow
 def test_unroll_sweep_marks_the_automatic_choice(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "seqjax.bench", "--shapes=tiny", "--repeats=2",
                          "--unroll=1,2", f"--out={tmp_path}"], cwd=ROOT,
@@ -111,6 +115,7 @@ def test_rollout_row_times_the_free_run():
   assert "| sine rollout B1 W50 N200 H32x2 | seqjax xla |" in generation.markdown([row])
 
 
+@pytest.mark.slow
 def test_kernel_tuning_rows_time_the_scan_and_each_tuning():
   from seqjax.bench import kernel_tuning
   rows = kernel_tuning.sweep([shapes.SHAPES["tiny"]], repeats=1)

@@ -19,41 +19,6 @@ from seqjax.train import programs, trainer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def labelled_csv(path, n=300, steps=30, seed=0):
-  """Univariate sequences, label 1 carries a bump: a clear signal."""
-  rng = np.random.default_rng(seed)
-  y = rng.integers(0, 2, n)
-  x = rng.normal(0, 1, (n, steps)) + y[:, None] * 1.5 * np.sin(np.linspace(0, 3, steps))
-  lines = [",".join([f"t{i}" for i in range(steps)] + ["label"])]
-  lines += [",".join(f"{v:.4f}" for v in xi) + f",{yi}" for xi, yi in zip(x, y, strict=True)]
-  path.write_text("\n".join(lines) + "\n")
-  return path
-
-
-def variable_npz(path, n=400, steps=24, features=3, seed=1):
-  """Multivariate sequences of 8..24 steps, NaN-padded; y = (mean of x0, max of x1)."""
-  rng = np.random.default_rng(seed)
-  lengths = rng.integers(8, steps + 1, n)
-  x = rng.normal(size=(n, steps, features)).astype(np.float32)
-  valid = np.arange(steps)[None, :] < lengths[:, None]
-  y = np.stack([(x[..., 0] * valid).sum(1) / lengths,
-                np.where(valid, x[..., 1], -np.inf).max(1)], 1)
-  x[~valid] = np.nan
-  np.savez(path, x=x, y=y)
-  return path
-
-
-def seasonal_csv(path, steps=1200, seed=1):
-  """One long series with a daily (24-step) season and noise, long format, rows shuffled."""
-  rng = np.random.default_rng(seed)
-  t = np.arange(steps)
-  s = 10 + 3 * np.sin(2 * np.pi * t / 24) + 1.5 * np.sin(2 * np.pi * t / 6 + 1)
-  s = s + 0.5 * rng.normal(size=steps)
-  rows = [f"{i},{s[i]:.4f}" for i in rng.permutation(steps)]
-  path.write_text("hour,load\n" + "\n".join(rows) + "\n")
-  return path
-
-
 def run(module, *args, cwd=ROOT):
   # Not preallocating: on a GPU, the test process and this one share the device.
   env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
@@ -69,7 +34,7 @@ def train_cli(workdir, config, *args):
 
 
 @pytest.mark.slow
-def test_labelled_csv_trains_predicts_and_beats_the_majority_class(tmp_path):
+def test_labelled_csv_trains_predicts_and_beats_the_majority_class(tmp_path, labelled_csv):
   path = labelled_csv(tmp_path / "labelled.csv")
   results = train_cli(tmp_path / "run", "--config=configs/data.py", f"--config.task.train={path}",
                       "--config.train.epochs=30")
@@ -88,7 +53,7 @@ def test_labelled_csv_trains_predicts_and_beats_the_majority_class(tmp_path):
 
 
 @pytest.mark.slow
-def test_variable_length_multivariate_npz_regression(tmp_path):
+def test_variable_length_multivariate_npz_regression(tmp_path, variable_npz):
   path = variable_npz(tmp_path / "seqs.npz")
   results = train_cli(tmp_path / "run", "--config=configs/data.py:regression",
                       f"--config.task.train={path}", "--config.train.epochs=40")
@@ -110,7 +75,7 @@ def test_variable_length_multivariate_npz_regression(tmp_path):
 
 
 @pytest.mark.slow
-def test_seasonal_series_forecast_12_steps_beats_seasonal_naive(tmp_path):
+def test_seasonal_series_forecast_12_steps_beats_seasonal_naive(tmp_path, seasonal_csv):
   path = seasonal_csv(tmp_path / "series.csv")
   results = train_cli(tmp_path / "run", "--config=configs/data.py:forecast",
                       f"--config.task.train={path}", "--config.task.time_column=hour",
@@ -201,7 +166,7 @@ def test_test_file_with_other_columns_is_refused(tmp_path):
     make(config)
 
 
-def test_test_csv_with_another_header_is_refused(tmp_path):
+def test_test_csv_with_another_header_is_refused(tmp_path, labelled_csv):
   labelled_csv(tmp_path / "a.csv", n=50)
   text = (tmp_path / "a.csv").read_text().replace("t0,", "start,", 1)
   (tmp_path / "b.csv").write_text(text)
@@ -236,7 +201,7 @@ def test_series_are_split_by_time_and_normalised_on_the_training_part(tmp_path):
   assert task.info["x_shift"][0] == pytest.approx(np.arange(train_end).mean())
 
 
-def test_sequence_split_is_seeded_and_disjoint(tmp_path):
+def test_sequence_split_is_seeded_and_disjoint(tmp_path, labelled_csv):
   path = labelled_csv(tmp_path / "l.csv", n=100)
   a, b = make(data_config(path)), make(data_config(path))
   np.testing.assert_array_equal(a.test_raw[0], b.test_raw[0])
@@ -260,7 +225,7 @@ def test_feed_gives_keras_epochs_and_the_same_batch_for_a_step_whatever_the_chun
   f.close()
 
 
-def test_the_compiled_train_loop_does_not_grow_with_the_file(tmp_path):
+def test_the_compiled_train_loop_does_not_grow_with_the_file(tmp_path, labelled_csv):
   from seqjax.train import planning, programs
   sizes = []
   for n in (200, 2000):
@@ -354,7 +319,7 @@ def test_the_readme_lstm_and_rollout_block_runs_as_written():
 
 
 @pytest.mark.slow
-def test_file_run_killed_then_rerun_is_bit_identical(tmp_path):
+def test_file_run_killed_then_rerun_is_bit_identical(tmp_path, variable_npz):
   """The fed batches, the early-stopping history and the best parameters survive kill -9."""
   import signal
   import time
@@ -394,14 +359,14 @@ def test_file_run_killed_then_rerun_is_bit_identical(tmp_path):
   assert (whole / "results.json").read_text() == (cut / "results.json").read_text()
 
 
-def test_a_sweep_grid_of_a_file_task_is_refused(tmp_path):
+def test_a_sweep_grid_of_a_file_task_is_refused(tmp_path, labelled_csv):
   from seqjax.train import planning
   config = data_config(labelled_csv(tmp_path / "l.csv", n=60))
   with pytest.raises(validate.ConfigError, match="a sweep grid trains on generated data only"):
     planning.plan_grid(config, [{"seed": 0}, {"seed": 1}])
 
 
-def test_a_test_file_without_labels_is_refused(tmp_path):
+def test_a_test_file_without_labels_is_refused(tmp_path, labelled_csv):
   labelled_csv(tmp_path / "a.csv", n=50)
   np.savez(tmp_path / "t.npz", x=np.zeros((5, 30)))
   with pytest.raises(validate.ConfigError, match=r"task\.test=.*t\.npz': classification needs "

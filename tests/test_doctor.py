@@ -91,6 +91,7 @@ def test_bad_arguments_are_a_usage_error(tmp_path):
   assert "fast" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_on_a_gpu_the_pallas_kernels_are_checked_against_the_xla_path(monkeypatch):
   """Here the kernels run interpreted where Triton would compile them on a GPU."""
   from seqjax.model.kernels import pallas_free_run, pallas_lstm, selection

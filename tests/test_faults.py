@@ -14,27 +14,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_reliability import _snapshot
-from test_train import load_config
 
+from seqjax.config import configlib
 from seqjax.model import lstm
 from seqjax.runtime import writers
 from seqjax.train import trainer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 FREQ = os.path.join(ROOT, "configs", "freq.py")
-ECHO = [sys.executable, "-m", "seqjax.main", "--config=configs/echo.py:quick",
-        "--config.train.steps=300", "--config.train.checkpoint_every=10",
-        "--config.train.log_every=25", "--config.train.eval_every=100"]
 
 
 def _run(args, cwd=ROOT, **kw):
   return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
 
 
-def _started(workdir, checkpoint_step):
-  """The ECHO run on `workdir`, once its checkpoint at `checkpoint_step` exists."""
-  proc = subprocess.Popen(ECHO + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE,
+def _started(command, workdir, checkpoint_step):
+  """The `command` run on `workdir`, once its checkpoint at `checkpoint_step` exists."""
+  proc = subprocess.Popen(command + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   t0 = time.time()
   while not (workdir / "checkpoints" / str(checkpoint_step)).is_dir():
@@ -98,6 +94,7 @@ def test_a_config_file_that_raises_is_named_first(tmp_path):
   assert result.stderr.startswith(f"error: the config file {bad} raised RuntimeError: boom")
 
 
+@pytest.mark.slow
 def test_explicit_steps_win_over_quick(tmp_path):
   result = _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick,steps=30",
                  f"--workdir={tmp_path / 'wd'}"])
@@ -146,11 +143,12 @@ def test_reverse_with_lengths_past_the_end_equals_lengths_at_the_end():
   np.testing.assert_array_equal(run(jnp.array([9, 5])), run(jnp.array([5, 5])))
 
 
-def test_bad_inputs_at_every_entry_point_number_at_least_80():
-  from test_reliability import BAD_INPUTS
-  assert len(BAD_INPUTS) + len(CLI_BAD_INPUTS) + len(LIBRARY_BAD_INPUTS) >= 80
+def test_bad_inputs_of_the_command_line_and_the_library_number_at_least_10():
+  """With the config table of test_reliability (at least 70), at least 80 bad inputs."""
+  assert len(CLI_BAD_INPUTS) + len(LIBRARY_BAD_INPUTS) >= 10
 
 
+@pytest.mark.slow
 def test_two_runs_without_workdir_get_a_directory_each(tmp_path):
   procs = [subprocess.Popen([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick" + a],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -189,14 +187,16 @@ def _stop(proc, timeout=30):
     time.sleep(0.01)
 
 
-def test_a_second_run_on_a_busy_workdir_is_refused_and_touches_nothing(tmp_path):
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_workdir_is_refused_and_touches_nothing(tmp_path, snapshot,
+                                                                          echo_command):
   workdir = tmp_path / "wd"
-  first = _started(workdir, 20)
+  first = _started(echo_command, workdir, 20)
   _stop(first)  # hold it still while the second one looks
   try:
-    before = _snapshot(workdir)
-    second = _run(ECHO + [f"--workdir={workdir}"])
-    after = _snapshot(workdir)
+    before = snapshot(workdir)
+    second = _run(echo_command + [f"--workdir={workdir}"])
+    after = snapshot(workdir)
   finally:
     first.send_signal(signal.SIGCONT)
   _one_error_line(second, 2, "is in use by another run")
@@ -232,48 +232,41 @@ def _records_without_time(workdir):
           for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("full") / "wd"
-  result = _run(ECHO + [f"--workdir={workdir}"])
-  assert result.returncode == 0, result.stderr
-  return workdir
-
-
 @pytest.mark.slow
-def test_kill_9_leaves_metrics_as_if_it_never_stopped(uninterrupted, tmp_path):
+def test_kill_9_leaves_metrics_as_if_it_never_stopped(echo_command, uninterrupted, tmp_path):
   """Logs every 25 steps, checkpoints every 10: the first window after the resume must
   average the steps before the kill too."""
   workdir = tmp_path / "wd"
-  proc = _started(workdir, 60)
+  proc = _started(echo_command, workdir, 60)
   proc.send_signal(signal.SIGKILL)
   proc.communicate()
-  rerun = _run(ECHO + [f"--workdir={workdir}"])
+  rerun = _run(echo_command + [f"--workdir={workdir}"])
   assert rerun.returncode == 0, rerun.stderr
   assert _records_without_time(workdir) == _records_without_time(uninterrupted)
   assert _tensorboard_scalars(workdir) == _tensorboard_scalars(uninterrupted)
   assert (workdir / "results.json").read_text() == (uninterrupted / "results.json").read_text()
 
 
-def test_sigint_saves_a_checkpoint_then_resumes(uninterrupted, tmp_path):
+@pytest.mark.slow
+def test_sigint_saves_a_checkpoint_then_resumes(echo_command, uninterrupted, tmp_path):
   workdir = tmp_path / "wd"
-  proc = _started(workdir, 50)
+  proc = _started(echo_command, workdir, 50)
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 130, err
   assert "Traceback" not in err
   stopped = int(err.split("stopped by SIGINT (Ctrl-C) at step ")[1].split(";")[0])
   assert os.path.isdir(workdir / "checkpoints" / str(stopped))
-  rerun = _run(ECHO + [f"--workdir={workdir}"])
+  rerun = _run(echo_command + [f"--workdir={workdir}"])
   assert rerun.returncode == 0, rerun.stderr
   assert f"resumed from the checkpoint at step {stopped}" in rerun.stdout
   assert (workdir / "results.json").read_text() == (uninterrupted / "results.json").read_text()
 
 
-def test_a_torn_metrics_line_is_cut_at_resume(tmp_path):
-  config = load_config("freq", "quick")
-  workdir = str(tmp_path / "wd")
-  first = trainer.train_and_evaluate(config, workdir)
+def test_a_torn_metrics_line_is_cut_at_resume(tmp_path, freq_quick, copy_run):
+  config = configlib.load("freq", "quick")
+  finished, first = freq_quick
+  workdir = str(copy_run(finished, tmp_path / "wd"))
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"step": 5')  # what a crash or a full disk leaves
   os.remove(os.path.join(workdir, "results.json"))
@@ -288,27 +281,24 @@ def test_a_torn_metrics_line_is_cut_at_resume(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
-def test_checkpoints_without_a_readable_config_are_refused(damage, tmp_path):
-  workdir = tmp_path / "wd"
-  assert _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick",
-               f"--workdir={workdir}"]).returncode == 0
+def test_checkpoints_without_a_readable_config_are_refused(damage, tmp_path, snapshot,
+                                                           freq_quick, copy_run):
+  workdir = copy_run(freq_quick[0], tmp_path / "wd")
   if damage == "deleted":
     (workdir / "config.json").unlink()
   else:
     (workdir / "config.json").write_text('{"seed": 0, "task": {"na')
-  before = _snapshot(workdir)
+  before = snapshot(workdir)
   result = _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick,max_freq=20",
                  f"--workdir={workdir}"])
   _one_error_line(result, 2, "config.json")
-  assert _snapshot(workdir) == before
+  assert snapshot(workdir) == before
 
 
-def test_a_failed_resume_keeps_config_json(tmp_path):
+def test_a_failed_resume_keeps_config_json(tmp_path, freq_quick, copy_run):
   """allow_config_change with a model that does not fit, or fewer steps than the
   checkpoint: refused, and config.json still describes the checkpoints."""
-  workdir = tmp_path / "wd"
-  assert _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick",
-               f"--workdir={workdir}"]).returncode == 0
+  workdir = copy_run(freq_quick[0], tmp_path / "wd")
   config_json = (workdir / "config.json").read_text()
   for override, named in (("--config.model.hidden=8", "does not fit"),
                           ("--config.train.steps=10", "train.steps")):
@@ -335,11 +325,10 @@ def test_eta_shows_days(seconds, shown):
   assert writers.duration(seconds) == shown
 
 
-def test_a_corrupted_checkpoint_is_recovered_quietly(tmp_path):
+def test_a_corrupted_checkpoint_is_recovered_quietly(tmp_path, freq_quick, copy_run):
   """One warning line, and no asyncio tracebacks from the reads orbax abandoned."""
-  workdir = tmp_path / "wd"
+  workdir = copy_run(freq_quick[0], tmp_path / "wd")
   cmd = [sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick", f"--workdir={workdir}"]
-  assert _run(cmd).returncode == 0
   for folder, _, names in os.walk(workdir / "checkpoints" / "20" / "default"):
     for name in names:  # the arrays' data, not the metadata: reads start, then fail
       path = os.path.join(folder, name)

@@ -299,6 +299,7 @@ def _loss_fn(fused, remat=0, lengths=LENGTHS):
   return loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", [0, 3])
 def test_jvp_jacfwd_and_hessian_work_through_the_default_lstm(remat):
   fused, reference = _loss_fn(True, remat), _loss_fn(False)

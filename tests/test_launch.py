@@ -10,16 +10,16 @@ import pytest
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task,pictures", [
     ("freq", ["loss.png", "predictions.png"]), ("sine", ["loss.png", "rollout.png",
                                                         "teacher_forced.png"]),
     ("data", ["loss.png"])])
-def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch, task, pictures):
+def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch, task, pictures,
+                                              labelled_csv):
   data_file = ""
   if task == "data":
-    sys.path.insert(0, os.path.dirname(__file__))
-    import test_data
-    data_file = str(test_data.labelled_csv(tmp_path / "labelled.csv", n=100))
+    data_file = str(labelled_csv(tmp_path / "labelled.csv", n=100))
   with open(os.path.join(ROOT, "launch", "colab.ipynb")) as f:
     notebook = json.load(f)
   shown = []

@@ -153,20 +153,11 @@ def test_the_lstm_with_kernel_pallas_equals_kernel_xla(options):
   jax.tree.map(_close, grads, grads_ref)
 
 
-def cuda_target():
-  """A context in which programs lower for an NVIDIA GPU on this CPU-only jaxlib: newer
-  JAX asks which GPU (an abstract device), older JAX needs nothing."""
-  device = jax.sharding.AbstractDevice(device_kind="NVIDIA H100", num_cores=None,
-                                       platform="gpu")
-  return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",),
-                                                                  abstract_device=device))
-
-
 # JAX 0.12 deprecates Pallas' Triton backend in favour of Mosaic GPU; it still lowers.
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("dtype,hidden", [(jnp.float32, 100), (jnp.bfloat16, 100),
                                           (jnp.float32, 10)])
-def test_kernel_and_its_gradient_lower_through_triton_for_a_gpu(dtype, hidden):
+def test_kernel_and_its_gradient_lower_through_triton_for_a_gpu(dtype, hidden, cuda_target):
   """freq's H (W_h loaded every step, 8 warps) and mean's (W_h held, 4 warps)."""
   steps, batch = 20, 32
   w_h = jnp.ones((hidden, 4 * hidden))
@@ -241,6 +232,7 @@ def test_a_kernel_that_does_not_compile_falls_back_to_xla_with_one_warning(monke
   _close(y, lstm.LSTM(4, kernel="xla", precision="highest").apply(params, x)[1])
 
 
+@pytest.mark.slow
 def test_under_a_mesh_that_splits_the_batch_each_device_runs_the_kernels_on_its_rows():
   """4 simulated CPU devices (a subprocess: the device count is fixed when JAX starts): the
   layer kernel (values and gradients) and the free-run kernel are partitioned along the

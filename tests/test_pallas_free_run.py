@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_pallas import cuda_target
 
 from seqjax.model import rollout, sequence
 from seqjax.model.kernels import pallas_free_run, selection
@@ -177,7 +176,7 @@ def test_on_a_gpu_the_kernel_is_compiled_ahead_with_the_models_own_operands(monk
 
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_the_free_run_kernel_lowers_through_triton_for_a_gpu(dtype):
+def test_the_free_run_kernel_lowers_through_triton_for_a_gpu(dtype, cuda_target):
   """Sine's shape (2 x 32, I = O = 1, 200 steps) and every head activation."""
   g = 128
   layers = [(jnp.ones((1, g)), jnp.ones((32, g)), jnp.ones(g)),

@@ -10,23 +10,19 @@ import time
 import jax
 import numpy as np
 import pytest
-from test_train import load_config
 
 from seqjax.config import configlib, validate
 from seqjax.train import checkpoint, programs, trainer, workdirs
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-CMD = [sys.executable, "-m", "seqjax.main", "--config=configs/echo.py:quick",
-       "--config.train.steps=300", "--config.train.checkpoint_every=10",
-       "--config.train.log_every=10", "--config.train.eval_every=100"]
 
 
 def _run(args, **kw):
   return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
 
 
-def _start(workdir):
-  return subprocess.Popen(CMD + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE,
+def _start(command, workdir):
+  return subprocess.Popen(command + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
 
@@ -59,38 +55,32 @@ def _same_run(workdir_a, workdir_b):
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("full") / "wd")
-  result = _run(CMD + [f"--workdir={workdir}"])
-  assert result.returncode == 0, result.stderr
-  return workdir
-
-
-def test_kill_9_then_rerun_is_bit_identical(uninterrupted, tmp_path):
+@pytest.mark.slow
+def test_kill_9_then_rerun_is_bit_identical(echo_command, uninterrupted, tmp_path):
   workdir = str(tmp_path / "wd")
-  proc = _start(workdir)
+  proc = _start(echo_command, workdir)
   _wait_for_checkpoint(workdir, 50, proc)
   proc.send_signal(signal.SIGKILL)
   proc.communicate()
   assert proc.returncode == -signal.SIGKILL
   assert not os.path.exists(os.path.join(workdir, "results.json"))
-  rerun = _run(CMD + [f"--workdir={workdir}"])
+  rerun = _run(echo_command + [f"--workdir={workdir}"])
   assert rerun.returncode == 0, rerun.stderr
   assert "resumed from the checkpoint at step" in rerun.stdout
   _same_run(uninterrupted, workdir)
 
 
-def test_sigterm_saves_a_checkpoint_then_resumes(uninterrupted, tmp_path):
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_then_resumes(echo_command, uninterrupted, tmp_path):
   workdir = str(tmp_path / "wd")
-  proc = _start(workdir)
+  proc = _start(echo_command, workdir)
   _wait_for_checkpoint(workdir, 50, proc)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 143, err
   stopped_at = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
   assert _checkpoint_steps(workdir)[-1] == stopped_at
-  rerun = _run(CMD + [f"--workdir={workdir}"])
+  rerun = _run(echo_command + [f"--workdir={workdir}"])
   assert rerun.returncode == 0, rerun.stderr
   assert f"resumed from the checkpoint at step {stopped_at}" in rerun.stdout
   _same_run(uninterrupted, workdir)
@@ -98,13 +88,12 @@ def test_sigterm_saves_a_checkpoint_then_resumes(uninterrupted, tmp_path):
 
 DATA_HASH = """
 import hashlib, sys, jax, numpy as np
-sys.path.insert(0, "tests")
-from test_train import load_config
+from seqjax.config import configlib
 from seqjax.data import tasks
 digest = hashlib.sha256()
 for name, arg in [(n, None) for n in tasks.generated()] + [("echo", "window=1,lag=5"),
                                                      ("echo", "seed")]:
-  config = load_config(name, arg)
+  config = configlib.load(name, arg)
   key = jax.random.key(config.seed)
   task = tasks.make(config.task, config.train.batch_size)
   step = jax.jit(task.train_batch)
@@ -132,18 +121,17 @@ def test_data_generation_is_bit_identical_on_1_and_8_devices():
   assert outputs[0] == outputs[1]
 
 
-def test_two_runs_are_bit_identical(uninterrupted, tmp_path):
+def test_two_runs_are_bit_identical(echo_command, uninterrupted, tmp_path):
   workdir = str(tmp_path / "wd")
-  result = _run(CMD + [f"--workdir={workdir}"])
+  result = _run(echo_command + [f"--workdir={workdir}"])
   assert result.returncode == 0, result.stderr
   _same_run(uninterrupted, workdir)
 
 
-def test_corrupted_latest_checkpoint_falls_back(tmp_path, capsys):
-  config = load_config("freq", "quick")
-  reference = trainer.train_and_evaluate(config, str(tmp_path / "ref"))
-  workdir = str(tmp_path / "wd")
-  trainer.train_and_evaluate(config, workdir)
+def test_corrupted_latest_checkpoint_falls_back(tmp_path, capsys, freq_quick, copy_run):
+  config = configlib.load("freq", "quick")
+  finished, reference = freq_quick
+  workdir = str(copy_run(finished, tmp_path / "wd"))
   latest = os.path.join(workdir, "checkpoints", "20")
   for folder, _, files in os.walk(latest):  # truncate every file of the newest checkpoint
     for name in files:
@@ -159,10 +147,9 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, capsys):
   assert resumed == reference
 
 
-def test_resume_with_a_different_config_is_refused(tmp_path):
-  config = load_config("freq", "quick")
-  workdir = str(tmp_path / "wd")
-  trainer.train_and_evaluate(config, workdir)
+def test_resume_with_a_different_config_is_refused(tmp_path, freq_quick, copy_run):
+  config = configlib.load("freq", "quick")
+  workdir = str(copy_run(freq_quick[0], tmp_path / "wd"))
   config.unlock()
   config.model.hidden = 8
   config.train.learning_rate = 0.5
@@ -178,7 +165,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
 
 def test_a_run_written_before_a_config_field_existed_resumes_at_its_default(tmp_path):
   """A workdir from an older seqjax lacks model.precision: at the default it resumes."""
-  config = load_config("freq", "quick")
+  config = configlib.load("freq", "quick")
   old = json.loads(config.to_json_best_effort())
   del old["model"]["precision"]
   (tmp_path / "checkpoints" / "10").mkdir(parents=True)
@@ -193,7 +180,7 @@ def test_a_run_written_before_a_config_field_existed_resumes_at_its_default(tmp_
 
 
 def test_unwritable_workdir_fails_before_compiling(tmp_path, monkeypatch):
-  config = load_config("freq", "quick")
+  config = configlib.load("freq", "quick")
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
   compiled = []
@@ -295,35 +282,30 @@ BAD_INPUTS = [
 ]
 
 
-def _snapshot(folder) -> dict[str, bytes]:
-  return {os.path.relpath(os.path.join(root, n), folder): open(os.path.join(root, n), "rb").read()
-          for root, _, names in os.walk(folder) for n in names}
-
-
 def _existing_workdir(config, folder):
   """A workdir a run already wrote: its config, a checkpoint folder and a metrics line."""
   (folder / "checkpoints" / "10").mkdir(parents=True)
   (folder / "config.json").write_text(config.to_json_best_effort(indent=2))
   (folder / "metrics.jsonl").write_text('{"step": 10, "split": "train", "loss": 1.0}\n')
-  return _snapshot(folder)
 
 
 @pytest.mark.parametrize("name,arg,field,value,named", BAD_INPUTS,
                          ids=[f"{b[2]}={b[3]}" for b in BAD_INPUTS])
 def test_bad_input_is_one_line_naming_the_field(name, arg, field, value, named, tmp_path,
-                                                monkeypatch):
+                                                monkeypatch, snapshot):
   """Refused before compiling, in one line naming the field; an existing workdir untouched."""
-  good = load_config(name, arg)
+  good = configlib.load(name, arg)
   config = configlib.override(good, {field: value})
   compiled = []
   monkeypatch.setattr(programs, "make_train_loop", lambda *a: compiled.append(1))
   workdir = tmp_path / "wd"
-  before = _existing_workdir(good, workdir)
+  _existing_workdir(good, workdir)
+  before = snapshot(workdir)
   with pytest.raises(validate.ConfigError) as info:
     trainer.train_and_evaluate(config, str(workdir))
   message = str(info.value)
   assert "\n" not in message and f"config.{named}=" in message
-  assert not compiled and _snapshot(workdir) == before
+  assert not compiled and snapshot(workdir) == before
 
 
 def test_bad_input_table_is_large_enough():

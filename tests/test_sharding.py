@@ -12,10 +12,9 @@ import sys
 import textwrap
 
 import pytest
-from test_train import load_config
 
 from seqjax import scaling
-from seqjax.config import validate
+from seqjax.config import configlib, validate
 from seqjax.runtime import sharding, writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,8 +57,6 @@ from seqjax.config import configlib, validate
 from seqjax.runtime import writers
 from seqjax.train import trainer
 from ml_collections import config_flags
-sys.path.insert(0, "tests")
-from test_train import load_config
 
 assert jax.device_count() == 8, jax.device_count()
 tmp = sys.argv[1] if len(sys.argv) > 1 else os.environ["WORK"]
@@ -78,7 +75,7 @@ def same(a, b, what, rtol=2e-4):
 @pytest.mark.slow
 def test_8_devices_train_like_1_and_checkpoints_move_across_meshes(tmp_path):
   out = run_on_devices(COMMON + """
-freq = load_config("freq", "quick")
+freq = configlib.load("freq", "quick")
 runs = {}
 for data in (1, 8):
   workdir = f"{tmp}/freq{data}"
@@ -97,7 +94,7 @@ for saved, resumed in ((8, 1), (1, 8)):
   same(losses(workdir), losses(f"{tmp}/freq{saved}"), f"loss curve {saved}->{resumed}")
 
 # Stateful training: the carry [L, B, H] is split along data (batch 5 on 5 devices).
-echo = load_config("echo", "quick,seed")
+echo = configlib.load("echo", "quick,seed")
 acc = [trainer.train_and_evaluate(with_mesh(echo, d), f"{tmp}/echo{d}")["held_out"]["accuracy"]
        for d in (1, 5)]
 same(losses(f"{tmp}/echo5"), losses(f"{tmp}/echo1"), "stateful loss curve, 5 vs 1 device")
@@ -119,7 +116,7 @@ print("OK")
 @pytest.mark.slow
 def test_grid_of_16_on_a_4x2_mesh_equals_1_device(tmp_path):
   out = run_on_devices(COMMON + """
-config = load_config("freq", "quick")
+config = configlib.load("freq", "quick")
 runs = [{"seed": s, "model.kernel_gain": g} for s in range(8) for g in (0.5, 1.0)]
 results = {}
 for data, model in ((1, 1), (2, 4)):
@@ -190,7 +187,7 @@ def test_two_processes_train_like_one(tmp_path):
 
 
 def test_weak_scaling_measurement_on_one_device():
-  row = scaling.measure(load_config("freq", "quick"), devices=1, per_device_batch=4, steps=2)
+  row = scaling.measure(configlib.load("freq", "quick"), devices=1, per_device_batch=4, steps=2)
   assert row["devices"] == 1 and row["global_batch"] == 4 and row["steps_per_s"] > 0
   lines = scaling.table([row, dict(row, devices=2, steps_per_s=row["steps_per_s"] / 2)])
   assert lines.splitlines()[3].endswith("| 0.50 |")

@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from test_train import load_config
 
 from seqjax import report, sweep
 from seqjax.config import configlib, validate
@@ -33,7 +32,7 @@ def _params(workdir, step):
 
 @pytest.mark.slow
 def test_grid_equals_models_trained_alone(tmp_path):
-  config = load_config("mean", "quick,seed")  # finite data per seed, Masking, relu output
+  config = configlib.load("mean", "quick,seed")  # finite data per seed, Masking, relu output
   config.unlock()
   config.model.kernel_init = "orthogonal"
   results = sweep.train_grid(config, RUNS, str(tmp_path / "grid"))
@@ -57,7 +56,7 @@ def test_config_sweep_groups_structural_settings():
 
 
 def test_grid_refuses_structural_fields():
-  config = load_config("mean", "quick")
+  config = configlib.load("mean", "quick")
   try:
     planning.plan_grid(config, [{"model.hidden": 8}])
   except validate.ConfigError as e:
@@ -66,8 +65,9 @@ def test_grid_refuses_structural_fields():
     raise AssertionError("expected a ConfigError")
 
 
+@pytest.mark.slow
 def test_throughput_reports_both_rates():
-  config = load_config("mean", "quick,seed")
+  config = configlib.load("mean", "quick,seed")
   out = sweep.throughput(config, [{"seed": s} for s in range(3)], steps=2)
   assert out["models"] == 3
   assert out["grid_model_steps_per_s"] > 0 and out["sequential_model_steps_per_s"] > 0
@@ -131,8 +131,9 @@ def test_sweep_resumes_after_kill_9_bit_identical(tmp_path):
   assert "grid of 4" in "\n".join(report.rows(str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_grid_masks_a_diverged_model_and_the_others_go_on():
-  config = load_config("mean", "quick,seed")
+  config = configlib.load("mean", "quick,seed")
   run = planning.initialize(planning.plan_grid(config, [{"seed": 0}, {"seed": 1}]))
   loop = jax.jit(programs.make_grid_train_loop(run.model, run.task))
   healthy, _ = loop(run.state, run.data_key, run.dropout_key, run.lr_scale, 5)
@@ -150,7 +151,7 @@ def test_grid_masks_a_diverged_model_and_the_others_go_on():
 
 
 def test_grid_scales_gains_like_the_model_built_with_them():
-  config = load_config("mean", "quick,seed")
+  config = configlib.load("mean", "quick,seed")
   runs = [{"model.kernel_gain": 0.3, "model.recurrent_gain": 2.0, "model.forget_bias": 0.5}]
   grid = planning.initialize(planning.plan_grid(config, runs))
   alone = planning.setup(configlib.override(config, runs[0]))
@@ -160,7 +161,7 @@ def test_grid_scales_gains_like_the_model_built_with_them():
 
 def test_a_grid_checkpoint_without_divergence_marks_restores(tmp_path):
   """Grid checkpoints written before grids saved `diverged_at` still resume."""
-  config = load_config("mean", "quick,seed")
+  config = configlib.load("mean", "quick,seed")
   run = planning.initialize(planning.plan_grid(config, [{"seed": 0}, {"seed": 1}]))
   older = checkpoint.Checkpointer(tmp_path / "checkpoints")
   older.save(3, run.state.replace(step=run.state.step + 3, diverged_at=None))
@@ -176,13 +177,13 @@ def test_a_sweep_checks_every_group_before_the_first_trains(tmp_path, monkeypatc
   """A bad group found only after the groups before it trained would lose their hours."""
   path = tmp_path / "cfg.py"
   path.write_text(
-      "from seqjax import configlib\n"
+      "from seqjax.config import configlib\n"
       "def get_config(arg=None):\n"
       "  return configlib.load('mean', 'quick')\n"
       "def sweep(add, name):\n"
       "  add(seed=0)\n"
       "  add(seed=0, **{'model.layer_dropout': 0.5})\n")  # one layer: refused
-  config = load_config("mean", "quick")
+  config = configlib.load("mean", "quick")
   monkeypatch.setattr(sweep, "train_grid", lambda *a, **k: pytest.fail("trained a group"))
   with pytest.raises(validate.ConfigError, match="model.layer_dropout"):
     sweep.run_sweep(config, str(path), "any", str(tmp_path / "wd"), None)

@@ -1,26 +1,20 @@
 """Samplers: shapes, statistics, and held-out sets that never overlap training."""
 
-import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_train import load_config  # noqa: E402
-
-from seqjax.config import validate  # noqa: E402
+from seqjax.config import configlib, validate
 from seqjax.data import tasks
-from seqjax.data.tasks import base  # noqa: E402
+from seqjax.data.tasks import base
 
 KEY = jax.random.key(0)
 
 
 def _task(name, arg=None, **overrides):
-  config = load_config(name, arg)
+  config = configlib.load(name, arg)
   config.unlock()
   for field, value in overrides.items():
     config.task[field] = value

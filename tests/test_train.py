@@ -17,13 +17,6 @@ from seqjax.runtime import writers
 from seqjax.train import checkpoint, optim, planning, programs, trainer
 
 
-def load_config(name: str, arg: str | None = None):
-  """Loads configs/<name>.py the way `--config=configs/<name>.py:<arg>` does (locked)."""
-  config = configlib.load(name, arg)
-  config.lock()
-  return config
-
-
 def fresh(config):
   """(task, model, fresh state for 10 steps, data key, dropout key) of a config, one device."""
   data_key, init_key, dropout_key, _ = jax.random.split(jax.random.key(config.seed), 4)
@@ -38,7 +31,7 @@ def fresh(config):
     ("echo", "quick,window=1,lag=5"), ("echo", "quick,seed"), ("sine", "quick,seed"),
 ])
 def test_one_jitted_step_changes_every_parameter(name, arg):
-  config = load_config(name, arg)
+  config = configlib.load(name, arg)
   config.unlock()
   config.train.schedule = "constant"  # warmup starts at learning rate 0
   task, model, state, data_key, dropout_key = fresh(config)
@@ -56,7 +49,7 @@ def test_one_jitted_step_changes_every_parameter(name, arg):
 @pytest.mark.parametrize("name,arg", [("sine", "quick,seed"), ("echo", "quick,seed")])
 def test_train_loop_runs_the_same_steps_as_single_steps(name, arg):
   """One call of the device-side loop = that many single steps (finite data, stateful carry)."""
-  config = load_config(name, arg)
+  config = configlib.load(name, arg)
   task, model, state, data_key, dropout_key = fresh(config)
   step = jax.jit(programs.make_train_step(model, task))
   single, sums = state, None
@@ -76,7 +69,7 @@ def test_train_loop_runs_the_same_steps_as_single_steps(name, arg):
 
 
 def test_train_loop_stops_at_the_first_non_finite_step():
-  config = load_config("freq", "quick")
+  config = configlib.load("freq", "quick")
   config.unlock()
   config.train.learning_rate = 1e12
   config.train.schedule = "constant"
@@ -89,7 +82,7 @@ def test_train_loop_stops_at_the_first_non_finite_step():
 def test_plan_is_abstract_and_compiles_the_loop_initialize_runs():
   """`plan` gives the state's types and shardings without computing it; a train loop
   compiled for them runs on the state `initialize` computes."""
-  run = planning.plan(load_config("echo", "quick,window=1,lag=5"))  # a sharded carry too
+  run = planning.plan(configlib.load("echo", "quick,window=1,lag=5"))  # a sharded carry too
   assert all(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree.leaves(run.state))
   sums = programs.zero_sums(run)
   loop = programs.compile_ahead(programs.jit_train_loop(run), run.state, run.data_key,
@@ -104,7 +97,7 @@ def test_plan_is_abstract_and_compiles_the_loop_initialize_runs():
 @pytest.mark.parametrize("name,arg", [(name, "quick") for name in tasks.generated()]
                          + [("echo", "quick,window=1,lag=5")])
 def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
-  config = load_config(name, arg)
+  config = configlib.load(name, arg)
   workdir = str(tmp_path / "wd")
   results = trainer.train_and_evaluate(config, workdir)
   files = set(os.listdir(workdir))
@@ -132,10 +125,10 @@ def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
     assert saved["rollout"]["warmup"] == 50
 
 
-def test_resume_continues_exactly(tmp_path, monkeypatch):
+def test_resume_continues_exactly(tmp_path, monkeypatch, freq_quick):
   """Killed after its step-10 checkpoint and rerun: ends where an uninterrupted run does."""
-  config = load_config("freq", "quick")
-  full = trainer.train_and_evaluate(config, str(tmp_path / "full"))
+  config = configlib.load("freq", "quick")
+  full = freq_quick[1]
 
   real_save = checkpoint.Checkpointer.save
 
@@ -153,7 +146,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 
 
 def test_periodic_actions_fire_on_their_own_setting(tmp_path):
-  config = load_config("sine", "quick")
+  config = configlib.load("sine", "quick")
   config.unlock()
   config.train.steps = 12
   config.train.log_every = 4
@@ -170,7 +163,7 @@ def test_periodic_actions_fire_on_their_own_setting(tmp_path):
 
 def test_nan_stops_with_step_range_and_keeps_work(tmp_path):
   """A huge learning rate after 20 good steps: stop naming the step; keep checkpoints, metrics."""
-  config = load_config("freq", "quick")
+  config = configlib.load("freq", "quick")
   workdir = str(tmp_path / "wd")
   trainer.train_and_evaluate(config, workdir)
   good = _restore_raw(workdir, 20)
@@ -194,8 +187,9 @@ def _restore_raw(workdir, step):
   return ocp.StandardCheckpointer().restore(path)
 
 
+@pytest.mark.slow
 def test_a_bidirectional_model_with_dropouts_trains_and_predicts_from_its_config(tmp_path):
-  config = load_config("freq", "quick")
+  config = configlib.load("freq", "quick")
   config.unlock()
   config.model.update(bidirectional=True, merge="sum", num_layers=2, layer_dropout=0.1,
                       input_dropout=0.1, recurrent_dropout=0.1)
@@ -209,7 +203,7 @@ def test_a_bidirectional_model_with_dropouts_trains_and_predicts_from_its_config
 
 
 def test_a_run_saved_before_a_model_field_existed_loads_with_its_default(tmp_path):
-  config = load_config("freq", "quick")
+  config = configlib.load("freq", "quick")
   workdir = tmp_path / "wd"
   trainer.train_and_evaluate(config, str(workdir))
   x = np.sin(np.linspace(0, 20, 200)).reshape(2, 100, 1).astype(np.float32)

@@ -77,9 +77,12 @@ def load_module(path: str, name: str):
 
 
 def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of `configs/<name>.py`, as `--config=configs/<name>.py:<arg>` loads it."""
+  """`get_config(arg)` of `configs/<name>.py`, locked, as `--config=configs/<name>.py:<arg>`
+  loads it (a field that does not exist cannot be set)."""
   module = load_module(os.path.join(configs_dir(), f"{name}.py"), f"seqjax_config_{name}")
-  return module.get_config(arg)
+  config = module.get_config(arg)
+  config.lock()
+  return config
 
 
 def override(config: ml_collections.ConfigDict,
