@@ -6,7 +6,7 @@
 A restructuring of the trainer must leave every number unchanged: each
 config's `results.json` (held-out metrics, rollout, steps, parameters) is
 compared byte for byte with the one written before the change. Timing lives
-in `timing.json` and is not compared. About 8 minutes on a 2-core CPU.
+in `timing.json` and is not compared.
 """
 
 import argparse

@@ -7,11 +7,9 @@
 
 Default: fresh sines every step (online), targets normalised to [-1, 1],
 LSTM(100) -> Dense(100, relu) -> Dense(1), Adam with warmup + cosine decay.
-Measured on a 2-core CPU: held-out MAE 0.0020 / 0.0044 / 0.0076 / 0.013 at
-max_freq 10 / 20 / 30 / 45, in 55 / 375 / 399 / 550 s (README).
+Metric: held-out MAE (cycles). Measured figures and run times: docs/results.md.
 `:seed`: 10 sines per frequency, the seed's model with Dropout(0.1) and a relu
-output, 200 epochs of batch 32, Adam 1e-3, unnormalised targets: held-out MAE
-0.38 at max_freq 10 in 11-16 s.
+output, 200 epochs of batch 32, Adam 1e-3, unnormalised targets.
 """
 
 from seqjax.config import configlib

@@ -6,12 +6,12 @@
 
 Default: fresh random phases every step, 2x LSTM(32) + per-step Dense (the
 seed's model), a free-running loss over 50 fed-back steps after each window
-(`task.free_run`), Adam with warmup + cosine decay. Measured on a 2-core CPU
-in 272 s: held-out teacher-forced next-step MSE 8.1e-5; free-running RMSE
-after a 50-step warm-up 0.0009 / 0.0008 / 0.0035 / 0.0054 at horizons
-10 / 50 / 100 / 200 (printed at the end of the run).
+(`task.free_run`), Adam with warmup + cosine decay. Metrics: held-out
+teacher-forced next-step MSE, and the free-running RMSE after a 50-step warm-up
+at horizons 10 / 50 / 100 / 200 (printed at the end of the run). Measured
+figures and run times: docs/results.md.
 `:seed`: 1000 fixed training sequences, teacher forcing only, 50 epochs of
-batch 32, Adam 1e-3: MSE 1.6e-4, rollout RMSE 0.012 / 0.17 / 0.37 / 0.72 (12-16 s).
+batch 32, Adam 1e-3.
 """
 
 import math

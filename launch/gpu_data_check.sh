@@ -4,7 +4,7 @@
 #   2. a file larger than the device's memory trains: a 4.0 GB .npz of [400000, 100, 25]
 #      float32 sequences with the GPU limited to 2% of its memory (2.8 GB on an H200);
 #      putting the file's x on the device fails there, training on it does not;
-#   3. with RUNS=1, the three generated files of tests/test_data.py trained, their workdirs
+#   3. with RUNS=1, the three generated files of tests/conftest.py trained, their workdirs
 #      kept in OUT_DIR/runs (without checkpoints), so a CPU machine can predict with them.
 #   bash launch/gpu_data_check.sh [OUT_DIR]      # default: $OUT, else gpu_data_check/
 set -uo pipefail
@@ -47,11 +47,11 @@ if [[ "${RUNS:-0}" == 1 ]]; then
   python - "$f" <<'PY'
 import pathlib, sys
 sys.path.insert(0, "tests")
-import test_data
+import conftest
 d = pathlib.Path(sys.argv[1])
-test_data.labelled_csv(d / "labelled.csv")
-test_data.variable_npz(d / "seqs.npz")
-test_data.seasonal_csv(d / "series.csv")
+conftest.write_labelled_csv(d / "labelled.csv")
+conftest.write_variable_npz(d / "seqs.npz")
+conftest.write_seasonal_csv(d / "series.csv")
 PY
   python -m seqjax.main --config=configs/data.py --config.task.train=$f/labelled.csv \
     --workdir=$out/runs/labelled 2>&1 | tail -2

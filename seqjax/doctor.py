@@ -1,4 +1,4 @@
-"""`python -m seqjax.doctor`: is this machine ready for seqjax? About a minute.
+"""`python -m seqjax.doctor`: is this machine ready for seqjax?
 
 Run it on a new machine, a Colab runtime or every worker of a TPU VM. It prints
 one screen: the backend and its devices, the versions of the libraries, the

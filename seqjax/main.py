@@ -20,8 +20,8 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-  # The garbage collector would walk the ~10^6 objects of the imports (JAX, Flax, optax,
-  # orbax) in every full collection while tracing, and once more at exit (~0.3 s).
+  # The garbage collector would walk the million objects of the imports (JAX, Flax,
+  # optax, orbax) in every full collection while tracing, and once more at exit.
   gc.freeze()
   del argv  # no positional arguments (cli.run refuses them)
   compile_cache.enable(FLAGS.compilation_cache)

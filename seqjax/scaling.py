@@ -85,8 +85,12 @@ def main():
       proc = subprocess.run([sys.executable, "-m", "seqjax.scaling", *sys.argv[1:],
                              f"--measure={n}"],
                             env=env, capture_output=True, text=True)
-      if proc.returncode:
-        raise SystemExit(f"error: the {n}-device measurement failed:\n{proc.stderr[-2000:]}")
+      if proc.returncode:  # its own one-line error, and its exit code
+        lines = proc.stderr.strip().splitlines() or ["(no output)"]
+        error = next((line for line in lines if line.startswith("error: ")), lines[-1])
+        print(f"error: the {n}-device measurement failed: {error.removeprefix('error: ')}",
+              file=sys.stderr)
+        sys.exit(proc.returncode)
       rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
       writers.console(json.dumps(rows[-1]))
     kind = "simulated CPU devices sharing the host's cores" if simulate else "devices"

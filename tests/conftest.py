@@ -4,6 +4,7 @@ One compilation cache for the whole run, outside the user's home: subprocesses
 (`python -m seqjax.main`) find it through XDG_CACHE_HOME; this process uses it
 too, so the many tests that compile the same quick configs load the programs
 compiled by the first. Under pytest-xdist, every worker shares the run's cache.
+Session fixtures are made once per test process (each xdist worker).
 """
 
 import atexit
@@ -19,14 +20,10 @@ import pytest
 
 from seqjax.runtime import compile_cache
 
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-if _RUN:  # one folder for all workers of this run, removed by the controller at its exit
-  os.environ["XDG_CACHE_HOME"] = os.path.join(tempfile.gettempdir(),
-                                              f"seqjax-test-cache-{_RUN}")
-else:
-  os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="seqjax-test-cache-")
-if not os.environ.get("PYTEST_XDIST_WORKER"):
-  atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+if "SEQJAX_TEST_CACHE" not in os.environ:  # pytest's first process: xdist workers inherit it
+  os.environ["SEQJAX_TEST_CACHE"] = tempfile.mkdtemp(prefix="seqjax-test-cache-")
+  atexit.register(shutil.rmtree, os.environ["SEQJAX_TEST_CACHE"], ignore_errors=True)
+os.environ["XDG_CACHE_HOME"] = os.environ["SEQJAX_TEST_CACHE"]
 compile_cache.enable(compile_cache.default_dir())
 
 
@@ -35,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session")
 def freq_quick(tmp_path_factory):
-  """A finished `configs/freq.py:quick` run, trained in this process once a session:
+  """A finished `configs/freq.py:quick` run, trained once per test process:
   `(workdir, results)`. Tests read it, or copy it (`copy_run`) to change it."""
   from seqjax.config import configlib
   from seqjax.train import trainer
@@ -64,7 +61,7 @@ def echo_command():
 
 @pytest.fixture(scope="session")
 def uninterrupted(echo_command, tmp_path_factory):
-  """The workdir of `echo_command` run to its end without a stop (once a session)."""
+  """The workdir of `echo_command` run to its end without a stop (once per test process)."""
   workdir = tmp_path_factory.mktemp("uninterrupted") / "wd"
   result = subprocess.run(echo_command + [f"--workdir={workdir}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
@@ -94,48 +91,54 @@ def cuda_target():
   return cuda_target
 
 
+def write_labelled_csv(path, n=300, steps=30, seed=0):
+  """Univariate sequences, label 1 carries a bump: a clear signal."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, 2, n)
+  x = rng.normal(0, 1, (n, steps)) + y[:, None] * 1.5 * np.sin(np.linspace(0, 3, steps))
+  lines = [",".join([f"t{i}" for i in range(steps)] + ["label"])]
+  lines += [",".join(f"{v:.4f}" for v in xi) + f",{yi}" for xi, yi in zip(x, y, strict=True)]
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
 @pytest.fixture(scope="session")
 def labelled_csv():
-  """`labelled_csv(path, ...)`: writes the file described below at `path`, returns `path`."""
-  def labelled_csv(path, n=300, steps=30, seed=0):
-    """Univariate sequences, label 1 carries a bump: a clear signal."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    x = rng.normal(0, 1, (n, steps)) + y[:, None] * 1.5 * np.sin(np.linspace(0, 3, steps))
-    lines = [",".join([f"t{i}" for i in range(steps)] + ["label"])]
-    lines += [",".join(f"{v:.4f}" for v in xi) + f",{yi}" for xi, yi in zip(x, y, strict=True)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-  return labelled_csv
+  """`labelled_csv(path, ...)`: `write_labelled_csv`."""
+  return write_labelled_csv
+
+
+def write_variable_npz(path, n=400, steps=24, features=3, seed=1):
+  """Multivariate sequences of 8..24 steps, NaN-padded; y = (mean of x0, max of x1)."""
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(8, steps + 1, n)
+  x = rng.normal(size=(n, steps, features)).astype(np.float32)
+  valid = np.arange(steps)[None, :] < lengths[:, None]
+  y = np.stack([(x[..., 0] * valid).sum(1) / lengths,
+                np.where(valid, x[..., 1], -np.inf).max(1)], 1)
+  x[~valid] = np.nan
+  np.savez(path, x=x, y=y)
+  return path
 
 
 @pytest.fixture(scope="session")
 def variable_npz():
-  """`variable_npz(path, ...)`: writes the file described below at `path`, returns `path`."""
-  def variable_npz(path, n=400, steps=24, features=3, seed=1):
-    """Multivariate sequences of 8..24 steps, NaN-padded; y = (mean of x0, max of x1)."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(8, steps + 1, n)
-    x = rng.normal(size=(n, steps, features)).astype(np.float32)
-    valid = np.arange(steps)[None, :] < lengths[:, None]
-    y = np.stack([(x[..., 0] * valid).sum(1) / lengths,
-                  np.where(valid, x[..., 1], -np.inf).max(1)], 1)
-    x[~valid] = np.nan
-    np.savez(path, x=x, y=y)
-    return path
-  return variable_npz
+  """`variable_npz(path, ...)`: `write_variable_npz`."""
+  return write_variable_npz
+
+
+def write_seasonal_csv(path, steps=1200, seed=1):
+  """One long series with a daily (24-step) season and noise, long format, rows shuffled."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(steps)
+  s = 10 + 3 * np.sin(2 * np.pi * t / 24) + 1.5 * np.sin(2 * np.pi * t / 6 + 1)
+  s = s + 0.5 * rng.normal(size=steps)
+  rows = [f"{i},{s[i]:.4f}" for i in rng.permutation(steps)]
+  path.write_text("hour,load\n" + "\n".join(rows) + "\n")
+  return path
 
 
 @pytest.fixture(scope="session")
 def seasonal_csv():
-  """`seasonal_csv(path, ...)`: writes the file described below at `path`, returns `path`."""
-  def seasonal_csv(path, steps=1200, seed=1):
-    """One long series with a daily (24-step) season and noise, long format, rows shuffled."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(steps)
-    s = 10 + 3 * np.sin(2 * np.pi * t / 24) + 1.5 * np.sin(2 * np.pi * t / 6 + 1)
-    s = s + 0.5 * rng.normal(size=steps)
-    rows = [f"{i},{s[i]:.4f}" for i in rng.permutation(steps)]
-    path.write_text("hour,load\n" + "\n".join(rows) + "\n")
-    return path
-  return seasonal_csv
+  """`seasonal_csv(path, ...)`: `write_seasonal_csv`."""
+  return write_seasonal_csv

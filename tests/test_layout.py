@@ -10,13 +10,20 @@ MAX_TOP_MODULES = 12
 
 
 def _imports(path: str) -> set[str]:
-  """The seqjax modules a file imports, anywhere in it (function-level imports too)."""
+  """The seqjax modules a file imports, anywhere in it (function-level imports, and
+  `importlib.import_module("seqjax....")` of a literal name, too)."""
   found = set()
   for node in ast.walk(ast.parse(open(path).read())):
-    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("seqjax"):
-      found.update(f"{node.module}.{a.name}" for a in node.names)
+    if isinstance(node, ast.ImportFrom):
+      assert not node.level, f"{path}: a relative import"
+      if (node.module or "").startswith("seqjax"):
+        found.update(f"{node.module}.{a.name}" for a in node.names)
     elif isinstance(node, ast.Import):
       found.update(a.name for a in node.names if a.name.startswith("seqjax"))
+    elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module"
+          and node.args and isinstance(node.args[0], ast.Constant)
+          and str(node.args[0].value).startswith("seqjax")):
+      found.add(node.args[0].value)
   return found
 
 

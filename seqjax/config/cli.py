@@ -30,7 +30,7 @@ EXIT_CODES = {
     130: "stopped by Ctrl-C (SIGINT), after a checkpoint of the current step",
     143: "stopped by SIGTERM (a preemption notice), after a checkpoint of the current step",
 }
-HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
+HELP_FLAGS = ("-help", "-h", "-?")  # and every `--help...` form
 
 
 class Preempted(Exception):  # noqa: N818  (a stop, not an error)
@@ -75,12 +75,12 @@ def run(main: Callable[[list[str]], int | None], *, positional: bool = False) ->
   app.run(checked, flags_parser=parse_flags)
 
 
-def print_help() -> None:
-  """The command's doc, its own flags and the exit codes, on stdout."""
-  app.usage(shorthelp=True, writeto_stdout=True)
+def print_help(full: bool = False) -> None:
+  """The command's doc, its own flags (`full`: every library's too) and the exit codes."""
+  app.usage(shorthelp=not full, writeto_stdout=True)
   fl, main = flags.FLAGS, sys.argv[0]
   for module in fl.flags_by_module_dict():  # flags a command takes from seqjax's modules
-    if module != main and "seqjax" in module:
+    if not full and module != main and "seqjax" in module:
       print(fl.module_help(module))
   print("\nExit codes:")
   for code, meaning in EXIT_CODES.items():
@@ -92,8 +92,9 @@ def parse_flags(argv: list[str]) -> list[str]:
   help and exits 0; a bad or missing flag, config file, arg or override is one line and
   exit 2."""
   fl = flags.FLAGS
-  if any(arg in HELP_FLAGS for arg in argv[1:]):
-    print_help()
+  asked = [arg for arg in argv[1:] if arg in HELP_FLAGS or arg.startswith("--help")]
+  if asked:
+    print_help(full=any(arg.startswith("--helpfull") for arg in asked))
     sys.exit(0)
   try:
     args = fl(argv)

@@ -12,10 +12,10 @@ examples from (seed, epoch), cut into ceil(N / B) batches, the last one padded
 with repeats of weight 0. Batch `s` is a function of `s` alone, so a resumed
 run reads the same batches as an uninterrupted one.
 
-Why not `grain`: for data that fits in host memory, gathering a batch of 32
-with one numpy fancy-index takes under 10 us; grain's `MapDataset` (shuffle,
-batch) took 0.7-1.5 ms a batch on this project's CPU (`python bench/feed.py`),
-as long as a whole GPU train step.
+Why not `grain`: for data that fits in host memory, one numpy fancy-index
+gathers a batch far faster than grain's `MapDataset` (shuffle, batch) does, whose
+time per batch is that of a whole GPU train step (`python bench/feed.py`; the
+figures are in docs/speed.md).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def per_gate(init: Initializer) -> Initializer:
 class CellOptions(nn.Module, kw_only=True):
   """The options of one LSTM cell, declared once for every module that builds cells.
 
-  `LSTMCell`, `LSTMLayer`, `LSTM` and `models.SequenceModel` inherit these
+  `LSTMCell`, `LSTMLayer`, `LSTM` and `sequence.SequenceModel` inherit these
   fields (keyword-only) and pass them down by keyword (`options_of`).
 
   Attributes:
@@ -245,13 +245,11 @@ def zero_carry(batch_shape: tuple[int, ...], hidden: int, dtype: Any = jnp.float
 # The `lax.scan` unroll by platform and per-step work B*H: rows (largest B*H, unroll),
 # the first that fits wins. Each scan iteration costs a loop overhead (CPU) or a few
 # kernel launches (GPU); unrolling amortises it, at the price of compile time and
-# code size, and small per-step work gains the most. Measured with
-# `python -m seqjax.bench --unroll=1,4,8,16,32,64,128` (README, "Scan unroll on a GPU"):
-# - cpu, 2-core x86: unroll 8 makes mean (B1 H10) 2.7x faster and slows freq (B32 H100);
-# - gpu, H200: mean B1 T2000 H10 takes 10.5 ms at 32 (best), 12.4 at 128, 14.3 at 16,
-#   34.1 at 1 and 299.8 ms at 8, so no GPU row may choose 8. Larger B*H rows are not
-#   yet measured on a GPU: they keep 16 and 4 until the bench says otherwise;
-# - tpu: not measured; 16 and 4, as before the GPU figures.
+# code size, and small per-step work gains the most. The rows follow the figures of
+# `python -m seqjax.bench --unroll=1,4,8,16,32,64,128` (docs/speed.md for the CPU,
+# docs/accelerators.md for the GPU): on a CPU unrolling pays for tiny steps only; on a
+# GPU 8 was the slowest of all for the mean shape, so no GPU row chooses it, and the
+# larger GPU rows (not yet measured) and the TPU rows (never measured) keep 16 and 4.
 UNROLL_TABLE = {
     "cpu": ((256, 8), (None, 1)),
     "gpu": ((256, 32), (65536, 16), (None, 4)),

@@ -1,7 +1,7 @@
 """JAX's persistent compilation cache: a rerun loads XLA's compiled programs.
 
-On a CPU, compiling (init, train loop, evaluation) is 3-5 s of a seed
-experiment's 12-17 s; a rerun of the same program (same config shapes, code,
+Compiling (init, train loop, evaluation) is a large part of a short run (each
+run's `timing.json` says how much); a rerun of the same program (same config shapes, code,
 JAX version and machine) skips it. Results do not change: the cache holds the
 programs XLA would have compiled.
 """

@@ -20,7 +20,7 @@ def _tensorboard():
   """tensorboardX's event-file modules, imported without torch where torch is not loaded yet.
 
   tensorboardX imports torch when it is installed (to accept torch tensors,
-  which seqjax never passes): 1.4 s of a run's start-up on a 2-core CPU.
+  which seqjax never passes), a noticeable part of a run's start-up on a CPU.
   `sys.modules["torch"] = None` makes that optional import fail fast.
 
   Returns (EventsWriter, event_pb2, summary_pb2). seqjax writes events itself,

@@ -263,9 +263,8 @@ def _write_replicated_arrays_whole() -> None:
 
   Orbax's default (replica-parallel) splits a replicated array into a slice per
   device, each written by its device, which compiles a slicing program per
-  shape and device at the first save: 0.4 s for a seed model on two CPU
-  devices, for a parallelism that pays only when the replicas are on different
-  hosts. Multi-process runs keep the default.
+  shape and device at the first save, for a parallelism that pays only when
+  the replicas are on different hosts. Multi-process runs keep the default.
   """
   if jax.process_count() > 1:
     return

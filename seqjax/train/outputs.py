@@ -21,7 +21,7 @@ from seqjax.runtime import files, sharding, writers
 
 
 def import_plots_in_background() -> None:
-  """Imports matplotlib (~0.4 s) in a thread, while XLA compiles without the GIL.
+  """Imports matplotlib (slow to import) in a thread, while XLA compiles without the GIL.
 
   Not a daemon: an exit waits for it rather than cut it.
   """

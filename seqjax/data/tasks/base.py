@@ -37,7 +37,7 @@ class Task:
     name: registry name.
     in_features: I.
     out_features: O (classes for a classifier).
-    head: "last" or "per_step" (see `models.SequenceModel`).
+    head: "last" or "per_step" (see `seqjax.model.sequence.SequenceModel`).
     train_data: `(key) -> data`, pure JAX, what train batches are cut from:
       a finite dataset built from `fold_in(key, DATASET_SALT)`, or `()` for
       online tasks. Built inside each jitted training call (once per call of
