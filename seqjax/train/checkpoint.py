@@ -173,7 +173,7 @@ def restore_latest_params(directory: files.PathLike, device: jax.Device) -> tupl
   path = (root / str(steps[-1]) / "default").absolute() if files.is_local(root) else (
       root / str(steps[-1]) / "default")
   checkpointer = ocp.StandardCheckpointer()
-  place = jax.sharding.SingleDeviceSharding(device)
+  place = jax.sharding.make_single_device_sharding(device)
   with _HeldStderr():
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=place),
                           checkpointer.metadata(path).item_metadata.tree)
