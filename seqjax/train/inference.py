@@ -130,30 +130,25 @@ class TrainedRun:
       if y.shape[:2] != (len(x), info["horizon"]):
         raise validate.ConfigError(f"truth must be [N, task.horizon, F] = ({len(x)}, "
                                    f"{info['horizon']}, {self.features}); got {y.shape}")
-      series = np.concatenate([x, y], axis=1)
+      series = np.concatenate([x, y], axis=1)  # one example a series: its window, then truth
       if np.isnan(series).any():
         raise validate.ConfigError("forecast windows and their truth must hold no NaN")
-      z = data_task.normalize(series, np.full(len(series), series.shape[1]),
-                              info["x_shift"], info["x_scale"])
-      n = len(series)
-      return data_task.Examples({"z": z, "s": series}, n, series=np.arange(n),
-                                starts=np.zeros(n, np.int64), window=x.shape[1],
-                                horizon=info["horizon"], eval_weight=True)
+      n, steps = len(series), series.shape[1]
+      return data_task.forecast_examples(
+          data_task.series_arrays(series, np.full(n, steps), info),
+          (np.arange(n), np.zeros(n, np.int64)), info, eval_weight=True)
     x = _as_sequences(x, self.features)
-    if lengths is None:
-      lengths = readers.padding_lengths("input", "x", x)
-    arrays = data_task.sequence_inputs(x, np.asarray(lengths), info)
-    if info["masked"] is False and (np.asarray(lengths) < x.shape[1]).any():
-      arrays["mask"] = np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    lengths = np.asarray(readers.padding_lengths("input", "x", x) if lengths is None
+                         else lengths)
     n = len(x)
-    if y is None:
+    if y is None:  # prediction only: targets are not read
       y = (np.zeros((n,), np.int32) if info["kind"] == "classification"
            else np.zeros((n, info["out_features"]), np.float32))
     elif info["kind"] == "classification":
       y = data_task.class_indices("y", "y", np.asarray(y), np.asarray(info["classes"]))[0]
     else:
       y = np.asarray(y, np.float32).reshape(n, -1)
-    return data_task.Examples({**arrays, "y": y, "weight": np.ones((n,), np.float32)}, n)
+    return data_task.sequence_examples(x, lengths, y, info)
 
   def _raw(self, x, lengths=None) -> np.ndarray:
     """The model's outputs for x, in its own (normalised) units."""

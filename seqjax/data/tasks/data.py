@@ -207,6 +207,35 @@ def sequence_inputs(x: np.ndarray, lengths: np.ndarray, info: dict[str, Any],
   return out
 
 
+def sequence_examples(x: np.ndarray, lengths: np.ndarray, y: np.ndarray, info: dict[str, Any],
+                      rows: np.ndarray | None = None) -> Examples:
+  """The examples of the sequences `rows` (all when None) of x [N, T, F] with their
+  targets y [len(rows), ...] (label indices or raw targets): what training, evaluation
+  and prediction read.
+
+  A run trained without padding is given a mask where these sequences are padded.
+  """
+  rows = np.arange(len(x)) if rows is None else rows
+  arrays = sequence_inputs(x, lengths, info, rows)
+  if not info["masked"] and (lengths[rows] < x.shape[1]).any():
+    arrays["mask"] = np.arange(x.shape[1])[None, :] < lengths[rows][:, None]
+  return Examples({**arrays, "y": y, "weight": np.ones((len(rows),), np.float32)}, len(rows))
+
+
+def series_arrays(x: np.ndarray, lengths: np.ndarray, info: dict[str, Any]) -> dict:
+  """Forecast series x [S, T, F] (NaN past `lengths`) as examples read them: normalised
+  (`z`) and raw (`s`)."""
+  return {"z": normalize(x, lengths, info["x_shift"], info["x_scale"]), "s": np.nan_to_num(x)}
+
+
+def forecast_examples(arrays: dict, windows: tuple[np.ndarray, np.ndarray],
+                      info: dict[str, Any], eval_weight: bool) -> Examples:
+  """The forecast examples `windows` = (series, start) of `series_arrays` arrays:
+  task.window input steps, then task.horizon steps to forecast."""
+  return Examples(arrays, len(windows[0]), series=windows[0], starts=windows[1],
+                  window=info["window"], horizon=info["horizon"], eval_weight=eval_weight)
+
+
 def class_indices(path: str, field: str, y: np.ndarray, classes: np.ndarray | None):
   """Integer labels y [N] -> indices into `classes` (the sorted training labels)."""
   if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
@@ -281,9 +310,7 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
                         f"the training file has {y_all.shape[1]}")
 
   def examples(a, rows, y):
-    arrays_ = {**sequence_inputs(a.x, a.lengths, info, rows), "y": y,
-               "weight": np.ones((len(rows),), np.float32)}
-    return Examples(arrays_, len(rows))
+    return sequence_examples(a.x, a.lengths, y, info, rows)
 
   train = examples(arrays, idx_train, y_all[idx_train])
   val = examples(arrays, idx_val, y_all[idx_val])
@@ -379,11 +406,10 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
           "columns": arrays.columns}
 
   def series(a):  # the raw and normalised series, shared by the splits that read them
-    return {"z": normalize(a.x, a.lengths, shift, scale), "s": np.nan_to_num(a.x)}
+    return series_arrays(a.x, a.lengths, info)
 
   def examples(arrays_, windows, eval_weight):
-    return Examples(arrays_, len(windows[0]), series=windows[0], starts=windows[1],
-                    window=w, horizon=h, eval_weight=eval_weight)
+    return forecast_examples(arrays_, windows, info, eval_weight)
 
   own = series(arrays)
   train, val = examples(own, tr, False), examples(own, va, True)
