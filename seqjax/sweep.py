@@ -90,7 +90,7 @@ class GridMonitor:
   def check(self, step: int, totals: dict[str, Any]) -> bool:
     alive = np.asarray(totals["alive"])
     for i in np.flatnonzero(self._alive & ~alive):
-      writers.console(f"model {i} ({self._run.runs[i]}) diverged (NaN/Inf) by step {step}; "
+      writers.console(f"model {i} ({self._run.members[i]}) diverged (NaN/Inf) by step {step}; "
                       "masked, the others go on")
     self._alive = alive
     return bool(alive.any())
@@ -140,9 +140,9 @@ def steps_to_converge(history: dict[int, list[float]], threshold: float,
   return out or []
 
 
-def train_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]], workdir: str,
+def train_grid(config: ml_collections.ConfigDict, members: list[dict[str, Any]], workdir: str,
                converged: float | None = None) -> list[dict[str, Any]]:
-  """Trains the runs as one vmapped program; returns one result per run.
+  """Trains the members (override dicts) as one vmapped program; returns one result each.
 
   The same programs, driver and outputs as a single run (`train`), vmapped
   over the models: device-side loops, checkpoints, SIGTERM and resume. A model
@@ -151,7 +151,7 @@ def train_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]], wo
   accuracy) for `steps_to_converge`, the first eval step that meets it.
   """
   t_start = time.perf_counter()
-  run = planning.plan_grid(config, runs, workdir)  # every check, before anything compiles
+  run = planning.plan(config, workdir, members)  # every check, before anything compiles
   try:
     return _train_grid(run, workdir, converged, t_start)
   finally:
@@ -160,7 +160,7 @@ def train_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]], wo
 
 def _train_grid(run: planning.Run, workdir: str, converged: float | None,
                 t_start: float) -> list[dict[str, Any]]:
-  config, runs = run.config, run.runs
+  config, members = run.config, run.members
   started = driver.start(run, workdir, config.train.eval_batch_size)
   run, ckpt, first = started.run, started.ckpt, started.first_step
   task = run.task
@@ -179,7 +179,7 @@ def _train_grid(run: planning.Run, workdir: str, converged: float | None,
   converge = (steps_to_converge(monitor.history, converged, task.higher_is_better)
               if converged is not None else [None] * run.size)
   results = []
-  for i, overrides in enumerate(runs):
+  for i, overrides in enumerate(members):
     results.append({**overrides, "held_out": {k: float(v[i]) for k, v in final.items()},
                     "diverged": bool(diverged_at[i] >= 0),
                     "diverged_at": int(diverged_at[i]) if diverged_at[i] >= 0 else None,
@@ -198,7 +198,7 @@ def _train_grid(run: planning.Run, workdir: str, converged: float | None,
   return results
 
 
-def throughput(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
+def throughput(config: ml_collections.ConfigDict, members: list[dict[str, Any]],
                steps: int) -> dict[str, float]:
   """Model-steps/s of the grid against the same models trained one after another.
 
@@ -207,14 +207,14 @@ def throughput(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   program a run of `seqjax.main` executes for one of them (times the number
   of models).
   """
-  grid = planning.initialize(planning.plan_grid(config, runs))
+  grid = planning.initialize(planning.plan(config, members=members))
   grid_rate = grid.size * rates.loop_steps_per_second(
       programs.jit_train_loop(grid), grid.state, steps, *grid.loop_args(),
       sums=programs.zero_sums(grid))
   # One model alone on the same devices, its batch split as far as it divides.
   devices, batch = jax.device_count(), config.train.batch_size
   data = max(d for d in range(1, devices + 1) if devices % d == 0 and batch % d == 0)
-  alone = planning.setup(configlib.override(config, {**runs[0], "mesh.model": 1,
+  alone = planning.setup(configlib.override(config, {**members[0], "mesh.model": 1,
                                                      "mesh.data": data}))
   single_rate = rates.loop_steps_per_second(programs.jit_train_loop(alone), alone.state,
                                              steps, *alone.loop_args(),
@@ -226,12 +226,14 @@ def throughput(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   return out
 
 
-def gain_table(results: list[dict[str, Any]], metric: str, group: str,
+def gain_table(results: list[dict[str, Any]], metric: str, group: str, default: float,
                field: str = "model.kernel_gain") -> list[str]:
-  """Markdown rows: per gain, converged count, median and IQR of metric and steps."""
+  """Markdown rows: per gain (`default` for members that do not set it), converged count,
+  median and IQR of metric and steps."""
   rows = []
-  for gain in sorted({r[field] for r in results}):
-    rs = [r for r in results if r[field] == gain]
+  gain_of = lambda r: r.get(field, default)  # noqa: E731
+  for gain in sorted({gain_of(r) for r in results}):
+    rs = [r for r in results if gain_of(r) == gain]
     values = np.array([r["held_out"][metric] for r in rs], float)
     steps = np.array([r["steps_to_converge"] for r in rs if r["steps_to_converge"] is not None])
     q1, med, q3 = (np.nanpercentile(values, [25, 50, 75]) if np.isfinite(values).any()
@@ -243,6 +245,24 @@ def gain_table(results: list[dict[str, Any]], metric: str, group: str,
   return rows
 
 
+def group_labels(config: ml_collections.ConfigDict,
+                 structurals: list[dict[str, Any]]) -> list[str]:
+  """A name per group (its folder): the structural fields whose values differ between
+  groups, each at its group's value or the config's; "all" for a single group."""
+  def value(structural, field):
+    if field in structural:
+      return structural[field]
+    out = config
+    for part in field.split("."):
+      out = out[part]
+    return out
+
+  fields = list(dict.fromkeys(k for structural in structurals for k in structural))
+  varying = [k for k in fields
+             if len({json.dumps(value(s, k)) for s in structurals}) > 1]
+  return [",".join(f"{k}={value(s, k)}" for k in varying) or "all" for s in structurals]
+
+
 def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, workdir: str,
               converged: float | None) -> str:
   """Runs every group of the sweep; writes `ablation.md` and `ablation.png`; returns the table."""
@@ -252,13 +272,12 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
            "median (IQR) |", "|---|---|---|---|---|"]
   curves = {}
   groups = group_runs(runs)
-  varying = [k for k in groups[0][0] if len({json.dumps(g[0].get(k)) for g in groups}) > 1]
+  labels = group_labels(config, [structural for structural, _ in groups])
   array_runs = lambda members: [{k: v for k, v in r.items() if k in ARRAY_FIELDS}  # noqa: E731
                                 for r in members]
   for structural, members in groups:  # every group's checks before the first one trains
-    planning.plan_grid(configlib.override(config, structural), array_runs(members))
-  for structural, members in groups:
-    label = ",".join(f"{k}={structural[k]}" for k in varying) or "all"
+    planning.plan(configlib.override(config, structural), members=array_runs(members))
+  for label, (structural, members) in zip(labels, groups, strict=True):
     cfg = configlib.override(config, structural)
     arrays = array_runs(members)
     writers.console(f"group {label}: {len(members)} models as one program")
@@ -266,7 +285,7 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
     for r, member in zip(results, members, strict=True):
       r.update(member)
     metric = grid_metric(cfg)
-    lines += gain_table(results, metric, label)
+    lines += gain_table(results, metric, label, cfg.model.kernel_gain)
     gains = sorted({r["model.kernel_gain"] for r in results if "model.kernel_gain" in r})
     if gains:
       curves[label] = (gains, [float(np.nanmedian([r["held_out"][metric] for r in results

@@ -363,7 +363,7 @@ def test_a_sweep_grid_of_a_file_task_is_refused(tmp_path, labelled_csv):
   from seqjax.train import planning
   config = data_config(labelled_csv(tmp_path / "l.csv", n=60))
   with pytest.raises(validate.ConfigError, match="a sweep grid trains on generated data only"):
-    planning.plan_grid(config, [{"seed": 0}, {"seed": 1}])
+    planning.plan(config, members=[{"seed": 0}, {"seed": 1}])
 
 
 def test_a_test_file_without_labels_is_refused(tmp_path, labelled_csv):

@@ -58,7 +58,7 @@ def test_config_sweep_groups_structural_settings():
 def test_grid_refuses_structural_fields():
   config = configlib.load("mean", "quick")
   try:
-    planning.plan_grid(config, [{"model.hidden": 8}])
+    planning.plan(config, members=[{"model.hidden": 8}])
   except validate.ConfigError as e:
     assert "model.hidden" in str(e)
   else:
@@ -134,7 +134,7 @@ def test_sweep_resumes_after_kill_9_bit_identical(tmp_path):
 @pytest.mark.slow
 def test_grid_masks_a_diverged_model_and_the_others_go_on():
   config = configlib.load("mean", "quick,seed")
-  run = planning.initialize(planning.plan_grid(config, [{"seed": 0}, {"seed": 1}]))
+  run = planning.initialize(planning.plan(config, members=[{"seed": 0}, {"seed": 1}]))
   loop = jax.jit(programs.make_grid_train_loop(run.model, run.task))
   healthy, _ = loop(run.state, run.data_key, run.dropout_key, run.lr_scale, 5)
   # An infinite learning rate for model 1: step 1 makes its parameters Inf (its
@@ -153,7 +153,7 @@ def test_grid_masks_a_diverged_model_and_the_others_go_on():
 def test_grid_scales_gains_like_the_model_built_with_them():
   config = configlib.load("mean", "quick,seed")
   runs = [{"model.kernel_gain": 0.3, "model.recurrent_gain": 2.0, "model.forget_bias": 0.5}]
-  grid = planning.initialize(planning.plan_grid(config, runs))
+  grid = planning.initialize(planning.plan(config, members=runs))
   alone = planning.setup(configlib.override(config, runs[0]))
   jax.tree.map(lambda g, a: np.testing.assert_allclose(g[0], a, rtol=1e-6, atol=1e-7),
                grid.state.params, alone.state.params)
@@ -162,7 +162,7 @@ def test_grid_scales_gains_like_the_model_built_with_them():
 def test_a_grid_checkpoint_without_divergence_marks_restores(tmp_path):
   """Grid checkpoints written before grids saved `diverged_at` still resume."""
   config = configlib.load("mean", "quick,seed")
-  run = planning.initialize(planning.plan_grid(config, [{"seed": 0}, {"seed": 1}]))
+  run = planning.initialize(planning.plan(config, members=[{"seed": 0}, {"seed": 1}]))
   older = checkpoint.Checkpointer(tmp_path / "checkpoints")
   older.save(3, run.state.replace(step=run.state.step + 3, diverged_at=None))
   older.close()
@@ -187,3 +187,24 @@ def test_a_sweep_checks_every_group_before_the_first_trains(tmp_path, monkeypatc
   monkeypatch.setattr(sweep, "train_grid", lambda *a, **k: pytest.fail("trained a group"))
   with pytest.raises(validate.ConfigError, match="model.layer_dropout"):
     sweep.run_sweep(config, str(path), "any", str(tmp_path / "wd"), None)
+
+
+def test_groups_are_named_by_the_fields_that_differ_even_when_the_first_sets_none():
+  """A first group at the config's defaults and a second that changes a size get two
+  folders, not one ("all") that the second would refuse as a different config."""
+  config = configlib.load("mean", "quick")
+  labels = sweep.group_labels(config, [{}, {"model.hidden": 8}, {"model.hidden": 8,
+                                                                  "task.length": 30}])
+  hidden, length = config.model.hidden, config.task.length
+  assert labels == [f"model.hidden={hidden},task.length={length}",
+                    f"model.hidden=8,task.length={length}", "model.hidden=8,task.length=30"]
+  assert sweep.group_labels(config, [{"model.hidden": 8}]) == ["all"]
+
+
+
+def test_the_gain_table_counts_members_without_a_gain_at_the_configs():
+  results = [{"model.kernel_gain": 0.5, "held_out": {"mae": 0.1}, "steps_to_converge": 10},
+             {"held_out": {"mae": 0.3}, "steps_to_converge": None}]
+  rows = sweep.gain_table(results, "mae", "g", default=0.01)
+  assert [row.split(" | ")[1] for row in rows] == ["0.01", "0.5"]
+  assert "| 0/1 |" in rows[0] and "| 1/1 |" in rows[1]

@@ -111,7 +111,7 @@ class Started:
 
 
 def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
-  """Initializes `run` (from `planning.plan`/`plan_grid`), restores its latest
+  """Initializes `run` (from `planning.plan`), restores its latest
   checkpoint in `workdir`, builds the held-out set and compiles the programs.
 
   XLA compiles the train loop (for the abstract state) in a worker thread while

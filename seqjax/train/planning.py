@@ -1,9 +1,10 @@
 """From a config to a run: every check, the task, mesh, model, optimizer and abstract state.
 
-`plan(config)` is one model; `plan_grid(config, runs)` is M models of one
+`plan(config)` is one model; `plan(config, members=...)` is M models of one
 config that differ only in array-valued hyperparameters (`ARRAY_FIELDS`),
-stacked on a leading `model` axis. Both check everything before anything is
-compiled, and return a `Run` whose state is abstract; `initialize` computes it.
+stacked on a leading `model` axis (a grid). It checks everything before
+anything is compiled, and returns a `Run` whose state is abstract;
+`initialize` computes it.
 
 Keys: one root key per model from its seed, split into data, init, dropout
 and eval keys.
@@ -65,10 +66,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 class Run:
   """What a run is made of, before its first step.
 
-  From `plan`/`plan_grid`, `state` and the keys are abstract
-  (`jax.ShapeDtypeStruct`s with their shardings): enough to compile programs
-  for them; `initialize` computes them. In a grid (`runs` set) the state, keys
-  and `lr_scale` have a leading axis of `size` models.
+  From `plan`, `state` and the keys are abstract (`jax.ShapeDtypeStruct`s
+  with their shardings): enough to compile programs for them; `initialize`
+  computes them. In a grid (`members` set) the state, keys and `lr_scale` have
+  a leading axis of `size` models.
   """
   config: ml_collections.ConfigDict
   task: base.Task
@@ -82,16 +83,16 @@ class Run:
   eval_key: jax.Array
   init: Any  # jitted () -> (state, (data_key, dropout_key, eval_key))
   lr_scale: Any = None  # grid: [M] learning rate / config's learning rate
-  runs: list[dict[str, Any]] | None = None  # grid: each model's overrides
+  members: list[dict[str, Any]] | None = None  # grid: each model's overrides
 
   @property
   def grid(self) -> bool:
-    return self.runs is not None
+    return self.members is not None
 
   @property
   def size(self) -> int:
     """Models trained together: 1, or M in a grid."""
-    return len(self.runs) if self.grid else 1
+    return len(self.members) if self.grid else 1
 
   def loop_args(self) -> tuple:
     """What the train loop takes between the state and the step count."""
@@ -172,20 +173,58 @@ def _placed(tree, shardings):
                       tree, shardings)
 
 
-def plan(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
+def _check_members(config: ml_collections.ConfigDict, members: list[dict[str, Any]]) -> None:
+  """Each member varies only `ARRAY_FIELDS`, with values those fields allow."""
+  structural = {k for m in members for k in m if k not in ARRAY_FIELDS}
+  if structural:
+    raise validate.ConfigError(f"a grid varies only {ARRAY_FIELDS}; got {sorted(structural)}")
+  if config.model.chrono_tmax and any("model.forget_bias" in m for m in members):
+    validate.fail("model.chrono_tmax", config.model.chrono_tmax,
+                  "must be 0 to sweep model.forget_bias (chrono sets the gate biases)")
+  for m in members:
+    validate.finite_numbers({k: v for k, v in m.items()})
+    if "seed" in m:
+      validate.integer_in("seed", m["seed"], 0, MAX_SEED)
+    for field in ("model.kernel_gain", "model.recurrent_gain", "train.learning_rate"):
+      if field in m:
+        validate.positive_float(field, m[field])
+
+
+def plan(config: ml_collections.ConfigDict, workdir: str | None = None,
+         members: list[dict[str, Any]] | None = None) -> Run:
   """Checks the config (and `workdir`), builds the task, mesh and model; the state abstract.
+
+  `members`: None for one model. Else M models of `config`, each with its
+  `ARRAY_FIELDS` overrides applied as arrays, trained as one vmapped program:
+  each computes what `plan(configlib.override(config, member))` computes, to
+  float tolerance (the same keys from its seed, the same data, and its gains
+  applied as scales of the unit-gain initializers, `lstm.scale_gains`).
 
   Every check happens here, before anything is compiled. Raises validate.ConfigError.
   """
+  if members is not None:
+    _check_members(config, members)
   config, task, total = _task_and_total(config)
+  if members is not None and task.fed:
+    raise validate.ConfigError(f"task.name={task.name!r}: a sweep grid trains on generated "
+                               "data only; train each model of a file with seqjax.main")
   mesh = sharding.make_mesh(config.mesh)
-  if mesh.shape[sharding.MODEL] != 1:
+  if members is None and mesh.shape[sharding.MODEL] != 1:
     validate.fail("mesh.model", config.mesh.model, "must be 1 for a single run (the model axis "
                   "splits the models of a sweep grid); use mesh.data")
+  if members is not None:
+    sharding.check_divides(mesh, sharding.MODEL, len(members), "the number of sweep runs")
   sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
-  check_memory(config, task, mesh)
+  per_device = 1 if members is None else len(members) // mesh.shape[sharding.MODEL]
+  check_memory(config, task, mesh, per_device)
   if workdir is not None:
     workdirs.prepare(config, workdir)
+  if members is None:
+    return _plan_one(config, task, mesh, total)
+  return _plan_grid(config, task, mesh, total, members)
+
+
+def _plan_one(config, task, mesh, total) -> Run:
   model = sequence.from_config(config.model, task.out_features, task.head)
   tx = optim.create(config.train, total)  # one object: the abstract and the real state match
 
@@ -201,44 +240,14 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
              init=jax.jit(init, out_shardings=(state_sharding, repl)))
 
 
-def _per_model(config, runs, field, cast=float) -> np.ndarray:
+def _per_model(config, members, field, cast=float) -> np.ndarray:
   default = config
   for g in field.split("."):
     default = default[g]
-  return np.asarray([cast(r.get(field, default)) for r in runs])
+  return np.asarray([cast(m.get(field, default)) for m in members])
 
 
-def plan_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
-              workdir: str | None = None) -> Run:
-  """`plan` for M models of `config`, each run's `ARRAY_FIELDS` overrides applied as arrays.
-
-  Each model computes what `plan(configlib.override(config, run))` computes,
-  to float tolerance: the same keys from its seed, the same data, and its
-  gains applied as scales of the unit-gain initializers (`lstm.scale_gains`).
-  """
-  structural = {k for r in runs for k in r if k not in ARRAY_FIELDS}
-  if structural:
-    raise validate.ConfigError(f"a grid varies only {ARRAY_FIELDS}; got {sorted(structural)}")
-  if config.model.chrono_tmax and any("model.forget_bias" in r for r in runs):
-    validate.fail("model.chrono_tmax", config.model.chrono_tmax,
-                  "must be 0 to sweep model.forget_bias (chrono sets the gate biases)")
-  for r in runs:
-    validate.finite_numbers({k: v for k, v in r.items()})
-    if "seed" in r:
-      validate.integer_in("seed", r["seed"], 0, MAX_SEED)
-    for field in ("model.kernel_gain", "model.recurrent_gain", "train.learning_rate"):
-      if field in r:
-        validate.positive_float(field, r[field])
-  config, task, total = _task_and_total(config)
-  if task.fed:
-    raise validate.ConfigError(f"task.name={task.name!r}: a sweep grid trains on generated "
-                               "data only; train each model of a file with seqjax.main")
-  mesh = sharding.make_mesh(config.mesh)
-  sharding.check_divides(mesh, sharding.MODEL, len(runs), "the number of sweep runs")
-  sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
-  check_memory(config, task, mesh, len(runs) // mesh.shape[sharding.MODEL])
-  if workdir is not None:
-    workdirs.prepare(config, workdir)
+def _plan_grid(config, task, mesh, total, members) -> Run:
   # One model built with unit gains; each model's gains are applied as scales. Its scan
   # runs a device's share of the M models at each step, so the automatic unroll is
   # chosen for that share of M x batch.
@@ -246,14 +255,14 @@ def plan_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   if not config.model.unroll:
     sample = jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
     batch, steps = sample["x"].shape[:2]
-    per_device = (len(runs) // mesh.shape[sharding.MODEL]) * max(
+    per_device = (len(members) // mesh.shape[sharding.MODEL]) * max(
         1, batch // mesh.shape[sharding.DATA])
     fixed["model.unroll"] = lstm.auto_unroll(steps, per_device, config.model.hidden)
   unit = configlib.override(config, fixed)
   model = sequence.from_config(unit.model, task.out_features, task.head)
   tx = optim.create(config.train, total)
-  per_model = {f: _per_model(config, runs, f) for f in ARRAY_FIELDS[1:]}
-  seeds = _per_model(config, runs, "seed", int)
+  per_model = {f: _per_model(config, members, f) for f in ARRAY_FIELDS[1:]}
+  seeds = _per_model(config, members, "seed", int)
   lr_scale = per_model["train.learning_rate"] / config.train.learning_rate
   forget_base = config.model.forget_bias
 
@@ -278,7 +287,7 @@ def plan_grid(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
   return Run(config, task, model, mesh, total, _placed(state, state_sharding), state_sharding,
              *[_placed(k, split) for k in keys],
              init=jax.jit(init, out_shardings=(state_sharding, split)),
-             lr_scale=lr_scale, runs=list(runs))
+             lr_scale=lr_scale, members=list(members))
 
 
 def initialize(run: Run) -> Run:
