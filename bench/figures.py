@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 
@@ -52,8 +53,7 @@ def run(out: str, config: str, retrain: bool) -> tuple[dict, dict]:
   workdir = os.path.join(out, _folder(config))
   results = os.path.join(workdir, "results.json")
   if retrain or not os.path.exists(results):
-    if os.path.exists(workdir):
-      subprocess.run(["rm", "-rf", workdir], check=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     file, _, arg = config.partition(":")
     flag = f"--config=configs/{file}.py" + (f":{arg}" if arg else "")
     print(f"== {config}", flush=True)

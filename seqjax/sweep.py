@@ -245,17 +245,17 @@ def gain_table(results: list[dict[str, Any]], metric: str, group: str, default: 
   return rows
 
 
+def array_members(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """A group's members with only their `ARRAY_FIELDS` (the group holds the rest)."""
+  return [{k: v for k, v in m.items() if k in ARRAY_FIELDS} for m in members]
+
+
 def group_labels(config: ml_collections.ConfigDict,
                  structurals: list[dict[str, Any]]) -> list[str]:
   """A name per group (its folder): the structural fields whose values differ between
   groups, each at its group's value or the config's; "all" for a single group."""
   def value(structural, field):
-    if field in structural:
-      return structural[field]
-    out = config
-    for part in field.split("."):
-      out = out[part]
-    return out
+    return structural[field] if field in structural else configlib.get(config, field)
 
   fields = list(dict.fromkeys(k for structural in structurals for k in structural))
   varying = [k for k in fields
@@ -273,13 +273,11 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
   curves = {}
   groups = group_runs(runs)
   labels = group_labels(config, [structural for structural, _ in groups])
-  array_runs = lambda members: [{k: v for k, v in r.items() if k in ARRAY_FIELDS}  # noqa: E731
-                                for r in members]
   for structural, members in groups:  # every group's checks before the first one trains
-    planning.plan(configlib.override(config, structural), members=array_runs(members))
+    planning.plan(configlib.override(config, structural), members=array_members(members))
   for label, (structural, members) in zip(labels, groups, strict=True):
     cfg = configlib.override(config, structural)
-    arrays = array_runs(members)
+    arrays = array_members(members)
     writers.console(f"group {label}: {len(members)} models as one program")
     results = train_grid(cfg, arrays, os.path.join(workdir, label), converged)
     for r, member in zip(results, members, strict=True):
@@ -334,9 +332,9 @@ def main():
                                config.model.hidden)
     if FLAGS.throughput:
       for structural, members in group_runs(load_sweep(path, FLAGS.sweep)):
-        arrays = [{k: v for k, v in r.items() if k in ARRAY_FIELDS} for r in members]
         writers.console(f"group {structural}:")
-        throughput(configlib.override(FLAGS.config, structural), arrays, FLAGS.throughput)
+        throughput(configlib.override(FLAGS.config, structural), array_members(members),
+                   FLAGS.throughput)
       return
     run_sweep(FLAGS.config, path, FLAGS.sweep, workdir, FLAGS.converged)
 

@@ -50,8 +50,7 @@ def check_flags(argv) -> None:
   from seqjax.config import cli
   from seqjax.model import numerics
 
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # no positional arguments (cli.run refuses them)
   groups = ("seed", "large", "tiny")
   if not FLAGS.shapes or any(n not in groups and n not in shapes.SHAPES for n in FLAGS.shapes):
     raise app.UsageError(f"--shapes={','.join(FLAGS.shapes)}: allowed groups {list(groups)} "
@@ -69,11 +68,8 @@ def check_flags(argv) -> None:
 
 
 def main(argv):
-  from seqjax.config import cli
-
-  with cli.exit_codes():
-    check_flags(argv)
-    _main()
+  check_flags(argv)
+  _main()
 
 
 def _main():

@@ -85,6 +85,13 @@ def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
+def get(config: ml_collections.ConfigDict, field: str) -> Any:
+  """The value of a dotted field (`"model.kernel_gain"`) of `config`."""
+  for part in field.split("."):
+    config = config[part]
+  return config
+
+
 def override(config: ml_collections.ConfigDict,
              values: dict[str, Any]) -> ml_collections.ConfigDict:
   """A copy of `config` with dotted fields replaced; unknown fields are a ConfigError."""

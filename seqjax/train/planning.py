@@ -241,9 +241,7 @@ def _plan_one(config, task, mesh, total) -> Run:
 
 
 def _per_model(config, members, field, cast=float) -> np.ndarray:
-  default = config
-  for g in field.split("."):
-    default = default[g]
+  default = configlib.get(config, field)
   return np.asarray([cast(m.get(field, default)) for m in members])
 
 

@@ -199,10 +199,10 @@ def normalize(x: np.ndarray, lengths: np.ndarray, shift, scale,
 def sequence_inputs(x: np.ndarray, lengths: np.ndarray, info: dict[str, Any],
                     rows: np.ndarray | None = None) -> dict:
   """The model's inputs for the sequences `rows` of x [N, T, F] (all when None):
-  normalised x and (if masked) a mask."""
+  normalised x, and a mask where the run trained with one or these sequences are padded."""
   rows = np.arange(len(x)) if rows is None else rows
   out = {"x": normalize(x, lengths, info["x_shift"], info["x_scale"], rows)}
-  if info["masked"]:
+  if info["masked"] or (lengths[rows] < x.shape[1]).any():
     out["mask"] = np.arange(x.shape[1])[None, :] < lengths[rows][:, None]
   return out
 
@@ -212,13 +212,9 @@ def sequence_examples(x: np.ndarray, lengths: np.ndarray, y: np.ndarray, info: d
   """The examples of the sequences `rows` (all when None) of x [N, T, F] with their
   targets y [len(rows), ...] (label indices or raw targets): what training, evaluation
   and prediction read.
-
-  A run trained without padding is given a mask where these sequences are padded.
   """
   rows = np.arange(len(x)) if rows is None else rows
   arrays = sequence_inputs(x, lengths, info, rows)
-  if not info["masked"] and (lengths[rows] < x.shape[1]).any():
-    arrays["mask"] = np.arange(x.shape[1])[None, :] < lengths[rows][:, None]
   return Examples({**arrays, "y": y, "weight": np.ones((len(rows),), np.float32)}, len(rows))
 
 
