@@ -42,8 +42,7 @@ def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch, task, pict
 
 
 def test_launch_scripts_are_valid_bash():
-  for name in ("local.sh", "tpu_vm.sh", "gpu_check.sh", "gpu_data_check.sh", "gpu_flax_check.sh",
-               "gpu_pallas_check.sh"):
+  for name in ("local.sh", "tpu_vm.sh", "gpu_check.sh", "gpu_data_check.sh", "gpu_flax_check.sh"):
     result = subprocess.run(["bash", "-n", os.path.join(ROOT, "launch", name)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -89,10 +88,10 @@ def test_tpu_script_picks_the_software_version_of_the_accelerator(tmp_path):
   assert result.returncode != 0 and "TYPE=v9-8 is not a known accelerator type" in result.stderr
 
 
-def test_the_gpu_pallas_check_runs_commands_that_exist_with_valid_flags(tmp_path):
+def test_the_gpu_check_runs_commands_that_exist_with_valid_flags(tmp_path):
   """The GPU check runs where device time is scarce: every command it runs is recorded by a
   stand-in python, then each bench command line's flags are checked as the bench checks
-  them, and each test file named exists."""
+  them, and each file named exists."""
   log = tmp_path / "python.log"
   stub = tmp_path / "python"
   stub.write_text('#!/usr/bin/env bash\nprintf "%s\\x1f" "$@" >> "$PYTHON_LOG"\n'
@@ -100,31 +99,34 @@ def test_the_gpu_pallas_check_runs_commands_that_exist_with_valid_flags(tmp_path
   stub.chmod(0o755)
   env = {k: v for k, v in os.environ.items() if k != "PARTS"}  # all parts
   env.update(PATH=f"{tmp_path}:{os.environ['PATH']}", PYTHON_LOG=str(log))
-  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_pallas_check.sh"),
+  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_check.sh"),
                            str(tmp_path / "out")], env=env, capture_output=True, text=True)
-  assert result.returncode == 0, result.stderr  # the stand-in's tests "passed"
+  assert result.returncode == 0, result.stderr  # the stand-in's steps "passed"
+  assert (tmp_path / "out" / "check.log").exists() and (tmp_path / "out" / "tables.tgz").exists()
   calls = [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
-  assert [c[:2] for c in calls] == [["-m", "pytest"]] + [["-m", "seqjax.bench"]] * 3
+  assert [c[:2] for c in calls[1:]] == [
+      ["-m", "pytest"], ["-m", "seqjax.doctor"], ["launch/mosaic_gpu_probe.py"],
+      ["-m", "pytest"]] + [["-m", "seqjax.bench"]] * 5
 
-  tests = [a for a in calls[0] if a.startswith("tests/")]
-  assert tests and all(os.path.exists(os.path.join(ROOT, t)) for t in tests)
+  named = [a for c in calls for a in c if a.startswith(("tests/", "launch/"))]
+  assert named and all(os.path.exists(os.path.join(ROOT, n)) for n in named)
 
   check = ("import sys; from absl import flags; from seqjax.bench import __main__ as bench; "
            "flags.FLAGS(['seqjax.bench', *sys.argv[1:]]); bench.check_flags(['seqjax.bench'])")
-  for call in calls[1:]:  # in a process of its own: absl's flags are global
+  for call in calls[-5:]:  # in a process of its own: absl's flags are global
     checked = subprocess.run([sys.executable, "-c", check, *call[2:]], cwd=ROOT,
                              capture_output=True, text=True)
     assert checked.returncode == 0, (call, checked.stderr[-2000:])
 
 
-def test_the_gpu_pallas_check_fails_when_the_kernels_tests_fail(tmp_path):
+def test_the_gpu_check_counts_failed_steps_and_still_runs_the_rest(tmp_path):
   """The benches still run (their figures are worth having), but the status says so."""
   stub = tmp_path / "python"
   stub.write_text('#!/usr/bin/env bash\n[[ "$2" == pytest ]] && exit 1\nexit 0\n')
   stub.chmod(0o755)
   env = {k: v for k, v in os.environ.items() if k != "PARTS"}
   env.update(PATH=f"{tmp_path}:{os.environ['PATH']}")
-  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_pallas_check.sh"),
+  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_check.sh"),
                            str(tmp_path / "out")], env=env, capture_output=True, text=True)
-  assert result.returncode == 1
-  assert "== kernel tuning" in result.stdout and "the kernels' tests failed" in result.stdout
+  assert result.returncode == 2  # the kernels' tests and the suite
+  assert "== unroll: exit 0" in result.stdout and "2 step(s) failed" in result.stdout

@@ -300,4 +300,5 @@ def test_the_package_exports_its_public_api():
   from seqjax.train import inference
   assert seqjax.LSTM is lstm.LSTM and seqjax.LSTMCell is lstm.LSTMCell
   assert seqjax.SequenceModel is sequence.SequenceModel and seqjax.load is inference.load
-  assert seqjax.model.rollout is rollout_module and seqjax.__version__.count(".") >= 1
+  assert seqjax.model.rollout is rollout_module
+  assert seqjax.__version__[0].isdigit()  # installed, or "0+unknown" in a source tree

@@ -248,11 +248,12 @@ def zero_carry(batch_shape: tuple[int, ...], hidden: int, dtype: Any = jnp.float
 # code size, and small per-step work gains the most. The rows follow the figures of
 # `python -m seqjax.bench --unroll=1,4,8,16,32,64,128` (docs/speed.md for the CPU,
 # docs/accelerators.md for the GPU): on a CPU unrolling pays for tiny steps only; on a
-# GPU 8 was the slowest of all for the mean shape, so no GPU row chooses it, and the
-# larger GPU rows (not yet measured) and the TPU rows (never measured) keep 16 and 4.
+# GPU 32 was the fastest for the mean and freq shapes (B*H 10 and 3200) and 8 the slowest
+# of all for mean, so no GPU row chooses 8; the larger GPU rows (not yet measured) and
+# the TPU rows (never measured) keep 16 and 4.
 UNROLL_TABLE = {
     "cpu": ((256, 8), (None, 1)),
-    "gpu": ((256, 32), (65536, 16), (None, 4)),
+    "gpu": ((4096, 32), (65536, 16), (None, 4)),
     "tpu": ((65536, 16), (None, 4)),
 }
 

@@ -38,10 +38,15 @@ KERNELS = ("auto", "xla", "pallas")
 JOBS = ("scan", "free_run")
 
 # Where `auto` picks the Pallas kernel: job -> platform -> ((largest B*H, largest H), ...),
-# a layer matching any row. Empty until `python -m seqjax.bench` measures a kernel faster
-# than the XLA path on a platform (launch/gpu_pallas_check.sh measures both on a GPU);
-# until then `auto` is the XLA path everywhere.
-PALLAS_FASTER: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {"scan": {}, "free_run": {}}
+# a layer matching any row; elsewhere the XLA path. Each row covers only shapes where
+# `python -m seqjax.bench` (launch/gpu_check.sh) measured the kernel faster than the XLA
+# path on an NVIDIA GPU (docs/speed.md): "scan" from the train step and one layer's
+# recurrence (sine's B*H = 1024 at H = 32, mean's H = 10; slower at echo's H = 50),
+# "free_run" from sine's rollout (B = 1, H = 32). Larger shapes are not measured yet.
+PALLAS_FASTER: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {
+    "scan": {"gpu": ((1024, 32),)},
+    "free_run": {"gpu": ((32, 32),)},
+}
 
 
 def check(kernel: Any, module: str = "LSTM") -> None:
