@@ -35,17 +35,25 @@ def _shown(metric: str, value: float) -> str:
 
 
 def row(name: str, results: dict, timing: dict) -> str:
-  """One table row for a run's (or a grid's) results.json and timing.json."""
+  """One table row for a run's (or a population's) results.json and timing.json."""
   r = results | timing
   metric = r["metric"]
   wall = f"{r['wall_s']:.0f}" if "wall_s" in r else ""
   compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else ""
-  if "runs" in r:  # a sweep grid
-    values = np.array([run["held_out"][metric] for run in r["runs"]], float)
-    diverged = sum(bool(run.get("diverged")) for run in r["runs"])
+  if "members" in r or "runs" in r:  # a population (older sweep grids: "runs")
+    members = r.get("members", r.get("runs"))
+    values = np.array([np.nan if m["held_out"] is None else m["held_out"][metric]
+                       for m in members], float)
+    diverged = sum(m.get("diverged_at") is not None or bool(m.get("diverged"))
+                   for m in members)
     median = float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
-    shown = f"median {_shown(metric, median)} ({diverged}/{len(values)} diverged)"
-    task = f"{r.get('task', '?')} (grid of {len(values)})"
+    select = r.get("population", {}).get("select", "all")
+    if select != "all" and r.get("held_out"):
+      shown = f"{select} {_shown(metric, r['held_out'][metric])}, "
+    else:
+      shown = ""
+    shown += f"median {_shown(metric, median)} ({diverged}/{len(values)} diverged)"
+    task = f"{r.get('task', '?')} (population of {len(values)})"
     steps = r.get("steps", "")
     return f"| {name} | {task} | {shown} | {steps} | {wall} | {compile_s} |  |"
   roll = r.get("rollout")

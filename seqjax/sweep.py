@@ -13,11 +13,11 @@ On a mesh (`config.mesh`), the grid's models are split along the `model`
 axis and each model's batch along `data` (e.g. 16 models on a 4x2 mesh: four
 models per data-parallel pair of devices).
 
-Each model of a grid computes what the same config trained alone computes
-(`train.train_and_evaluate`), to float tolerance: same keys from its seed, same
-data, and its gains applied as the scale of the unit-gain initializer. A grid
-runs the same programs (`programs`) and driver (`driver`) as a single run:
-device-side loops, checkpoints, SIGTERM, resume after a kill, progress.
+Each group is a population of the one trainer (`trainer.train_and_evaluate`):
+each member computes what the same config trained alone computes, to float
+tolerance (same keys from its seed, same data, and its gains applied as the
+scale of the unit-gain initializer), with the same device-side loops,
+checkpoints, SIGTERM, resume after a kill and progress.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from typing import Any
 
 import jax
@@ -35,7 +34,7 @@ import numpy as np
 from seqjax.config import cli, configlib, validate
 from seqjax.data import tasks
 from seqjax.runtime import compile_cache, files, rates, sharding, writers
-from seqjax.train import driver, outputs, planning, programs, workdirs
+from seqjax.train import planning, programs, trainer, workdirs
 
 ARRAY_FIELDS = planning.ARRAY_FIELDS
 
@@ -65,66 +64,6 @@ def group_runs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[di
   return list(groups.values())
 
 
-class GridMonitor:
-  """The driver's reports for a grid: a NaN masks one model; medians logged; per-model history.
-
-  The held-out metric of every model at every evaluation goes to
-  `workdir/evals.jsonl` (the history in results.json); a resumed grid reads
-  back the evaluations up to its checkpoint, so its results equal an
-  uninterrupted grid's.
-  """
-
-  def __init__(self, run: planning.Run, state, evaluate, eval_set,
-               writer: writers.MetricWriter, workdir: str, first_step: int):
-    self._run, self._evaluate, self._eval_set, self._writer = run, evaluate, eval_set, writer
-    self.metric = run.task.metric
-    self._replicate = jax.jit(lambda a: a, out_shardings=sharding.replicated(run.mesh))
-    self._alive = np.asarray(jax.device_get(self._replicate(state.diverged_at))) < 0
-    path = files.path(workdir) / "evals.jsonl"
-    self.history = {}  # step -> [M] values; a line torn by a crash is recomputed
-    for record in files.read_json_lines(path):
-      if record["step"] <= first_step:
-        self.history[record["step"]] = record[self.metric]
-    self._evals = files.LineFile(path) if sharding.is_writer() else None
-
-  def check(self, step: int, totals: dict[str, Any]) -> bool:
-    alive = np.asarray(totals["alive"])
-    for i in np.flatnonzero(self._alive & ~alive):
-      writers.console(f"model {i} ({self._run.members[i]}) diverged (NaN/Inf) by step {step}; "
-                      "masked, the others go on")
-    self._alive = alive
-    return bool(alive.any())
-
-  def train_scalars(self, sums: dict[str, Any], steps: int) -> dict[str, float]:
-    loss = np.asarray(sums["loss"]) / steps
-    return {"loss/median": float(np.median(loss[self._alive])) if self._alive.any() else np.nan,
-            "diverged": float(np.sum(~self._alive))}
-
-  def evaluate(self, step: int, state) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(metrics {name: [M]}, NaN for diverged models; diverged_at [M]) at `step`."""
-    _, metrics = self._evaluate(state.params, self._eval_set)
-    diverged_at = np.asarray(jax.device_get(self._replicate(state.diverged_at)))
-    self._alive = diverged_at < 0
-    metrics = {k: np.where(self._alive, np.asarray(v), np.nan)
-               for k, v in jax.device_get(metrics).items()}
-    value = metrics[self.metric]
-    self.history[step] = value.tolist()
-    if self._evals is not None:
-      self._evals.write(json.dumps({"step": step, self.metric: value.tolist()}) + "\n")
-    median = float(np.nanmedian(value)) if self._alive.any() else np.nan
-    self._writer.write(step, "eval", {f"{self.metric}/median": median})
-    writers.console(f"held-out at step {step}: {self.metric} median {median:.5g} "
-                    f"({int(np.sum(~self._alive))} of {len(value)} diverged)")
-    return metrics, diverged_at
-
-  def stop_early(self) -> bool:
-    return False  # each model of a grid trains all its steps
-
-  def close(self) -> None:
-    if self._evals is not None:
-      self._evals.close()
-
-
 def steps_to_converge(history: dict[int, list[float]], threshold: float,
                       higher_is_better: bool) -> list[int | None]:
   """Per model, the first evaluated step whose metric meets `threshold`, or None."""
@@ -142,60 +81,22 @@ def steps_to_converge(history: dict[int, list[float]], threshold: float,
 
 def train_grid(config: ml_collections.ConfigDict, members: list[dict[str, Any]], workdir: str,
                converged: float | None = None) -> list[dict[str, Any]]:
-  """Trains the members (override dicts) as one vmapped program; returns one result each.
-
-  The same programs, driver and outputs as a single run (`train`), vmapped
-  over the models: device-side loops, checkpoints, SIGTERM and resume. A model
-  whose loss becomes NaN/Inf is masked and reported as diverged; the others go
-  on. `converged`: a held-out metric threshold (lower is better, or higher for
-  accuracy) for `steps_to_converge`, the first eval step that meets it.
+  """Trains the members (override dicts) as one population (`trainer.train_and_evaluate`);
+  returns one result each: its overrides, `held_out` (NaN where it diverged), `diverged`,
+  `diverged_at` and `steps_to_converge`, the first evaluated step whose held-out metric
+  meets `converged` (lower is better, or higher for accuracy), or None.
   """
-  t_start = time.perf_counter()
-  run = planning.plan(config, workdir, members)  # every check, before anything compiles
-  try:
-    return _train_grid(run, workdir, converged, t_start)
-  finally:
-    workdirs.release(workdir)
-
-
-def _train_grid(run: planning.Run, workdir: str, converged: float | None,
-                t_start: float) -> list[dict[str, Any]]:
-  config, members = run.config, run.members
-  started = driver.start(run, workdir, config.train.eval_batch_size)
-  run, ckpt, first = started.run, started.ckpt, started.first_step
-  task = run.task
-  writer = writers.MetricWriter(workdir, enabled=sharding.is_writer(), resumed_at=first)
-  monitor = GridMonitor(run, started.state, started.evaluate, started.eval_set, writer, workdir,
-                        first)
-  try:
-    state, (final, diverged_at), compile_s = driver.loop(
-        started.train_loop, started.state, run.loop_args(), total=run.total,
-        train_config=config.train, monitor=monitor, ckpt=ckpt, writer=writer, workdir=workdir,
-        zero_sums=started.zero_sums, t_start=t_start)
-  finally:
-    ckpt.close()
-    writer.close()
-    monitor.close()
-  converge = (steps_to_converge(monitor.history, converged, task.higher_is_better)
-              if converged is not None else [None] * run.size)
-  results = []
-  for i, overrides in enumerate(members):
-    results.append({**overrides, "held_out": {k: float(v[i]) for k, v in final.items()},
-                    "diverged": bool(diverged_at[i] >= 0),
-                    "diverged_at": int(diverged_at[i]) if diverged_at[i] >= 0 else None,
-                    "steps_to_converge": converge[i]})
-  history = [{"step": step, task.metric: monitor.history[step]}
-             for step in sorted(monitor.history)]
-  timing = outputs.timing(t_start, compile_s, run.mesh, models=run.size, steps=run.total)
-  timing["model_steps_per_s"] = run.size * (run.total - first) / max(
-      timing["wall_s"] - (compile_s or 0), 1e-9)
-  outputs.write(workdir, {"task": task.name, "metric": task.metric, "steps": run.total,
-                          "precision": config.model.precision, "runs": results,
-                          "history": history}, timing)
-  writers.console(f"grid of {run.size}: {timing['wall_s']:.0f} s, "
-                  f"{timing['model_steps_per_s']:.1f} model-steps/s "
-                  f"(first step, compile included: {compile_s or 0:.1f} s)")
-  return results
+  results = trainer.train_and_evaluate(config, workdir, members)
+  metric, higher = results["metric"], tasks.make(config.task, 1).higher_is_better
+  history = {h["step"]: [np.nan if v is None else v for v in h[metric]]
+             for h in results["history"]}
+  converge = (steps_to_converge(history, converged, higher) if converged is not None
+              else [None] * len(members))
+  nan = dict.fromkeys(results["members"][0]["held_out"] or {metric: None}, np.nan)
+  return [{**overrides, "held_out": member["held_out"] or nan,
+           "diverged": member["diverged_at"] is not None, "diverged_at": member["diverged_at"],
+           "steps_to_converge": converge[i]}
+          for i, (overrides, member) in enumerate(zip(members, results["members"], strict=True))]
 
 
 def throughput(config: ml_collections.ConfigDict, members: list[dict[str, Any]],

@@ -362,7 +362,7 @@ def test_file_run_killed_then_rerun_is_bit_identical(tmp_path, variable_npz):
 def test_a_sweep_grid_of_a_file_task_is_refused(tmp_path, labelled_csv):
   from seqjax.train import planning
   config = data_config(labelled_csv(tmp_path / "l.csv", n=60))
-  with pytest.raises(validate.ConfigError, match="a sweep grid trains on generated data only"):
+  with pytest.raises(validate.ConfigError, match="trains on generated data only for now"):
     planning.plan(config, members=[{"seed": 0}, {"seed": 1}])
 
 

@@ -122,7 +122,7 @@ results = {}
 for data, model in ((1, 1), (2, 4)):
   workdir = f"{tmp}/grid{data}x{model}"
   results[data] = sweep.train_grid(with_mesh(config, data, model), runs, workdir)
-  results[data, "curve"] = [r["loss/median"] for r in writers.read_metrics(workdir)
+  results[data, "curve"] = [r["loss"] for r in writers.read_metrics(workdir)
                             if r["split"] == "train"]
 same([r["held_out"]["mae"] for r in results[2]], [r["held_out"]["mae"] for r in results[1]],
      "16 held-out MAEs, 4x2 vs 1x1 mesh")
@@ -134,7 +134,7 @@ try:
   raise AssertionError("no error")
 except validate.ConfigError as e:
   print("grid error:", e)
-  assert "the number of sweep runs=6 is invalid: must be divisible by mesh.model=4" in str(e)
+  assert "the number of members=6 is invalid: must be divisible by mesh.model=4" in str(e)
 print("OK")
 """, env={"WORK": str(tmp_path)})
   assert "OK" in out

@@ -128,7 +128,7 @@ def test_sweep_resumes_after_kill_9_bit_identical(tmp_path):
     assert (full / name).read_text() == (killed / name).read_text()
   results = json.loads((full / "all" / "results.json").read_text())
   assert [h["step"] for h in results["history"]] == [50, 100, 150, 200]
-  assert "grid of 4" in "\n".join(report.rows(str(tmp_path)))
+  assert "population of 4" in "\n".join(report.rows(str(tmp_path)))
 
 
 @pytest.mark.slow

@@ -171,7 +171,17 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.early_stopping = 0
   config.train.keep_best = False
 
-  # Devices (jax.sharding): `data` splits batches, `model` the models of a sweep grid;
+  # A population: several members trained as one vmapped program. seeds: members with
+  # seeds seed, seed + 1, ...; learning_rates: each seed at each of these rates (empty:
+  # train.learning_rate). select: what results.json reports and predict uses: "all"
+  # (each member, their mean and spread), "best" (by the validation metric) or
+  # "ensemble" (the members' averaged predictions).
+  config.population = ml_collections.ConfigDict()
+  config.population.seeds = 1
+  config.population.learning_rates = ()
+  config.population.select = "all"
+
+  # Devices (jax.sharding): `data` splits batches, `model` the members of a population;
   # -1: all devices not taken by the other axis. Changing the mesh keeps a run resumable.
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1

@@ -1,10 +1,10 @@
-"""The driver loop shared by single runs and grids: chunks of steps, cadence, stops.
+"""The driver loop of every run (one model or a population): chunks of steps, cadence, stops.
 
 It calls a run's compiled train loop (`programs.jit_train_loop`) with about
 `CALL_SECONDS` of steps at a time, and between calls logs, checkpoints,
 evaluates and stops, each on its own cadence (`config.train.*_every`). What
 is logged and evaluated, and what a NaN means, is the `Monitor`'s: one model
-stops the run with FloatingPointError, a grid masks the model and goes on.
+stops the run with FloatingPointError, a population freezes the member and goes on.
 """
 
 from __future__ import annotations
@@ -81,10 +81,13 @@ def next_stop(step: int, train_config: ml_collections.ConfigDict, total: int) ->
 
 
 class Monitor(Protocol):
-  """What the driver reports to: one model (`train`) or a grid (`sweep`)."""
+  """What the driver reports to (`seqjax.train.monitor.Monitor`)."""
 
   def check(self, step: int, totals: dict[str, Any]) -> bool:
     """After each call: raises, or returns False to stop training (nothing left to train)."""
+
+  def loop_args(self, args: tuple) -> tuple:
+    """The train loop's arguments for the next call (between the state and the step count)."""
 
   def train_scalars(self, sums: dict[str, Any], steps: int) -> dict[str, float]:
     """The scalars logged for the metric sums of the last `steps` steps."""
@@ -161,7 +164,7 @@ def evaluator(run: planning.Run, batch_size: int) -> feed_lib.Evaluator:
 
 
 def first_step(state) -> int:
-  """The step `state` is at, readable on every process (a grid's models share it)."""
+  """The step `state` is at, readable on every process (a population's members share it)."""
   if state.diverged_at is None:
     return int(state.step)
   mesh = state.step.sharding.mesh
@@ -248,7 +251,8 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
       if window is None:
         window = zero_sums
       batches = (feed.chunk(step),) if feed else ()
-      state, totals = train_loop(state, *loop_args, np.int32(n), window, *batches)
+      state, totals = train_loop(state, *monitor.loop_args(loop_args), np.int32(n), window,
+                                 *batches)
       if feed:  # the next chunk, gathered and sent while the devices run this one
         feed.prefetch(step + n)
       totals = jax.device_get(totals)
@@ -273,9 +277,9 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
         scalars = monitor.train_scalars(window, window_steps)
         window, window_steps = None, 0
         writer.write(step, "train", scalars)
-        progress.report(step, scalars)
+        progress.report(step, {k: v for k, v in scalars.items() if "/" not in k})  # no members
       # Evaluations before the checkpoint of their step: a run resumed from that
-      # checkpoint then has every evaluation up to it (a grid's history).
+      # checkpoint then has every evaluation up to it (each member's best and early stopping).
       early = False
       if itstime(step, t.eval_every, total) and step != total:
         monitor.evaluate(step, state)

@@ -12,7 +12,6 @@ Shape letters: N sequences, T time steps, F features, H forecast horizon.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -27,7 +26,7 @@ from seqjax.data.tasks import base
 from seqjax.data.tasks import data as data_task
 from seqjax.model import rollout, sequence
 from seqjax.runtime import files
-from seqjax.train import checkpoint, programs
+from seqjax.train import checkpoint, planning, population, programs
 
 
 def _as_sequences(x, features: int, what: str = "x") -> np.ndarray:
@@ -57,9 +56,11 @@ class TrainedRun:
     step: the step they were saved at.
     info: `data.json` for a file-backed run, else None.
     task: the built-in task of a synthetic run, else None.
+    member: the member of a population that predicts, or None (one model, or the
+      ensemble of a population's members: `ensemble` True).
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, member: int | None = None):
     wd = files.path(workdir)
     if not (wd / "config.json").exists():
       raise validate.ConfigError(f"--workdir={workdir!r}: no config.json (not a seqjax run)")
@@ -86,6 +87,12 @@ class TrainedRun:
         jax.random.key(0), jnp.zeros((1, 1, features), jnp.float32))["params"])
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=place),
                             abstract)
+    results = files.read_json(wd / "results.json") if (wd / "results.json").exists() else {}
+    size = results.get("population", {}).get("members") or len(
+        planning.population_members(self.config) or [None])
+    if size > 1:  # a population's parameters are stacked on a leading member axis
+      abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype,
+                                                             sharding=place), abstract)
     if (wd / checkpoint.PARAMS_DIR).exists():
       store = checkpoint.ParamsStore(wd / checkpoint.PARAMS_DIR)
       try:
@@ -98,11 +105,44 @@ class TrainedRun:
       except FileNotFoundError:
         raise validate.ConfigError(f"--workdir={workdir!r}: no saved parameters (neither "
                                    f"{checkpoint.PARAMS_DIR}/ nor a checkpoint)") from None
+    self.member, self.ensemble = None, False
+    if size > 1:
+      self._choose_member(workdir, results, size, member)
+    classifies = (self.info["kind"] == "classification" if self.info
+                  else self.task.classifies)
     shim = base.Task(name="predict", in_features=features, out_features=out, head=head,
                      batch_from=None, eval_batch=None, loss_and_metrics=loss, metric="",
                      eval_free_run=eval_free_run)
-    self._evaluator = feed.Evaluator(programs.make_predict(self.model, shim, self._mesh), loss,
-                                     self._mesh, self.config.train.eval_batch_size)
+    def of_members(predict):  # an ensemble's: every member's predictions, averaged
+      if not self.ensemble:
+        return predict
+      each = jax.vmap(predict, in_axes=(0, None))
+      return lambda params, batch: population.ensemble(each(params, batch), classifies)
+
+    self._apply = jax.jit(of_members(
+        lambda params, batch: programs.apply(self.model, params, batch)[1]))
+    self._evaluator = feed.Evaluator(of_members(programs.make_predict(self.model, shim,
+                                                                      self._mesh)),
+                                     loss, self._mesh, self.config.train.eval_batch_size)
+
+  def _choose_member(self, workdir: str, results: dict, size: int, member: int | None) -> None:
+    """A population predicts with `member`, else as `population.select` says: the
+    ensemble of its members, or its best member by the validation metric."""
+    select = results.get("population", {}).get("select", self.config.population.select)
+    if member is None and select == "ensemble":
+      self.ensemble = True
+      return
+    if member is None:
+      member = results.get("population", {}).get("best")
+      if member is None:
+        raise validate.ConfigError(f"--workdir={workdir!r}: a population with no best member "
+                                   "yet (results.json is written when it finishes); name a "
+                                   f"member, 0 to {size - 1}")
+    if not 0 <= member < size:
+      raise validate.ConfigError(f"member={member} is not a member of the population in "
+                                 f"--workdir={workdir!r}; allowed: 0 to {size - 1}")
+    self.member = member
+    self.params = jax.tree.map(lambda a: a[member], self.params)
 
   @property
   def kind(self) -> str:
@@ -154,7 +194,7 @@ class TrainedRun:
     """The model's outputs for x, in its own (normalised) units."""
     if self.info is None:
       x = _as_sequences(x, self.features)
-      return np.asarray(_apply(self.model, self.params, jnp.asarray(x)))
+      return np.asarray(self._apply(self.params, {"x": jnp.asarray(x)}))
     return self._evaluator.predict(self.params, self._examples(x, lengths=lengths))
 
   def predict(self, x, lengths=None) -> np.ndarray:
@@ -199,6 +239,8 @@ class TrainedRun:
     """
     if self.model.head != "per_step":
       raise ValueError(f"rollout needs a per-step model; this run's head is {self.model.head!r}")
+    if self.ensemble:
+      raise ValueError("rollout runs one model: load the population with member=<index>")
     prefix = _as_sequences(prefix, self.features, "prefix")
     if self.info is not None:
       prefix = data_task.normalize(prefix, np.full(len(prefix), prefix.shape[1]),
@@ -223,14 +265,10 @@ class TrainedRun:
     return data_task.make(self.config.task, self.config.train.batch_size).test_raw
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _apply(model, params, x):
-  return programs.apply(model, params, {"x": x})[1]
-
-
-def load(workdir: str | os.PathLike) -> TrainedRun:
-  """The trained run in `workdir`, ready to predict (see `TrainedRun`)."""
-  return TrainedRun(str(workdir))
+def load(workdir: str | os.PathLike, member: int | None = None) -> TrainedRun:
+  """The trained run in `workdir`, ready to predict (see `TrainedRun`); for a population,
+  `member` picks one member instead of what `population.select` says."""
+  return TrainedRun(str(workdir), member)
 
 
 __all__ = ["TrainedRun", "load"]

@@ -41,6 +41,27 @@ MAX_BATCH = 2**24
 MAX_SEED = 2**32 - 1  # jax.random.key takes a uint32 seed
 
 
+MAX_MEMBERS = 2**16
+SELECT = ("all", "best", "ensemble")
+
+
+def population_members(config: ml_collections.ConfigDict) -> list[dict[str, Any]] | None:
+  """The members `config.population` asks for (override dicts), or None for one model:
+  each of `seeds` seeds from `config.seed` on, at each of `learning_rates`."""
+  p = config.population
+  validate.integer_in("population.seeds", p.seeds, 1, MAX_MEMBERS)
+  rates = tuple(p.learning_rates)
+  for rate in rates:
+    validate.positive_float("population.learning_rates", rate)
+  if p.select not in SELECT:
+    validate.fail("population.select", p.select, f"must be one of {', '.join(SELECT)}")
+  members = [{"seed": config.seed + i, **({"train.learning_rate": rate} if rates else {})}
+             for rate in rates or (None,) for i in range(p.seeds)]
+  if len(members) == 1 and not rates:
+    return None  # one model: the run is the config itself
+  return members
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the task-independent fields; tasks check their own in `make`."""
   validate.finite_numbers(config)
@@ -206,14 +227,15 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None,
     _check_members(config, members)
   config, task, total = _task_and_total(config)
   if members is not None and task.fed:
-    raise validate.ConfigError(f"task.name={task.name!r}: a sweep grid trains on generated "
-                               "data only; train each model of a file with seqjax.main")
+    raise validate.ConfigError(f"task.name={task.name!r}: a population (population.seeds, "
+                               "population.learning_rates, a sweep grid) trains on generated "
+                               "data only for now; train each model of a file alone")
   mesh = sharding.make_mesh(config.mesh)
   if members is None and mesh.shape[sharding.MODEL] != 1:
-    validate.fail("mesh.model", config.mesh.model, "must be 1 for a single run (the model axis "
-                  "splits the models of a sweep grid); use mesh.data")
+    validate.fail("mesh.model", config.mesh.model, "must be 1 for a single model (the model "
+                  "axis splits the members of a population); use mesh.data")
   if members is not None:
-    sharding.check_divides(mesh, sharding.MODEL, len(members), "the number of sweep runs")
+    sharding.check_divides(mesh, sharding.MODEL, len(members), "the number of members")
   sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
   per_device = 1 if members is None else len(members) // mesh.shape[sharding.MODEL]
   check_memory(config, task, mesh, per_device)

@@ -90,6 +90,11 @@ class Task:
     return False
 
   @property
+  def classifies(self) -> bool:
+    """True when predictions are class logits (the metric is accuracy)."""
+    return self.metric == "accuracy"
+
+  @property
   def selection(self) -> tuple[str, bool]:
     """The held-out metric that picks the best step (early stopping, `train.keep_best`),
     and whether higher is better."""

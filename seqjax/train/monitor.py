@@ -1,0 +1,221 @@
+"""What the driver reports to: one model, or a population of M members trained together.
+
+After each call of the train loop the monitor checks its totals, makes the
+logged scalars, evaluates on the held-out set and decides early stopping, per
+member:
+
+- a NaN/Inf loss or gradient stops a single model's run (FloatingPointError);
+  in a population it freezes that member (`programs.make_grid_train_loop`),
+  which is reported, and the others train on;
+- the best held-out evaluation of each member is kept: with `train.keep_best`
+  its parameters go to a `checkpoint.ParamsStore` as they improve (a
+  population's as one stacked tree), and with `train.early_stopping = P` a
+  member stops after P evaluations without improvement (Keras
+  `EarlyStopping(patience=P, restore_best_weights=True)`); a stopped member
+  of a population trains no further (its updates are scaled by 0) and the
+  run ends when every member has stopped or diverged;
+- metrics are logged per member (`mae/3`) beside their median (`mae`).
+
+A resumed run reads the evaluations before its checkpoint back from
+`metrics.jsonl`, so its decisions equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from seqjax.runtime import sharding, writers
+from seqjax.train import checkpoint
+
+_META = ("step", "split", "time")
+
+
+class Monitor:
+  """The driver's reports for a run of `run.size` members (`planning.Run`).
+
+  Attributes:
+    metric, higher_is_better: the metric that picks each member's best evaluation.
+    best_step, best_metrics: per member, the step and metrics of its best evaluation.
+    history: step -> [M] values of the task's headline metric (NaN: diverged).
+    alive: [M] bool, False for a member whose training became NaN/Inf.
+    stopped_at: per member, the evaluation step after which it stopped early, or None.
+  """
+
+  def __init__(self, run, evaluate, eval_set, writer: writers.MetricWriter,
+               ckpt: checkpoint.Checkpointer, *, state, best: checkpoint.ParamsStore | None = None,
+               history: list[dict] = ()):
+    self._run, self._evaluate, self._eval_set = run, evaluate, eval_set
+    self._writer, self._ckpt, self._best = writer, ckpt, best
+    self._population = run.grid
+    self.size = run.size
+    self.metric, self.higher_is_better = run.task.selection
+    self._patience = run.config.train.early_stopping
+    self.best_step: list[int | None] = [None] * self.size
+    self.best_metrics: list[dict[str, float] | None] = [None] * self.size
+    self._since_best = [0] * self.size
+    self.stopped_at: list[int | None] = [None] * self.size
+    self.history: dict[int, list[float]] = {}
+    self.alive = np.ones(self.size, bool)
+    self._best_params = None
+    if self._population:
+      mesh = run.mesh
+      self._replicate = jax.jit(lambda a: a, out_shardings=sharding.replicated(mesh))
+      self.alive = self._diverged_at(state) < 0
+      split = NamedSharding(mesh, P(sharding.MODEL))
+      self._masked_lr = jax.jit(lambda s, keep: jnp.where(keep, s, 0.0), out_shardings=split)
+      self._lr_scale, self._frozen = run.lr_scale, None
+      if best is not None:
+        params_sharding = run.state_sharding.params
+        self._keep = jax.jit(
+            lambda old, new, better: jax.tree.map(
+                lambda o, n: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
+                old, new), out_shardings=params_sharding)
+        self._best_params = (best.restore(state.params)[1] if best.latest_step() is not None
+                             else jax.jit(lambda p: p, out_shardings=params_sharding)(
+                                 state.params))
+    for record in history:
+      if record["split"] == "eval":
+        metrics = self._unpack(record)
+        if self.metric in metrics:
+          self._track(record["step"], metrics)
+
+  # --- what the driver calls -------------------------------------------------------------
+
+  def check(self, step: int, totals: dict[str, Any]) -> bool:
+    """After each call: a single model's NaN raises; a population's is reported. False
+    when no member is left to train."""
+    if not self._population:
+      if not totals["finite"]:
+        raise FloatingPointError(
+            f"loss or gradients became NaN/Inf at step {step} (steps before it were finite; "
+            f"last checkpoint: step {self._ckpt.latest_step() or 'none'}); "
+            "lower train.learning_rate or set train.grad_clip")
+      return True
+    alive = np.asarray(totals["alive"])
+    for i in np.flatnonzero(self.alive & ~alive):
+      writers.console(f"member {i} ({self._run.members[i]}) diverged (NaN/Inf) by step {step}; "
+                      "frozen, the others go on")
+    self.alive = alive
+    return bool(alive.any())
+
+  def loop_args(self, args: tuple) -> tuple:
+    """The train loop's arguments: a population's stopped members get a zero learning rate."""
+    if not self._population:
+      return args
+    frozen = tuple(s is not None for s in self.stopped_at)
+    if frozen != self._frozen:
+      self._frozen = frozen
+      self._lr_scale = self._masked_lr(self._run.lr_scale, ~np.asarray(frozen))
+    *head, _ = args
+    return (*head, self._lr_scale)
+
+  def train_scalars(self, sums: dict[str, Any], steps: int) -> dict[str, float]:
+    """The mean of each metric over the last `steps` steps; in a population, each
+    member's loss and the median over the members still training."""
+    if not self._population:
+      return {k: float(v) / steps for k, v in sums.items()}
+    loss = np.asarray(sums["loss"], float) / steps
+    training = self.alive & np.array([s is None for s in self.stopped_at])
+    return {"loss": float(np.median(loss[training])) if training.any() else float("nan"),
+            **{f"loss/{i}": float(loss[i]) for i in np.flatnonzero(training)},
+            "diverged": float(np.sum(~self.alive))}
+
+  def evaluate(self, step: int, state) -> tuple[Any, dict[str, Any]]:
+    """(held-out predictions, metrics) at `step`, logged; metrics are floats, or [M]
+    arrays in a population (NaN for a diverged member)."""
+    if not self._population:
+      preds, metrics = self._evaluate(state.params, self._eval_set)
+      metrics = {k: float(v) for k, v in metrics.items()}
+      self._writer.write(step, "eval", metrics)
+      writers.console(f"held-out at step {step}: "
+                      + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
+      if (self._track(step, {k: np.asarray([v]) for k, v in metrics.items()})[0]
+          and self._best is not None):
+        self._ckpt.wait()  # one orbax manager committing at a time (see ParamsStore)
+        self._best.save(step, state.params)
+      return preds, metrics
+    preds, metrics = self._evaluate(state.params, self._eval_set)
+    self.alive = self._diverged_at(state) < 0
+    metrics = {k: np.where(self.alive, np.asarray(v, float), np.nan)
+               for k, v in jax.device_get(metrics).items()}
+    self._writer.write(step, "eval", self._pack(metrics))
+    value = metrics[self._run.task.metric]
+    median = float(np.nanmedian(value)) if self.alive.any() else float("nan")
+    writers.console(f"held-out at step {step}: {self._run.task.metric} median {median:.5g} "
+                    f"over {self.size} members ({int(np.sum(~self.alive))} diverged)")
+    better = self._track(step, metrics)
+    if self._best is not None and better.any():
+      self._best_params = self._keep(self._best_params, state.params, better)
+      self._ckpt.wait()  # one orbax manager committing at a time (see ParamsStore)
+      self._best.save(step, self._best_params)
+    return preds, metrics
+
+  def stop_early(self) -> bool:
+    """After an evaluation: True to end training (every member stopped or diverged)."""
+    if not self._patience:
+      return False
+    if not self._population:
+      return self.stopped_at[0] is not None
+    return all(s is not None or not a for s, a in zip(self.stopped_at, self.alive, strict=True))
+
+  # --- what the run reports -----------------------------------------------------------------
+
+  def diverged_at(self, state) -> list[int | None]:
+    """Per member, the step whose loss or gradients were first NaN/Inf, or None."""
+    if not self._population:
+      return [None]
+    return [int(d) if d >= 0 else None for d in self._diverged_at(state)]
+
+  @property
+  def best_params(self):
+    """A population's best parameters so far ([M] stacked), with `train.keep_best`."""
+    return self._best_params
+
+  # --- inside ------------------------------------------------------------------------------
+
+  def _diverged_at(self, state) -> np.ndarray:
+    return np.asarray(jax.device_get(self._replicate(state.diverged_at)))
+
+  def _track(self, step: int, metrics: dict[str, np.ndarray]) -> np.ndarray:
+    """Records an evaluation ([M] values per metric); returns which members improved."""
+    better = np.zeros(self.size, bool)
+    for i in range(self.size):
+      value = float(metrics[self.metric][i])
+      if self.stopped_at[i] is not None or np.isnan(value):
+        continue
+      best = self.best_metrics[i]
+      better[i] = best is None or (value > best[self.metric] if self.higher_is_better
+                                   else value < best[self.metric])
+      if better[i]:
+        self.best_step[i], self._since_best[i] = step, 0
+        self.best_metrics[i] = {k: float(v[i]) for k, v in metrics.items()}
+      else:
+        self._since_best[i] += 1
+      if self._patience and self._since_best[i] >= self._patience:
+        self.stopped_at[i] = step
+    if self._run.task.metric in metrics:
+      self.history[step] = [float(v) for v in metrics[self._run.task.metric]]
+    return better
+
+  def _pack(self, metrics: dict[str, np.ndarray]) -> dict[str, float]:
+    """A population's metrics as logged: the median of each, and each live member's."""
+    out = {}
+    for name, values in metrics.items():
+      out[name] = float(np.nanmedian(values)) if self.alive.any() else float("nan")
+      out.update({f"{name}/{i}": float(values[i]) for i in np.flatnonzero(self.alive)})
+    return out
+
+  def _unpack(self, record: dict) -> dict[str, np.ndarray]:
+    """A logged evaluation back as [M] arrays (NaN where a member was not logged)."""
+    scalars = {k: v for k, v in record.items() if k not in _META}
+    if not self._population:
+      return {k: np.asarray([v], float) for k, v in scalars.items()}
+    names = [k for k in scalars if "/" not in k]
+    return {name: np.asarray([scalars.get(f"{name}/{i}", np.nan) for i in range(self.size)],
+                             float) for name in names}

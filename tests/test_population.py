@@ -1,0 +1,131 @@
+"""A population: M members trained by the one trainer as one program, each equal to the
+same config trained alone, with its own early stopping, best parameters and NaN."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import seqjax
+from seqjax.config import configlib, validate
+from seqjax.train import planning, trainer
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _config(**overrides):
+  return configlib.override(configlib.load("mean", "quick"), overrides)
+
+
+def _close(a, b):  # one program for M members against M programs: float32 roundings apart
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_population_members_come_from_seeds_and_learning_rates():
+  config = _config(**{"seed": 5, "population.seeds": 2,
+                      "population.learning_rates": (1e-3, 3e-3)})
+  assert planning.population_members(config) == [
+      {"seed": 5, "train.learning_rate": 1e-3}, {"seed": 6, "train.learning_rate": 1e-3},
+      {"seed": 5, "train.learning_rate": 3e-3}, {"seed": 6, "train.learning_rate": 3e-3}]
+  assert planning.population_members(_config()) is None  # one model: the config itself
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("population.seeds", 0, "population.seeds=0"),
+    ("population.learning_rates", (1e-3, -1.0), "population.learning_rates=-1.0"),
+    ("population.select", "median", "must be one of all, best, ensemble"),
+])
+def test_a_bad_population_is_one_config_error(field, value, message):
+  with pytest.raises(validate.ConfigError, match=message):
+    planning.population_members(_config(**{field: value}))
+
+
+def test_each_member_equals_its_seed_trained_alone_with_early_stopping(tmp_path):
+  """Per member: early stopping, best parameters (keep_best) and the selected answer."""
+  stop = {"train.steps": 60, "train.eval_every": 5, "train.early_stopping": 2,
+          "train.keep_best": True, "train.learning_rate": 0.03}
+  config = _config(**stop, **{"population.seeds": 3, "population.select": "best"})
+  results = trainer.train_and_evaluate(config, str(tmp_path / "pop"))
+  assert results["population"] == {"members": 3, "select": "best",
+                                   "best": results["population"]["best"]}
+  for i, member in enumerate(results["members"]):
+    alone = trainer.train_and_evaluate(_config(**stop, seed=i), str(tmp_path / f"alone{i}"))
+    _close(member["held_out"]["mae"], alone["held_out"]["mae"])
+    assert member["params_step"] == alone["params_step"]
+    assert member["stopped_at"] == (alone["steps"] if alone["steps"] < 60 else None)
+  best = results["population"]["best"]
+  assert results["held_out"] == results["members"][best]["held_out"]
+  validation = [h["mae"] for h in results["history"]]
+  assert any(None in v or len(set(v)) > 1 for v in validation)  # the members differ
+  assert any(m["stopped_at"] for m in results["members"])  # someone stopped early
+  run = seqjax.load(tmp_path / "pop")
+  assert run.member == best
+  x = np.random.default_rng(0).random((3, 200)).astype(np.float32)
+  alone = seqjax.load(tmp_path / f"alone{best}")
+  _close(run.predict(x), alone.predict(x))
+
+
+def test_a_diverged_member_is_reported_and_the_others_train_on(tmp_path):
+  config = _config(**{"population.learning_rates": (1e-3, 1e30)})
+  results = trainer.train_and_evaluate(config, str(tmp_path))
+  good, bad = results["members"]
+  assert good["held_out"] is not None and good["diverged_at"] is None
+  assert bad["held_out"] is None and bad["diverged_at"] is not None
+  json.loads((tmp_path / "results.json").read_text(),
+             parse_constant=lambda c: pytest.fail(f"{c} in results.json"))
+  assert results["held_out"] == good["held_out"]  # the mean over the live members
+
+
+def test_the_ensemble_averages_class_probabilities(tmp_path):
+  config = configlib.override(configlib.load("echo", "quick"), {
+      "population.seeds": 2, "population.select": "ensemble"})
+  results = trainer.train_and_evaluate(config, str(tmp_path))
+  assert set(results["held_out"]) == {"accuracy", "xent"}
+  run = seqjax.load(tmp_path)
+  assert run.ensemble and run.member is None
+  x = np.random.default_rng(0).random((4, 5, 100)).astype(np.float32)
+  members = [seqjax.load(tmp_path, member=i) for i in (0, 1)]
+  softmax = lambda z: np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # noqa: E731
+  probs = np.mean([softmax(m.predict(x)) for m in members], 0)  # echo predicts logits
+  _close(softmax(run.predict(x)), probs)
+  with pytest.raises(validate.ConfigError, match="allowed: 0 to 1"):
+    seqjax.load(tmp_path, member=2)
+
+
+def _cmd(workdir):
+  return [sys.executable, "-m", "seqjax.main", "--config=configs/mean.py:quick",
+          "--config.train.steps=200", "--config.train.checkpoint_every=10",
+          "--config.train.eval_every=50", "--config.train.log_every=10",
+          "--config.population.seeds=3", f"--workdir={workdir}"]
+
+
+@pytest.mark.slow
+def test_a_population_killed_twice_resumes_to_the_same_files(tmp_path):
+  full = tmp_path / "full"
+  subprocess.run(_cmd(full), cwd=ROOT, check=True, capture_output=True, timeout=300)
+  killed = tmp_path / "killed"
+  for at in (40, 120):
+    proc = subprocess.Popen(_cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (killed / "checkpoints" / str(at)).is_dir():
+      assert proc.poll() is None and time.time() - t0 < 120
+      time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  done = subprocess.run(_cmd(killed), cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert "resumed from the checkpoint" in done.stdout
+  assert (full / "results.json").read_text() == (killed / "results.json").read_text()
+  lines = lambda d: [{k: v for k, v in json.loads(line).items() if k != "time"}  # noqa: E731
+                     for line in (d / "metrics.jsonl").read_text().splitlines()]
+  assert lines(full) == lines(killed)
+  for i in range(3):
+    jax.tree.map(np.testing.assert_array_equal, seqjax.load(full, member=i).params,
+                 seqjax.load(killed, member=i).params)
