@@ -59,7 +59,9 @@ def main(argv):
   x, lengths = read_inputs(run, FLAGS.input)
   preds = run.predict(x, lengths)
   readers.write(FLAGS.output, preds, header(run, preds))
-  print(f"{len(preds)} predictions ({run.kind}, parameters of step {run.step}) -> "
+  who = (" of the population's ensemble" if run.ensemble else
+         f" of the population's member {run.member}" if run.member is not None else "")
+  print(f"{len(preds)} predictions ({run.kind}, parameters of step {run.step}{who}) -> "
         f"{FLAGS.output}", flush=True)
 
 

@@ -359,11 +359,29 @@ def test_file_run_killed_then_rerun_is_bit_identical(tmp_path, variable_npz):
   assert (whole / "results.json").read_text() == (cut / "results.json").read_text()
 
 
-def test_a_sweep_grid_of_a_file_task_is_refused(tmp_path, labelled_csv):
-  from seqjax.train import planning
-  config = data_config(labelled_csv(tmp_path / "l.csv", n=60))
-  with pytest.raises(validate.ConfigError, match="trains on generated data only for now"):
-    planning.plan(config, members=[{"seed": 0}, {"seed": 1}])
+def test_a_population_trains_on_a_file_and_selects_on_validation(tmp_path, labelled_csv):
+  """Every member reads the same batches and splits (the config's seed); the first member
+  is that seed trained alone; the best is chosen on validation, reported on test."""
+  import seqjax
+  from seqjax.train import trainer
+  path = labelled_csv(tmp_path / "l.csv", n=120)
+  config = configlib.override(data_config(path), {
+      "train.epochs": 3, "population.seeds": 3, "population.select": "best"})
+  results = trainer.train_and_evaluate(config, str(tmp_path / "pop"))
+  alone = trainer.train_and_evaluate(configlib.override(data_config(path), {
+      "train.epochs": 3}), str(tmp_path / "alone"))
+  first = results["members"][0]
+  for split in ("held_out", "validation"):
+    for k, v in first[split].items():
+      np.testing.assert_allclose(v, alone[split][k], rtol=1e-5, atol=1e-6)
+  best = results["population"]["best"]
+  validation = [m["validation"]["accuracy"] for m in results["members"]]
+  assert validation[best] == max(validation)
+  assert results["held_out"] == results["members"][best]["held_out"]
+  assert set(results["baselines"]) == set(alone["baselines"])
+  run = seqjax.load(tmp_path / "pop")
+  x, y = run.held_out()[:2]
+  assert run.member == best and run.predict(x).shape == y.shape
 
 
 def test_a_test_file_without_labels_is_refused(tmp_path, labelled_csv):

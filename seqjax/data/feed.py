@@ -117,34 +117,42 @@ class Evaluator:
 
   Batches of `batch_size` (the last padded with repeats of the last example)
   go through one compiled `predict`; the task's metrics then see the whole
-  set's predictions and targets (not its inputs).
+  set's predictions and targets (not its inputs). With `members`, `params` are a
+  population's, stacked [M, ...]: every member predicts the same examples, giving
+  preds [M, N, ...] and metrics [M].
   """
 
-  def __init__(self, predict, loss_and_metrics, mesh, batch_size: int):
-    self._batch_size = batch_size
+  def __init__(self, predict, loss_and_metrics, mesh, batch_size: int, members: bool = False):
+    self._batch_size, self._members = batch_size, members
     n = mesh.shape[sharding.DATA]
     spec = sharding.DATA if batch_size % n == 0 else None
     self._shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(spec))
     self._repl = sharding.replicated(mesh)
+    metrics = lambda preds, batch: loss_and_metrics(preds, batch)[1]  # noqa: E731
+    if members:
+      predict = jax.vmap(predict, in_axes=(0, None))
+      metrics = jax.vmap(metrics, in_axes=(0, None))
     self._predict = jax.jit(predict, out_shardings=self._repl)
-    self._metrics = jax.jit(lambda preds, batch: loss_and_metrics(preds, batch)[1],
-                            out_shardings=self._repl)
+    self._metrics = jax.jit(metrics, out_shardings=self._repl)
 
   def predict(self, params, examples) -> np.ndarray:
-    """Predictions [N, ...] for every example of `examples`, on the host."""
+    """Predictions [N, ...] (a population's [M, N, ...]) for every example of `examples`,
+    on the host."""
     out = []
     for start in range(0, examples.size, self._batch_size):
       idx = np.minimum(np.arange(start, start + self._batch_size), examples.size - 1)
       batch = examples.gather(idx)
-      preds = self._predict(params, put(batch, self._shard))
-      out.append(np.asarray(jax.device_get(preds))[:min(self._batch_size, examples.size - start)])
-    return np.concatenate(out)
+      preds = np.asarray(jax.device_get(self._predict(params, put(batch, self._shard))))
+      keep = slice(0, min(self._batch_size, examples.size - start))
+      out.append(preds[:, keep] if self._members else preds[keep])
+    return np.concatenate(out, axis=1 if self._members else 0)
 
-  def metrics(self, preds: np.ndarray, examples) -> dict[str, float]:
-    """The task's metrics of `preds` [N, ...] against the targets of `examples`."""
+  def metrics(self, preds: np.ndarray, examples) -> dict[str, Any]:
+    """The task's metrics of `preds` [N, ...] against the targets of `examples`: floats,
+    or a population's [M] arrays."""
     targets = examples.targets()
-    return {k: float(v) for k, v in
-            jax.device_get(self._metrics(put(preds, self._repl), put(targets, self._repl))).items()}
+    metrics = jax.device_get(self._metrics(put(preds, self._repl), put(targets, self._repl)))
+    return {k: np.asarray(v) if self._members else float(v) for k, v in metrics.items()}
 
   def __call__(self, params, examples) -> tuple[np.ndarray, dict[str, float]]:
     preds = self.predict(params, examples)

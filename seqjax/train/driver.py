@@ -160,7 +160,7 @@ def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
 def evaluator(run: planning.Run, batch_size: int) -> feed_lib.Evaluator:
   """A fed task's held-out evaluation, batch by batch from the host."""
   return feed_lib.Evaluator(programs.make_predict(run.model, run.task, run.mesh),
-                            run.task.loss_and_metrics, run.mesh, batch_size)
+                            run.task.loss_and_metrics, run.mesh, batch_size, members=run.grid)
 
 
 def first_step(state) -> int:

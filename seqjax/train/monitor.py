@@ -41,6 +41,8 @@ class Monitor:
 
   Attributes:
     metric, higher_is_better: the metric that picks each member's best evaluation.
+    headline: the task's headline metric, whose values `history` keeps.
+    keeps_best: whether each member's best parameters are kept (`train.keep_best`).
     best_step, best_metrics: per member, the step and metrics of its best evaluation.
     history: step -> [M] values of the task's headline metric (NaN: diverged).
     alive: [M] bool, False for a member whose training became NaN/Inf.
@@ -55,6 +57,8 @@ class Monitor:
     self._population = run.grid
     self.size = run.size
     self.metric, self.higher_is_better = run.task.selection
+    self.headline = run.task.metric
+    self.keeps_best = best is not None
     self._patience = run.config.train.early_stopping
     self.best_step: list[int | None] = [None] * self.size
     self.best_metrics: list[dict[str, float] | None] = [None] * self.size
@@ -145,9 +149,9 @@ class Monitor:
     metrics = {k: np.where(self.alive, np.asarray(v, float), np.nan)
                for k, v in jax.device_get(metrics).items()}
     self._writer.write(step, "eval", self._pack(metrics))
-    value = metrics[self._run.task.metric]
+    value = metrics[self.headline]
     median = float(np.nanmedian(value)) if self.alive.any() else float("nan")
-    writers.console(f"held-out at step {step}: {self._run.task.metric} median {median:.5g} "
+    writers.console(f"held-out at step {step}: {self.headline} median {median:.5g} "
                     f"over {self.size} members ({int(np.sum(~self.alive))} diverged)")
     better = self._track(step, metrics)
     if self._best is not None and better.any():
@@ -199,8 +203,8 @@ class Monitor:
         self._since_best[i] += 1
       if self._patience and self._since_best[i] >= self._patience:
         self.stopped_at[i] = step
-    if self._run.task.metric in metrics:
-      self.history[step] = [float(v) for v in metrics[self._run.task.metric]]
+    if self.headline in metrics:
+      self.history[step] = [float(v) for v in metrics[self.headline]]
     return better
 
   def _pack(self, metrics: dict[str, np.ndarray]) -> dict[str, float]:

@@ -226,10 +226,6 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None,
   if members is not None:
     _check_members(config, members)
   config, task, total = _task_and_total(config)
-  if members is not None and task.fed:
-    raise validate.ConfigError(f"task.name={task.name!r}: a population (population.seeds, "
-                               "population.learning_rates, a sweep grid) trains on generated "
-                               "data only for now; train each model of a file alone")
   mesh = sharding.make_mesh(config.mesh)
   if members is None and mesh.shape[sharding.MODEL] != 1:
     validate.fail("mesh.model", config.mesh.model, "must be 1 for a single model (the model "
@@ -295,10 +291,14 @@ def _plan_grid(config, task, mesh, total, members) -> Run:
     return state, (data_key, dropout_key, eval_key)
 
   # Per-model arrays are made by jitted functions placed on the mesh, so every
-  # process of a multi-host job holds its part of the same global arrays.
+  # process of a multi-host job holds its part of the same global arrays. One member
+  # after another (lax.map, not vmap): each member's initializers run unbatched, as
+  # alone; a batched QR (the orthogonal initializer) hangs XLA's CPU runtime when
+  # several CPU devices run it at once.
   def init():
-    return jax.vmap(one)(seeds, per_model["model.kernel_gain"],
-                         per_model["model.recurrent_gain"], per_model["model.forget_bias"])
+    return jax.lax.map(lambda a: one(*a), (
+        seeds, per_model["model.kernel_gain"], per_model["model.recurrent_gain"],
+        per_model["model.forget_bias"]))
 
   state, keys = jax.eval_shape(init)
   split = NamedSharding(mesh, P(sharding.MODEL))

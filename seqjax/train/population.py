@@ -23,8 +23,8 @@ from seqjax.runtime import sharding
 SELECT = ("all", "best", "ensemble")
 
 
-def results(run, mon, state, params, preds, held_out: dict[str, Any], evaluate, eval_set,
-            workdir: str) -> tuple[dict[str, Any], Any, np.ndarray]:
+def results(run, mon, state, params, preds, held_out: dict[str, Any], validation: dict[str, Any],
+            evaluate, eval_set, workdir: str) -> tuple[dict[str, Any], Any, np.ndarray]:
   """(the population's entries of results.json, the held-out set and predictions to draw).
 
   Args:
@@ -33,61 +33,70 @@ def results(run, mon, state, params, preds, held_out: dict[str, Any], evaluate, 
     state: the final train state; params: the parameters the members predict
       with (each member's best with `train.keep_best`, else the final ones).
     preds, held_out: those parameters' held-out predictions [M, N, ...] and
-      metrics {name: [M]}.
-    evaluate, eval_set: the run's compiled evaluation and its held-out sets [M, N, ...]
-      (each member's, from its own seed).
-    workdir: where pictures of the selected member go.
+      metrics {name: [M]}: on the test split of a task fed from files, else on the
+      evaluation set (each member's, from its own seed).
+    validation: their metrics {name: [M]} on the set that chose each member's step
+      (`held_out` itself for a generated task).
+    evaluate, eval_set: the run's evaluation and the set `preds` were computed on.
+    workdir: where pictures of the best member go.
   """
-  task, select = run.task, run.config.population.select
+  task, select, fed = run.task, run.config.population.select, run.task.fed
   held_out = {k: np.asarray(v, float) for k, v in held_out.items()}
+  validation = {k: np.asarray(v, float) for k, v in validation.items()}
   preds = np.asarray(jax.device_get(preds))
   alive = np.asarray(mon.alive)
-  best = best_member(mon, held_out, alive) if alive.any() else None
+  best = best_member(mon, validation, alive) if alive.any() else None
   diverged_at = mon.diverged_at(state)
   steps = int(np.asarray(jax.device_get(state.step)).max())
   take = jax.jit(lambda tree, i: jax.tree.map(lambda a: a[i], tree),
                  out_shardings=sharding.replicated(run.mesh))
   members = []
   for i, overrides in enumerate(run.members):
-    member = {**overrides, "held_out": ({k: float(v[i]) for k, v in held_out.items()}
-                                        if alive[i] else None),
-              "params_step": (mon.best_step[i] if run.config.train.keep_best
-                              else mon.stopped_at[i] or steps),
-              "stopped_at": mon.stopped_at[i], "diverged_at": diverged_at[i]}
+    member = {**overrides, "held_out": _of(held_out, i) if alive[i] else None}
+    if fed:
+      member["validation"] = _of(validation, i) if alive[i] else None
+    member.update(params_step=(mon.best_step[i] if run.config.train.keep_best
+                               else mon.stopped_at[i] or steps),
+                  stopped_at=mon.stopped_at[i], diverged_at=diverged_at[i])
     if alive[i]:  # the best member's pictures only
       member.update(task.extra_evaluation(run.model, take(params, i), take(run.eval_key, i),
                                           workdir if i == best else None,
                                           sharding.replicated(run.mesh)))
     members.append(member)
   out = {"population": {"members": run.size, "select": select}, "members": members,
-         "history": [{"step": step, task.metric: [_finite(v) for v in mon.history[step]]}
+         "history": [{"step": step, mon.headline: [_finite(v) for v in mon.history[step]]}
                      for step in sorted(mon.history)]}
-  first = lambda tree, i=0: jax.tree.map(lambda a: np.asarray(a)[i], tree)  # noqa: E731
+  # Generated tasks evaluate each member on its own seed's set; files, on one set.
+  member_set = (lambda i: eval_set) if fed else (
+      lambda i: jax.tree.map(lambda a: np.asarray(a)[i], eval_set))
   if best is None:
     out["held_out"] = None
-    return out, first(eval_set), preds[0]
+    return out, member_set(0), preds[0]
   out["population"]["best"] = best
-  if select == "ensemble":  # every member on the first member's held-out set
-    shared = jax.jit(lambda s: jax.tree.map(lambda a: jnp.broadcast_to(a[:1], a.shape), s),
-                     out_shardings=jax.tree.map(lambda a: a.sharding, eval_set))(eval_set)
-    shared_preds = np.asarray(jax.device_get(evaluate(params, shared)[0]))
-    ensembled = np.asarray(ensemble(shared_preds[alive], task.classifies))
-    metrics = task.loss_and_metrics(jnp.asarray(ensembled), first(eval_set))[1]
+  if select == "ensemble":  # every member on one held-out set (the first member's)
+    if not fed:
+      shared = jax.jit(lambda s: jax.tree.map(lambda a: jnp.broadcast_to(a[:1], a.shape), s),
+                       out_shardings=jax.tree.map(lambda a: a.sharding, eval_set))(eval_set)
+      preds = np.asarray(jax.device_get(evaluate(params, shared)[0]))
+    ensembled = np.asarray(ensemble(preds[alive], task.classifies))
+    metrics = task.loss_and_metrics(jnp.asarray(ensembled), member_set(0))[1]
     out["held_out"] = {k: float(v) for k, v in metrics.items()}
-    return out, first(eval_set), ensembled
+    return out, member_set(0), ensembled
   if select == "best":
     out["held_out"] = members[best]["held_out"]
   else:
     out["held_out"] = {k: float(np.mean(v[alive])) for k, v in held_out.items()}
     out["held_out_std"] = {k: float(np.std(v[alive])) for k, v in held_out.items()}
-  return out, first(eval_set, best), preds[best]
+  return out, member_set(best), preds[best]
 
 
-def best_member(mon, held_out: dict[str, np.ndarray], alive: np.ndarray) -> int:
-  """The live member with the best validation metric: at its best evaluation, or (no
-  evaluation tracked) in `held_out`."""
-  values = np.array([(m or {}).get(mon.metric, np.nan) for m in mon.best_metrics])
-  values = np.where(np.isnan(values), held_out[mon.metric], values)
+def best_member(mon, validation: dict[str, np.ndarray], alive: np.ndarray) -> int:
+  """The live member with the best validation metric: at its best evaluation with
+  `train.keep_best`, else that of its final parameters."""
+  values = validation[mon.metric]
+  if mon.keeps_best:
+    kept = np.array([(m or {}).get(mon.metric, np.nan) for m in mon.best_metrics])
+    values = np.where(np.isnan(kept), values, kept)
   values = np.where(alive, values, np.nan)
   return int(np.nanargmax(values) if mon.higher_is_better else np.nanargmin(values))
 
@@ -99,6 +108,10 @@ def ensemble(preds, classifies: bool):
   if not classifies:
     return preds.mean(0)
   return jnp.log(jax.nn.softmax(preds, axis=-1).mean(0))
+
+
+def _of(metrics: dict[str, np.ndarray], i: int) -> dict[str, float]:
+  return {k: float(v[i]) for k, v in metrics.items()}
 
 
 def _finite(value: float) -> float | None:

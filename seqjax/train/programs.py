@@ -177,8 +177,9 @@ def make_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=None):
 def make_grid_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=None):
   """`make_train_loop` for M models at once, vmapped over a leading `model` axis.
 
-  `(state [M], data_keys [M], dropout_keys [M], lr_scale [M], num_steps, sums=None)
-  -> (state, totals)`. A model whose metrics become NaN/Inf at a step is
+  `(state [M], data_keys [M], dropout_keys [M], lr_scale [M], num_steps, sums=None,
+  batches=None) -> (state, totals)`; a fed task's chunk of `batches` [K, B, ...] is
+  every member's. A model whose metrics become NaN/Inf at a step is
   masked from then on: its parameters, optimizer state and carry stay as they
   were before that step, `state.diverged_at` records the step, and the others
   go on. The loop ends early only when every model has diverged.
@@ -186,17 +187,25 @@ def make_grid_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=No
   totals: {"sums": {name: [M] sums so far plus each model's finite steps},
   "steps": steps run, "alive": [M] bool}.
   """
-  train_step = jax.vmap(make_train_step(model, task, mesh), spmd_axis_name=sharding.MODEL)
+  one_step = make_train_step(model, task, mesh)
+  train_step = jax.vmap(one_step, spmd_axis_name=sharding.MODEL)
+  # A fed task's batch is every member's: the members differ in their seeds' initial
+  # parameters and dropout, and read the same batches.
+  shared_step = jax.vmap(one_step, in_axes=(0, 0, 0, 0, None), spmd_axis_name=sharding.MODEL)
 
-  def train_loop(state, data_keys, dropout_keys, lr_scale, num_steps, sums=None):
-    data = jax.vmap(task.train_data)(data_keys)
-    step = lambda st: train_step(st, data_keys, dropout_keys, lr_scale, data)
+  def train_loop(state, data_keys, dropout_keys, lr_scale, num_steps, sums=None, batches=None):
+    if batches is None:
+      data = jax.vmap(task.train_data)(data_keys)
+      step = lambda st, i: train_step(st, data_keys, dropout_keys, lr_scale, data)
+    else:
+      step = lambda st, i: shared_step(st, data_keys, dropout_keys, lr_scale,
+                                       jax.tree.map(lambda a: a[i], batches))
     if sums is None:
-      sums = _zero_metrics(step, state)
+      sums = _zero_metrics(lambda st: step(st, 0), state)
 
     def body(carry):
       i, state, sums = carry
-      new, metrics = step(state)
+      new, metrics = step(state, i)
       leaves = [jnp.isfinite(m).reshape(m.shape[0], -1).all(1) for m in jax.tree.leaves(metrics)]
       alive = state.diverged_at < 0
       ok = alive & jnp.all(jnp.stack(leaves), 0)  # [M]
@@ -281,26 +290,24 @@ def jit_train_loop(run):
   batches last, split along `data` by batch.
   """
   repl = sharding.replicated(run.mesh)
+  fed = (sharding.batch_chunks(run.mesh),) if run.task.fed else ()
   if not run.grid:
-    fed = (sharding.batch_chunks(run.mesh),) if run.task.fed else ()
     return jax.jit(make_train_loop(run.model, run.task, run.mesh),
                    in_shardings=(run.state_sharding, repl, repl, repl, repl, *fed),
                    out_shardings=(run.state_sharding, repl), donate_argnums=0)
   split = _split(run)
   return jax.jit(make_grid_train_loop(run.model, run.task, run.mesh),
-                 in_shardings=(run.state_sharding, split, split, split, repl, repl),
+                 in_shardings=(run.state_sharding, split, split, split, repl, repl, *fed),
                  out_shardings=(run.state_sharding, repl), donate_argnums=0)
 
 
 def zero_sums(run) -> dict[str, np.ndarray]:
   """Zero metric sums of the run's train loop, on the host ({name: [] or [M]})."""
-  if run.grid:
-    loop = make_grid_train_loop(run.model, run.task, run.mesh)
-  else:
-    loop = make_train_loop(run.model, run.task, run.mesh)
-    if run.task.fed:  # one batch stands for a chunk: the sums' shapes are the same
-      batch = run.task.train_batch(None, None)
-      loop = functools.partial(loop, batches=jax.tree.map(lambda a: a[None], batch))
+  make = make_grid_train_loop if run.grid else make_train_loop
+  loop = make(run.model, run.task, run.mesh)
+  if run.task.fed:  # one batch stands for a chunk: the sums' shapes are the same
+    batch = run.task.train_batch(None, None)
+    loop = functools.partial(loop, batches=jax.tree.map(lambda a: a[None], batch))
   shapes = jax.eval_shape(loop, run.state, *run.loop_args(), 1)[1]["sums"]
   return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 

@@ -95,22 +95,25 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
     if started.feed is not None:
       started.feed.close()
 
-  eval_set = started.eval_set
+  eval_set, validation = started.eval_set, held_out  # what chose each member's step
+  if task.fed:  # held out twice: validation chose the step, the test set judges it
+    preds, held_out = started.evaluate(params, task.test)
+    eval_set = task.test.all()
   if run.grid:
-    results, eval_set, preds = population.results(run, mon, state, params, preds, held_out,
-                                                  started.evaluate, eval_set, workdir)
+    results, eval_set, preds = population.results(
+        run, mon, state, params, preds, held_out, validation, started.evaluate, eval_set,
+        workdir)
     results = {"task": task.name, "metric": task.metric, **results, "steps": steps,
                "parameters": n_params, "precision": config.model.precision}
   else:
     results = {"task": task.name, "metric": task.metric, "held_out": held_out, "steps": steps,
                "parameters": n_params, "precision": config.model.precision,
                "params_step": params_step}
-  if task.fed:  # held out twice: validation chose the step, the test set judges it
-    results["validation"] = mon.best_metrics[0] if keep_best else held_out
-    preds, results["held_out"] = started.evaluate(params, task.test)
-    results["baselines"] = {name: started.evaluate.metrics(p, task.test)
+    if task.fed:
+      results["validation"] = mon.best_metrics[0] if keep_best else validation
+  if task.fed:
+    results["baselines"] = {name: _metrics(started.evaluate, p, task.test, run.grid)
                             for name, p in task.baselines.items()}
-    eval_set = task.test.all()
   if not run.grid:
     results.update(task.extra_evaluation(run.model, params, run.eval_key, workdir,
                                          sharding.replicated(mesh)))
@@ -123,3 +126,10 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
   outputs.plot(workdir, task, eval_set, np.asarray(preds))
   outputs.summary(results, timing)
   return results
+
+
+def _metrics(evaluator, preds, examples, population: bool) -> dict[str, float]:
+  """One model's metrics of `preds` [N, ...] (a population's evaluator takes [M, N, ...])."""
+  if not population:
+    return evaluator.metrics(preds, examples)
+  return {k: float(v[0]) for k, v in evaluator.metrics(preds[None], examples).items()}
