@@ -79,6 +79,12 @@ def steps_to_converge(history: dict[int, list[float]], threshold: float,
   return out or []
 
 
+def _no_population(config: ml_collections.ConfigDict) -> None:
+  if planning.population_members(config) is not None:
+    raise validate.ConfigError("a sweep's groups are populations of their own: leave "
+                               "population.seeds at 1 and population.learning_rates empty")
+
+
 def train_grid(config: ml_collections.ConfigDict, members: list[dict[str, Any]], workdir: str,
                converged: float | None = None) -> list[dict[str, Any]]:
   """Trains the members (override dicts) as one population (`trainer.train_and_evaluate`);
@@ -86,12 +92,14 @@ def train_grid(config: ml_collections.ConfigDict, members: list[dict[str, Any]],
   `diverged_at` and `steps_to_converge`, the first evaluated step whose held-out metric
   meets `converged` (lower is better, or higher for accuracy), or None.
   """
+  _no_population(config)
   results = trainer.train_and_evaluate(config, workdir, members)
-  metric, higher = results["metric"], tasks.make(config.task, 1).higher_is_better
-  history = {h["step"]: [np.nan if v is None else v for v in h[metric]]
-             for h in results["history"]}
-  converge = (steps_to_converge(history, converged, higher) if converged is not None
-              else [None] * len(members))
+  metric, converge = results["metric"], [None] * len(members)
+  if converged is not None:
+    history = {h["step"]: [np.nan if v is None else v for v in h[metric]]
+               for h in results["history"]}
+    converge = steps_to_converge(history, converged,
+                                 tasks.make(config.task, 1).higher_is_better)
   nan = dict.fromkeys(results["members"][0]["held_out"] or {metric: None}, np.nan)
   return [{**overrides, "held_out": member["held_out"] or nan,
            "diverged": member["diverged_at"] is not None, "diverged_at": member["diverged_at"],
@@ -168,6 +176,7 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
               converged: float | None) -> str:
   """Runs every group of the sweep; writes `ablation.md` and `ablation.png`; returns the table."""
   runs = load_sweep(config_file, name)
+  _no_population(config)
   files.path(workdir).mkdir(parents=True, exist_ok=True)
   lines = ["| group | gain | converged | held-out metric median (IQR) | steps to converge "
            "median (IQR) |", "|---|---|---|---|---|"]

@@ -43,7 +43,8 @@ def test_population_members_come_from_seeds_and_learning_rates():
 ])
 def test_a_bad_population_is_one_config_error(field, value, message):
   with pytest.raises(validate.ConfigError, match=message):
-    planning.population_members(_config(**{field: value}))
+    config = _config(**{field: value})
+    planning.plan(config, members=planning.population_members(config))
 
 
 def test_each_member_equals_its_seed_trained_alone_with_early_stopping(tmp_path):
@@ -64,6 +65,8 @@ def test_each_member_equals_its_seed_trained_alone_with_early_stopping(tmp_path)
   validation = [h["mae"] for h in results["history"]]
   assert any(None in v or len(set(v)) > 1 for v in validation)  # the members differ
   assert any(m["stopped_at"] for m in results["members"])  # someone stopped early
+  (tmp_path / "pop" / "results.json").unlink()  # a rerun evaluates its last step again
+  assert trainer.train_and_evaluate(config, str(tmp_path / "pop")) == results
   run = seqjax.load(tmp_path / "pop")
   assert run.member == best
   x = np.random.default_rng(0).random((3, 200)).astype(np.float32)
@@ -72,14 +75,19 @@ def test_each_member_equals_its_seed_trained_alone_with_early_stopping(tmp_path)
 
 
 def test_a_diverged_member_is_reported_and_the_others_train_on(tmp_path):
-  config = _config(**{"population.learning_rates": (1e-3, 1e30)})
+  config = _config(**{"population.learning_rates": (1e-3, 1e30, 2e-3),
+                      "population.select": "ensemble"})
   results = trainer.train_and_evaluate(config, str(tmp_path))
-  good, bad = results["members"]
+  good, bad, _ = results["members"]
   assert good["held_out"] is not None and good["diverged_at"] is None
   assert bad["held_out"] is None and bad["diverged_at"] is not None
   json.loads((tmp_path / "results.json").read_text(),
              parse_constant=lambda c: pytest.fail(f"{c} in results.json"))
-  assert results["held_out"] == good["held_out"]  # the mean over the live members
+  run = seqjax.load(tmp_path)  # the ensemble of the two members that trained
+  assert run.ensemble and jax.tree.leaves(run.params)[0].shape[0] == 2
+  with pytest.raises(FloatingPointError, match="every member"):
+    trainer.train_and_evaluate(_config(**{"population.learning_rates": (1e30, 2e30)}),
+                               str(tmp_path / "all"))
 
 
 def test_the_ensemble_averages_class_probabilities(tmp_path):

@@ -154,6 +154,6 @@ class Evaluator:
     metrics = jax.device_get(self._metrics(put(preds, self._repl), put(targets, self._repl)))
     return {k: np.asarray(v) if self._members else float(v) for k, v in metrics.items()}
 
-  def __call__(self, params, examples) -> tuple[np.ndarray, dict[str, float]]:
+  def __call__(self, params, examples) -> tuple[np.ndarray, dict[str, Any]]:
     preds = self.predict(params, examples)
     return preds, self.metrics(preds, examples)

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import warnings
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -145,6 +146,22 @@ class ParamsStore:
     if self._mngr.latest_step() == step:  # saved already (a resumed run's last evaluation)
       return
     self._mngr.save(step, args=ocp.args.StandardSave(params), force=True)
+
+  def shapes(self) -> Any:
+    """The shapes of the newest parameters (a tree of tuples), read from its metadata, or
+    None when there are none."""
+    self._mngr.wait_until_finished()
+    step = self._mngr.latest_step()
+    if step is None:
+      return None
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # the store keeps its metadata a folder up
+    try:
+      tree = ocp.StandardCheckpointer().metadata(
+          self._dir / str(step) / "default").item_metadata.tree
+    finally:
+      logging.set_verbosity(verbosity)
+    return jax.tree.map(lambda m: tuple(m.shape), tree, is_leaf=lambda m: hasattr(m, "shape"))
 
   def restore(self, abstract_params) -> tuple[int, dict]:
     """(step, params) of the newest, placed as `abstract_params`' shardings say."""

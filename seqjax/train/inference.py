@@ -26,7 +26,7 @@ from seqjax.data.tasks import base
 from seqjax.data.tasks import data as data_task
 from seqjax.model import rollout, sequence
 from seqjax.runtime import files
-from seqjax.train import checkpoint, planning, population, programs
+from seqjax.train import checkpoint, population, programs
 
 
 def _as_sequences(x, features: int, what: str = "x") -> np.ndarray:
@@ -88,14 +88,16 @@ class TrainedRun:
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=place),
                             abstract)
     results = files.read_json(wd / "results.json") if (wd / "results.json").exists() else {}
-    size = results.get("population", {}).get("members") or len(
-        planning.population_members(self.config) or [None])
-    if size > 1:  # a population's parameters are stacked on a leading member axis
-      abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype,
-                                                             sharding=place), abstract)
+    size = 1
     if (wd / checkpoint.PARAMS_DIR).exists():
       store = checkpoint.ParamsStore(wd / checkpoint.PARAMS_DIR)
       try:
+        saved = jax.tree.leaves(store.shapes(), is_leaf=lambda x: isinstance(x, tuple))
+        first = jax.tree.leaves(abstract)[0]
+        if saved and len(saved[0]) == first.ndim + 1:  # a population's, on a member axis
+          size = saved[0][0]
+          abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype,
+                                                                 sharding=place), abstract)
         self.step, self.params = store.restore(abstract)
       finally:
         store.close()
@@ -129,8 +131,12 @@ class TrainedRun:
     """A population predicts with `member`, else as `population.select` says: the
     ensemble of its members, or its best member by the validation metric."""
     select = results.get("population", {}).get("select", self.config.population.select)
-    if member is None and select == "ensemble":
+    if member is None and select == "ensemble":  # of the members that did not diverge
       self.ensemble = True
+      members = results.get("members") or [{}] * size
+      keep = np.asarray([m.get("diverged_at") is None for m in members])
+      if not keep.all():
+        self.params = jax.tree.map(lambda a: a[keep], self.params)
       return
     if member is None:
       member = results.get("population", {}).get("best")

@@ -51,7 +51,16 @@ class Monitor:
 
   def __init__(self, run, evaluate, eval_set, writer: writers.MetricWriter,
                ckpt: checkpoint.Checkpointer, *, state, best: checkpoint.ParamsStore | None = None,
-               history: list[dict] = ()):
+               history: tuple[dict, ...] | list[dict] = ()):
+    """
+    Args:
+      run: the `planning.Run` (one model, or a population when `run.grid`).
+      evaluate, eval_set: the run's compiled evaluation and its held-out set.
+      writer, ckpt: where metrics and checkpoints go.
+      state: the restored (or fresh) train state; a population's divergence marks.
+      best: where each evaluation's improved parameters go (`train.keep_best`), or None.
+      history: the run's metric records up to its checkpoint (a resumed run's).
+    """
     self._run, self._evaluate, self._eval_set = run, evaluate, eval_set
     self._writer, self._ckpt, self._best = writer, ckpt, best
     self._population = run.grid
@@ -65,6 +74,7 @@ class Monitor:
     self._since_best = [0] * self.size
     self.stopped_at: list[int | None] = [None] * self.size
     self.history: dict[int, list[float]] = {}
+    self._tracked: set[int] = set()  # evaluated steps (a rerun evaluates its last again)
     self.alive = np.ones(self.size, bool)
     self._best_params = None
     if self._population:
@@ -92,8 +102,8 @@ class Monitor:
   # --- what the driver calls -------------------------------------------------------------
 
   def check(self, step: int, totals: dict[str, Any]) -> bool:
-    """After each call: a single model's NaN raises; a population's is reported. False
-    when no member is left to train."""
+    """After each call: a single model's NaN raises, a population's is reported (and
+    raises once every member diverged)."""
     if not self._population:
       if not totals["finite"]:
         raise FloatingPointError(
@@ -106,7 +116,12 @@ class Monitor:
       writers.console(f"member {i} ({self._run.members[i]}) diverged (NaN/Inf) by step {step}; "
                       "frozen, the others go on")
     self.alive = alive
-    return bool(alive.any())
+    if not alive.any():
+      raise FloatingPointError(
+          f"loss or gradients of every member became NaN/Inf by step {step} (last "
+          f"checkpoint: step {self._ckpt.latest_step() or 'none'}); lower "
+          "train.learning_rate (or population.learning_rates) or set train.grad_clip")
+    return True
 
   def loop_args(self, args: tuple) -> tuple:
     """The train loop's arguments: a population's stopped members get a zero learning rate."""
@@ -189,10 +204,13 @@ class Monitor:
   def _track(self, step: int, metrics: dict[str, np.ndarray]) -> np.ndarray:
     """Records an evaluation ([M] values per metric); returns which members improved."""
     better = np.zeros(self.size, bool)
+    if step in self._tracked:  # the same evaluation again: no new evidence
+      return better
+    self._tracked.add(step)
     for i in range(self.size):
       value = float(metrics[self.metric][i])
-      if self.stopped_at[i] is not None or np.isnan(value):
-        continue
+      if self.stopped_at[i] is not None or (self._population and np.isnan(value)):
+        continue  # a diverged member's NaN is not an evaluation
       best = self.best_metrics[i]
       better[i] = best is None or (value > best[self.metric] if self.higher_is_better
                                    else value < best[self.metric])

@@ -56,6 +56,7 @@ def plot(workdir: str, task: base.Task, eval_set: base.Batch, preds: np.ndarray)
 
 def summary(results: dict[str, Any], timing_: dict[str, Any]) -> None:
   """The run's last lines on the console."""
-  writers.console("results: " + json.dumps(results))
+  shown = {k: v for k, v in results.items() if k not in ("members", "history")}  # one line
+  writers.console("results: " + json.dumps(shown))
   writers.console(f"time: {timing_['wall_s']:.1f} s (first step, compile included: "
                   f"{timing_['compile_s'] or 0:.1f} s)")

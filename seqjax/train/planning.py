@@ -1,8 +1,9 @@
 """From a config to a run: every check, the task, mesh, model, optimizer and abstract state.
 
-`plan(config)` is one model; `plan(config, members=...)` is M models of one
-config that differ only in array-valued hyperparameters (`ARRAY_FIELDS`),
-stacked on a leading `model` axis (a grid). It checks everything before
+`plan(config)` is one model; `plan(config, members=...)` is a population: M
+members of one config that differ only in array-valued hyperparameters
+(`ARRAY_FIELDS`), stacked on a leading `model` axis (`population_members` makes
+them from `config.population`; a sweep names its own). It checks everything before
 anything is compiled, and returns a `Run` whose state is abstract;
 `initialize` computes it.
 
@@ -53,8 +54,6 @@ def population_members(config: ml_collections.ConfigDict) -> list[dict[str, Any]
   rates = tuple(p.learning_rates)
   for rate in rates:
     validate.positive_float("population.learning_rates", rate)
-  if p.select not in SELECT:
-    validate.fail("population.select", p.select, f"must be one of {', '.join(SELECT)}")
   members = [{"seed": config.seed + i, **({"train.learning_rate": rate} if rates else {})}
              for rate in rates or (None,) for i in range(p.seeds)]
   if len(members) == 1 and not rates:
@@ -66,6 +65,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the task-independent fields; tasks check their own in `make`."""
   validate.finite_numbers(config)
   validate.integer_in("seed", config.seed, 0, MAX_SEED)
+  if config.population.select not in SELECT:
+    validate.fail("population.select", config.population.select,
+                  f"must be one of {', '.join(SELECT)}")
   sequence.validate_config(config.model)
   t = config.train
   validate.integer_in("train.batch_size", t.batch_size, 1, MAX_BATCH)

@@ -4,7 +4,9 @@
   "all"       every member's figures, with their mean and standard deviation
               (seeds as error bars); pictures show the best member;
   "best"      the member with the best validation metric (the evaluations that
-              early stopping and `train.keep_best` use), never the test split;
+              early stopping and `train.keep_best` use): on a task fed from files
+              the validation split, never the test split (a generated task has one
+              held-out set, generated from each member's seed, for both);
   "ensemble"  the members' predictions averaged (class probabilities for a
               classifier), evaluated as one model.
 A member whose training became NaN/Inf is reported with its step and left out.
@@ -20,11 +22,10 @@ import numpy as np
 
 from seqjax.runtime import sharding
 
-SELECT = ("all", "best", "ensemble")
 
-
-def results(run, mon, state, params, preds, held_out: dict[str, Any], validation: dict[str, Any],
-            evaluate, eval_set, workdir: str) -> tuple[dict[str, Any], Any, np.ndarray]:
+def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
+            validation: dict[str, Any], evaluate, eval_set,
+            workdir: str) -> tuple[dict[str, Any], Any, np.ndarray]:
   """(the population's entries of results.json, the held-out set and predictions to draw).
 
   Args:
@@ -41,13 +42,14 @@ def results(run, mon, state, params, preds, held_out: dict[str, Any], validation
     workdir: where pictures of the best member go.
   """
   task, select, fed = run.task, run.config.population.select, run.task.fed
-  held_out = {k: np.asarray(v, float) for k, v in held_out.items()}
-  validation = {k: np.asarray(v, float) for k, v in validation.items()}
-  preds = np.asarray(jax.device_get(preds))
+  host = lambda tree: jax.device_get(_replicated(run, tree))  # noqa: E731  every process's
+  held_out = {k: np.asarray(v, float) for k, v in host(held_out).items()}
+  validation = {k: np.asarray(v, float) for k, v in host(validation).items()}
+  preds = np.asarray(host(preds))
   alive = np.asarray(mon.alive)
-  best = best_member(mon, validation, alive) if alive.any() else None
+  best = best_member(mon, validation, alive)
   diverged_at = mon.diverged_at(state)
-  steps = int(np.asarray(jax.device_get(state.step)).max())
+  steps = int(np.asarray(host(state.step)).max())
   take = jax.jit(lambda tree, i: jax.tree.map(lambda a: a[i], tree),
                  out_shardings=sharding.replicated(run.mesh))
   members = []
@@ -55,9 +57,11 @@ def results(run, mon, state, params, preds, held_out: dict[str, Any], validation
     member = {**overrides, "held_out": _of(held_out, i) if alive[i] else None}
     if fed:
       member["validation"] = _of(validation, i) if alive[i] else None
-    member.update(params_step=(mon.best_step[i] if run.config.train.keep_best
-                               else mon.stopped_at[i] or steps),
-                  stopped_at=mon.stopped_at[i], diverged_at=diverged_at[i])
+    # A member whose patience ran out at the last evaluation trained every step.
+    stopped = mon.stopped_at[i] if (mon.stopped_at[i] or run.total) < run.total else None
+    member.update(params_step=None if not alive[i] else (
+        mon.best_step[i] if run.config.train.keep_best else stopped or steps),
+                  stopped_at=stopped, diverged_at=diverged_at[i])
     if alive[i]:  # the best member's pictures only
       member.update(task.extra_evaluation(run.model, take(params, i), take(run.eval_key, i),
                                           workdir if i == best else None,
@@ -68,16 +72,13 @@ def results(run, mon, state, params, preds, held_out: dict[str, Any], validation
                      for step in sorted(mon.history)]}
   # Generated tasks evaluate each member on its own seed's set; files, on one set.
   member_set = (lambda i: eval_set) if fed else (
-      lambda i: jax.tree.map(lambda a: np.asarray(a)[i], eval_set))
-  if best is None:
-    out["held_out"] = None
-    return out, member_set(0), preds[0]
+      lambda i: jax.tree.map(lambda a: np.asarray(a)[i], host(eval_set)))
   out["population"]["best"] = best
   if select == "ensemble":  # every member on one held-out set (the first member's)
     if not fed:
       shared = jax.jit(lambda s: jax.tree.map(lambda a: jnp.broadcast_to(a[:1], a.shape), s),
                        out_shardings=jax.tree.map(lambda a: a.sharding, eval_set))(eval_set)
-      preds = np.asarray(jax.device_get(evaluate(params, shared)[0]))
+      preds = np.asarray(host(evaluate(params, shared)[0]))
     ensembled = np.asarray(ensemble(preds[alive], task.classifies))
     metrics = task.loss_and_metrics(jnp.asarray(ensembled), member_set(0))[1]
     out["held_out"] = {k: float(v) for k, v in metrics.items()}
@@ -92,12 +93,15 @@ def results(run, mon, state, params, preds, held_out: dict[str, Any], validation
 
 def best_member(mon, validation: dict[str, np.ndarray], alive: np.ndarray) -> int:
   """The live member with the best validation metric: at its best evaluation with
-  `train.keep_best`, else that of its final parameters."""
+  `train.keep_best`, else that of its final parameters (the first on a tie, or when
+  no value is finite)."""
   values = validation[mon.metric]
   if mon.keeps_best:
     kept = np.array([(m or {}).get(mon.metric, np.nan) for m in mon.best_metrics])
     values = np.where(np.isnan(kept), values, kept)
   values = np.where(alive, values, np.nan)
+  if np.isnan(values).all():
+    return int(np.flatnonzero(alive)[0])
   return int(np.nanargmax(values) if mon.higher_is_better else np.nanargmin(values))
 
 
@@ -108,6 +112,14 @@ def ensemble(preds, classifies: bool):
   if not classifies:
     return preds.mean(0)
   return jnp.log(jax.nn.softmax(preds, axis=-1).mean(0))
+
+
+def _replicated(run, tree):
+  """A tree's device arrays (a population's are split along the members) whole on every
+  process, so that each may read them; host arrays as they are."""
+  if not any(isinstance(a, jax.Array) for a in jax.tree.leaves(tree)):
+    return tree
+  return jax.jit(lambda t: t, out_shardings=sharding.replicated(run.mesh))(tree)
 
 
 def _of(metrics: dict[str, np.ndarray], i: int) -> dict[str, float]:

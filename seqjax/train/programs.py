@@ -1,8 +1,8 @@
 """The programs of training: train step, device-side train loop, held-out evaluation.
 
-Pure functions, no I/O: `seqjax.train.trainer` runs them for one model, and
-`seqjax.sweep` runs the same functions vmapped over a leading `model` axis M
-for a grid of models (`make_grid_train_loop`, `make_grid_evaluate`).
+Pure functions, no I/O: `seqjax.train.trainer` runs them for one model, or
+vmapped over a leading `model` axis M for a population of members
+(`make_grid_train_loop`, `make_grid_evaluate`).
 `jit_*` compile them for a run's mesh (`planning.Run`).
 
 Keys: step `s` uses `fold_in(key, s)`, so a run resumed at step k continues

@@ -56,8 +56,8 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
   run, ckpt = started.run, started.ckpt
   task, mesh = run.task, run.mesh
   n_params = sum(p.size for p in jax.tree.leaves(run.state.params)) // run.size
-  members = f", {run.size} members as one program" if run.grid else ""
-  writers.console(f"task {task.name}: {n_params} parameters{members}, {run.total} steps, "
+  as_one = f", {run.size} members as one program" if run.grid else ""
+  writers.console(f"task {task.name}: {n_params} parameters{as_one}, {run.total} steps, "
                   f"workdir {workdir}, mesh {dict(mesh.shape)}")
   if sharding.is_writer():
     task.save(workdir)
@@ -81,7 +81,7 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
     if run.grid:  # each member's best parameters, and their held-out predictions
       params = mon.best_params if keep_best else state.params
       if keep_best:
-        preds, held_out = jax.device_get(started.evaluate(params, started.eval_set))
+        preds, held_out = started.evaluate(params, started.eval_set)
     else:
       params_step, params = (store.restore(state.params) if keep_best
                              else (steps, state.params))
@@ -101,8 +101,8 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
     eval_set = task.test.all()
   if run.grid:
     results, eval_set, preds = population.results(
-        run, mon, state, params, preds, held_out, validation, started.evaluate, eval_set,
-        workdir)
+        run, mon, state, params, preds=preds, held_out=held_out, validation=validation,
+        evaluate=started.evaluate, eval_set=eval_set, workdir=workdir)
     results = {"task": task.name, "metric": task.metric, **results, "steps": steps,
                "parameters": n_params, "precision": config.model.precision}
   else:
