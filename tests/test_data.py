@@ -232,8 +232,9 @@ def test_the_compiled_train_loop_does_not_grow_with_the_file(tmp_path, labelled_
     path = labelled_csv(tmp_path / f"l{n}.csv", n=n)
     run_ = planning.plan(data_config(path))
     fed = feed.Feed(run_.task.train_examples, 32, 0, run_.mesh, run_.total)
-    lowered = programs.jit_train_loop(run_).lower(
-        run_.state, *run_.loop_args(), np.int32(1), programs.zero_sums(run_), fed.abstract)
+    lowered = programs.jit_train_loop(run_, fed.abstract_inputs).lower(
+        run_.state, *run_.loop_args(), np.int32(1),
+        programs.zero_sums(run_, fed.abstract_inputs), *fed.abstract_inputs)
     sizes.append(len(lowered.as_text()))
     fed.close()
   assert sizes[0] == sizes[1]
@@ -359,6 +360,7 @@ def test_file_run_killed_then_rerun_is_bit_identical(tmp_path, variable_npz):
   assert (whole / "results.json").read_text() == (cut / "results.json").read_text()
 
 
+@pytest.mark.slow
 def test_a_population_trains_on_a_file_and_selects_on_validation(tmp_path, labelled_csv):
   """Every member reads the same batches and splits (the config's seed); the first member
   is that seed trained alone; the best is chosen on validation, reported on test."""

@@ -47,6 +47,7 @@ def test_a_bad_population_is_one_config_error(field, value, message):
     planning.plan(config, members=planning.population_members(config))
 
 
+@pytest.mark.slow
 def test_each_member_equals_its_seed_trained_alone_with_early_stopping(tmp_path):
   """Per member: early stopping, best parameters (keep_best) and the selected answer."""
   stop = {"train.steps": 60, "train.eval_every": 5, "train.early_stopping": 2,

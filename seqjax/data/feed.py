@@ -21,6 +21,7 @@ figures are in docs/speed.md).
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 from typing import Any
 
 import jax
@@ -70,11 +71,30 @@ def put(tree, shard: jax.sharding.Sharding):
       lambda a: jax.make_array_from_callback(a.shape, shard, lambda idx, a=a: a[idx]), tree)
 
 
+class OnDevice:
+  """The feed of a task whose batches are made on the devices, inside the train loop
+  (`Task.train_data`, `Task.batch_from`): nothing to send, no limit on a call's steps.
+  The driver treats it as it treats a `Feed`."""
+  steps = sys.maxsize
+  abstract_inputs: tuple = ()
+
+  def inputs(self, start: int) -> tuple:
+    del start
+    return ()
+
+  def prefetch(self, start: int) -> None:
+    del start
+
+  def close(self) -> None:
+    pass
+
+
 class Feed:
   """Chunks of K training batches, [K, B, ...] arrays split along `data`, one step ahead.
 
   `chunk(start)` returns batches start .. start + K - 1 (started beforehand by
-  `prefetch(start)` when it was called with the same start).
+  `prefetch(start)` when it was called with the same start); `inputs(start)` is
+  that chunk as the train loop's last argument, as `OnDevice` gives none.
   """
 
   def __init__(self, examples, batch_size: int, seed: int, mesh, total: int):
@@ -107,6 +127,14 @@ class Feed:
     future = self._next[1]
     self._next = None
     return future.result()
+
+  @property
+  def abstract_inputs(self) -> tuple:
+    """The types of `inputs(start)`, to compile the train loop for."""
+    return (self.abstract,)
+
+  def inputs(self, start: int) -> tuple:
+    return (self.chunk(start),)
 
   def close(self) -> None:
     self._pool.shutdown(wait=True, cancel_futures=True)

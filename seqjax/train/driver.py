@@ -110,7 +110,7 @@ class Started:
   zero_sums: Any  # its empty metric window
   eval_set: Any  # a fed task's: its validation `Examples`, on the host
   evaluate: Any  # compiled `programs.jit_evaluate(run, ...)`, or a `feed.Evaluator`
-  feed: feed_lib.Feed | None = None  # a fed task's training batches
+  feed: Any  # the task's `feed`: `feed.Feed` (files) or `feed.OnDevice`
 
 
 def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
@@ -122,15 +122,12 @@ def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
   compiles its evaluation: on two cores the smaller programs then cost no extra
   wall time.
   """
-  feed = None
-  if run.task.fed:
-    feed = feed_lib.Feed(run.task.train_examples, run.config.train.batch_size, run.config.seed,
-                         run.mesh, run.total)
+  feed = run.task.feed(run.config.train.batch_size, run.config.seed, run.mesh, run.total)
   with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile") as pool:
-    zero_sums = programs.zero_sums(run)
-    train_loop = pool.submit(programs.compile_ahead, programs.jit_train_loop(run), run.state,
-                             *run.loop_args(), np.int32(1), zero_sums,
-                             *((feed.abstract,) if feed else ()))
+    zero_sums = programs.zero_sums(run, feed.abstract_inputs)
+    train_loop = pool.submit(programs.compile_ahead,
+                             programs.jit_train_loop(run, feed.abstract_inputs), run.state,
+                             *run.loop_args(), np.int32(1), zero_sums, *feed.abstract_inputs)
     run = planning.initialize(run)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
@@ -146,8 +143,8 @@ def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
     writers.repair_metrics(workdir, step)
     if step:
       writers.console(f"resumed from the checkpoint at step {step}")
-    if feed is not None:
-      feed.prefetch(step)
+    feed.prefetch(step)
+    if run.task.fed:
       eval_set, evaluate = run.task.validation, evaluator(run, eval_batch_size)
     else:
       eval_set = programs.jit_eval_set(run)(run.data_key, run.eval_key)
@@ -212,7 +209,7 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
          train_config: ml_collections.ConfigDict, monitor: Monitor,
          ckpt: checkpoint.Checkpointer, writer: writers.MetricWriter,
          workdir: str, zero_sums: Any, t_start: float,
-         feed: feed_lib.Feed | None = None) -> tuple[Any, Any, float | None]:
+         feed: Any) -> tuple[Any, Any, float | None]:
   """Trains `state` from its step to `total`, then evaluates once more.
 
   Args:
@@ -225,7 +222,8 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
     workdir: the run's folder (the metric windows saved with checkpoints).
     zero_sums: `programs.zero_sums(run)`, the empty metric window.
     t_start: `time.perf_counter()` at the run's start, for the compile time.
-    feed: a fed task's batches; each call then takes a chunk of them last.
+    feed: the task's feed; each call takes its inputs last (a chunk of batches from
+      the host; none for batches made on the devices).
 
   Returns:
     (state, the monitor's final evaluation, seconds to the end of the first
@@ -246,15 +244,13 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
     while step < total and not early:
       # Steps per call: 1 at first (its end is the first step, `compile_s`), then
       # about CALL_SECONDS of work, so SIGTERM and progress wait no longer than that.
-      n = min(next_stop(step, t, total) - step, chunk, feed.steps if feed else chunk)
+      n = min(next_stop(step, t, total) - step, chunk, feed.steps)
       t_call = time.perf_counter()
       if window is None:
         window = zero_sums
-      batches = (feed.chunk(step),) if feed else ()
       state, totals = train_loop(state, *monitor.loop_args(loop_args), np.int32(n), window,
-                                 *batches)
-      if feed:  # the next chunk, gathered and sent while the devices run this one
-        feed.prefetch(step + n)
+                                 *feed.inputs(step))
+      feed.prefetch(step + n)  # the next chunk, gathered and sent while the devices run
       totals = jax.device_get(totals)
       elapsed = time.perf_counter() - t_call
       ran = int(totals["steps"])

@@ -11,7 +11,6 @@ exactly as if it had never stopped.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -282,33 +281,33 @@ def jit_train_step(run):
                  out_shardings=(run.state_sharding, repl), donate_argnums=0)
 
 
-def jit_train_loop(run):
-  """The run's train loop: `(state, *run.loop_args(), num_steps, sums) -> (state, totals)`.
+def jit_train_loop(run, inputs: tuple = ()):
+  """The run's train loop: `(state, *run.loop_args(), num_steps, sums, *inputs) -> (state,
+  totals)`.
 
-  `sums`: the metric window so far (`zero_sums(run)` to start one). The state
-  is donated; totals come back replicated. A fed task's loop takes its chunk of
-  batches last, split along `data` by batch.
+  `sums`: the metric window so far (`zero_sums(run)` to start one). `inputs`: the
+  abstract inputs its feed gives each call (`feed.Feed.abstract_inputs`: a chunk of
+  host batches, split along `data`; none for batches made on the devices). The state
+  is donated; totals come back replicated.
   """
   repl = sharding.replicated(run.mesh)
-  fed = (sharding.batch_chunks(run.mesh),) if run.task.fed else ()
+  chunks = tuple(jax.tree.map(lambda a: a.sharding, x) for x in inputs)
   if not run.grid:
     return jax.jit(make_train_loop(run.model, run.task, run.mesh),
-                   in_shardings=(run.state_sharding, repl, repl, repl, repl, *fed),
+                   in_shardings=(run.state_sharding, repl, repl, repl, repl, *chunks),
                    out_shardings=(run.state_sharding, repl), donate_argnums=0)
   split = _split(run)
   return jax.jit(make_grid_train_loop(run.model, run.task, run.mesh),
-                 in_shardings=(run.state_sharding, split, split, split, repl, repl, *fed),
+                 in_shardings=(run.state_sharding, split, split, split, repl, repl, *chunks),
                  out_shardings=(run.state_sharding, repl), donate_argnums=0)
 
 
-def zero_sums(run) -> dict[str, np.ndarray]:
-  """Zero metric sums of the run's train loop, on the host ({name: [] or [M]})."""
+def zero_sums(run, inputs: tuple = ()) -> dict[str, np.ndarray]:
+  """Zero metric sums of the run's train loop (given `inputs`, as `jit_train_loop`), on
+  the host ({name: [] or [M]})."""
   make = make_grid_train_loop if run.grid else make_train_loop
   loop = make(run.model, run.task, run.mesh)
-  if run.task.fed:  # one batch stands for a chunk: the sums' shapes are the same
-    batch = run.task.train_batch(None, None)
-    loop = functools.partial(loop, batches=jax.tree.map(lambda a: a[None], batch))
-  shapes = jax.eval_shape(loop, run.state, *run.loop_args(), 1)[1]["sums"]
+  shapes = jax.eval_shape(loop, run.state, *run.loop_args(), 1, None, *inputs)[1]["sums"]
   return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 

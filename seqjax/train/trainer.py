@@ -92,8 +92,7 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
     store.close()
     ckpt.close()
     writer.close()
-    if started.feed is not None:
-      started.feed.close()
+    started.feed.close()
 
   eval_set, validation = started.eval_set, held_out  # what chose each member's step
   if task.fed:  # held out twice: validation chose the step, the test set judges it

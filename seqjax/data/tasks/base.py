@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax.data import feed as feed_lib
+
 Batch = dict[str, jax.Array]
 
 # Salts folded into the data key so that training and held-out data never
@@ -99,6 +101,12 @@ class Task:
     """The held-out metric that picks the best step (early stopping, `train.keep_best`),
     and whether higher is better."""
     return self.metric, self.higher_is_better
+
+  def feed(self, batch_size: int, seed: int, mesh, total: int):
+    """What brings training batches to the devices: here nothing (`feed.OnDevice`), since
+    they are made inside the train loop; a task of files sends them from the host."""
+    del batch_size, seed, mesh, total
+    return feed_lib.OnDevice()
 
   def train_batch(self, key: jax.Array, step: jax.Array) -> Batch:
     """Train batch `step` from the run's data key (builds `train_data` first)."""

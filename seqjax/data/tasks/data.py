@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from seqjax.config import validate
+from seqjax.data import feed as feed_lib
 from seqjax.data import readers
 from seqjax.data.tasks import base
 from seqjax.runtime import files
@@ -118,6 +119,11 @@ class DataTask(base.Task):
   def selection(self) -> tuple[str, bool]:
     # Accuracy ties often; the cross-entropy tells the better of two tied steps apart.
     return ("xent", False) if self.kind == "classification" else (self.metric, False)
+
+  def feed(self, batch_size: int, seed: int, mesh, total: int) -> feed_lib.Feed:
+    """The training split's batches, sent from the host a chunk at a time (Keras `fit`
+    order from `seed`)."""
+    return feed_lib.Feed(self.train_examples, batch_size, seed, mesh, total)
 
   def train_batch(self, key: jax.Array, step: jax.Array) -> base.Batch:
     """A batch of the training split's shapes (zeros): for shapes and init only."""
