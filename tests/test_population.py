@@ -138,3 +138,17 @@ def test_a_population_killed_twice_resumes_to_the_same_files(tmp_path):
   for i in range(3):
     jax.tree.map(np.testing.assert_array_equal, seqjax.load(full, member=i).params,
                  seqjax.load(killed, member=i).params)
+
+
+def test_the_best_member_breaks_accuracy_ties_on_the_cross_entropy():
+  from types import SimpleNamespace
+
+  from seqjax.train import population
+  mon = SimpleNamespace(metric="accuracy", higher_is_better=True, keeps_best=False,
+                        best_metrics=[None] * 4)
+  validation = {"accuracy": np.array([1.0, 1.0, 0.5, 1.0]),
+                "xent": np.array([0.3, 0.1, 0.05, 0.2])}
+  alive = np.array([True, True, True, False])
+  assert population.best_member(mon, validation, alive) == 1
+  mon.metric, mon.higher_is_better = "mae", False  # no tie-break for other metrics
+  assert population.best_member(mon, {"mae": np.array([0.2, 0.2, 0.3, 0.1])}, alive) == 0

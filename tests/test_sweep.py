@@ -135,7 +135,7 @@ def test_sweep_resumes_after_kill_9_bit_identical(tmp_path):
 def test_grid_masks_a_diverged_model_and_the_others_go_on():
   config = configlib.load("mean", "quick,seed")
   run = planning.initialize(planning.plan(config, members=[{"seed": 0}, {"seed": 1}]))
-  loop = jax.jit(programs.make_grid_train_loop(run.model, run.task))
+  loop = jax.jit(programs.make_population_train_loop(run.model, run.task))
   healthy, _ = loop(run.state, run.data_key, run.dropout_key, run.lr_scale, 5)
   # An infinite learning rate for model 1: step 1 makes its parameters Inf (its
   # param_norm metric), so it keeps the state from before step 1.

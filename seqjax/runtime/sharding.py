@@ -1,8 +1,8 @@
 """The device mesh of `config.mesh` and the shardings of states and batches.
 
 Mesh axes: `data` splits the batch (axis 0 of every batch array); `model`
-splits the stacked models of a vmapped grid (axis 0 of grid states). Single
-runs replicate their parameters on every device; grids shard theirs along
+splits the stacked members of a population (axis 0 of its states). Single
+models replicate their parameters on every device; populations shard theirs along
 `model`. Batches are generated inside the jitted step and constrained to
 their sharding, so each device computes only its own shard of the data (the
 partitionable threefry PRNG makes the values independent of the mesh).
@@ -159,7 +159,7 @@ def make_mesh(mesh_config) -> Mesh:
 
 
 def check_divides(mesh: Mesh, axis: str, size: int, field: str) -> None:
-  """ConfigError unless `size` (a batch or a grid) splits evenly along `axis`."""
+  """ConfigError unless `size` (a batch or a population) splits evenly along `axis`."""
   n = mesh.shape[axis]
   if size % n:
     validate.fail(field, size, f"must be divisible by mesh.{axis}={n} (the {n} devices it "
@@ -170,14 +170,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def state_shardings(mesh: Mesh, state, grid: bool = False):
+def state_shardings(mesh: Mesh, state, population: bool = False):
   """Shardings for a (possibly abstract) train state.
 
   Single run: everything replicated except the carry [L, B, H], split along
   `data` by batch. Grid: every leaf split along `model` on axis 0, the carry
   [M, L, B, H] also along `data`.
   """
-  lead = (MODEL,) if grid else ()
+  lead = (MODEL,) if population else ()
   shardings = jax.tree.map(lambda _: NamedSharding(mesh, P(*lead)), state)
   if state.carry is not None:
     carry = NamedSharding(mesh, P(*lead, None, DATA))
@@ -189,7 +189,7 @@ def constrain_batch(mesh: Mesh, batch):
   """Places a batch generated inside jit: split along `data` where it divides, else replicated.
 
   Called inside the (possibly vmapped) step; under `vmap(spmd_axis_name=MODEL)`
-  JAX prepends the grid's `model` axis itself.
+  JAX prepends the population's `model` axis itself.
   """
   n = mesh.shape[DATA]
 

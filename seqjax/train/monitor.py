@@ -5,7 +5,7 @@ logged scalars, evaluates on the held-out set and decides early stopping, per
 member:
 
 - a NaN/Inf loss or gradient stops a single model's run (FloatingPointError);
-  in a population it freezes that member (`programs.make_grid_train_loop`),
+  in a population it freezes that member (`programs.make_population_train_loop`),
   which is reported, and the others train on;
 - the best held-out evaluation of each member is kept: with `train.keep_best`
   its parameters go to a `checkpoint.ParamsStore` as they improve (a

@@ -31,7 +31,7 @@ from seqjax.model import lstm, sequence
 from seqjax.runtime import sharding
 from seqjax.train import optim, programs, workdirs
 
-# What a grid may vary per model: arrays inside one compiled program.
+# What the members of a population may vary: arrays inside one compiled program.
 ARRAY_FIELDS = ("seed", "model.kernel_gain", "model.recurrent_gain", "model.forget_bias",
                 "train.learning_rate")
 
@@ -91,7 +91,7 @@ class Run:
 
   From `plan`, `state` and the keys are abstract (`jax.ShapeDtypeStruct`s
   with their shardings): enough to compile programs for them; `initialize`
-  computes them. In a grid (`members` set) the state, keys and `lr_scale` have
+  computes them. In a population (`members` set) the state, keys and `lr_scale` have
   a leading axis of `size` models.
   """
   config: ml_collections.ConfigDict
@@ -105,8 +105,8 @@ class Run:
   dropout_key: jax.Array
   eval_key: jax.Array
   init: Any  # jitted () -> (state, (data_key, dropout_key, eval_key))
-  lr_scale: Any = None  # grid: [M] learning rate / config's learning rate
-  members: list[dict[str, Any]] | None = None  # grid: each model's overrides
+  lr_scale: Any = None  # population: [M] learning rate / config's learning rate
+  members: list[dict[str, Any]] | None = None  # population: each member's overrides
 
   @property
   def grid(self) -> bool:
@@ -114,7 +114,7 @@ class Run:
 
   @property
   def size(self) -> int:
-    """Models trained together: 1, or M in a grid."""
+    """Models trained together: 1, or the M members of a population."""
     return len(self.members) if self.grid else 1
 
   def loop_args(self) -> tuple:
@@ -163,7 +163,7 @@ def check_memory(config: ml_collections.ConfigDict, task: base.Task, mesh, model
   An estimate from the shapes: parameters with their gradient and two optimizer
   moments, and the backward pass's stored residuals (`lstm.RESIDUALS_PER_STEP`
   [B, H] arrays a step and layer, plus the [B, 4H] input projection), for the
-  device's share of the batch (and of a grid's models). It names the field that
+  device's share of the batch (and of a population's members). It names the field that
   dominates.
   """
   m = config.model
@@ -200,7 +200,7 @@ def _check_members(config: ml_collections.ConfigDict, members: list[dict[str, An
   """Each member varies only `ARRAY_FIELDS`, with values those fields allow."""
   structural = {k for m in members for k in m if k not in ARRAY_FIELDS}
   if structural:
-    raise validate.ConfigError(f"a grid varies only {ARRAY_FIELDS}; got {sorted(structural)}")
+    raise validate.ConfigError(f"a population varies only {ARRAY_FIELDS}; got {sorted(structural)}")
   if config.model.chrono_tmax and any("model.forget_bias" in m for m in members):
     validate.fail("model.chrono_tmax", config.model.chrono_tmax,
                   "must be 0 to sweep model.forget_bias (chrono sets the gate biases)")
@@ -241,7 +241,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None,
     workdirs.prepare(config, workdir)
   if members is None:
     return _plan_one(config, task, mesh, total)
-  return _plan_grid(config, task, mesh, total, members)
+  return _plan_population(config, task, mesh, total, members)
 
 
 def _plan_one(config, task, mesh, total) -> Run:
@@ -265,7 +265,7 @@ def _per_model(config, members, field, cast=float) -> np.ndarray:
   return np.asarray([cast(m.get(field, default)) for m in members])
 
 
-def _plan_grid(config, task, mesh, total, members) -> Run:
+def _plan_population(config, task, mesh, total, members) -> Run:
   # One model built with unit gains; each model's gains are applied as scales. Its scan
   # runs a device's share of the M models at each step, so the automatic unroll is
   # chosen for that share of M x batch.
@@ -304,7 +304,7 @@ def _plan_grid(config, task, mesh, total, members) -> Run:
 
   state, keys = jax.eval_shape(init)
   split = NamedSharding(mesh, P(sharding.MODEL))
-  state_sharding = sharding.state_shardings(mesh, state, grid=True)
+  state_sharding = sharding.state_shardings(mesh, state, population=True)
   lr_scale = jax.jit(lambda: lr_scale, out_shardings=split)()
   return Run(config, task, model, mesh, total, _placed(state, state_sharding), state_sharding,
              *[_placed(k, split) for k in keys],

@@ -93,16 +93,24 @@ def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
 
 def best_member(mon, validation: dict[str, np.ndarray], alive: np.ndarray) -> int:
   """The live member with the best validation metric: at its best evaluation with
-  `train.keep_best`, else that of its final parameters (the first on a tie, or when
-  no value is finite)."""
-  values = validation[mon.metric]
-  if mon.keeps_best:
-    kept = np.array([(m or {}).get(mon.metric, np.nan) for m in mon.best_metrics])
-    values = np.where(np.isnan(kept), values, kept)
-  values = np.where(alive, values, np.nan)
+  `train.keep_best`, else that of its final parameters. Accuracy ties often: the
+  cross-entropy then decides; the first member wins what is left of a tie, and when
+  no value is finite."""
+  def values_of(metric):
+    values = validation[metric]
+    if mon.keeps_best:
+      kept = np.array([(m or {}).get(metric, np.nan) for m in mon.best_metrics])
+      values = np.where(np.isnan(kept), values, kept)
+    return np.where(alive, values, np.nan)
+
+  values = values_of(mon.metric)
   if np.isnan(values).all():
     return int(np.flatnonzero(alive)[0])
-  return int(np.nanargmax(values) if mon.higher_is_better else np.nanargmin(values))
+  best = np.nanmax(values) if mon.higher_is_better else np.nanmin(values)
+  tied = np.flatnonzero(values == best)
+  if len(tied) > 1 and mon.metric == "accuracy" and "xent" in validation:
+    return int(tied[np.nanargmin(values_of("xent")[tied])])
+  return int(tied[0])
 
 
 def ensemble(preds, classifies: bool):

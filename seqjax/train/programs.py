@@ -2,7 +2,7 @@
 
 Pure functions, no I/O: `seqjax.train.trainer` runs them for one model, or
 vmapped over a leading `model` axis M for a population of members
-(`make_grid_train_loop`, `make_grid_evaluate`).
+(`make_population_train_loop`, `make_population_evaluate`).
 `jit_*` compile them for a run's mesh (`planning.Run`).
 
 Keys: step `s` uses `fold_in(key, s)`, so a run resumed at step k continues
@@ -173,7 +173,7 @@ def make_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=None):
   return train_loop
 
 
-def make_grid_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=None):
+def make_population_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=None):
   """`make_train_loop` for M models at once, vmapped over a leading `model` axis.
 
   `(state [M], data_keys [M], dropout_keys [M], lr_scale [M], num_steps, sums=None,
@@ -252,7 +252,7 @@ def make_evaluate(model: sequence.SequenceModel, task: base.Task, batch_size: in
   return evaluate
 
 
-def make_grid_evaluate(model: sequence.SequenceModel, task: base.Task, batch_size: int,
+def make_population_evaluate(model: sequence.SequenceModel, task: base.Task, batch_size: int,
                        mesh=None):
   """`make_evaluate` vmapped: `(params [M], eval_set [M, N, ...]) -> (preds [M], metrics [M])`."""
   return jax.vmap(make_evaluate(model, task, batch_size, mesh), spmd_axis_name=sharding.MODEL)
@@ -297,7 +297,7 @@ def jit_train_loop(run, inputs: tuple = ()):
                    in_shardings=(run.state_sharding, repl, repl, repl, repl, *chunks),
                    out_shardings=(run.state_sharding, repl), donate_argnums=0)
   split = _split(run)
-  return jax.jit(make_grid_train_loop(run.model, run.task, run.mesh),
+  return jax.jit(make_population_train_loop(run.model, run.task, run.mesh),
                  in_shardings=(run.state_sharding, split, split, split, repl, repl, *chunks),
                  out_shardings=(run.state_sharding, repl), donate_argnums=0)
 
@@ -305,7 +305,7 @@ def jit_train_loop(run, inputs: tuple = ()):
 def zero_sums(run, inputs: tuple = ()) -> dict[str, np.ndarray]:
   """Zero metric sums of the run's train loop (given `inputs`, as `jit_train_loop`), on
   the host ({name: [] or [M]})."""
-  make = make_grid_train_loop if run.grid else make_train_loop
+  make = make_population_train_loop if run.grid else make_train_loop
   loop = make(run.model, run.task, run.mesh)
   shapes = jax.eval_shape(loop, run.state, *run.loop_args(), 1, None, *inputs)[1]["sums"]
   return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
@@ -316,7 +316,7 @@ def jit_evaluate(run, batch_size: int):
   repl = sharding.replicated(run.mesh)
   if not run.grid:
     return jax.jit(make_evaluate(run.model, run.task, batch_size, run.mesh), out_shardings=repl)
-  return jax.jit(make_grid_evaluate(run.model, run.task, batch_size, run.mesh),
+  return jax.jit(make_population_evaluate(run.model, run.task, batch_size, run.mesh),
                  out_shardings=(_split(run), repl))
 
 
