@@ -15,6 +15,7 @@ hold, and `is_writer()` (process 0) alone writes logs, metrics and plots.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -168,6 +169,20 @@ def check_divides(mesh: Mesh, axis: str, size: int, field: str) -> None:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+@functools.cache
+def _gather(mesh: Mesh):
+  return jax.jit(lambda tree: tree, out_shardings=replicated(mesh))
+
+
+def on_host(mesh: Mesh, tree):
+  """A tree's arrays on the host, whole on every process (device arrays split over the
+  mesh, such as a population's along its members, are gathered first); host arrays as
+  they are."""
+  if any(isinstance(a, jax.Array) for a in jax.tree.leaves(tree)):
+    tree = _gather(mesh)(tree)
+  return jax.device_get(tree)
 
 
 def state_shardings(mesh: Mesh, state, population: bool = False):

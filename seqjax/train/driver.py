@@ -164,8 +164,7 @@ def first_step(state) -> int:
   """The step `state` is at, readable on every process (a population's members share it)."""
   if state.diverged_at is None:
     return int(state.step)
-  mesh = state.step.sharding.mesh
-  return int(jax.jit(lambda s: s[0], out_shardings=sharding.replicated(mesh))(state.step))
+  return int(sharding.on_host(state.step.sharding.mesh, state.step)[0])
 
 
 class MetricWindows:

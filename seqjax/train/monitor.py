@@ -79,7 +79,6 @@ class Monitor:
     self._best_params = None
     if self._population:
       mesh = run.mesh
-      self._replicate = jax.jit(lambda a: a, out_shardings=sharding.replicated(mesh))
       self.alive = self._diverged_at(state) < 0
       split = NamedSharding(mesh, P(sharding.MODEL))
       self._masked_lr = jax.jit(lambda s, keep: jnp.where(keep, s, 0.0), out_shardings=split)
@@ -199,7 +198,7 @@ class Monitor:
   # --- inside ------------------------------------------------------------------------------
 
   def _diverged_at(self, state) -> np.ndarray:
-    return np.asarray(jax.device_get(self._replicate(state.diverged_at)))
+    return np.asarray(sharding.on_host(self._run.mesh, state.diverged_at))
 
   def _track(self, step: int, metrics: dict[str, np.ndarray]) -> np.ndarray:
     """Records an evaluation ([M] values per metric); returns which members improved."""

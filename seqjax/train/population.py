@@ -42,7 +42,7 @@ def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
     workdir: where pictures of the best member go.
   """
   task, select, fed = run.task, run.config.population.select, run.task.fed
-  host = lambda tree: jax.device_get(_replicated(run, tree))  # noqa: E731  every process's
+  host = lambda tree: sharding.on_host(run.mesh, tree)  # noqa: E731
   held_out = {k: np.asarray(v, float) for k, v in host(held_out).items()}
   validation = {k: np.asarray(v, float) for k, v in host(validation).items()}
   preds = np.asarray(host(preds))
@@ -120,14 +120,6 @@ def ensemble(preds, classifies: bool):
   if not classifies:
     return preds.mean(0)
   return jnp.log(jax.nn.softmax(preds, axis=-1).mean(0))
-
-
-def _replicated(run, tree):
-  """A tree's device arrays (a population's are split along the members) whole on every
-  process, so that each may read them; host arrays as they are."""
-  if not any(isinstance(a, jax.Array) for a in jax.tree.leaves(tree)):
-    return tree
-  return jax.jit(lambda t: t, out_shardings=sharding.replicated(run.mesh))(tree)
 
 
 def _of(metrics: dict[str, np.ndarray], i: int) -> dict[str, float]:
