@@ -313,9 +313,9 @@ def check_all(cache_dir: str | None = None) -> int:
   `cache_dir`: the compilation cache to check (None: seqjax.main's default; '': off).
   """
   def cache():
-    from seqjax.runtime import compile_cache
-    return check_cache(compile_cache.enable(
-        compile_cache.default_dir() if cache_dir is None else cache_dir))
+    from seqjax.config import cli
+    return check_cache(cli.enable_compile_cache(
+        cli.default_compile_cache_dir() if cache_dir is None else cache_dir))
 
   checks: list[tuple[str, Callable[[], str]]] = [
       ("packages", check_packages), ("devices", check_devices), ("compilation cache", cache),

@@ -9,13 +9,13 @@ from absl import flags
 from ml_collections import config_flags
 
 from seqjax.config import cli
-from seqjax.runtime import compile_cache, sharding
+from seqjax.runtime import sharding
 from seqjax.train import trainer, workdirs
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory; default: a new runs/<config>/<time>/.")
-compile_cache.define_flag()
+cli.define_compile_cache_flag()
 flags.mark_flags_as_required(["config"])
 
 
@@ -24,7 +24,7 @@ def main(argv):
   # optax, orbax) in every full collection while tracing, and once more at exit.
   gc.freeze()
   del argv  # no positional arguments (cli.run refuses them)
-  compile_cache.enable(FLAGS.compilation_cache)
+  cli.enable_compile_cache(FLAGS.compilation_cache)
   workdir = FLAGS.workdir or workdirs.create_default(
       config_flags.get_config_filename(FLAGS["config"]))
   # Both before anything touches a device: multi-host jobs join, a CPU host splits its cores.

@@ -33,7 +33,7 @@ import numpy as np
 
 from seqjax.config import cli, configlib, validate
 from seqjax.data import tasks
-from seqjax.runtime import compile_cache, files, rates, sharding, writers
+from seqjax.runtime import files, rates, sharding, writers
 from seqjax.train import planning, programs, trainer, workdirs
 
 ARRAY_FIELDS = planning.ARRAY_FIELDS
@@ -223,7 +223,7 @@ def main():
   flags.DEFINE_integer("throughput", 0, "> 0: only time this many steps of each group's grid "
                        "against its models one after another, and print model-steps/s.",
                        lower_bound=0)
-  compile_cache.define_flag()
+  cli.define_compile_cache_flag()
   flags.mark_flags_as_required(["config"])
   FLAGS = flags.FLAGS  # noqa: N806
 
@@ -233,7 +233,7 @@ def main():
       raise app.UsageError(f"--converged={FLAGS.converged} must be a finite number")
     path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]  # less the args
     workdir = FLAGS.workdir or workdirs.default(path, FLAGS.sweep)
-    compile_cache.enable(FLAGS.compilation_cache)
+    cli.enable_compile_cache(FLAGS.compilation_cache)
     # A CPU host as N devices only when asked (mesh.cpu_devices=N): a grid splits its
     # models along mesh.model, which the automatic choice (by batch) does not see.
     if not sharding.initialize_distributed() and FLAGS.config.mesh.cpu_devices > 0:

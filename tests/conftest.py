@@ -18,13 +18,13 @@ import jax
 import numpy as np
 import pytest
 
-from seqjax.runtime import compile_cache
+from seqjax.config import cli
 
 if "SEQJAX_TEST_CACHE" not in os.environ:  # pytest's first process: xdist workers inherit it
   os.environ["SEQJAX_TEST_CACHE"] = tempfile.mkdtemp(prefix="seqjax-test-cache-")
   atexit.register(shutil.rmtree, os.environ["SEQJAX_TEST_CACHE"], ignore_errors=True)
 os.environ["XDG_CACHE_HOME"] = os.environ["SEQJAX_TEST_CACHE"]
-compile_cache.enable(compile_cache.default_dir())
+cli.enable_compile_cache(cli.default_compile_cache_dir())
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,7 +14,7 @@ from seqjax.config import configlib
 from seqjax.data import tasks
 from seqjax.model import sequence
 from seqjax.runtime import writers
-from seqjax.train import checkpoint, optim, planning, programs, trainer
+from seqjax.train import checkpoint, planning, programs, trainer
 
 
 def fresh(config):
@@ -22,7 +22,7 @@ def fresh(config):
   data_key, init_key, dropout_key, _ = jax.random.split(jax.random.key(config.seed), 4)
   task = tasks.make(config.task, config.train.batch_size)
   model = sequence.from_config(config.model, task.out_features, task.head)
-  state = programs.init_state(task, model, optim.create(config.train, 10), data_key, init_key,
+  state = programs.init_state(task, model, planning.optimizer(config.train, 10), data_key, init_key,
                                config.train.batch_size)
   return task, model, state, data_key, dropout_key
 

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -29,7 +30,7 @@ from seqjax.data import tasks
 from seqjax.data.tasks import base
 from seqjax.model import lstm, sequence
 from seqjax.runtime import sharding
-from seqjax.train import optim, programs, workdirs
+from seqjax.train import programs, workdirs
 
 # What the members of a population may vary: arrays inside one compiled program.
 ARRAY_FIELDS = ("seed", "model.kernel_gain", "model.recurrent_gain", "model.forget_bias",
@@ -42,6 +43,8 @@ MAX_BATCH = 2**24
 MAX_SEED = 2**32 - 1  # jax.random.key takes a uint32 seed
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
 MAX_MEMBERS = 2**16
 SELECT = ("all", "best", "ensemble")
 
@@ -74,7 +77,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validate.integer_in("train.epochs", t.epochs, 0, MAX_STEPS)
   if not t.epochs:
     validate.integer_in("train.steps", t.steps, 1, MAX_STEPS)
-  optim.validate_config(t)
+  validate.one_of("train.optimizer", t.optimizer, OPTIMIZERS)
+  validate.one_of("train.schedule", t.schedule, SCHEDULES)
+  validate.positive_float("train.learning_rate", t.learning_rate)
+  validate.non_negative("train.warmup_steps", t.warmup_steps)
+  validate.in_range("train.end_lr_factor", t.end_lr_factor, 0.0, 1.0)
+  validate.non_negative("train.weight_decay", t.weight_decay)
+  validate.non_negative("train.grad_clip", t.grad_clip)
   for field in ("log_every", "checkpoint_every", "eval_batch_size"):
     validate.positive(f"train.{field}", t[field])
   validate.integer_in("train.early_stopping", t.early_stopping, 0, MAX_STEPS)
@@ -83,6 +92,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not isinstance(t.eval_every, int) or isinstance(t.eval_every, bool) or t.eval_every < -1:
     validate.fail("train.eval_every", t.eval_every, "must be a positive integer, 0 to "
                   "evaluate once at the end, or -1 once an epoch (finite datasets)")
+
+
+def optimizer(t: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """The learning-rate schedule over `total_steps`, the optimizer, and clipping."""
+  if t.schedule == "constant":
+    lr = optax.constant_schedule(t.learning_rate)
+  elif t.schedule == "cosine":
+    lr = optax.cosine_decay_schedule(t.learning_rate, total_steps, t.end_lr_factor)
+  else:
+    lr = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps,
+                                            max(total_steps, t.warmup_steps + 1),
+                                            t.learning_rate * t.end_lr_factor)
+  if t.optimizer == "adam":
+    opt = optax.adam(lr)
+  elif t.optimizer == "adamw":
+    opt = optax.adamw(lr, weight_decay=t.weight_decay)
+  else:
+    opt = optax.sgd(lr, momentum=0.9)
+  return optax.chain(optax.clip_by_global_norm(t.grad_clip), opt) if t.grad_clip else opt
 
 
 @dataclasses.dataclass
@@ -246,7 +274,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None,
 
 def _plan_one(config, task, mesh, total) -> Run:
   model = sequence.from_config(config.model, task.out_features, task.head)
-  tx = optim.create(config.train, total)  # one object: the abstract and the real state match
+  tx = optimizer(config.train, total)  # one object: the abstract and the real state match
 
   def init():  # the keys too: eager key ops would each compile a program of their own
     data_key, init_key, dropout_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
@@ -278,7 +306,7 @@ def _plan_population(config, task, mesh, total, members) -> Run:
     fixed["model.unroll"] = lstm.auto_unroll(steps, per_device, config.model.hidden)
   unit = configlib.override(config, fixed)
   model = sequence.from_config(unit.model, task.out_features, task.head)
-  tx = optim.create(config.train, total)
+  tx = optimizer(config.train, total)
   per_model = {f: _per_model(config, members, f) for f in ARRAY_FIELDS[1:]}
   seeds = _per_model(config, members, "seed", int)
   lr_scale = per_model["train.learning_rate"] / config.train.learning_rate

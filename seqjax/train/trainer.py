@@ -6,13 +6,19 @@ loop, monitor and outputs for both. The parts live in their own modules:
 `planning` (checks, task, mesh, model, abstract state), `programs` (the jitted
 step, loop and evaluation), `driver` (chunks of steps, cadence, stops),
 `monitor` (checks, logged scalars, evaluations, each member's best and early
-stopping), `population` (a population's results and selection), `outputs`
-(results, timing, plots) and `workdirs` (the checks of a workdir).
+stopping), `population` (a population's results and selection) and `workdirs`
+(the checks of a workdir). What a finished run leaves (`results.json`,
+`timing.json`, plots, the console's last lines) is written here: `results.json`
+holds only what the run computed (bit-identical across reruns); times go to
+`timing.json`. Only the writer process writes.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -20,8 +26,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from seqjax.runtime import sharding, writers
-from seqjax.train import checkpoint, driver, monitor, outputs, planning, population, workdirs
+from seqjax.data.tasks import base
+from seqjax.runtime import files, sharding, writers
+from seqjax.train import checkpoint, driver, monitor, planning, population, workdirs
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -51,7 +58,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict[str, Any]:
   config = run.config
-  outputs.import_plots_in_background()
+  _import_plots_in_background()
   started = driver.start(run, workdir, config.train.eval_batch_size)
   run, ckpt = started.run, started.ckpt
   task, mesh = run.task, run.mesh
@@ -117,13 +124,13 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
     results.update(task.extra_evaluation(run.model, params, run.eval_key, workdir,
                                          sharding.replicated(mesh)))
   extra = {"models": run.size, "steps": run.total} if run.grid else {}
-  timing = outputs.timing(t_start, compile_s, mesh, **extra)
+  timing = _timing(t_start, compile_s, mesh, **extra)
   if run.grid:
     timing["model_steps_per_s"] = run.size * (run.total - started.first_step) / max(
         timing["wall_s"] - (compile_s or 0), 1e-9)
-  outputs.write(workdir, results, timing)
-  outputs.plot(workdir, task, eval_set, np.asarray(preds))
-  outputs.summary(results, timing)
+  _write(workdir, results, timing)
+  _plot(workdir, task, eval_set, np.asarray(preds))
+  _summary(results, timing)
   return results
 
 
@@ -132,3 +139,45 @@ def _metrics(evaluator, preds, examples, population: bool) -> dict[str, float]:
   if not population:
     return evaluator.metrics(preds, examples)
   return {k: float(v[0]) for k, v in evaluator.metrics(preds[None], examples).items()}
+
+
+def _import_plots_in_background() -> None:
+  """Imports matplotlib (slow to import) in a thread, while XLA compiles without the GIL.
+
+  Not a daemon: an exit waits for it rather than cut it.
+  """
+  threading.Thread(target=importlib.import_module, args=("seqjax.runtime.plots",),
+                   name="import-plots").start()
+
+
+def _timing(t_start: float, compile_s: float | None, mesh: jax.sharding.Mesh,
+           **extra) -> dict[str, Any]:
+  """Wall time since `t_start`, the first step's time, and where the run ran."""
+  return {**extra, "compile_s": compile_s, "wall_s": time.perf_counter() - t_start,
+          "platform": jax.default_backend(), "devices": mesh.size, "mesh": dict(mesh.shape),
+          "processes": jax.process_count()}
+
+
+def _write(workdir: str, results: dict[str, Any], timing_: dict[str, Any]) -> None:
+  """`results.json` and `timing.json` (writer process only)."""
+  if sharding.is_writer():
+    for name, content in (("results.json", results), ("timing.json", timing_)):
+      files.write_json(os.path.join(workdir, name), content)
+
+
+def _plot(workdir: str, task: base.Task, eval_set: base.Batch, preds: np.ndarray) -> None:
+  """`loss.png` from the metrics so far, and the task's own picture of its predictions."""
+  if not sharding.is_writer():
+    return
+  from seqjax.runtime import plots
+  plots.loss_curves(writers.read_metrics(workdir), os.path.join(workdir, "loss.png"),
+                    task.metric)
+  task.plot(eval_set, preds, workdir)
+
+
+def _summary(results: dict[str, Any], timing_: dict[str, Any]) -> None:
+  """The run's last lines on the console."""
+  shown = {k: v for k, v in results.items() if k not in ("members", "history")}  # one line
+  writers.console("results: " + json.dumps(shown))
+  writers.console(f"time: {timing_['wall_s']:.1f} s (first step, compile included: "
+                  f"{timing_['compile_s'] or 0:.1f} s)")
