@@ -53,17 +53,24 @@ def row(name: str, results: dict, timing: dict) -> str:
     else:
       shown = ""
     shown += f"median {_shown(metric, median)} ({diverged}/{len(values)} diverged)"
+    shown += _verdict(r, metric)
     task = f"{r.get('task', '?')} (population of {len(values)})"
     steps = r.get("steps", "")
     return f"| {name} | {task} | {shown} | {steps} | {wall} | {compile_s} |  |"
   roll = r.get("rollout")
   roll = " / ".join(f"{roll[f'rmse@{h}']:.4f}" for h in (10, 50, 100, 200)) if roll else ""
   shown = _shown(metric, r["held_out"][metric])
-  if r.get("baselines"):  # a file-backed run: beside the best naive answer on its test set
-    pick = max if metric == "accuracy" else min
-    baseline = pick(r["baselines"], key=lambda b: r["baselines"][b][metric])
-    shown += f" (best baseline, {baseline}: {_shown(metric, r['baselines'][baseline][metric])})"
+  shown += _verdict(r, metric)
   return (f"| {name} | {r['task']} | {shown} | {r['steps']} | {wall} | {compile_s} | {roll} |")
+
+
+def _verdict(r: dict, metric: str) -> str:
+  """A file-backed run's figure beside the best baseline on its test split."""
+  v = r.get("verdict")
+  if not v:
+    return ""
+  said = "beat" if v["beat"] else "**lost to**"
+  return f" ({said} {v['best_baseline']}: {_shown(metric, v['baseline'])})"
 
 
 def rows(root: str) -> list[str]:

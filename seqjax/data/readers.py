@@ -1,4 +1,4 @@
-"""Reading a user's sequences from `.npy`, `.npz` and `.csv` files, with one-line errors.
+"""Reading a user's sequences from `.npy`, `.npz`, `.csv` and `.ts` files, with one-line errors.
 
 Shape letters: N sequences, T time steps, F features.
 
@@ -11,6 +11,9 @@ What a file may hold:
          the last column); the other columns are its time steps (univariate).
          long: one time step a row, ordered by `time_column` (numbers or ISO
          dates); every other column is a feature of one series.
+  .ts    the UCR/UEA archive's format (sktime, aeon): univariate or
+         multivariate, equal or unequal lengths, class labels (numbers or
+         names) or regression targets (`seqjax.data.tsfile`).
 Sequences of different lengths are padded with NaN at their end (a `lengths`
 array may say so instead); a NaN anywhere else is an error.
 
@@ -28,9 +31,10 @@ import os
 import numpy as np
 
 from seqjax.config import validate
+from seqjax.data import tsfile
 from seqjax.runtime import files
 
-EXTENSIONS = (".npy", ".npz", ".csv")
+EXTENSIONS = (".npy", ".npz", ".csv", ".ts")
 
 
 @dataclasses.dataclass
@@ -72,7 +76,7 @@ def read(path: str, field: str, *, series: bool = False, label: str = "",
       the training file (`csv_label` = (i, width)), which held its labels.
   """
   if not path:
-    error(path, field, "no file given; set it to a .npy, .npz or .csv file")
+    error(path, field, "no file given; set it to a .npy, .npz, .csv or .ts file")
   ext = os.path.splitext(path)[1].lower()
   if ext not in EXTENSIONS:
     error(path, field, f"unknown extension {ext or '(none)'!r}; allowed: "
@@ -82,8 +86,11 @@ def read(path: str, field: str, *, series: bool = False, label: str = "",
   if files.path(path).stat().length == 0:
     error(path, field, "the file is empty")
   # numpy reads a local file itself (no copy of its bytes); other stores through epath.
-  content = path if files.is_local(path) and ext != ".csv" else files.path(path).read_bytes()
-  if ext == ".csv":
+  content = (path if files.is_local(path) and ext not in (".csv", ".ts")
+             else files.path(path).read_bytes())
+  if ext == ".ts":
+    arrays = _read_ts(path, field, content.decode("utf-8", errors="replace"))
+  elif ext == ".csv":
     text = content.decode("utf-8", errors="replace")
     arrays = (_read_long_csv(path, field, text, time_column) if time_column
               else _read_wide_csv(path, field, text, label, series or inputs_only, csv_label))
@@ -92,6 +99,19 @@ def read(path: str, field: str, *, series: bool = False, label: str = "",
   if arrays.x.shape[0] == 0 or arrays.x.shape[1] == 0:
     error(path, field, f"no sequences in the file (x has shape {arrays.x.shape})")
   return arrays
+
+
+def _read_ts(path, field, text) -> Arrays:
+  try:
+    x, y, _ = tsfile.parse(text)
+  except tsfile.TsError as e:
+    error(path, field, f"not a readable .ts file: {e}")
+  if y is not None and y.dtype.kind == "U":
+    try:  # class labels that are all integers stay numbers
+      y = np.array([int(v) for v in y], np.int64)
+    except ValueError:
+      pass
+  return Arrays(x, y, padding_lengths(path, field, x))
 
 
 def _read_numpy(path, field, content, ext, series) -> Arrays:

@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from seqjax.data import baselines
 from seqjax.data.tasks import base
 from seqjax.runtime import files, sharding, writers
 from seqjax.train import checkpoint, driver, monitor, planning, population, workdirs
@@ -119,7 +120,10 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
       results["validation"] = mon.best_metrics[0] if keep_best else validation
   if task.fed:
     results["baselines"] = {name: _metrics(started.evaluate, p, task.test, run.grid)
-                            for name, p in task.baselines.items()}
+                            for name, p in task.baselines().items()}
+    results["verdict"] = baselines.verdict(task.metric, task.higher_is_better,
+                                           (results["held_out"] or {}).get(task.metric),
+                                           results["baselines"])
   if not run.grid:
     results.update(task.extra_evaluation(run.model, params, run.eval_key, workdir,
                                          sharding.replicated(mesh)))
@@ -181,3 +185,6 @@ def _summary(results: dict[str, Any], timing_: dict[str, Any]) -> None:
   writers.console("results: " + json.dumps(shown))
   writers.console(f"time: {timing_['wall_s']:.1f} s (first step, compile included: "
                   f"{timing_['compile_s'] or 0:.1f} s)")
+  if results.get("verdict"):  # last: whether the model beat the naive answers
+    line = baselines.verdict_line(results["verdict"], results["metric"])
+    writers.console(line if results["verdict"]["beat"] else "warning: " + line)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -30,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from seqjax.config import validate
+from seqjax.data import baselines as baselines_lib
 from seqjax.data import feed as feed_lib
 from seqjax.data import readers
 from seqjax.data.tasks import base
@@ -99,8 +101,10 @@ class DataTask(base.Task):
     test_raw: the test split as `seqjax.load(...).evaluate` takes it:
       (x [N, T, F] with NaN padding, y, lengths) for sequences, (x [N, W, F],
       truth [N, H, F]) in the file's units for forecasts.
-    baselines: {name: predictions [N, ...] on the test split}, in the model's
-      output units, judged by the task's own metrics.
+    baselines: `() -> {name: predictions [N, ...] on the test split}`, in the
+      model's output units, judged by the task's own metrics
+      (`seqjax.data.baselines`); computed when called, since the
+      nearest-neighbour ones take seconds.
   """
   kind: str = "classification"
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -108,7 +112,7 @@ class DataTask(base.Task):
   validation: Examples | None = None
   test: Examples | None = None
   test_raw: tuple[np.ndarray, ...] = ()
-  baselines: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  baselines: Callable[[], dict[str, np.ndarray]] = dict
   batch_size: int = 32  # of the training batches (`train_batch` gives their shapes)
 
   @property
@@ -239,25 +243,27 @@ def forecast_examples(arrays: dict, windows: tuple[np.ndarray, np.ndarray],
 
 
 def class_indices(path: str, field: str, y: np.ndarray, classes: np.ndarray | None):
-  """Integer labels y [N] -> indices into `classes` (the sorted training labels)."""
+  """Labels y [N] (integers or names) -> indices into `classes` (the sorted training
+  labels)."""
   if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
     readers.error(path, field, f"classification labels must be [N]; got shape {y.shape}")
   y = y.reshape(-1)
-  if not (np.issubdtype(y.dtype, np.integer)
+  named = y.dtype.kind == "U"  # class names (a .ts file's labels)
+  if not named and not (np.issubdtype(y.dtype, np.integer)
           or (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y))
               and np.all(y == np.round(y)))):
     bad = y[~(np.isfinite(y) & (y == np.round(y)))][0] if y.dtype.kind == "f" else y[0]
     readers.error(path, field, f"classification needs integer labels; found {bad.item()!r} "
                     "(set task.kind=regression for numeric targets)")
-  y = y.astype(np.int64)
+  y = y if named else y.astype(np.int64)
   if classes is None:
     classes = np.unique(y)
     if len(classes) < 2:
-      readers.error(path, field, f"every label is {int(classes[0])}: classification "
+      readers.error(path, field, f"every label is {classes[0].item()!r}: classification "
                       "needs at least two classes")
   unknown = ~np.isin(y, classes)
   if unknown.any():
-    readers.error(path, field, f"label {int(y[unknown][0])} is not among the training "
+    readers.error(path, field, f"label {y[unknown][0].item()!r} is not among the training "
                     f"labels {classes.tolist()}")
   return np.searchsorted(classes, y).astype(np.int32), classes
 
@@ -318,21 +324,56 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   val = examples(arrays, idx_val, y_all[idx_val])
   test = (examples(test_arrays, np.arange(len(test_arrays.x)), test_y)
           if test_arrays is not None else examples(arrays, idx_test, y_all[idx_test]))
-  n_test = test.size
-  if kind == "classification":
-    counts = np.bincount(train.arrays["y"], minlength=len(info["classes"]))
-    prior = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
-    baselines = {"majority_class": np.broadcast_to(prior, (n_test, len(prior))).copy()}
-    metric, higher = "accuracy", True
-  else:
-    # The model predicts normalised targets: the training mean is 0.
-    baselines = {"train_mean": np.zeros((n_test, info["out_features"]), np.float32)}
-    metric, higher = "mae", False
   if test_arrays is None:
     raw = (arrays.x[idx_test], arrays.y[idx_test], arrays.lengths[idx_test])
   else:
     raw = (test_arrays.x, test_arrays.y, test_arrays.lengths)
+  if kind == "classification":
+    metric, higher = "accuracy", True
+  else:
+    metric, higher = "mae", False
+
+  def baselines():
+    return _sequence_baselines(info, train, val, test, (arrays.x[idx_train],
+                                                        arrays.lengths[idx_train]), raw)
+
   return info, train, val, test, raw, baselines, metric, higher, "last", 0, 0
+
+
+def _sequence_baselines(info, train: Examples, val: Examples, test: Examples,
+                        train_raw: tuple[np.ndarray, np.ndarray], test_raw: tuple) -> dict:
+  """The field's baselines on the test split (`seqjax.data.baselines`), in model units."""
+  n_test = test.size
+  if info["kind"] == "classification":
+    counts = np.bincount(train.arrays["y"], minlength=len(info["classes"]))
+    prior = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
+    out = {"majority_class": np.broadcast_to(prior, (n_test, len(prior))).copy()}
+    x_train, x_test = (baselines_lib.z_normalise(x, n) for x, n in (train_raw, test_raw[::2]))
+    steps = max(int(train_raw[1].max()), int(test_raw[2].max()))
+    for distance in ("euclidean", "dtw"):
+      cost = baselines_lib.nn_cost(n_test, train.size, steps, distance)
+      if cost > baselines_lib.NN_BUDGET:
+        from seqjax.runtime import writers
+        writers.console(f"baseline 1nn_{distance} skipped: {n_test} test x {train.size} "
+                        f"training series x {steps} steps is {cost:.2g} distance cells, over "
+                        f"the budget of {baselines_lib.NN_BUDGET:.2g}")
+        continue
+      out[f"1nn_{distance}"] = baselines_lib.nearest_neighbour(
+          (x_test, test_raw[2]), (x_train, train_raw[1]), train.arrays["y"],
+          len(info["classes"]), distance)
+    return out
+  # The model predicts normalised targets: the training mean is 0.
+  shift, scale = (np.asarray(info[k], np.float32) for k in ("y_shift", "y_scale"))
+  flat = lambda e: _flat(e.arrays["x"], train.arrays["x"].shape[1])  # noqa: E731
+  ridge, _ = baselines_lib.ridge(flat(train), (train.arrays["y"] - shift) / scale, flat(val),
+                                 (val.arrays["y"] - shift) / scale, flat(test))
+  return {"train_mean": np.zeros((n_test, info["out_features"]), np.float32), "ridge": ridge}
+
+
+def _flat(x: np.ndarray, steps: int) -> np.ndarray:
+  """Normalised sequences x [N, T, F] cut or zero-padded to `steps`, as [N, steps * F]."""
+  x = x[:, :steps]
+  return np.pad(x, ((0, 0), (0, steps - x.shape[1]), (0, 0))).reshape(len(x), -1)
 
 
 def loss_and_metrics(info: dict[str, Any]):
@@ -427,16 +468,23 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
     test = examples(series(test_arrays), te, True)
   else:
     test = examples(own, te, True)
-  z_in = test.all()["x"]  # [N, W, F], normalised
-  persistence = np.repeat(z_in[:, -1:], w + h - 1, axis=1)
-  baselines = {"persistence": persistence}
-  if cfg.season:
-    m = cfg.season
-    steps = np.arange(1, h + 1)
-    back = w + steps - 1 - m * np.ceil(steps / m).astype(int)  # index into the window
-    seasonal = persistence.copy()
-    seasonal[:, w - 1:] = z_in[:, back]
-    baselines["seasonal_naive"] = seasonal
+  season = cfg.season
+
+  def baselines():
+    z_in = test.all()["x"]  # [N, W, F], normalised
+    persistence = np.repeat(z_in[:, -1:], w + h - 1, axis=1)
+    out = {"persistence": persistence}
+    if season:
+      steps = np.arange(1, h + 1)
+      back = w + steps - 1 - season * np.ceil(steps / season).astype(int)  # into the window
+      seasonal = persistence.copy()
+      seasonal[:, w - 1:] = z_in[:, back]
+      out["seasonal_naive"] = seasonal
+    drift = persistence.copy()
+    drift[:, w - 1:] = baselines_lib.drift(z_in, h)
+    out["drift"] = drift
+    return out
+
   raw_windows = test.gather(np.arange(test.size))
   raw = (raw_windows["y"][:, :w - 1], raw_windows["y"][:, w - 1:])  # raw x[1:W], truth [N, H]
   first = (test.arrays["s"][test.series, test.starts])[:, None]  # raw x[0]

@@ -1,0 +1,118 @@
+"""The default model on real public datasets, beside the field's baselines.
+
+  pip download sktime --no-deps -d /tmp/sk && unzip -q /tmp/sk/sktime-*.whl -d /tmp/sk
+  python bench/real_data.py --data=/tmp/sk/sktime/datasets/data --out=runs/real_data
+
+The sktime wheel ships UCR/UEA `.ts` files and a few series as `.csv`. Each
+dataset is one run of `python -m seqjax.main --config=configs/data.py[:kind]`
+with its defaults, on the official train/test split, as a population of
+--seeds seeds (one program; the figure is their mean and standard deviation on
+the test split). The baselines are those `results.json` reports for the same
+test split. A run whose `results.json` exists in --out is read, not retrained.
+Writes the table to `docs/real_data.md` (with the date, machine and JAX version)
+and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLE = os.path.join(ROOT, "docs", "real_data.md")
+
+# (dataset, kind, the config's extra overrides: only what the file's format needs)
+DATASETS = (
+    ("BasicMotions", "classification", ()),
+    ("OSULeaf", "classification", ()),
+    ("UnitTest", "classification", ()),
+    ("PLAID", "classification", ()),
+    ("ArrowHead", "classification", ()),
+    ("JapaneseVowels", "classification", ()),
+    ("Covid3Month", "regression", ()),
+    ("Tecator", "regression", ()),
+    ("ShampooSales", "forecast", ("--config.task.time_column=Time",
+                                  "--config.task.season=12")),
+    ("Airline", "forecast", ("--config.task.time_column=Date", "--config.task.season=12")),
+    ("Lynx", "forecast", ("--config.task.time_column=year",)),
+)
+
+
+def files_of(data: str, name: str, kind: str) -> list[str]:
+  folder = os.path.join(data, name)
+  if kind == "forecast":
+    return [f"--config.task.train={os.path.join(folder, name + '.csv')}"]
+  return [f"--config.task.train={os.path.join(folder, name + '_TRAIN.ts')}",
+          f"--config.task.test={os.path.join(folder, name + '_TEST.ts')}"]
+
+
+def run(data: str, out: str, name: str, kind: str, extra, seeds: int) -> dict | str:
+  workdir = os.path.join(out, name)
+  results = os.path.join(workdir, "results.json")
+  if not os.path.exists(results):
+    config = "configs/data.py" + ("" if kind == "classification" else f":{kind}")
+    cmd = [sys.executable, "-m", "seqjax.main", f"--config={config}", f"--workdir={workdir}",
+           f"--config.population.seeds={seeds}", *files_of(data, name, kind), *extra]
+    print(" ".join(cmd[1:]), flush=True)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+      return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+  with open(results) as f:
+    out_ = json.load(f)
+  with open(os.path.join(workdir, "timing.json")) as f:
+    out_["wall_s"] = json.load(f)["wall_s"]
+  return out_
+
+
+def row(name: str, kind: str, r: dict | str, seeds: int) -> str:
+  if isinstance(r, str):
+    return f"| {name} | {kind} | did not run: {r} | | | |"
+  metric = r["metric"]
+  mean, std = r["held_out"][metric], r.get("held_out_std", {}).get(metric, 0.0)
+  base = " / ".join(f"{b} {m[metric]:.3f}" for b, m in r["baselines"].items())
+  v = r["verdict"]
+  said = "beat" if v["beat"] else "**lost**"
+  return (f"| {name} | {kind}, {metric} | {mean:.3f} ± {std:.3f} ({seeds} seeds) | {base} | "
+          f"{said} ({v['best_baseline']}) | {r['wall_s']:.0f} s |")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--data", required=True, help="sktime/datasets/data of the sktime wheel")
+  parser.add_argument("--out", default="runs/real_data")
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--only", default="", help="comma-separated dataset names")
+  args = parser.parse_args()
+  only = set(filter(None, args.only.split(",")))
+  lines = ["| dataset | kind, metric | seqjax default, test split | baselines, same split | "
+           "verdict (best baseline) | wall time |", "|---|---|---|---|---|---|"]
+  for name, kind, extra in DATASETS:
+    if only and name not in only:
+      continue
+    if not os.path.isdir(os.path.join(args.data, name)):
+      lines.append(f"| {name} | {kind} | not in --data | | | |")
+      continue
+    lines.append(row(name, kind, run(args.data, args.out, name, kind, extra, args.seeds),
+                     args.seeds))
+    print(lines[-1], flush=True)
+  import jax
+  stamp = (f"Measured {datetime.date.today()} on {platform.machine()} "
+           f"({os.cpu_count()} CPUs), JAX {jax.__version__}, by `python bench/real_data.py "
+           f"--data=... --seeds={args.seeds}`.")
+  table = "\n".join(lines)
+  print(table)
+  if not only:
+    with open(TABLE, "w") as f:
+      f.write("# Real data: the default model beside the field's baselines\n\n"
+              "Back to the [README](../README.md).\n\n" + __doc__.split("\n\n", 2)[2]
+              + "\n" + stamp + "\n\n" + table + "\n")
+    print("wrote", TABLE)
+
+
+if __name__ == "__main__":
+  main()

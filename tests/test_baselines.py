@@ -1,0 +1,184 @@
+"""The field's baselines beside a file-backed run, the verdict, and `.ts` files."""
+
+import numpy as np
+import pytest
+
+import seqjax
+from seqjax.config import configlib, validate
+from seqjax.data import baselines, readers
+from seqjax.data.tasks import data
+from seqjax.train import trainer
+
+
+def _dtw_reference(a, b, band):
+  """Textbook DTW by the full table (squared distances, Sakoe-Chiba band)."""
+  la, lb = len(a), len(b)
+  band = max(band, abs(la - lb))
+  table = np.full((la + 1, lb + 1), np.inf)
+  table[0, 0] = 0.0
+  for i in range(1, la + 1):
+    for j in range(1, lb + 1):
+      if abs(i - j) <= band:
+        table[i, j] = ((a[i - 1] - b[j - 1]) ** 2).sum() + min(
+            table[i - 1, j - 1], table[i - 1, j], table[i, j - 1])
+  return table[la, lb]
+
+
+def test_dtw_equals_the_full_table_for_variable_lengths_and_features(monkeypatch):
+  rng = np.random.default_rng(0)
+  xa, xb = rng.normal(size=(5, 30, 2)), rng.normal(size=(4, 26, 2))
+  la, lb = rng.integers(8, 31, 5), rng.integers(8, 27, 4)
+  # NaN past each end, as files pad them: the distance never reads it.
+  xa[np.arange(30)[None, :] >= la[:, None]] = np.nan
+  xb[np.arange(26)[None, :] >= lb[:, None]] = np.nan
+  za, zb = baselines.z_normalise(xa, la), baselines.z_normalise(xb, lb)
+  monkeypatch.setattr(baselines, "PAIR_BLOCK", 7)  # blocks, and a padded last one
+  got = baselines.distances((za, la), (zb, lb), "dtw")
+  want = np.array([[_dtw_reference(za[i, :la[i]].astype(np.float64),
+                                   zb[j, :lb[j]].astype(np.float64),
+                                   max(1, round(baselines.DTW_WINDOW * max(la[i], lb[j]))))
+                    for j in range(4)] for i in range(5)])
+  # float32 sums of ~60 squared differences of z-normalised values.
+  np.testing.assert_allclose(got, want, rtol=64 * np.finfo(np.float32).eps)
+
+
+def test_dtw_finds_a_shifted_pattern_that_euclid_misses():
+  t = np.arange(60)
+  bump = lambda at: np.exp(-0.5 * ((t - at) / 2.0) ** 2)[:, None]  # noqa: E731
+  train = np.stack([bump(20), -bump(20)])  # class 0 a bump, class 1 a dip
+  test = np.stack([bump(24), -bump(24)])  # the same, 4 steps later
+  lengths = np.full(2, 60)
+  z = lambda x: (baselines.z_normalise(x, lengths), lengths)  # noqa: E731
+  labels = np.array([0, 1])
+  for distance in ("euclidean", "dtw"):
+    scores = baselines.nearest_neighbour(z(test), z(train), labels, 2, distance)
+    assert scores.shape == (2, 2) and np.argmax(scores, 1).tolist() == [0, 1]
+  # Against the other class's pattern, DTW aligns nothing better: its distances order as
+  # Euclid's, and the shifted twin is much closer than under Euclid.
+  dtw = baselines.distances(z(test), z(train), "dtw")
+  euclid = baselines.distances(z(test), z(train), "euclidean")
+  assert dtw[0, 0] < 0.2 * euclid[0, 0]
+
+
+def test_ridge_recovers_a_linear_map_and_drift_a_line():
+  rng = np.random.default_rng(1)
+  w = rng.normal(size=(12, 2))
+  x = rng.normal(size=(80, 12))
+  y = x @ w + 3.0
+  pred, penalty = baselines.ridge(x[:50], y[:50], x[50:60], y[50:60], x[60:])
+  assert penalty == min(baselines.RIDGE_PENALTIES)
+  np.testing.assert_allclose(pred, y[60:], atol=0.05)
+  windows = (2.0 + 0.5 * np.arange(10.0))[None, :, None]  # a line: drift continues it
+  np.testing.assert_allclose(baselines.drift(windows, 3)[0, :, 0], 2.0 + 0.5 * np.arange(10, 13))
+
+
+@pytest.mark.parametrize("higher,model,beat", [(True, 0.9, True), (True, 0.7, False),
+                                               (False, 0.5, True), (False, 2.0, False),
+                                               (False, None, False)])
+def test_the_verdict_compares_with_the_best_baseline(higher, model, beat):
+  metric = "accuracy" if higher else "mae"
+  scores = {"a": {metric: 0.8 if higher else 1.0}, "b": {metric: 0.6 if higher else 1.5},
+            "nan": {metric: float("nan")}}
+  v = baselines.verdict(metric, higher, model, scores)
+  assert v["best_baseline"] == "a" and v["beat"] is beat
+  line = baselines.verdict_line(v, metric)
+  assert ("did NOT beat" in line) is (not beat) and "a " + metric in line
+  assert baselines.verdict(metric, higher, model, {}) is None
+
+
+TS = """# a comment
+% another
+@problemName Tiny
+@timeStamps false
+@univariate false
+@dimensions 2
+@equalLength false
+@classLabel true up down
+@data
+{cases}
+"""
+
+
+def _ts_cases(n, rng):
+  lines, labels = [], []
+  for i in range(n):
+    label = "up" if i % 2 else "down"
+    length = int(rng.integers(16, 25))
+    ramp = np.linspace(0, 1, length) * (1 if label == "up" else -1)
+    dims = [ramp + 0.1 * rng.normal(size=length), 0.1 * rng.normal(size=length)]
+    lines.append(":".join(",".join(f"{v:.4f}" for v in d) for d in dims) + f":{label}")
+    labels.append(label)
+  return "\n".join(lines), labels
+
+
+def test_a_ts_file_reads_dimensions_lengths_missing_values_and_names(tmp_path):
+  cases, labels = _ts_cases(6, np.random.default_rng(0))
+  head, rest = cases.split("\n", 1)
+  *dims, label = head.split(":")  # a trailing missing step pads the first case
+  cases = ":".join(d + ",?" for d in dims) + f":{label}\n{rest}"
+  path = tmp_path / "tiny.ts"
+  path.write_text(TS.format(cases=cases))
+  arrays = readers.read(str(path), "task.train")
+  assert arrays.x.shape[0] == 6 and arrays.x.shape[2] == 2
+  assert arrays.y.tolist() == labels
+  first = cases.split("\n")[0].split(":")[0].split(",")
+  assert arrays.lengths[0] == len(first) - 1 and arrays.x.shape[1] >= len(first)
+  np.testing.assert_allclose(arrays.x[0, :arrays.lengths[0], 0], [float(v) for v in first[:-1]])
+  regression = "@targetLabel true\n@data\n1,2,3:0.5\n4,5,6:-1.25\n"
+  (tmp_path / "r.ts").write_text(regression)
+  assert readers.read(str(tmp_path / "r.ts"), "task.train").y.tolist() == [0.5, -1.25]
+  (tmp_path / "n.ts").write_text("@classLabel true 1 2\n@data\n1,2:1\n2,3:2\n")
+  assert readers.read(str(tmp_path / "n.ts"), "task.train").y.dtype.kind == "i"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("@timeStamps true\n@data\n(1,2):a\n", "@timeStamps true is not supported"),
+    ("@classLabel true a b\n@data\n1,x,3:a\n", "line 3: could not convert"),
+    ("@classLabel true a b\n@data\n1,2,3\n", "line 3: no label"),
+    ("@classLabel true a\n", "no @data line"),
+    ("@data\n1,2:3\n1,2\n", "line 3: 1 dimensions; the first case has 2"),
+])
+def test_a_bad_ts_file_is_one_line_naming_the_file_and_line(tmp_path, text, message):
+  (tmp_path / "bad.ts").write_text(text)
+  with pytest.raises(validate.ConfigError, match=message) as e:
+    readers.read(str(tmp_path / "bad.ts"), "task.train")
+  assert "task.train=" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_a_ts_run_with_class_names_reports_the_baselines_and_its_verdict(tmp_path, capsys):
+  rng = np.random.default_rng(0)
+  for split, n in (("TRAIN", 60), ("TEST", 20)):
+    (tmp_path / f"T_{split}.ts").write_text(TS.format(cases=_ts_cases(n, rng)[0]))
+  config = configlib.load("data", "quick")
+  config.unlock()
+  config.task.train, config.task.test = str(tmp_path / "T_TRAIN.ts"), str(tmp_path / "T_TEST.ts")
+  config.train.epochs = 20
+  results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert set(results["baselines"]) == {"majority_class", "1nn_euclidean", "1nn_dtw"}
+  assert results["baselines"]["1nn_dtw"]["accuracy"] == 1.0  # a ramp up or down
+  v = results["verdict"]
+  assert v["best_baseline"] in ("1nn_euclidean", "1nn_dtw") and v["baseline"] == 1.0
+  assert v["beat"] is False  # nothing beats 1.0: the verdict says so, and the console warns
+  assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith(
+      "warning: verdict: the model did NOT beat")
+  run = seqjax.load(tmp_path / "run")
+  x, y, lengths = run.held_out()
+  assert set(run.predict(x, lengths).tolist()) <= {"up", "down"} and set(y.tolist()) == {
+      "up", "down"}
+
+
+def test_regression_baselines_include_ridge_chosen_on_validation(tmp_path):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(200, 10)).astype(np.float32)
+  y = x @ rng.normal(size=(10,)).astype(np.float32)
+  np.savez(tmp_path / "r.npz", x=x, y=y)
+  config = configlib.load("data", "regression")
+  config.unlock()
+  config.task.train = str(tmp_path / "r.npz")
+  task = data.make(config.task, config.train.batch_size)
+  preds = task.baselines()
+  assert set(preds) == {"train_mean", "ridge"}
+  shift, scale = task.info["y_shift"][0], task.info["y_scale"][0]
+  truth = task.test.arrays["y"][:, 0]
+  assert np.abs(preds["ridge"][:, 0] * scale + shift - truth).mean() < 0.05 * np.abs(truth).mean()
