@@ -37,7 +37,7 @@ def train_cli(workdir, config, *args):
 def test_labelled_csv_trains_predicts_and_beats_the_majority_class(tmp_path, labelled_csv):
   path = labelled_csv(tmp_path / "labelled.csv")
   results = train_cli(tmp_path / "run", "--config=configs/data.py", f"--config.task.train={path}",
-                      "--config.train.epochs=30")
+                      "--config.train.epochs=30", "--config.train.min_steps=0")
   acc = results["held_out"]["accuracy"]
   assert acc >= 0.9 > results["baselines"]["majority_class"]["accuracy"] + 0.2
   assert results["params_step"] <= results["steps"]
@@ -56,7 +56,8 @@ def test_labelled_csv_trains_predicts_and_beats_the_majority_class(tmp_path, lab
 def test_variable_length_multivariate_npz_regression(tmp_path, variable_npz):
   path = variable_npz(tmp_path / "seqs.npz")
   results = train_cli(tmp_path / "run", "--config=configs/data.py:regression",
-                      f"--config.task.train={path}", "--config.train.epochs=40")
+                      f"--config.task.train={path}", "--config.train.epochs=40",
+                      "--config.train.min_steps=0")
   assert results["held_out"]["mae"] < 0.6 * results["baselines"]["train_mean"]["mae"]
   loaded = seqjax.load(tmp_path / "run")
   assert loaded.info["masked"] and loaded.info["in_features"] == 3
@@ -368,10 +369,11 @@ def test_a_population_trains_on_a_file_and_selects_on_validation(tmp_path, label
   from seqjax.train import trainer
   path = labelled_csv(tmp_path / "l.csv", n=120)
   config = configlib.override(data_config(path), {
-      "train.epochs": 3, "population.seeds": 3, "population.select": "best"})
+      "train.epochs": 3, "train.min_steps": 0, "population.seeds": 3,
+      "population.select": "best"})
   results = trainer.train_and_evaluate(config, str(tmp_path / "pop"))
   alone = trainer.train_and_evaluate(configlib.override(data_config(path), {
-      "train.epochs": 3}), str(tmp_path / "alone"))
+      "train.epochs": 3, "train.min_steps": 0}), str(tmp_path / "alone"))
   first = results["members"][0]
   for split in ("held_out", "validation"):
     for k, v in first[split].items():
@@ -404,3 +406,53 @@ def test_a_bidirectional_forecaster_is_refused_even_one_step_ahead(tmp_path, mon
                      "task predicts next values") as e:
     trainer.train_and_evaluate(config, str(tmp_path / "wd"))
   assert "\n" not in str(e.value)
+
+
+def test_a_small_file_trains_at_least_min_steps_in_whole_epochs(tmp_path, labelled_csv):
+  from seqjax.train import planning
+  path = labelled_csv(tmp_path / "l.csv", n=50)  # 35 training rows: 2 steps an epoch
+  config = configlib.override(data_config(path), {"train.epochs": 3, "train.min_steps": 25})
+  run = planning.plan(config)
+  assert run.task.steps_per_epoch == 2 and run.total == 26  # 13 epochs
+  assert planning.plan(configlib.override(config, {"train.min_steps": 0})).total == 6
+  with pytest.raises(validate.ConfigError, match="train.min_steps"):
+    planning.plan(configlib.override(config, {"train.min_steps": -1}))
+
+
+def test_the_validation_and_test_splits_hold_every_class_in_its_share():
+  import ml_collections
+  cfg = ml_collections.ConfigDict({"split_seed": 3, "test_fraction": 0.2,
+                                   "validation_fraction": 0.1})
+  labels = np.repeat([0, 1, 2], [30, 10, 60])
+  train, val, test = data.split(100, cfg, False, labels)
+  assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(100))
+  assert np.bincount(labels[val], minlength=3).tolist() == [3, 1, 6]
+  assert np.bincount(labels[test], minlength=3).tolist() == [6, 2, 12]
+  again = data.split(100, cfg, False, labels)
+  assert all((a == b).all() for a, b in zip(again, (train, val, test), strict=True))
+
+
+def test_a_small_held_out_set_is_one_batch_of_its_own_size(tmp_path, labelled_csv,
+                                                            monkeypatch):
+  """Not a padded batch of train.eval_batch_size: a validation split of a few series is
+  evaluated every epoch."""
+  from seqjax.train import driver, planning
+  path = labelled_csv(tmp_path / "l.csv", n=50)
+  run = planning.initialize(planning.plan(data_config(path)))
+  evaluator = driver.evaluator(run, 1024)
+  shapes, put = [], feed.put
+  monkeypatch.setattr(feed, "put", lambda tree, s: (
+      shapes.append(tree["x"].shape[0]) if isinstance(tree, dict) and "x" in tree else None,
+      put(tree, s))[1])
+  preds, _ = evaluator(run.state.params, run.task.validation)
+  assert len(preds) == run.task.validation.size == 5
+  assert shapes and max(shapes) <= -(-5 // jax.device_count()) * jax.device_count()
+  one_by_one = np.concatenate([evaluator.predict(run.state.params, _take(run.task.validation, i))
+                               for i in range(5)])
+  np.testing.assert_allclose(preds, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def _take(examples, i):
+  import dataclasses
+  return dataclasses.replace(examples, arrays={k: v[i:i + 1] for k, v in examples.arrays.items()},
+                             size=1)

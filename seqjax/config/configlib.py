@@ -154,6 +154,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.steps = 1000
   config.train.epochs = 0  # > 0 (finite datasets): steps = epochs * steps per epoch
+  # With epochs: at least this many steps (whole epochs), so that a small dataset,
+  # whose epoch is a step or two, still trains.
+  config.train.min_steps = 0
   config.train.batch_size = 32
   config.train.optimizer = "adam"
   config.train.learning_rate = 1e-3

@@ -143,18 +143,16 @@ class Feed:
 class Evaluator:
   """`(params, examples) -> (preds [N, ...] numpy, metrics)`: a held-out set from the host.
 
-  Batches of `batch_size` (the last padded with repeats of the last example)
-  go through one compiled `predict`; the task's metrics then see the whole
+  Batches of `batch_size`, or of the whole set when it is smaller (rounded up
+  to the data-parallel devices), the last padded with repeats of the last
+  example, go through one compiled `predict`; the task's metrics then see the whole
   set's predictions and targets (not its inputs). With `members`, `params` are a
   population's, stacked [M, ...]: every member predicts the same examples, giving
   preds [M, N, ...] and metrics [M].
   """
 
   def __init__(self, predict, loss_and_metrics, mesh, batch_size: int, members: bool = False):
-    self._batch_size, self._members = batch_size, members
-    n = mesh.shape[sharding.DATA]
-    spec = sharding.DATA if batch_size % n == 0 else None
-    self._shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(spec))
+    self._batch_size, self._members, self._mesh = batch_size, members, mesh
     self._repl = sharding.replicated(mesh)
     metrics = lambda preds, batch: loss_and_metrics(preds, batch)[1]  # noqa: E731
     if members:
@@ -167,11 +165,16 @@ class Evaluator:
     """Predictions [N, ...] (a population's [M, N, ...]) for every example of `examples`,
     on the host."""
     out = []
-    for start in range(0, examples.size, self._batch_size):
-      idx = np.minimum(np.arange(start, start + self._batch_size), examples.size - 1)
+    n = self._mesh.shape[sharding.DATA]
+    # A small set (a validation split) is one batch of its own size, not a padded full one.
+    size = min(self._batch_size, -(-examples.size // n) * n)
+    spec = sharding.DATA if size % n == 0 else None
+    shard = jax.sharding.NamedSharding(self._mesh, jax.sharding.PartitionSpec(spec))
+    for start in range(0, examples.size, size):
+      idx = np.minimum(np.arange(start, start + size), examples.size - 1)
       batch = examples.gather(idx)
-      preds = np.asarray(jax.device_get(self._predict(params, put(batch, self._shard))))
-      keep = slice(0, min(self._batch_size, examples.size - start))
+      preds = np.asarray(jax.device_get(self._predict(params, put(batch, shard))))
+      keep = slice(0, min(size, examples.size - start))
       out.append(preds[:, keep] if self._members else preds[keep])
     return np.concatenate(out, axis=1 if self._members else 0)
 

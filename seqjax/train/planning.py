@@ -77,6 +77,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validate.integer_in("train.epochs", t.epochs, 0, MAX_STEPS)
   if not t.epochs:
     validate.integer_in("train.steps", t.steps, 1, MAX_STEPS)
+  validate.integer_in("train.min_steps", t.min_steps, 0, MAX_STEPS)
   validate.one_of("train.optimizer", t.optimizer, OPTIMIZERS)
   validate.one_of("train.schedule", t.schedule, SCHEDULES)
   validate.positive_float("train.learning_rate", t.learning_rate)
@@ -169,7 +170,10 @@ def _task_and_total(config):
                     "needs a finite dataset (this task config is online); set train.steps")
   if config.train.eval_every == -1:
     config = configlib.override(config, {"train.eval_every": task.steps_per_epoch})
-  total = config.train.epochs * task.steps_per_epoch if config.train.epochs else config.train.steps
+  total = config.train.steps
+  if config.train.epochs:  # whole epochs, at least min_steps
+    epochs = max(config.train.epochs, -(-config.train.min_steps // task.steps_per_epoch))
+    total = epochs * task.steps_per_epoch
   return config, task, total
 
 

@@ -268,9 +268,20 @@ def class_indices(path: str, field: str, y: np.ndarray, classes: np.ndarray | No
   return np.searchsorted(classes, y).astype(np.int32), classes
 
 
-def _split(n: int, cfg, has_test: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Seeded (train, validation, test) indices of n sequences."""
+def split(n: int, cfg, has_test: bool, labels: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Seeded (train, validation, test) indices of n sequences; with class `labels` [N],
+  stratified: each split holds every class in about its share of the whole."""
   order = np.random.default_rng(cfg.split_seed).permutation(n)
+  if labels is not None:
+    # Each example's rank within its class, as a fraction of the class: sorting by it
+    # deals the classes out in proportion (the seeded order breaks the ties).
+    y = labels[order]
+    counts = np.bincount(y)
+    rank = np.empty(n)
+    for c in np.flatnonzero(counts):
+      rank[y == c] = (np.arange(counts[c]) + 0.5) / counts[c]
+    order = order[np.argsort(rank, kind="stable")]
   n_test = 0 if has_test else int(round(n * cfg.test_fraction))
   n_val = int(round(n * cfg.validation_fraction))
   return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
@@ -286,9 +297,10 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
         not np.issubdtype(a.y.dtype, np.number) or not np.isfinite(a.y).all()):
       readers.error(p, field, f"regression targets must be finite numbers (y has dtype "
                       f"{a.y.dtype})")
+  labels = None
   if kind == "classification":  # labels checked first: a bad label column is the likelier cause
-    class_indices(path, "task.train", arrays.y, None)
-  idx_train, idx_val, idx_test = _split(len(arrays.x), cfg, test_arrays is not None)
+    labels = class_indices(path, "task.train", arrays.y, None)[0]
+  idx_train, idx_val, idx_test = split(len(arrays.x), cfg, test_arrays is not None, labels)
   if len(idx_train) < 2 or not len(idx_val) or (test_arrays is None and not len(idx_test)):
     readers.error(path, "task.train", f"{len(arrays.x)} sequences are too few to split "
                     "into training, validation and test sets")
@@ -334,32 +346,40 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
     metric, higher = "mae", False
 
   def baselines():
-    return _sequence_baselines(info, train, val, test, (arrays.x[idx_train],
-                                                        arrays.lengths[idx_train]), raw)
+    labelled = np.concatenate([idx_train, idx_val])  # every labelled series but the test's
+    return _sequence_baselines(info, train, val, test, (arrays.x[labelled],
+                                                        arrays.lengths[labelled]), raw)
 
   return info, train, val, test, raw, baselines, metric, higher, "last", 0, 0
 
 
 def _sequence_baselines(info, train: Examples, val: Examples, test: Examples,
-                        train_raw: tuple[np.ndarray, np.ndarray], test_raw: tuple) -> dict:
-  """The field's baselines on the test split (`seqjax.data.baselines`), in model units."""
+                        labelled: tuple[np.ndarray, np.ndarray], test_raw: tuple) -> dict:
+  """The field's baselines on the test split (`seqjax.data.baselines`), in model units.
+
+  `labelled`: (x, lengths) of the training then validation series, raw. The
+  nearest neighbours are looked for among both (as the archive's 1-NN figures use
+  the whole official training set); ridge fits the training split and chooses its
+  penalty on validation.
+  """
   n_test = test.size
   if info["kind"] == "classification":
     counts = np.bincount(train.arrays["y"], minlength=len(info["classes"]))
     prior = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
     out = {"majority_class": np.broadcast_to(prior, (n_test, len(prior))).copy()}
-    x_train, x_test = (baselines_lib.z_normalise(x, n) for x, n in (train_raw, test_raw[::2]))
-    steps = max(int(train_raw[1].max()), int(test_raw[2].max()))
+    x_fit, x_test = (baselines_lib.z_normalise(x, n) for x, n in (labelled, test_raw[::2]))
+    y_fit = np.concatenate([train.arrays["y"], val.arrays["y"]])
+    steps = max(int(labelled[1].max()), int(test_raw[2].max()))
     for distance in ("euclidean", "dtw"):
-      cost = baselines_lib.nn_cost(n_test, train.size, steps, distance)
+      cost = baselines_lib.nn_cost(n_test, len(y_fit), steps, distance)
       if cost > baselines_lib.NN_BUDGET:
         from seqjax.runtime import writers
-        writers.console(f"baseline 1nn_{distance} skipped: {n_test} test x {train.size} "
+        writers.console(f"baseline 1nn_{distance} skipped: {n_test} test x {len(y_fit)} "
                         f"training series x {steps} steps is {cost:.2g} distance cells, over "
                         f"the budget of {baselines_lib.NN_BUDGET:.2g}")
         continue
       out[f"1nn_{distance}"] = baselines_lib.nearest_neighbour(
-          (x_test, test_raw[2]), (x_train, train_raw[1]), train.arrays["y"],
+          (x_test, test_raw[2]), (x_fit, labelled[1]), y_fit,
           len(info["classes"]), distance)
     return out
   # The model predicts normalised targets: the training mean is 0.
