@@ -47,9 +47,15 @@ def get_config(arg=None):
   config.task.window = 48
   config.task.horizon = 12
   config.task.season = 0
+  # forecast: read each window relative to its last value, and forecast changes from it
+  # (a series' level moves; its changes look alike along it).
+  config.task.relative = True
 
   config.model.hidden = 64
   config.model.head_hidden = (64,) if kind != "forecast" else ()
+  # Classes from the maximum of each LSTM output over time (measured on UCR/UEA data:
+  # docs/real_data.md); a regression reads the last state.
+  config.model.pool = "max" if kind == "classification" else "last"
   config.model.activation = "relu"
 
   configlib.keras_fit(config, batch_size=32, epochs=100)

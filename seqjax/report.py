@@ -69,7 +69,7 @@ def _verdict(r: dict, metric: str) -> str:
   v = r.get("verdict")
   if not v:
     return ""
-  said = "beat" if v["beat"] else "**lost to**"
+  said = "beat" if v["beat"] else "tied with" if v.get("tie") else "**lost to**"
   return f" ({said} {v['best_baseline']}: {_shown(metric, v['baseline'])})"
 
 

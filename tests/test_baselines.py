@@ -84,6 +84,11 @@ def test_the_verdict_compares_with_the_best_baseline(higher, model, beat):
   line = baselines.verdict_line(v, metric)
   assert ("did NOT beat" in line) is (not beat) and "a " + metric in line
   assert baselines.verdict(metric, higher, model, {}) is None
+  # The same figure, rounded differently (a mean of float32 values), is a tie, not a win.
+  same = np.float32(scores["a"][metric]) * (1 + 2 * np.finfo(np.float32).eps)
+  tie = baselines.verdict(metric, higher, float(same), scores)
+  assert tie["tie"] and not tie["beat"] and "tied with the best" in baselines.verdict_line(
+      tie, metric)
 
 
 TS = """# a comment
@@ -159,9 +164,11 @@ def test_a_ts_run_with_class_names_reports_the_baselines_and_its_verdict(tmp_pat
   assert results["baselines"]["1nn_dtw"]["accuracy"] == 1.0  # a ramp up or down
   v = results["verdict"]
   assert v["best_baseline"] in ("1nn_euclidean", "1nn_dtw") and v["baseline"] == 1.0
-  assert v["beat"] is False  # nothing beats 1.0: the verdict says so, and the console warns
+  # Nothing beats 1.0: the verdict says the model tied or lost, and the console warns.
+  assert v["beat"] is False and v["tie"] is (v["model"] == 1.0)
+  said = "tied with" if v["tie"] else "did NOT beat"
   assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith(
-      "warning: verdict: the model did NOT beat")
+      f"warning: verdict: the model {said} the best baseline")
   run = seqjax.load(tmp_path / "run")
   x, y, lengths = run.held_out()
   assert set(run.predict(x, lengths).tolist()) <= {"up", "down"} and set(y.tolist()) == {

@@ -456,3 +456,47 @@ def _take(examples, i):
   import dataclasses
   return dataclasses.replace(examples, arrays={k: v[i:i + 1] for k, v in examples.arrays.items()},
                              size=1)
+
+
+def test_a_relative_forecaster_moves_with_the_level_of_its_window(tmp_path):
+  """task.relative: inputs and outputs are taken from each window's last value, so the
+  same window raised by c is forecast raised by c (predict, rollout and evaluate)."""
+  t = np.arange(300, dtype=np.float32)
+  np.save(tmp_path / "s.npy", np.sin(t / 6) + 0.01 * t)
+  config = configlib.override(data_config(tmp_path / "s.npy", "forecast", window=24,
+                                          horizon=6), {"train.epochs": 2,
+                                                       "train.min_steps": 0})
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  run = seqjax.load(tmp_path / "run")
+  assert run.info["relative"]
+  windows, truth = run.held_out()
+  c = 50.0
+  # float32 values near 50 carry ~4e-6 absolute rounding into the normalised inputs.
+  atol = 64 * np.finfo(np.float32).eps * c
+  np.testing.assert_allclose(run.predict(windows + c), run.predict(windows) + c, atol=atol)
+  np.testing.assert_allclose(run.rollout(windows + c, 6), run.rollout(windows, 6) + c,
+                             atol=atol)
+  np.testing.assert_allclose(run.predict(windows), run.rollout(windows, 6), atol=atol)
+  lifted = run.evaluate(windows + c, truth + c)
+  for k, v in run.evaluate(windows, truth).items():
+    np.testing.assert_allclose(lifted[k], v, rtol=1e-4)
+
+
+def test_a_pandas_index_column_is_a_header_named_index(tmp_path):
+  """`,0` over `1821,269` (pandas' to_csv of a Series): the first row is a header."""
+  (tmp_path / "lynx.csv").write_text(",0\n" + "".join(f"{1821 + i},{100 + i}\n"
+                                                        for i in range(80)))
+  arrays = readers.read(str(tmp_path / "lynx.csv"), "task.train", series=True,
+                        time_column="index")
+  assert arrays.x.shape == (1, 80, 1) and arrays.x[0, 0, 0] == 100
+  # A numeric first row without an empty first cell stays data.
+  (tmp_path / "wide.csv").write_text("1,2,0\n3,4,1\n5,6,0\n")
+  assert readers.read(str(tmp_path / "wide.csv"), "task.train").x.shape == (3, 2, 1)
+
+
+def test_a_short_series_holds_one_horizon_in_each_held_out_part(tmp_path):
+  np.save(tmp_path / "s.npy", np.arange(114, dtype=np.float32))
+  task = make(data_config(tmp_path / "s.npy", "forecast", window=48, horizon=12))
+  # 10% of 114 steps is 11: the validation part grows to a horizon, 12 steps.
+  assert task.validation.size == 1 and task.test.size == 22 - 12 + 1
+  assert task.train_examples.starts.max() + 48 + 12 == 114 - 22 - 12

@@ -302,3 +302,28 @@ def test_the_package_exports_its_public_api():
   assert seqjax.SequenceModel is sequence.SequenceModel and seqjax.load is inference.load
   assert seqjax.model.rollout is rollout_module
   assert seqjax.__version__[0].isdigit()  # installed, or "0+unknown" in a source tree
+
+
+@pytest.mark.parametrize("pool", ["mean", "max"])
+def test_a_pooled_head_reads_only_the_valid_steps(pool):
+  """Padding, by lengths or by a Keras-style mask, does not change a pooled prediction."""
+  from seqjax.model import sequence
+  lengths = [3, 7, 1, 5]
+  x = _randn(9, (4, 7, 2))
+  x = jnp.where(jnp.arange(7)[None, :, None] < jnp.array(lengths)[:, None, None], x, 9.0)
+  model = sequence.SequenceModel(hidden=5, out_features=3, pool=pool, head_hidden=(4,))
+  params = _init(model, x)
+  _, y = model.apply(params, x, lengths=jnp.array(lengths))
+  mask = jnp.arange(7)[None, :] < jnp.array(lengths)[:, None]
+  _, y_mask = model.apply(params, x, mask=mask)
+  _, feats = LSTM(5).apply({"params": params["params"]["lstm"]}, x, lengths=jnp.array(lengths))
+  for b, n in enumerate(lengths):
+    _, alone = model.apply(params, x[b:b + 1, :n])
+    np.testing.assert_allclose(y[b], alone[0], atol=1e-5)
+    np.testing.assert_allclose(y_mask[b], alone[0], atol=1e-5)
+    # The pooled vector is the valid steps' mean or maximum.
+    want = feats[b, :n].mean(0) if pool == "mean" else feats[b, :n].max(0)
+    np.testing.assert_allclose(sequence.pool_over_time(feats[b:b + 1], pool,
+                                                       jnp.array([n]))[0], want, atol=1e-6)
+  _, last = sequence.SequenceModel(hidden=5, out_features=3, head_hidden=(4,)).apply(params, x)
+  assert not np.allclose(last, model.apply(params, x)[1])  # pooling changes the answer

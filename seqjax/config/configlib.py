@@ -121,6 +121,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.hidden = 32
   config.model.num_layers = 1
   config.model.head_hidden = ()
+  # A sequence's one prediction (classes, targets) reads its last valid output ("last"),
+  # or the mean or maximum over its valid steps ("mean", "max").
+  config.model.pool = "last"
   config.model.activation = "relu"
   config.model.out_activation = "none"
   config.model.dropout = 0.0  # the head's, after each of its hidden Dense layers

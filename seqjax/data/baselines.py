@@ -155,8 +155,9 @@ def verdict(metric: str, higher_is_better: bool, model: float | None,
   """Whether the model's test `metric` beat the best baseline's, and by how much.
 
   Returns None without baselines, else {"best_baseline", "baseline", "model",
-  "beat", "ratio"} where ratio is model / baseline (for an error, < 1 is better;
-  for accuracy, > 1 is better). A model without a finite figure did not beat it.
+  "beat", "tie", "ratio"} where ratio is model / baseline (for an error, < 1 is
+  better; for accuracy, > 1 is better). Figures within float32 rounding of each
+  other tie (a tie is not a win). A model without a finite figure did not beat it.
   """
   scored = {n: m[metric] for n, m in baselines.items() if np.isfinite(m.get(metric, np.nan))}
   if not scored:
@@ -165,16 +166,18 @@ def verdict(metric: str, higher_is_better: bool, model: float | None,
   name = pick(scored, key=scored.get)
   base = scored[name]
   finite = model is not None and np.isfinite(model)
-  beat = finite and (model > base if higher_is_better else model < base)
+  tie = finite and abs(model - base) <= 8 * np.finfo(np.float32).eps * max(abs(base), 1e-30)
+  beat = finite and not tie and (model > base if higher_is_better else model < base)
   ratio = float(model / base) if finite and base != 0 else None
   return {"best_baseline": name, "baseline": float(base),
-          "model": float(model) if finite else None, "beat": bool(beat), "ratio": ratio}
+          "model": float(model) if finite else None, "beat": bool(beat), "tie": bool(tie),
+          "ratio": ratio}
 
 
 def verdict_line(v: dict[str, Any], metric: str) -> str:
   """The console's last line for a `verdict`."""
   model = "no finite figure" if v["model"] is None else f"{metric}={v['model']:.4g}"
-  head = "beat" if v["beat"] else "did NOT beat"
+  head = "beat" if v["beat"] else "tied with" if v.get("tie") else "did NOT beat"
   by = f" (ratio {v['ratio']:.3f})" if v["ratio"] is not None else ""
   return (f"verdict: the model {head} the best baseline on the test split: {model} against "
           f"{v['best_baseline']} {metric}={v['baseline']:.4g}{by}")

@@ -10,7 +10,8 @@ What a file may hold:
   .csv   wide: one sequence a row, the label in the column named `label` (or
          the last column); the other columns are its time steps (univariate).
          long: one time step a row, ordered by `time_column` (numbers or ISO
-         dates); every other column is a feature of one series.
+         dates); every other column is a feature of one series. An unnamed
+         first column (pandas' index) is called `index`.
   .ts    the UCR/UEA archive's format (sktime, aeon): univariate or
          multivariate, equal or unequal lengths, class labels (numbers or
          names) or regression targets (`seqjax.data.tsfile`).
@@ -193,14 +194,22 @@ def padding_lengths(path: str, field: str, x: np.ndarray) -> np.ndarray:
 
 
 def _rows(path, field, text) -> tuple[list[str] | None, list[list[str]]]:
-  """(header or None, data rows) of a CSV; a header is a first row that is not all numbers."""
+  """(header or None, data rows) of a CSV.
+
+  A header is a first row that is not all numbers, or one whose first cell is empty
+  above a value (pandas' `to_csv` writes its index so: `,0` over `1821,269`).
+  """
   rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
   if not rows:
     error(path, field, "the file is empty")
   header = None
   try:
     [float(c) for c in rows[0] if c.strip()]
+    unnamed_index = (len(rows) > 1 and rows[0] and not rows[0][0].strip()
+                     and bool(rows[1]) and bool(rows[1][0].strip()))
   except ValueError:
+    unnamed_index = True
+  if unnamed_index:
     header, rows = [c.strip() for c in rows[0]], rows[1:]
   if not rows:
     error(path, field, "the file has a header and no rows")
@@ -264,6 +273,8 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
 
 def _read_long_csv(path, field, text, time_column) -> Arrays:
   header, rows = _rows(path, field, text)
+  if header and not header[0]:  # pandas' index, often the time: call it `index`
+    header[0] = "index"
   if not header or time_column not in header:
     error(path, field, f"task.time_column={time_column!r} is not a column of the header "
           f"({', '.join(header or ['no header'])})")

@@ -27,6 +27,9 @@ ACTIVATIONS = {
     "softplus": nn.softplus,
 }
 HEADS = ("last", "per_step")
+# How a "last" head sees the sequence: its last valid output, or every valid step's
+# outputs averaged or maxed over time.
+POOLS = ("last", "mean", "max")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Sizes past any model seqjax trains; memory is checked against the device separately.
 MAX_WIDTH = 2**16
@@ -78,11 +81,13 @@ class SequenceModel(lstm_lib.LSTMOptions):
   """LSTM + head: `(x [B, T, I], carry) -> (carry, y)`.
 
   `head="last"` maps the last valid LSTM output to y [B, O] (regressor or
-  classifier); `head="per_step"` maps every step, y [B, T, O].
+  classifier), or with `pool="mean"`/`"max"` the mean or maximum of every valid
+  step's outputs [B, H]; `head="per_step"` maps every step, y [B, T, O].
 
   Attributes:
     hidden, num_layers: the LSTM's H and L.
     head: "last" or "per_step".
+    pool: for head "last": "last", "mean" or "max" (see `POOLS`).
     head_hidden, out_features, activation, out_activation, dropout: see
       `DenseStack` (`dropout` is the head's).
     bidirectional, merge, input_dropout, recurrent_dropout: see `lstm.LSTM`.
@@ -94,6 +99,7 @@ class SequenceModel(lstm_lib.LSTMOptions):
   out_features: int = 1
   num_layers: int = 1
   head: str = "last"
+  pool: str = "last"
   head_hidden: Sequence[int] = ()
   activation: str = "relu"
   out_activation: str = "none"
@@ -112,12 +118,17 @@ class SequenceModel(lstm_lib.LSTMOptions):
     directions when bidirectional. `train` turns the dropouts on."""
     if self.head not in HEADS:
       raise ValueError(f"model.head: unknown {self.head!r}; allowed: {', '.join(HEADS)}")
+    if self.pool not in POOLS:
+      raise ValueError(f"model.pool: unknown {self.pool!r}; allowed: {', '.join(POOLS)}")
+    pooled = self.head == "last" and self.pool != "last"
     carry, feats = lstm_lib.LSTM(
-        self.hidden, self.num_layers, return_sequences=self.head == "per_step",
+        self.hidden, self.num_layers, return_sequences=self.head == "per_step" or pooled,
         bidirectional=self.bidirectional, merge=self.merge, dropout=self.layer_dropout,
         input_dropout=self.input_dropout, recurrent_dropout=self.recurrent_dropout,
         **lstm_lib.options_of(self), name="lstm")(x, carry, lengths, mask,
                                                   deterministic=not train)
+    if pooled:
+      feats = pool_over_time(feats, self.pool, lengths, mask)
     y = DenseStack(tuple(self.head_hidden), self.out_features, self.activation,
                    self.out_activation, self.dropout, self.dtype, self.precision,
                    name="head")(feats, train=train)
@@ -128,10 +139,26 @@ class SequenceModel(lstm_lib.LSTMOptions):
     return lstm_lib.stack_carry("SequenceModel", self, None, batch_size)
 
 
+def pool_over_time(feats: jax.Array, how: str, lengths: jax.Array | None = None,
+                   mask: jax.Array | None = None) -> jax.Array:
+  """The mean or maximum ("mean", "max") of feats [B, T, H] over each sequence's valid
+  steps (before `lengths` [B], and where `mask` [B, T]): [B, H]."""
+  valid = jnp.ones(feats.shape[:2], bool)
+  if lengths is not None:
+    valid = valid & (jnp.arange(feats.shape[1])[None, :] < lengths[:, None])
+  if mask is not None:
+    valid = valid & mask
+  valid = valid[..., None]
+  if how == "mean":
+    return jnp.where(valid, feats, 0).sum(1) / jnp.maximum(valid.sum(1), 1)
+  return jnp.where(valid, feats, -jnp.inf).max(1)
+
+
 def validate_config(m: ml_collections.ConfigDict) -> None:
   """Checks `config.model`; a bad value is a ConfigError naming the field."""
   validate.integer_in("model.hidden", m.hidden, 1, MAX_WIDTH)
   validate.integer_in("model.num_layers", m.num_layers, 1, MAX_LAYERS)
+  validate.one_of("model.pool", m.pool, POOLS)
   for width in m.head_hidden:
     validate.integer_in("model.head_hidden", width, 1, MAX_WIDTH)
   validate.one_of("model.activation", m.activation, ACTIVATIONS)
@@ -173,6 +200,7 @@ def from_config(m: ml_collections.ConfigDict, out_features: int, head: str) -> S
   """The model `config.model` describes, with a task's output size and head."""
   return SequenceModel(
       hidden=m.hidden, out_features=out_features, num_layers=m.num_layers, head=head,
+      pool=m.pool,
       head_hidden=tuple(m.head_hidden), activation=m.activation,
       out_activation=m.out_activation, dropout=m.dropout, bidirectional=m.bidirectional,
       merge=m.merge, layer_dropout=m.layer_dropout, input_dropout=m.input_dropout,

@@ -197,11 +197,16 @@ class TrainedRun:
     return data_task.sequence_examples(x, lengths, y, info)
 
   def _raw(self, x, lengths=None) -> np.ndarray:
-    """The model's outputs for x, in its own (normalised) units."""
+    """The model's outputs for x, in its own (normalised) units; a forecast's with each
+    window's level added back (see `data.Examples`)."""
     if self.info is None:
       x = _as_sequences(x, self.features)
       return np.asarray(self._apply(self.params, {"x": jnp.asarray(x)}))
-    return self._evaluator.predict(self.params, self._examples(x, lengths=lengths))
+    examples = self._examples(x, lengths=lengths)
+    raw = self._evaluator.predict(self.params, examples)
+    if self.info["kind"] == "forecast":
+      raw = raw + examples.targets()["level"]  # [N, 1, F]
+    return raw
 
   def predict(self, x, lengths=None) -> np.ndarray:
     """Predictions for inputs x [N, T, F] ([N, T] when F = 1; NaN-padded or `lengths` [N]).
@@ -248,11 +253,14 @@ class TrainedRun:
     if self.ensemble:
       raise ValueError("rollout runs one model: load the population with member=<index>")
     prefix = _as_sequences(prefix, self.features, "prefix")
+    level = 0.0
     if self.info is not None:
       prefix = data_task.normalize(prefix, np.full(len(prefix), prefix.shape[1]),
                                    self.info["x_shift"], self.info["x_scale"])
+      if self.info.get("relative"):  # relative to the prefix's last value, as trained
+        level = prefix[:, -1:]
     return self._units(np.asarray(rollout.rollout(self.model, self.params,
-                                                  jnp.asarray(prefix), steps)))
+                                                  jnp.asarray(prefix - level), steps)) + level)
 
   def evaluate(self, x, y, lengths=None) -> dict[str, float]:
     """The run's held-out metrics on (x, y) in the file's units, as training computed them.

@@ -48,7 +48,9 @@ class Examples:
   Sequence kinds: `arrays` are per example ({x, y, weight[, mask]}), and
   `gather(idx)` takes rows. Forecast: `arrays` are the normalised series `z`
   [S, T, F] and the raw series `s`, and example i is the window of W + H steps
-  starting at `starts[i]` of series `series[i]`.
+  starting at `starts[i]` of series `series[i]`; with `relative`, its inputs
+  are taken from its `level` [B, 1, F] (the last input value), and the model's
+  outputs are values relative to it too: predictions are outputs + level.
   """
   arrays: dict[str, np.ndarray]
   size: int
@@ -57,12 +59,15 @@ class Examples:
   window: int = 0  # forecast: W input steps
   horizon: int = 0  # forecast: H steps forecast
   eval_weight: bool = False  # forecast: weight only the horizon (held-out sets)
+  # forecast: inputs and outputs relative to the window's last input value (its level).
+  relative: bool = False
 
   def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
     """The examples `idx` [B] as a batch (numpy)."""
     if self.series is None:
       return {k: v[idx] for k, v in self.arrays.items()}
-    return {"x": self._windows("z", idx)[:, :self.window], **self._targets(idx)}
+    targets = self._targets(idx)
+    return {"x": self._windows("z", idx)[:, :self.window] - targets["level"], **targets}
 
   def _windows(self, name: str, idx: np.ndarray) -> np.ndarray:
     """Forecast windows `idx` [B] of the series `arrays[name]`: [B, W + H, F]."""
@@ -77,7 +82,9 @@ class Examples:
     weight = np.ones((len(idx), w + h - 1), np.float32)
     if self.eval_weight:
       weight[:, :w - 1] = 0.0
-    return {"y": self._windows("s", idx)[:, 1:], "weight": weight}
+    level = self.arrays["z"][self.series[idx], self.starts[idx] + w - 1][:, None]  # [B, 1, F]
+    return {"y": self._windows("s", idx)[:, 1:], "weight": weight,
+            "level": level if self.relative else np.zeros_like(level)}
 
   def all(self) -> dict[str, np.ndarray]:
     return self.gather(np.arange(self.size))
@@ -146,10 +153,11 @@ class DataTask(base.Task):
                               preds[:, 0] * self.info["y_scale"][0] + self.info["y_shift"][0],
                               os.path.join(workdir, "predictions.png"), self.info["label"])
     elif self.kind == "forecast":
-      horizon = self.info["horizon"]
-      x = np.asarray(eval_set["x"])[..., 0] * self.info["x_scale"][0] + self.info["x_shift"][0]
+      horizon, level = self.info["horizon"], np.asarray(eval_set["level"])[..., 0]
+      x = (np.asarray(eval_set["x"])[..., 0] + level) * self.info["x_scale"][0] + self.info[
+          "x_shift"][0]
       truth = np.asarray(eval_set["y"])[:, -horizon:, 0]
-      pred = preds[:, -horizon:, 0] * self.info["x_scale"][0] + self.info["x_shift"][0]
+      pred = (preds[:, -horizon:, 0] + level) * self.info["x_scale"][0] + self.info["x_shift"][0]
       plots.rollout(x, truth, pred, os.path.join(workdir, "forecast.png"))
 
 
@@ -239,7 +247,8 @@ def forecast_examples(arrays: dict, windows: tuple[np.ndarray, np.ndarray],
   """The forecast examples `windows` = (series, start) of `series_arrays` arrays:
   task.window input steps, then task.horizon steps to forecast."""
   return Examples(arrays, len(windows[0]), series=windows[0], starts=windows[1],
-                  window=info["window"], horizon=info["horizon"], eval_weight=eval_weight)
+                  window=info["window"], horizon=info["horizon"], eval_weight=eval_weight,
+                  relative=info.get("relative", False))
 
 
 def class_indices(path: str, field: str, y: np.ndarray, classes: np.ndarray | None):
@@ -408,7 +417,11 @@ def loss_and_metrics(info: dict[str, Any]):
 
 
 def forecast_loss(preds, batch, shift, scale, horizon):
-  """`regression_loss` over the weighted steps, plus the MAE at the last step (horizon H)."""
+  """`regression_loss` over the weighted steps, plus the MAE at the last step (horizon H).
+
+  `preds` are relative to each window's `batch["level"]` (zeros unless the run's
+  windows are relative)."""
+  preds = preds + batch["level"]
   loss, metrics = base.regression_loss(preds, batch, shift, scale)
   err = jnp.abs(preds[:, -1] * scale + shift - batch["y"][:, -1])
   metrics[f"mae@{horizon}"] = base.weighted_mean(err, batch["weight"][:, -1])
@@ -433,6 +446,8 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
   validate.positive("task.horizon", cfg.horizon)
   validate.positive("task.window", cfg.window)
   validate.non_negative("task.season", cfg.season)
+  if not isinstance(cfg.relative, bool):
+    validate.fail("task.relative", cfg.relative, "must be True or False")
   if cfg.season > cfg.window:
     validate.fail("task.season", cfg.season, f"must be at most task.window={cfg.window} (the "
                   "seasonal-naive forecast reads one season back in the window)")
@@ -442,12 +457,14 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
   if w + h > longest:
     readers.error(path, "task.train", f"task.window={w} plus task.horizon={h} steps is longer "
                     f"than the longest series ({longest} steps)")
+  # Each held-out part holds at least one horizon (a short series' 10% would hold none).
+  part = lambda fraction: np.where(fraction > 0, np.maximum(  # noqa: E731
+      np.floor(lengths * fraction).astype(int), h), 0)
   if test_arrays is None:
-    n_test = np.floor(lengths * cfg.test_fraction).astype(int)
-    n_val = np.floor(lengths * cfg.validation_fraction).astype(int)
+    n_test, n_val = part(cfg.test_fraction), part(cfg.validation_fraction)
     train_end = lengths - n_test - n_val
   else:
-    n_test, n_val = np.zeros_like(lengths), np.floor(lengths * cfg.validation_fraction).astype(int)
+    n_test, n_val = np.zeros_like(lengths), part(cfg.validation_fraction)
     train_end = lengths - n_val
   # Train windows lie inside the training part; a held-out window's input may reach
   # back into the earlier parts, its forecast only into its own part.
@@ -465,7 +482,8 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
   f = arrays.x.shape[2]
   info = {"kind": "forecast", "in_features": f, "out_features": f, "masked": False,
           "x_shift": shift.tolist(), "x_scale": scale.tolist(), "window": w, "horizon": h,
-          "season": cfg.season, "features": arrays.features, "label": "value",
+          "season": cfg.season, "relative": bool(cfg.relative), "features": arrays.features,
+          "label": "value",
           "columns": arrays.columns}
 
   def series(a):  # the raw and normalised series, shared by the splits that read them
@@ -491,7 +509,8 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
   season = cfg.season
 
   def baselines():
-    z_in = test.all()["x"]  # [N, W, F], normalised
+    held = test.all()
+    z_in = held["x"] + held["level"]  # [N, W, F], normalised
     persistence = np.repeat(z_in[:, -1:], w + h - 1, axis=1)
     out = {"persistence": persistence}
     if season:
@@ -503,7 +522,7 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
     drift = persistence.copy()
     drift[:, w - 1:] = baselines_lib.drift(z_in, h)
     out["drift"] = drift
-    return out
+    return {k: v - held["level"] for k, v in out.items()}  # the model's units
 
   raw_windows = test.gather(np.arange(test.size))
   raw = (raw_windows["y"][:, :w - 1], raw_windows["y"][:, w - 1:])  # raw x[1:W], truth [N, H]
