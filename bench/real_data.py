@@ -9,8 +9,8 @@ with its defaults, on the official train/test split, as a population of
 --seeds seeds (one program; the figure is their mean and standard deviation on
 the test split). The baselines are those `results.json` reports for the same
 test split. A run whose `results.json` exists in --out is read, not retrained.
-Writes the table to `docs/real_data.md` (with the date, machine and JAX version)
-and prints it.
+Rewrites the table between its markers in `docs/real_data.md` (with the date,
+machine and JAX version) and prints it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE = os.path.join(ROOT, "docs", "real_data.md")
+START, END = "<!-- table: start -->", "<!-- table: end -->"
 
 # (dataset, kind, the config's extra overrides: only what the file's format needs)
 DATASETS = (
@@ -73,8 +74,9 @@ def run(data: str, out: str, name: str, kind: str, extra, seeds: int,
 
 
 def row(name: str, kind: str, r: dict | str, seeds: int) -> str:
-  if isinstance(r, str):
-    return f"| {name} | {kind} | did not run: {r} | | | |"
+  if isinstance(r, str):  # the one-line error, less the file's path
+    said = r.split("': ", 1)[-1]
+    return f"| {name} | {kind} | did not run: {said} | | | |"
   metric = r["metric"]
   mean, std = r["held_out"][metric], r.get("held_out_std", {}).get(metric, 0.0)
   base = " / ".join(f"{b} {m[metric]:.3f}" for b, m in r["baselines"].items())
@@ -82,6 +84,16 @@ def row(name: str, kind: str, r: dict | str, seeds: int) -> str:
   said = "beat" if v["beat"] else "tied" if v.get("tie") else "**lost**"
   return (f"| {name} | {kind}, {metric} | {mean:.3f} ± {std:.3f} ({seeds} seeds) | {base} | "
           f"{said} ({v['best_baseline']}) | {r['wall_s']:.0f} s |")
+
+
+def write_table(path: str, block: str) -> None:
+  """Puts `block` between the table markers of `path` (made, with them, if missing)."""
+  text = (open(path).read() if os.path.exists(path) else
+          "# Real data: the default model beside the field's baselines\n\n"
+          f"Back to the [README](../README.md).\n\n{START}\n{END}\n")
+  head, rest = text.split(START, 1)
+  with open(path, "w") as f:
+    f.write(f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}")
 
 
 def main():
@@ -113,12 +125,8 @@ def main():
   table = "\n".join(lines)
   print(table)
   if not only and not args.set:
-    with open(TABLE, "w") as f:
-      f.write("# Real data: the default model beside the field's baselines\n\n"
-              "Back to the [README](../README.md).\n\n" + __doc__.split("\n\n", 2)[2]
-              + "\n" + stamp + "\n\n" + table + "\n")
+    write_table(TABLE, f"{stamp}\n\n{table}")
     print("wrote", TABLE)
-
 
 if __name__ == "__main__":
   main()

@@ -59,13 +59,12 @@ def get_config(arg=None):
   config.model.activation = "relu"
 
   configlib.keras_fit(config, batch_size=32, epochs=100)
-  # A small file's epoch is a step or two: train at least this many steps, and wait
-  # this many epochs without a better validation figure before stopping.
+  # A small file's epoch is a step or two: train at least this many steps.
   config.train.min_steps = 1000
   config.train.learning_rate = 3e-3
   config.train.grad_clip = 1.0
   config.train.eval_every = -1  # every epoch
-  config.train.early_stopping = 50
+  config.train.early_stopping = 50  # epochs without a better validation figure
   config.train.keep_best = True
   config.train.log_every = 50
   config.train.checkpoint_every = 500

@@ -500,3 +500,13 @@ def test_a_short_series_holds_one_horizon_in_each_held_out_part(tmp_path):
   # 10% of 114 steps is 11: the validation part grows to a horizon, 12 steps.
   assert task.validation.size == 1 and task.test.size == 22 - 12 + 1
   assert task.train_examples.starts.max() + 48 + 12 == 114 - 22 - 12
+
+
+
+def test_a_forecaster_refuses_a_pooled_head(tmp_path):
+  from seqjax.train import planning
+  np.save(tmp_path / "s.npy", np.sin(np.arange(300, dtype=np.float32) / 5))
+  config = data_config(tmp_path / "s.npy", "forecast", window=10, horizon=2)
+  config.model.pool = "mean"
+  with pytest.raises(validate.ConfigError, match="model.pool=.*predicts every step"):
+    planning.plan(config)

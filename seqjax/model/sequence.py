@@ -143,15 +143,21 @@ def pool_over_time(feats: jax.Array, how: str, lengths: jax.Array | None = None,
                    mask: jax.Array | None = None) -> jax.Array:
   """The mean or maximum ("mean", "max") of feats [B, T, H] over each sequence's valid
   steps (before `lengths` [B], and where `mask` [B, T]): [B, H]."""
-  valid = jnp.ones(feats.shape[:2], bool)
-  if lengths is not None:
-    valid = valid & (jnp.arange(feats.shape[1])[None, :] < lengths[:, None])
-  if mask is not None:
-    valid = valid & mask
-  valid = valid[..., None]
+  valid = _valid_steps(feats.shape[:2], lengths, mask)[..., None]
   if how == "mean":
     return jnp.where(valid, feats, 0).sum(1) / jnp.maximum(valid.sum(1), 1)
   return jnp.where(valid, feats, -jnp.inf).max(1)
+
+
+def _valid_steps(shape: tuple[int, int], lengths: jax.Array | None,
+                 mask: jax.Array | None) -> jax.Array:
+  """[B, T] True on the steps before `lengths` [B] and where `mask` [B, T]."""
+  valid = jnp.ones(shape, bool)
+  if lengths is not None:
+    valid = valid & (jnp.arange(shape[1])[None, :] < lengths[:, None])
+  if mask is not None:
+    valid = valid & mask
+  return valid
 
 
 def validate_config(m: ml_collections.ConfigDict) -> None:

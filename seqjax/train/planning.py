@@ -163,6 +163,9 @@ def _task_and_total(config):
                   "this task predicts next values, carries the LSTM state across chunks or "
                   "generates step by step, and a bidirectional LSTM reads each sequence to its "
                   "end first (it would see the targets): set model.bidirectional=False")
+  if task.head != "last" and config.model.pool != "last":
+    validate.fail("model.pool", config.model.pool, "applies to one prediction a sequence, "
+                  "and this task predicts every step: set model.pool='last'")
   t = config.train
   for field, used in (("epochs", t.epochs), ("eval_every", t.eval_every == -1)):
     if used and not task.steps_per_epoch:
