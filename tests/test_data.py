@@ -510,3 +510,45 @@ def test_a_forecaster_refuses_a_pooled_head(tmp_path):
   config.model.pool = "mean"
   with pytest.raises(validate.ConfigError, match="model.pool=.*predicts every step"):
     planning.plan(config)
+
+
+def test_a_header_is_a_word_over_numbers_and_labels_may_be_words(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(40, 5)).round(3)
+  labels = np.where(x[:, 0] > 0, "yes", "no")
+  rows = "".join(",".join(map(str, r)) + f",{lab}\n" for r, lab in zip(x, labels, strict=True))
+  (tmp_path / "bare.csv").write_text(rows)  # no header: row 1 ends in a word, like the rest
+  (tmp_path / "named.csv").write_text("t0,t1,t2,t3,t4,label\n" + rows)
+  for name in ("bare.csv", "named.csv"):
+    arrays = readers.read(str(tmp_path / name), "task.train")
+    assert arrays.x.shape == (40, 5, 1) and arrays.y.tolist() == labels.tolist()
+    np.testing.assert_allclose(arrays.x[0, :, 0], x[0])
+  assert readers.read(str(tmp_path / "named.csv"), "task.train").label == "label"
+  # Dates over dates say nothing; "Sales" over numbers names the columns.
+  (tmp_path / "s.csv").write_text("Time,Sales\n" + "".join(f"1991-{m:02d},{m}\n"
+                                                            for m in range(1, 13)))
+  series = readers.read(str(tmp_path / "s.csv"), "task.train", series=True,
+                        time_column="Time")
+  assert series.x.shape == (1, 12, 1) and series.x[0, -1, 0] == 12
+  with pytest.raises(validate.ConfigError, match=r"row 3, column 2 is 'x', not a number"):
+    (tmp_path / "bad.csv").write_text("a,b,label\n1,2,yes\n3,x,no\n")
+    readers.read(str(tmp_path / "bad.csv"), "task.train")
+
+
+@pytest.mark.slow
+def test_word_labels_train_and_predict_as_words(tmp_path):
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(200, 12)).round(3)
+  labels = np.where(x[:, :3].sum(1) > 0, "up", "down")
+  path = tmp_path / "w.csv"
+  path.write_text("".join(",".join(map(str, r)) + f",{lab}\n"
+                          for r, lab in zip(x, labels, strict=True)))
+  config = configlib.override(data_config(path), {"train.epochs": 5, "train.min_steps": 0})
+  results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["held_out"]["accuracy"] > 0.7
+  run = seqjax.load(tmp_path / "run")
+  assert run.info["classes"] == ["down", "up"]
+  xs, ys, lengths = run.held_out()
+  predicted = run.predict(xs, lengths)
+  assert set(predicted.tolist()) <= {"down", "up"}
+  assert np.mean(predicted == ys) == pytest.approx(results["held_out"]["accuracy"])

@@ -8,7 +8,9 @@ What a file may hold:
          [T, F] (F features), or many [N, T, F], with no `y`.
   .npy   `x` alone (a series to forecast, or inputs to predict).
   .csv   wide: one sequence a row, the label in the column named `label` (or
-         the last column); the other columns are its time steps (univariate).
+         the last column; numbers, or words such as class names); the other
+         columns are its time steps (univariate). A first row is a header when
+         one of its cells is a word over a column of numbers.
          long: one time step a row, ordered by `time_column` (numbers or ISO
          dates); every other column is a feature of one series. An unnamed
          first column (pandas' index) is called `index`.
@@ -193,24 +195,40 @@ def padding_lengths(path: str, field: str, x: np.ndarray) -> np.ndarray:
   return lengths.astype(np.int32)
 
 
+def _is_number(cell: str) -> bool:
+  cell = cell.strip()
+  try:
+    float(cell)
+  except ValueError:
+    return not cell  # an empty cell is a missing value
+  return True
+
+
 def _rows(path, field, text) -> tuple[list[str] | None, list[list[str]]]:
   """(header or None, data rows) of a CSV.
 
-  A header is a first row that is not all numbers, or one whose first cell is empty
-  above a value (pandas' `to_csv` writes its index so: `,0` over `1821,269`).
+  The first row is a header when a column holds a word there and numbers below it
+  (`t0,t1,label` over `0.5,0.7,yes`; a column of words, such as class names or
+  dates, says nothing), or when its first cell is empty above a value (pandas'
+  `to_csv` writes its index so: `,0` over `1821,269`). A file of one row has a
+  header if that row is not all numbers.
   """
   rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
   if not rows:
     error(path, field, "the file is empty")
+  first, below = rows[0], rows[1:21]
+  if not below:
+    named = not all(_is_number(c) for c in first)
+  else:
+    def word_over_numbers(j: int) -> bool:
+      cells = [r[j] for r in below if j < len(r) and r[j].strip()]
+      return bool(cells) and all(_is_number(c) for c in cells)
+    named = any(not _is_number(c) and word_over_numbers(j) for j, c in enumerate(first))
+    named = named or (bool(first) and not first[0].strip() and bool(below[0])
+                      and bool(below[0][0].strip()))
   header = None
-  try:
-    [float(c) for c in rows[0] if c.strip()]
-    unnamed_index = (len(rows) > 1 and rows[0] and not rows[0][0].strip()
-                     and bool(rows[1]) and bool(rows[1][0].strip()))
-  except ValueError:
-    unnamed_index = True
-  if unnamed_index:
-    header, rows = [c.strip() for c in rows[0]], rows[1:]
+  if named:
+    header, rows = [c.strip() for c in first], rows[1:]
   if not rows:
     error(path, field, "the file has a header and no rows")
   width = len(header) if header else max(len(r) for r in rows)
@@ -221,9 +239,10 @@ def _rows(path, field, text) -> tuple[list[str] | None, list[list[str]]]:
   return header, rows
 
 
-def _numbers(path, field, rows, width, first_row=1) -> np.ndarray:
+def _numbers(path, field, rows, width, first_row=1, columns=None) -> np.ndarray:
   """[rows, width] float: empty cells (and missing trailing cells) are NaN.
-  `first_row`: the file's line number of rows[0], for messages."""
+  `first_row`: the file's line number of rows[0]; `columns`: the file's column of
+  each cell (for messages)."""
   out = np.full((len(rows), width), np.nan, np.float64)
   for i, r in enumerate(rows):
     for j, c in enumerate(r):
@@ -232,7 +251,8 @@ def _numbers(path, field, rows, width, first_row=1) -> np.ndarray:
         try:
           out[i, j] = float(c)
         except ValueError:
-          error(path, field, f"row {i + first_row}, column {j + 1} is {c!r}, not a number")
+          column = columns[j] if columns is not None else j
+          error(path, field, f"row {i + first_row}, column {column + 1} is {c!r}, not a number")
   return out
 
 
@@ -242,12 +262,16 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
   if header and not header[0]:
     error(path, field, "the first column has no name (a pandas index?); write the CSV "
           "without it (to_csv(..., index=False))")
-  values = _numbers(path, field, rows, width, 2 if header else 1)
+  first_row = 2 if header else 1
   if no_labels:  # every column is a time step; a label column, if named, is dropped
+    drop = None
     if label and header and label in header:
-      values = np.delete(values, header.index(label), axis=1)
+      drop = header.index(label)
     elif csv_label is not None and width == csv_label[1]:
-      values = np.delete(values, csv_label[0], axis=1)
+      drop = csv_label[0]
+    keep = [j for j in range(width) if j != drop]
+    values = _numbers(path, field, [[c for j, c in enumerate(r) if j != drop] for r in rows],
+                      len(keep), first_row, columns=keep)
     columns = [h for h in header if h != label] if header else None
     x = values[..., None].astype(np.float32)
     return Arrays(x, None, padding_lengths(path, field, x), columns=columns)
@@ -260,10 +284,16 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
     col = header.index(label)
   else:
     col = width - 1
-  y = values[:, col]
-  if np.isnan(y).any():
-    error(path, field, f"the label column is empty in row {int(np.argmax(np.isnan(y))) + 1}")
-  x = np.delete(values, col, axis=1)[..., None].astype(np.float32)
+  cells = [r[col].strip() if col < len(r) else "" for r in rows]
+  if not all(cells):
+    error(path, field, f"the label column is empty in row "
+          f"{cells.index('') + first_row}")
+  # Labels are numbers, or words (class names) when any of them is not a number.
+  y = (np.array([float(c) for c in cells]) if all(_is_number(c) for c in cells)
+       else np.array(cells))
+  keep = [j for j in range(width) if j != col]
+  x = _numbers(path, field, [[c for j, c in enumerate(r) if j != col] for r in rows],
+               len(keep), first_row, columns=keep)[..., None].astype(np.float32)
   if x.shape[1] == 0:
     error(path, field, "the CSV has a label column and no time steps")
   return Arrays(x, y, padding_lengths(path, field, x),
