@@ -552,3 +552,12 @@ def test_word_labels_train_and_predict_as_words(tmp_path):
   predicted = run.predict(xs, lengths)
   assert set(predicted.tolist()) <= {"down", "up"}
   assert np.mean(predicted == ys) == pytest.approx(results["held_out"]["accuracy"])
+
+
+def test_a_bad_cell_is_named_by_its_own_column_in_either_csv_layout(tmp_path):
+  (tmp_path / "long.csv").write_text("t,a,b\n1,0.5,0.1\n2,0.6,oops\n")
+  with pytest.raises(validate.ConfigError, match=r"row 3, column 3 is 'oops', not a number"):
+    readers.read(str(tmp_path / "long.csv"), "task.train", series=True, time_column="t")
+  (tmp_path / "wide.csv").write_text("label,t0,t1\n0,0.5,0.1\n1,0.6,oops\n")
+  with pytest.raises(validate.ConfigError, match=r"row 3, column 3 is 'oops', not a number"):
+    readers.read(str(tmp_path / "wide.csv"), "task.train", label="label")

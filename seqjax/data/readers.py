@@ -239,20 +239,20 @@ def _rows(path, field, text) -> tuple[list[str] | None, list[list[str]]]:
   return header, rows
 
 
-def _numbers(path, field, rows, width, first_row=1, columns=None) -> np.ndarray:
-  """[rows, width] float: empty cells (and missing trailing cells) are NaN.
-  `first_row`: the file's line number of rows[0]; `columns`: the file's column of
-  each cell (for messages)."""
-  out = np.full((len(rows), width), np.nan, np.float64)
+def _numbers(path, field, rows, width, first_row=1, skip=None) -> np.ndarray:
+  """[rows, width] float of the file's `width` columns, less column `skip` when given:
+  empty cells (and missing trailing cells) are NaN. `first_row`: the file's line number
+  of rows[0], for messages, which name the file's own column."""
+  keep = [j for j in range(width) if j != skip]
+  out = np.full((len(rows), len(keep)), np.nan, np.float64)
   for i, r in enumerate(rows):
-    for j, c in enumerate(r):
-      c = c.strip()
+    for k, j in enumerate(keep):
+      c = r[j].strip() if j < len(r) else ""
       if c and c.lower() != "nan":
         try:
-          out[i, j] = float(c)
+          out[i, k] = float(c)
         except ValueError:
-          column = columns[j] if columns is not None else j
-          error(path, field, f"row {i + first_row}, column {column + 1} is {c!r}, not a number")
+          error(path, field, f"row {i + first_row}, column {j + 1} is {c!r}, not a number")
   return out
 
 
@@ -269,9 +269,7 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
       drop = header.index(label)
     elif csv_label is not None and width == csv_label[1]:
       drop = csv_label[0]
-    keep = [j for j in range(width) if j != drop]
-    values = _numbers(path, field, [[c for j, c in enumerate(r) if j != drop] for r in rows],
-                      len(keep), first_row, columns=keep)
+    values = _numbers(path, field, rows, width, first_row, skip=drop)
     columns = [h for h in header if h != label] if header else None
     x = values[..., None].astype(np.float32)
     return Arrays(x, None, padding_lengths(path, field, x), columns=columns)
@@ -291,9 +289,7 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
   # Labels are numbers, or words (class names) when any of them is not a number.
   y = (np.array([float(c) for c in cells]) if all(_is_number(c) for c in cells)
        else np.array(cells))
-  keep = [j for j in range(width) if j != col]
-  x = _numbers(path, field, [[c for j, c in enumerate(r) if j != col] for r in rows],
-               len(keep), first_row, columns=keep)[..., None].astype(np.float32)
+  x = _numbers(path, field, rows, width, first_row, skip=col)[..., None].astype(np.float32)
   if x.shape[1] == 0:
     error(path, field, "the CSV has a label column and no time steps")
   return Arrays(x, y, padding_lengths(path, field, x),
@@ -326,8 +322,7 @@ def _read_long_csv(path, field, text, time_column) -> Arrays:
     error(path, field, f"time {unique[counts > 1][0]} appears in {counts.max()} rows; one "
           "row a time step")
   order = np.argsort(keys, kind="stable")
-  values = _numbers(path, field, [[c for j, c in enumerate(r) if j != col] for r in rows],
-                    len(names), 2)
+  values = _numbers(path, field, rows, len(header), 2, skip=col)
   x = values[order][None].astype(np.float32)  # one series [1, T, F]
   return Arrays(x, None, padding_lengths(path, field, x), features=names, columns=names)
 

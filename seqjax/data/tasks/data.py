@@ -35,7 +35,7 @@ from seqjax.data import baselines as baselines_lib
 from seqjax.data import feed as feed_lib
 from seqjax.data import readers
 from seqjax.data.tasks import base
-from seqjax.runtime import files
+from seqjax.runtime import files, writers
 
 KINDS = ("classification", "regression", "forecast")
 INFO_FILE = "data.json"
@@ -306,9 +306,9 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
         not np.issubdtype(a.y.dtype, np.number) or not np.isfinite(a.y).all()):
       readers.error(p, field, f"regression targets must be finite numbers (y has dtype "
                       f"{a.y.dtype})")
-  labels = None
+  labels = classes = None
   if kind == "classification":  # labels checked first: a bad label column is the likelier cause
-    labels = class_indices(path, "task.train", arrays.y, None)[0]
+    labels, classes = class_indices(path, "task.train", arrays.y, None)
   idx_train, idx_val, idx_test = split(len(arrays.x), cfg, test_arrays is not None, labels)
   if len(idx_train) < 2 or not len(idx_val) or (test_arrays is None and not len(idx_test)):
     readers.error(path, "task.train", f"{len(arrays.x)} sequences are too few to split "
@@ -320,7 +320,6 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
           "label": arrays.label or "y", "csv_label": arrays.csv_label,
           "columns": arrays.columns}
   if kind == "classification":
-    labels, classes = class_indices(path, "task.train", arrays.y, None)
     y_all = labels
     info.update(classes=classes.tolist(), out_features=len(classes))
     test_y = (class_indices(cfg.test, "task.test", test_arrays.y, classes)[0]
@@ -382,7 +381,6 @@ def _sequence_baselines(info, train: Examples, val: Examples, test: Examples,
     for distance in ("euclidean", "dtw"):
       cost = baselines_lib.nn_cost(n_test, len(y_fit), steps, distance)
       if cost > baselines_lib.NN_BUDGET:
-        from seqjax.runtime import writers
         writers.console(f"baseline 1nn_{distance} skipped: {n_test} test x {len(y_fit)} "
                         f"training series x {steps} steps is {cost:.2g} distance cells, over "
                         f"the budget of {baselines_lib.NN_BUDGET:.2g}")
