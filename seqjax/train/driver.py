@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
@@ -99,6 +100,54 @@ class Monitor(Protocol):
     """After an evaluation: True to end training now (early stopping)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+  """A run's held-out sets and their evaluation.
+
+  Attributes:
+    validation: the set evaluated while training: early stopping, `train.keep_best` and
+      `population.select = "best"` choose by it.
+    test: the set that results.json reports. A task of files has a split of its own for
+      it; a generated task has one set of new examples for both (`test is validation`).
+    evaluate: `(params, set) -> (preds, metrics)`: a single model's preds [N, ...] and
+      float metrics, or a population's [M, N, ...] and [M] metrics.
+    shared: every member of a population is evaluated on the same examples (a file's
+      splits), not on a set of its own (generated from its seed).
+    arrays: `(set) -> {name: array}`, a set as the task's `plot` and metrics take it.
+  """
+  validation: Any
+  test: Any
+  evaluate: Callable[[Any, Any], tuple[Any, dict[str, Any]]]
+  shared: bool
+  arrays: Callable[[Any], dict[str, Any]]
+
+  @property
+  def separate_test(self) -> bool:
+    """True when the test set is not the validation set."""
+    return self.test is not self.validation
+
+
+class HeldOutSets:
+  """The two kinds of held-out sets a run can have; its task picks one (`Task.held_out`)."""
+
+  def __init__(self, run: planning.Run, batch_size: int, params):
+    self._run, self._batch_size, self._params = run, batch_size, params
+
+  def generated(self) -> HeldOut:
+    """New examples made on the devices from each member's eval key, evaluated in one
+    compiled call; one set for validation and test."""
+    run = self._run
+    eval_set = programs.jit_eval_set(run)(run.data_key, run.eval_key)
+    evaluate = programs.compile_ahead(programs.jit_evaluate(run, self._batch_size),
+                                      self._params, eval_set)
+    return HeldOut(eval_set, eval_set, evaluate, shared=False, arrays=lambda s: s)
+
+  def from_host(self, validation, test) -> HeldOut:
+    """A validation and a test split on the host (`Examples`), evaluated batch by batch."""
+    return HeldOut(validation, test, evaluator(self._run, self._batch_size), shared=True,
+                   arrays=lambda s: s.all())
+
+
 @dataclasses.dataclass
 class Started:
   """A run ready for its loop: initialized, restored, its programs compiled."""
@@ -108,8 +157,7 @@ class Started:
   ckpt: checkpoint.Checkpointer
   train_loop: Any  # compiled `programs.jit_train_loop(run)`
   zero_sums: Any  # its empty metric window
-  eval_set: Any  # a fed task's: its validation `Examples`, on the host
-  evaluate: Any  # compiled `programs.jit_evaluate(run, ...)`, or a `feed.Evaluator`
+  held_out: HeldOut
   feed: Any  # the task's `feed`: `feed.Feed` (files) or `feed.OnDevice`
 
 
@@ -144,18 +192,12 @@ def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
     if step:
       writers.console(f"resumed from the checkpoint at step {step}")
     feed.prefetch(step)
-    if run.task.fed:
-      eval_set, evaluate = run.task.validation, evaluator(run, eval_batch_size)
-    else:
-      eval_set = programs.jit_eval_set(run)(run.data_key, run.eval_key)
-      evaluate = programs.compile_ahead(programs.jit_evaluate(run, eval_batch_size),
-                                        state.params, eval_set)
-    return Started(run, state, step, ckpt, train_loop.result(), zero_sums, eval_set, evaluate,
-                   feed)
+    held_out = run.task.held_out(HeldOutSets(run, eval_batch_size, state.params))
+    return Started(run, state, step, ckpt, train_loop.result(), zero_sums, held_out, feed)
 
 
 def evaluator(run: planning.Run, batch_size: int) -> feed_lib.Evaluator:
-  """A fed task's held-out evaluation, batch by batch from the host."""
+  """The evaluation of held-out sets on the host (`Examples`), batch by batch."""
   return feed_lib.Evaluator(programs.make_predict(run.model, run.task, run.mesh),
                             run.task.loss_and_metrics, run.mesh, batch_size, members=run.grid)
 

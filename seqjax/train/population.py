@@ -4,9 +4,9 @@
   "all"       every member's figures, with their mean and standard deviation
               (seeds as error bars); pictures show the best member;
   "best"      the member with the best validation metric (the evaluations that
-              early stopping and `train.keep_best` use): on a task fed from files
-              the validation split, never the test split (a generated task has one
-              held-out set, generated from each member's seed, for both);
+              early stopping and `train.keep_best` use), never the test set's (a
+              generated task has one held-out set, generated from each member's
+              seed, for both);
   "ensemble"  the members' predictions averaged (class probabilities for a
               classifier), evaluated as one model.
 A member whose training became NaN/Inf is reported with its step and left out.
@@ -24,8 +24,8 @@ from seqjax.runtime import sharding
 
 
 def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
-            validation: dict[str, Any], evaluate, eval_set,
-            workdir: str) -> tuple[dict[str, Any], Any, np.ndarray]:
+            validation: dict[str, Any], held, workdir: str
+            ) -> tuple[dict[str, Any], Any, np.ndarray]:
   """(the population's entries of results.json, the held-out set and predictions to draw).
 
   Args:
@@ -33,15 +33,14 @@ def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
     mon: its `monitor.Monitor`, after training.
     state: the final train state; params: the parameters the members predict
       with (each member's best with `train.keep_best`, else the final ones).
-    preds, held_out: those parameters' held-out predictions [M, N, ...] and
-      metrics {name: [M]}: on the test split of a task fed from files, else on the
-      evaluation set (each member's, from its own seed).
-    validation: their metrics {name: [M]} on the set that chose each member's step
-      (`held_out` itself for a generated task).
-    evaluate, eval_set: the run's evaluation and the set `preds` were computed on.
+    preds, held_out: those parameters' predictions [M, N, ...] and metrics {name: [M]}
+      on the test set.
+    validation: their metrics {name: [M]} on the validation set, which chose each
+      member's step (`held_out` itself when the two sets are one).
+    held: the run's `driver.HeldOut` (its sets and their evaluation).
     workdir: where pictures of the best member go.
   """
-  task, select, fed = run.task, run.config.population.select, run.task.fed
+  task, select = run.task, run.config.population.select
   host = lambda tree: sharding.on_host(run.mesh, tree)  # noqa: E731
   held_out = {k: np.asarray(v, float) for k, v in host(held_out).items()}
   validation = {k: np.asarray(v, float) for k, v in host(validation).items()}
@@ -55,7 +54,7 @@ def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
   members = []
   for i, overrides in enumerate(run.members):
     member = {**overrides, "held_out": _of(held_out, i) if alive[i] else None}
-    if fed:
+    if held.separate_test:
       member["validation"] = _of(validation, i) if alive[i] else None
     # A member whose patience ran out at the last evaluation trained every step.
     stopped = mon.stopped_at[i] if (mon.stopped_at[i] or run.total) < run.total else None
@@ -70,15 +69,16 @@ def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
   out = {"population": {"members": run.size, "select": select}, "members": members,
          "history": [{"step": step, mon.headline: [_finite(v) for v in mon.history[step]]}
                      for step in sorted(mon.history)]}
-  # Generated tasks evaluate each member on its own seed's set; files, on one set.
-  member_set = (lambda i: eval_set) if fed else (
-      lambda i: jax.tree.map(lambda a: np.asarray(a)[i], host(eval_set)))
+  # Each member's test set: the one shared set, or its own (generated from its seed).
+  test = held.arrays(held.test)
+  member_set = (lambda i: test) if held.shared else (
+      lambda i: jax.tree.map(lambda a: np.asarray(a)[i], host(test)))
   out["population"]["best"] = best
-  if select == "ensemble":  # every member on one held-out set (the first member's)
-    if not fed:
-      shared = jax.jit(lambda s: jax.tree.map(lambda a: jnp.broadcast_to(a[:1], a.shape), s),
-                       out_shardings=jax.tree.map(lambda a: a.sharding, eval_set))(eval_set)
-      preds = np.asarray(host(evaluate(params, shared)[0]))
+  if select == "ensemble":  # every member on one test set (the first member's)
+    if not held.shared:
+      first = jax.jit(lambda s: jax.tree.map(lambda a: jnp.broadcast_to(a[:1], a.shape), s),
+                      out_shardings=jax.tree.map(lambda a: a.sharding, held.test))(held.test)
+      preds = np.asarray(host(held.evaluate(params, first)[0]))
     ensembled = np.asarray(ensemble(preds[alive], task.classifies))
     metrics = task.loss_and_metrics(jnp.asarray(ensembled), member_set(0))[1]
     out["held_out"] = {k: float(v) for k, v in metrics.items()}

@@ -144,9 +144,9 @@ def make_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=None):
   totals: {"sums": sums plus every step run, "steps": steps run, "finite":
   False if the last step run had a NaN/Inf metric}.
 
-  A task fed from the host (`task.fed`) takes one more argument, `batches`:
-  a chunk of K batches [K, B, ...] (`seqjax.data.feed`); step i of the call trains
-  on batch i, so `num_steps` <= K.
+  A task whose batches come from the host (its `feed` is a `feed.Feed`) takes one
+  more argument, `batches`: a chunk of K batches [K, B, ...] (`seqjax.data.feed`);
+  step i of the call trains on batch i, so `num_steps` <= K.
   """
   train_step = make_train_step(model, task, mesh)
 
@@ -177,7 +177,7 @@ def make_population_train_loop(model: sequence.SequenceModel, task: base.Task, m
   """`make_train_loop` for M models at once, vmapped over a leading `model` axis.
 
   `(state [M], data_keys [M], dropout_keys [M], lr_scale [M], num_steps, sums=None,
-  batches=None) -> (state, totals)`; a fed task's chunk of `batches` [K, B, ...] is
+  batches=None) -> (state, totals)`; a host-fed task's chunk of `batches` [K, B, ...] is
   every member's. A model whose metrics become NaN/Inf at a step is
   masked from then on: its parameters, optimizer state and carry stay as they
   were before that step, `state.diverged_at` records the step, and the others
@@ -188,7 +188,7 @@ def make_population_train_loop(model: sequence.SequenceModel, task: base.Task, m
   """
   one_step = make_train_step(model, task, mesh)
   train_step = jax.vmap(one_step, spmd_axis_name=sharding.MODEL)
-  # A fed task's batch is every member's: the members differ in their seeds' initial
+  # A host-fed batch is every member's: the members differ in their seeds' initial
   # parameters and dropout, and read the same batches.
   shared_step = jax.vmap(one_step, in_axes=(0, 0, 0, 0, None), spmd_axis_name=sharding.MODEL)
 

@@ -73,7 +73,8 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
                                 resumed_at=started.first_step)
   store = checkpoint.ParamsStore(os.path.join(workdir, checkpoint.PARAMS_DIR))
   keep_best = config.train.keep_best
-  mon = monitor.Monitor(run, started.evaluate, started.eval_set, writer, ckpt,
+  held = started.held_out
+  mon = monitor.Monitor(run, held.evaluate, held.validation, writer, ckpt,
                         state=started.state, best=store if keep_best else None,
                         history=[r for r in writers.read_metrics(workdir)
                                  if r["step"] <= started.first_step])
@@ -86,41 +87,42 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
     if not keep_best:
       ckpt.wait()  # one orbax manager committing at a time (see ParamsStore)
       store.save(steps, state.params)
-    if run.grid:  # each member's best parameters, and their held-out predictions
-      params = mon.best_params if keep_best else state.params
-      if keep_best:
-        preds, held_out = started.evaluate(params, started.eval_set)
+    if run.grid:  # each member's best parameters
+      params, last_evaluated = (mon.best_params, False) if keep_best else (state.params, True)
     else:
       params_step, params = (store.restore(state.params) if keep_best
                              else (steps, state.params))
-      if params_step != steps and not task.fed:  # the best step's held-out predictions
-        preds, held_out = started.evaluate(params, started.eval_set)
-        held_out = {k: float(v) for k, v in held_out.items()}
+      last_evaluated = params_step == steps
+    if not last_evaluated:  # the validation figures of the parameters kept
+      preds, held_out = held.evaluate(params, held.validation)
   finally:
     store.close()
     ckpt.close()
     writer.close()
     started.feed.close()
 
-  eval_set, validation = started.eval_set, held_out  # what chose each member's step
-  if task.fed:  # held out twice: validation chose the step, the test set judges it
-    preds, held_out = started.evaluate(params, task.test)
-    eval_set = task.test.all()
+  if not run.grid:
+    held_out = {k: float(v) for k, v in held_out.items()}
+  validation = held_out  # what chose each member's step
+  if held.separate_test:  # held out twice: validation chose the step, the test set judges it
+    preds, held_out = held.evaluate(params, held.test)
+  eval_set = held.arrays(held.test)
   if run.grid:
     results, eval_set, preds = population.results(
         run, mon, state, params, preds=preds, held_out=held_out, validation=validation,
-        evaluate=started.evaluate, eval_set=eval_set, workdir=workdir)
+        held=held, workdir=workdir)
     results = {"task": task.name, "metric": task.metric, **results, "steps": steps,
                "parameters": n_params, "precision": config.model.precision}
   else:
     results = {"task": task.name, "metric": task.metric, "held_out": held_out, "steps": steps,
                "parameters": n_params, "precision": config.model.precision,
                "params_step": params_step}
-    if task.fed:
-      results["validation"] = mon.best_metrics[0] if keep_best else validation
-  if task.fed:
-    results["baselines"] = {name: _metrics(started.evaluate, p, task.test, run.grid)
-                            for name, p in task.baselines().items()}
+    if held.separate_test:
+      results["validation"] = validation
+  baseline_preds = task.baselines()
+  if baseline_preds:
+    results["baselines"] = {name: _metrics(held.evaluate, p, held.test, run.grid)
+                            for name, p in baseline_preds.items()}
     results["verdict"] = baselines.verdict(task.metric, task.higher_is_better,
                                            (results["held_out"] or {}).get(task.metric),
                                            results["baselines"])

@@ -66,6 +66,9 @@ class Task:
       window); the held-out set's `y` and `weight` then cover T + eval_free_run.
     causal: the targets are later inputs (next-value prediction), so a model
       may read only the past: no bidirectional LSTM.
+    baselines: `() -> {name: predictions [N, ...] on the test set}`, the field's
+      simple answers that results.json and the verdict set beside the model; none
+      for a generated task.
 
   A task that draws its predictions or evaluates more than its metrics
   subclasses `Task` and overrides `plot` and `extra_evaluation`.
@@ -85,11 +88,7 @@ class Task:
   train_data: Callable[[jax.Array], Any] = lambda key: ()
   eval_free_run: int = 0
   causal: bool = False
-
-  @property
-  def fed(self) -> bool:
-    """True when training batches come from the host (`seqjax.data.feed`), not from `train_data`."""
-    return False
+  baselines: Callable[[], dict[str, Any]] = dict
 
   @property
   def classifies(self) -> bool:
@@ -107,6 +106,12 @@ class Task:
     they are made inside the train loop; a task of files sends them from the host."""
     del batch_size, seed, mesh, total
     return feed_lib.OnDevice()
+
+  def held_out(self, sets):
+    """The run's validation and test sets, made by `sets` (`seqjax.train.driver.HeldOutSets`):
+    here one set of new examples, generated on the devices from each member's eval key
+    (`eval_batch`), that serves as both."""
+    return sets.generated()
 
   def train_batch(self, key: jax.Array, step: jax.Array) -> Batch:
     """Train batch `step` from the run's data key (builds `train_data` first)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -119,12 +118,7 @@ class DataTask(base.Task):
   validation: Examples | None = None
   test: Examples | None = None
   test_raw: tuple[np.ndarray, ...] = ()
-  baselines: Callable[[], dict[str, np.ndarray]] = dict
   batch_size: int = 32  # of the training batches (`train_batch` gives their shapes)
-
-  @property
-  def fed(self) -> bool:
-    return True
 
   @property
   def selection(self) -> tuple[str, bool]:
@@ -135,6 +129,10 @@ class DataTask(base.Task):
     """The training split's batches, sent from the host a chunk at a time (Keras `fit`
     order from `seed`)."""
     return feed_lib.Feed(self.train_examples, batch_size, seed, mesh, total)
+
+  def held_out(self, sets):
+    """The validation and test splits, evaluated batch by batch from the host."""
+    return sets.from_host(self.validation, self.test)
 
   def train_batch(self, key: jax.Array, step: jax.Array) -> base.Batch:
     """A batch of the training split's shapes (zeros): for shapes and init only."""
