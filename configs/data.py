@@ -42,14 +42,19 @@ def get_config(arg=None):
   config.task.split_seed = 0
   config.task.label = ""  # CSV: the label column's name; "" the last column
   config.task.time_column = ""  # CSV: one step a row, ordered by this column (long format)
-  # forecast: `window` past steps in, the next `horizon` out; `season` > 0 adds the
-  # seasonal-naive baseline with that period (in steps).
-  config.task.window = 48
+  # forecast: `window` past steps in (0: 48, or a season if longer, shortened to fit a
+  # short series), the next `horizon` out; the seasonal-naive baseline uses `season`
+  # steps (0: from the time column's dates: monthly 12, quarterly 4, weekly 52, daily 7,
+  # hourly 24).
+  config.task.window = 0
   config.task.horizon = 12
   config.task.season = 0
   # forecast: read each window relative to its last value, and forecast changes from it
   # (a series' level moves; its changes look alike along it).
   config.task.relative = True
+  # forecast: learn the log of the values (all above 0), for series whose season and
+  # noise grow with their level.
+  config.task.log = False
 
   config.model.hidden = 64
   config.model.head_hidden = (64,) if kind != "forecast" else ()

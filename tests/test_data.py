@@ -130,8 +130,11 @@ def make(config):
     (lambda p: p.write_text("a,b,y\n1,2,0\n3,4,1\n"), {"label": "target"},
      r"no column 'target' in the header \(columns: a, b, y\)"),
     (lambda p: p.write_text("t,v\n" + "".join(f"{i},{i}\n" for i in range(30))),
-     {"kind": "forecast", "time_column": "t", "horizon": 40, "window": 10},
-     "task.window=10 plus task.horizon=40 steps is longer than the longest series"),
+     {"kind": "forecast", "time_column": "t", "horizon": 25, "window": 10},
+     "task.window=10 plus task.horizon=25 steps is longer than the longest series"),
+    (lambda p: p.write_text("t,v\n" + "".join(f"{i},{i}\n" for i in range(30))),
+     {"kind": "forecast", "time_column": "t", "horizon": 30},
+     "task.horizon=30 steps is as long as the longest series"),
     (lambda p: p.write_text("a,b,label\n1,inf,0\n3,4,1\n"), {},
      "sequence 0 has an infinite value at step 1"),
     (lambda p: p.write_text(",t0,t1,label\n0,1,2,0\n1,3,4,1\n"), {},
@@ -561,3 +564,75 @@ def test_a_bad_cell_is_named_by_its_own_column_in_either_csv_layout(tmp_path):
   (tmp_path / "wide.csv").write_text("label,t0,t1\n0,0.5,0.1\n1,0.6,oops\n")
   with pytest.raises(validate.ConfigError, match=r"row 3, column 3 is 'oops', not a number"):
     readers.read(str(tmp_path / "wide.csv"), "task.train", label="label")
+
+
+def _monthly_csv(path, values, start_year=2000):
+  rows = "".join(f"{start_year + i // 12}-{i % 12 + 1:02d},{v:.4f}\n"
+                 for i, v in enumerate(values))
+  path.write_text("month,sales\n" + rows)
+  return path
+
+
+@pytest.mark.parametrize("step,season", [
+    ("1h", 24), ("1D", 7), ("7D", 52), ("31D", 12), ("91D", 4), ("365D", 0), ("3D", 0)])
+def test_the_season_comes_from_the_steps_of_the_time_column(step, season):
+  times = np.datetime64("2020-01-01T00:00") + np.arange(30) * np.timedelta64(
+      int(step[:-1]), step[-1])
+  assert data.calendar_season(times)[0] == season
+  assert data.calendar_season(np.arange(30.0)) == (0, None)  # numbered steps say nothing
+  assert data.calendar_season(None) == (0, None)
+
+
+def test_a_monthly_file_takes_season_12_and_a_window_that_fits(tmp_path):
+  t = np.arange(144)
+  long = _monthly_csv(tmp_path / "long.csv", 100 + t + 10 * np.sin(2 * np.pi * t / 12))
+  task = make(data_config(long, "forecast", time_column="month"))
+  assert task.info["season"] == 12 and task.info["window"] == data.PREFERRED_WINDOW
+  assert "seasonal_naive" in task.baselines()
+  # 36 months, a quarter ahead: the window shrinks to a season, never below it.
+  short = _monthly_csv(tmp_path / "short.csv", 100 + t[:36])
+  task = make(data_config(short, "forecast", time_column="month", horizon=3))
+  assert task.info["window"] == 12 and task.info["season"] == 12
+  assert task.train_examples.size == 36 - 7 - 3 - 12 - 3 + 1  # less test, validation parts
+  with pytest.raises(validate.ConfigError, match="too short .* a shorter task.horizon fits"):
+    make(data_config(short, "forecast", time_column="month", horizon=12))
+  # A window asked for is kept, and must fit.
+  assert make(data_config(long, "forecast", time_column="month", window=24)).info["window"] == 24
+  with pytest.raises(validate.ConfigError, match="task.window=40 plus task.horizon=3"):
+    make(data_config(short, "forecast", time_column="month", window=40, horizon=3))
+
+
+def test_a_log_forecaster_learns_the_log_and_reports_the_files_units(tmp_path):
+  t = np.arange(160)
+  values = np.exp(0.02 * t) * (10 + 3 * np.sin(2 * np.pi * t / 12))  # the season grows
+  path = _monthly_csv(tmp_path / "growth.csv", values)
+  config = configlib.override(data_config(path, "forecast", time_column="month", log=True,
+                                          horizon=6),
+                              {"train.epochs": 2, "train.min_steps": 0, "model.hidden": 8})
+  results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  run = seqjax.load(tmp_path / "run")
+  assert run.info["log"]
+  windows, truth = run.held_out()
+  forecast = run.predict(windows)
+  assert (forecast > 0).all()
+  held = results["held_out"]
+  np.testing.assert_allclose(held["mae"], np.abs(forecast - truth).mean(), rtol=1e-4)
+  np.testing.assert_allclose(held["mae@6"], np.abs(forecast - truth)[:, -1].mean(), rtol=1e-4)
+  np.testing.assert_allclose(run.rollout(windows, 6), forecast, rtol=1e-4)
+  # A baseline is judged in the same units: persistence repeats the last value.
+  persistence = np.abs(windows[:, -1:] - truth).mean()
+  np.testing.assert_allclose(results["baselines"]["persistence"]["mae"], persistence, rtol=1e-4)
+  with pytest.raises(validate.ConfigError, match="every value must be above 0"):
+    run.predict(np.where(np.arange(windows.shape[1])[None, :, None] == 3, 0.0, windows))
+
+
+@pytest.mark.parametrize("values,kind,message", [
+    ([5.0] * 20 + [0.0] + [5.0] * 40, "forecast",
+     r"task.log=True takes the log of every value, and sales is 0 at step 20 of series 0"),
+    ([5.0] * 61, "regression", r"task.log=True is invalid: applies to forecasts"),
+])
+def test_the_log_option_is_refused_where_it_cannot_apply(tmp_path, values, kind, message):
+  path = _monthly_csv(tmp_path / "s.csv", np.asarray(values))
+  task = {"time_column": "month"} if kind == "forecast" else {}
+  with pytest.raises(validate.ConfigError, match=message):
+    make(data_config(path, kind, log=True, horizon=3, **task))

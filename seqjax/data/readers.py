@@ -49,6 +49,8 @@ class Arrays:
   lengths: [N] valid steps of each sequence.
   features: names of the F features (CSV long format), else None.
   label: the name of the label column (CSV), else None.
+  times: a long CSV's time column [T], in order (numbers, or datetime64 for dates),
+    else None.
   """
   x: np.ndarray
   y: np.ndarray | None
@@ -57,6 +59,7 @@ class Arrays:
   label: str | None = None
   csv_label: tuple[int, int] | None = None  # wide CSV: (label column, columns)
   columns: list[str] | None = None  # a CSV's header, label column excluded
+  times: np.ndarray | None = None
 
 
 def error(path: str, field: str, message: str) -> None:
@@ -324,7 +327,8 @@ def _read_long_csv(path, field, text, time_column) -> Arrays:
   order = np.argsort(keys, kind="stable")
   values = _numbers(path, field, rows, len(header), 2, skip=col)
   x = values[order][None].astype(np.float32)  # one series [1, T, F]
-  return Arrays(x, None, padding_lengths(path, field, x), features=names, columns=names)
+  return Arrays(x, None, padding_lengths(path, field, x), features=names, columns=names,
+                times=keys[order])
 
 
 def check_columns(path: str, field: str, columns: list[str] | None,

@@ -170,8 +170,11 @@ class TrainedRun:
         raise validate.ConfigError(f"series {i} has {lengths[i]} steps; the run forecasts from "
                                    f"the last task.window={w}")
       x = x[np.arange(len(x))[:, None], lengths[:, None] - w + np.arange(w)[None, :]]
-      if y is None:  # prediction only: targets are not read
-        y = np.zeros((x.shape[0], info["horizon"], self.features), np.float32)
+      if info.get("log") and not (x > 0).all():
+        raise validate.ConfigError("this run learned the log of its series (task.log=True): "
+                                   "every value must be above 0")
+      if y is None:  # prediction only: targets are not read (the last value stands in)
+        y = np.repeat(x[:, -1:], info["horizon"], axis=1)
       y = _as_sequences(y, self.features, "truth")
       if y.shape[:2] != (len(x), info["horizon"]):
         raise validate.ConfigError(f"truth must be [N, task.horizon, F] = ({len(x)}, "
@@ -237,10 +240,7 @@ class TrainedRun:
     return np.asarray(jax.nn.softmax(self._raw(x, lengths), -1))
 
   def _units(self, z: np.ndarray) -> np.ndarray:
-    if self.info is None:
-      return z
-    return z * np.asarray(self.info["x_scale"], np.float32) + np.asarray(self.info["x_shift"],
-                                                                          np.float32)
+    return z if self.info is None else data_task.to_units(z, self.info)
 
   def rollout(self, prefix, steps: int) -> np.ndarray:
     """A per-step model free-running: warm up on `prefix` [N, W, F], generate `steps` [N, steps, F].
@@ -255,7 +255,8 @@ class TrainedRun:
     prefix = _as_sequences(prefix, self.features, "prefix")
     level = 0.0
     if self.info is not None:
-      prefix = data_task.normalize(prefix, np.full(len(prefix), prefix.shape[1]),
+      prefix = data_task.normalize(data_task.model_values(prefix, self.info),
+                                   np.full(len(prefix), prefix.shape[1]),
                                    self.info["x_shift"], self.info["x_scale"])
       if self.info.get("relative"):  # relative to the prefix's last value, as trained
         level = prefix[:, -1:]

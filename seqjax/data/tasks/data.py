@@ -39,6 +39,13 @@ from seqjax.runtime import files, writers
 KINDS = ("classification", "regression", "forecast")
 INFO_FILE = "data.json"
 
+# A forecast's window when task.window is 0 (`auto_window`).
+PREFERRED_WINDOW = 48
+MIN_TRAIN_WINDOWS = 16
+# Calendar steps: (name, seconds, the season they imply in steps).
+CALENDAR_SEASONS = (("hourly", 3600, 24), ("daily", 86400, 7), ("weekly", 7 * 86400, 52),
+                    ("monthly", 30.44 * 86400, 12), ("quarterly", 91.31 * 86400, 4))
+
 
 @dataclasses.dataclass(frozen=True)
 class Examples:
@@ -151,11 +158,10 @@ class DataTask(base.Task):
                               preds[:, 0] * self.info["y_scale"][0] + self.info["y_shift"][0],
                               os.path.join(workdir, "predictions.png"), self.info["label"])
     elif self.kind == "forecast":
-      horizon, level = self.info["horizon"], np.asarray(eval_set["level"])[..., 0]
-      x = (np.asarray(eval_set["x"])[..., 0] + level) * self.info["x_scale"][0] + self.info[
-          "x_shift"][0]
+      horizon, level = self.info["horizon"], np.asarray(eval_set["level"])
+      x = to_units(np.asarray(eval_set["x"]) + level, self.info)[..., 0]
       truth = np.asarray(eval_set["y"])[:, -horizon:, 0]
-      pred = (preds[:, -horizon:, 0] + level) * self.info["x_scale"][0] + self.info["x_shift"][0]
+      pred = to_units(preds[:, -horizon:] + level, self.info)[..., 0]
       plots.rollout(x, truth, pred, os.path.join(workdir, "forecast.png"))
 
 
@@ -236,8 +242,21 @@ def sequence_examples(x: np.ndarray, lengths: np.ndarray, y: np.ndarray, info: d
 
 def series_arrays(x: np.ndarray, lengths: np.ndarray, info: dict[str, Any]) -> dict:
   """Forecast series x [S, T, F] (NaN past `lengths`) as examples read them: normalised
-  (`z`) and raw (`s`)."""
-  return {"z": normalize(x, lengths, info["x_shift"], info["x_scale"]), "s": np.nan_to_num(x)}
+  in the model's frame (`z`) and raw (`s`)."""
+  return {"z": normalize(model_values(x, info), lengths, info["x_shift"], info["x_scale"]),
+          "s": np.nan_to_num(x)}
+
+
+def model_values(x: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+  """A forecast's values in the frame the model learns in, before normalising: their log
+  with `task.log`, else themselves."""
+  return np.log(x) if info.get("log") else x
+
+
+def to_units(z: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+  """Normalised forecast values `z` [..., F] back in the file's units."""
+  values = z * np.asarray(info["x_scale"], np.float32) + np.asarray(info["x_shift"], np.float32)
+  return np.exp(values) if info.get("log") else values
 
 
 def forecast_examples(arrays: dict, windows: tuple[np.ndarray, np.ndarray],
@@ -409,18 +428,29 @@ def loss_and_metrics(info: dict[str, Any]):
     shift, scale = (np.asarray(info[k], np.float32) for k in ("y_shift", "y_scale"))
     return lambda p, b: base.regression_loss(p, b, shift, scale)
   shift, scale = (np.asarray(info[k], np.float32) for k in ("x_shift", "x_scale"))
-  return lambda p, b: forecast_loss(p, b, shift, scale, info["horizon"])
+  return lambda p, b: forecast_loss(p, b, shift, scale, info["horizon"],
+                                    info.get("log", False))
 
 
-def forecast_loss(preds, batch, shift, scale, horizon):
+def forecast_loss(preds, batch, shift, scale, horizon, log=False):
   """`regression_loss` over the weighted steps, plus the MAE at the last step (horizon H).
 
   `preds` are relative to each window's `batch["level"]` (zeros unless the run's
-  windows are relative)."""
+  windows are relative). With `log`, the model learns the normalised log of the
+  values (`batch["y"]` are raw): the loss is in that frame, the metrics in the file's
+  units."""
   preds = preds + batch["level"]
-  loss, metrics = base.regression_loss(preds, batch, shift, scale)
-  err = jnp.abs(preds[:, -1] * scale + shift - batch["y"][:, -1])
-  metrics[f"mae@{horizon}"] = base.weighted_mean(err, batch["weight"][:, -1])
+  y, weight = batch["y"], batch["weight"]
+  if not log:
+    loss, metrics = base.regression_loss(preds, batch, shift, scale)
+    last = preds[:, -1] * scale + shift
+  else:
+    loss = base.weighted_mean((preds - (jnp.log(y) - shift) / scale) ** 2, weight)
+    err = jnp.exp(preds * scale + shift) - y
+    metrics = {"mse": base.weighted_mean(err**2, weight),
+               "mae": base.weighted_mean(jnp.abs(err), weight)}
+    last = jnp.exp(preds[:, -1] * scale + shift)
+  metrics[f"mae@{horizon}"] = base.weighted_mean(jnp.abs(last - y[:, -1]), weight[:, -1])
   return loss, metrics
 
 
@@ -437,22 +467,46 @@ def _windows(lengths, first, last, step=1):
   return np.concatenate(series), np.concatenate(starts)
 
 
+def calendar_season(times: np.ndarray | None) -> tuple[int, str | None]:
+  """(season in steps, the step's name) that a series' dates imply: hourly 24, daily 7,
+  weekly 52, monthly 12, quarterly 4; (0, None) for numbered or other steps."""
+  if times is None or times.dtype.kind != "M" or len(times) < 2:
+    return 0, None
+  step = float(np.median(np.diff(times).astype("timedelta64[s]").astype(np.float64)))
+  for name, seconds, season in CALENDAR_SEASONS:
+    if abs(step - seconds) <= 0.1 * seconds:
+      return season, name
+  return 0, None
+
+
+def auto_window(train_steps: int, horizon: int, season: int) -> int:
+  """The window a forecast reads when task.window is 0: PREFERRED_WINDOW steps (a season
+  if that is longer), shortened until the longest training part holds MIN_TRAIN_WINDOWS
+  windows, but never shorter than the season (the seasonal naive baseline reads one
+  season back within the window)."""
+  fits = train_steps - horizon + 1 - MIN_TRAIN_WINDOWS
+  return max(min(max(PREFERRED_WINDOW, season), fits), season, 1)
+
+
 def _forecast_task(cfg, batch_size, arrays, test_arrays):
   path = cfg.train
   validate.positive("task.horizon", cfg.horizon)
-  validate.positive("task.window", cfg.window)
+  validate.non_negative("task.window", cfg.window)
   validate.non_negative("task.season", cfg.season)
   if not isinstance(cfg.relative, bool):
     validate.fail("task.relative", cfg.relative, "must be True or False")
-  if cfg.season > cfg.window:
+  if cfg.log:
+    for a, p, field in ((arrays, path, "task.train"), (test_arrays, cfg.test, "task.test")):
+      _positive(a, p, field)
+  if cfg.window and cfg.season > cfg.window:
     validate.fail("task.season", cfg.season, f"must be at most task.window={cfg.window} (the "
                   "seasonal-naive forecast reads one season back in the window)")
-  w, h = cfg.window, cfg.horizon
+  h = cfg.horizon
   lengths = arrays.lengths
   longest = int(lengths.max())
-  if w + h > longest:
-    readers.error(path, "task.train", f"task.window={w} plus task.horizon={h} steps is longer "
-                    f"than the longest series ({longest} steps)")
+  if h >= longest:
+    readers.error(path, "task.train", f"task.horizon={h} steps is as long as the longest "
+                    f"series ({longest} steps)")
   # Each held-out part holds at least one horizon (a short series' 10% would hold none).
   part = lambda fraction: np.where(fraction > 0, np.maximum(  # noqa: E731
       np.floor(lengths * fraction).astype(int), h), 0)
@@ -462,6 +516,18 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
   else:
     n_test, n_val = np.zeros_like(lengths), part(cfg.validation_fraction)
     train_end = lengths - n_val
+  season, calendar = (cfg.season, None) if cfg.season else calendar_season(arrays.times)
+  w = cfg.window or auto_window(int(train_end.max()), h, season)
+  if season > w:  # a season from the dates, longer than the window asked for
+    season, calendar = 0, None
+  if cfg.window and w + h > longest:
+    readers.error(path, "task.train", f"task.window={w} plus task.horizon={h} steps is longer "
+                    f"than the longest series ({longest} steps); task.window=0 chooses one "
+                    "that fits")
+  if not cfg.window or calendar:
+    writers.console(f"forecast: task.window={w}{'' if cfg.window else ' (from the series)'}, "
+                    f"task.horizon={h}, task.season={season}"
+                    + (f" (from the time column's {calendar} steps)" if calendar else ""))
   # Train windows lie inside the training part; a held-out window's input may reach
   # back into the earlier parts, its forecast only into its own part.
   tr = _windows(lengths, np.zeros_like(lengths), train_end - w - h)
@@ -472,15 +538,15 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
     readers.error(path, "task.train", f"the series are too short for task.window={w} and "
                     f"task.horizon={h} in each of the training, validation and test parts "
                     f"(fractions {1 - cfg.test_fraction - cfg.validation_fraction:.2f}/"
-                    f"{cfg.validation_fraction}/{cfg.test_fraction} of {longest} steps)")
+                    f"{cfg.validation_fraction}/{cfg.test_fraction} of {longest} steps); "
+                    "a shorter task.horizon fits more")
   train_valid = np.minimum(lengths, np.maximum(train_end, 0))
-  shift, scale = normalizer(arrays.x, train_valid)
+  shift, scale = normalizer(np.log(arrays.x) if cfg.log else arrays.x, train_valid)
   f = arrays.x.shape[2]
   info = {"kind": "forecast", "in_features": f, "out_features": f, "masked": False,
           "x_shift": shift.tolist(), "x_scale": scale.tolist(), "window": w, "horizon": h,
-          "season": cfg.season, "relative": bool(cfg.relative), "features": arrays.features,
-          "label": "value",
-          "columns": arrays.columns}
+          "season": season, "relative": bool(cfg.relative), "log": cfg.log,
+          "features": arrays.features, "label": "value", "columns": arrays.columns}
 
   def series(a):  # the raw and normalised series, shared by the splits that read them
     return series_arrays(a.x, a.lengths, info)
@@ -502,7 +568,6 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
     test = examples(series(test_arrays), te, True)
   else:
     test = examples(own, te, True)
-  season = cfg.season
 
   def baselines():
     held = test.all()
@@ -527,6 +592,19 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
   return info, train, val, test, raw, baselines, "mae", False, "per_step", h - 1, h - 1
 
 
+def _positive(arrays: readers.Arrays | None, path: str, field: str) -> None:
+  """ConfigError unless every value of the series is above zero (`task.log`)."""
+  if arrays is None:
+    return
+  valid = np.arange(arrays.x.shape[1])[None, :] < arrays.lengths[:, None]
+  bad = valid[..., None] & ~(arrays.x > 0)
+  if bad.any():
+    s, t, f = (int(i[0]) for i in np.nonzero(bad))
+    name = arrays.features[f] if arrays.features else f"feature {f}"
+    readers.error(path, field, f"task.log=True takes the log of every value, and {name} is "
+                    f"{arrays.x[s, t, f]:g} at step {t} of series {s}; values must be above 0")
+
+
 def read_files(cfg) -> tuple[readers.Arrays, readers.Arrays | None]:
   """The training file and the test file (or None), as `cfg` (config.task) names them."""
   validate.one_of("task.kind", cfg.kind, KINDS)
@@ -546,6 +624,10 @@ def read_files(cfg) -> tuple[readers.Arrays, readers.Arrays | None]:
 def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
   """Reads and splits the files `config.task` names (fields: see configs/data.py)."""
   validate.one_of("task.kind", cfg.kind, KINDS)
+  if not isinstance(cfg.log, bool):
+    validate.fail("task.log", cfg.log, "must be True or False")
+  if cfg.log and cfg.kind != "forecast":
+    validate.fail("task.log", cfg.log, "applies to forecasts (task.kind='forecast')")
   _fractions(cfg)
   validate.integer_in("task.split_seed", cfg.split_seed, 0, 2**32 - 1)
   arrays, test_arrays = read_files(cfg)
