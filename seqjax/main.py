@@ -25,13 +25,14 @@ def main(argv):
   gc.freeze()
   del argv  # no positional arguments (cli.run refuses them)
   cli.enable_compile_cache(FLAGS.compilation_cache)
-  workdir = FLAGS.workdir or workdirs.create_default(
-      config_flags.get_config_filename(FLAGS["config"]))
-  # Both before anything touches a device: multi-host jobs join, a CPU host splits its cores.
+  # Both before anything touches a device (the default workdir asks for the process
+  # count): multi-host jobs join, a CPU host splits its cores.
   if not sharding.initialize_distributed():
     config = FLAGS.config
     sharding.set_cpu_devices(config.mesh.cpu_devices, config.train.batch_size,
                              config.model.hidden)
+  workdir = FLAGS.workdir or workdirs.create_default(
+      config_flags.get_config_filename(FLAGS["config"]))
   trainer.train_and_evaluate(FLAGS.config, workdir)
   gc.freeze()
 

@@ -9,11 +9,15 @@ forecast run's CSV may be long format with its time column). Outputs `.npy` or
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from absl import flags
 
 from seqjax.config import cli, validate
 from seqjax.data import readers
+from seqjax.data.tasks import data as data_task
+from seqjax.runtime import files
 from seqjax.train import inference
 
 FLAGS = flags.FLAGS
@@ -36,7 +40,20 @@ def read_inputs(run: inference.TrainedRun, path: str) -> tuple[np.ndarray, np.nd
                     f"step; the run was trained on {run.features}")
   if not forecast or time_column:  # a wide forecast CSV's columns are time steps: any number
     readers.check_columns(path, "--input", arrays.columns, info.get("columns"))
+  if info and not forecast and (why := data_task.check_steps(arrays.x.shape[1], info, "the file")):
+    readers.error(path, "--input", why)
   return arrays.x, arrays.lengths
+
+
+def check_output(path: str) -> None:
+  """A ConfigError, before any work, unless `path`'s folder exists and takes a new file."""
+  if not files.is_local(path):
+    return  # an object store: its folders need not exist, and writes say why they fail
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise validate.ConfigError(f"--output={path!r}: the folder {folder!r} does not exist")
+  if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    raise validate.ConfigError(f"--output={path!r}: not writable here (permission denied)")
 
 
 def header(run: inference.TrainedRun, preds: np.ndarray) -> list[str]:
@@ -55,10 +72,15 @@ def main(argv):
   if not FLAGS.output.lower().endswith((".npy", ".csv")):
     raise validate.ConfigError(f"--output={FLAGS.output!r}: unknown extension; allowed: "
                                ".npy, .csv")
+  check_output(FLAGS.output)
   run = inference.load(FLAGS.workdir)
   x, lengths = read_inputs(run, FLAGS.input)
   preds = run.predict(x, lengths)
-  readers.write(FLAGS.output, preds, header(run, preds))
+  try:
+    readers.write(FLAGS.output, preds, header(run, preds))
+  except OSError as e:  # the folder went away, or the disk is full
+    raise validate.ConfigError(f"--output={FLAGS.output!r}: could not be written "
+                               f"({type(e).__name__}: {e.strerror or e})") from None
   who = (" of the population's ensemble" if run.ensemble else
          f" of the population's member {run.member}" if run.member is not None else "")
   print(f"{len(preds)} predictions ({run.kind}, parameters of step {run.step}{who}) -> "

@@ -137,12 +137,20 @@ def make(config):
      "task.horizon=30 steps is as long as the longest series"),
     (lambda p: p.write_text("a,b,label\n1,inf,0\n3,4,1\n"), {},
      "sequence 0 has an infinite value at step 1"),
+    (lambda p: p.write_text("a,b,label\n1,1e300,0\n3,4,1\n"), {},
+     r"x holds 1e\+300 \(sequence 0, step 1, feature 0\); values must lie within ±1e\+18"),
+    (lambda p: p.write_text("a,b,y\n1,2,1e30\n3,4,1\n5,6,2\n"), {"kind": "regression"},
+     r"y holds 1e\+30 \(sequence 0, target 0\); values must lie within"),
+    (lambda p: np.save(p, np.full(100, 1e38)), {"kind": "forecast", "suffix": ".npy"},
+     r"x holds 1e\+38 \(sequence 0, step 0, feature 0\)"),
     (lambda p: p.write_text(",t0,t1,label\n0,1,2,0\n1,3,4,1\n"), {},
      r"the first column has no name \(a pandas index\?\)"),
     (lambda p: p.write_text("day,v\n1/10/2020,1\n1/2/2020,2\n"),
      {"kind": "forecast", "time_column": "day"}, "neither numbers nor ISO dates"),
     (lambda p: p.write_text("t,v\n1,1\n2,2\n2,3\n"), {"kind": "forecast", "time_column": "t"},
      "time 2.0 appears in 2 rows"),
+    (lambda p: p.write_text("t,v\n2020-01-01,1\n,2\n2020-01-03,3\n"),
+     {"kind": "forecast", "time_column": "t"}, "task.time_column='t' is empty in row 3"),
     (lambda p: np.savez(p, x=np.array([[1.0], [1.0, 2.0]], dtype=object), y=np.zeros(2)),
      {"suffix": ".npz"}, "an array of the .npz is not numeric"),
     (lambda p: p.write_text("a,b,label\n1,2,0\nx,4,1\n"), {}, "row 3, column 1 is 'x'"),
@@ -261,6 +269,10 @@ def test_builtin_runs_load_and_predict(tmp_path):
   with pytest.raises(validate.ConfigError, match="no saved parameters"):
     shutil.rmtree(tmp_path / "older" / "checkpoints")
     seqjax.load(tmp_path / "older")
+  (tmp_path / "older" / "params").mkdir()  # killed before anything was saved
+  with pytest.raises(validate.ConfigError, match="the run has no saved parameters yet .* rerun "
+                     "its training command"):
+    seqjax.load(tmp_path / "older")
   np.save(tmp_path / "sines.npy", np.repeat(x[..., 0], 3, axis=0))
   out = run("seqjax.predict", f"--workdir={tmp_path / 'freq'}",
             f"--input={tmp_path / 'sines.npy'}", f"--output={tmp_path / 'f.csv'}")
@@ -268,6 +280,11 @@ def test_builtin_runs_load_and_predict(tmp_path):
   lines = (tmp_path / "f.csv").read_text().splitlines()
   assert lines[0] == "y0" and len(lines) == 4
   assert float(lines[1]) == pytest.approx(float(loaded.predict(x)[0, 0]), rel=1e-5)
+  for output in (tmp_path / "missing" / "f.csv", "/proc/f.csv"):  # no folder; not writable
+    out = run("seqjax.predict", f"--workdir={tmp_path / 'freq'}",
+              f"--input={tmp_path / 'sines.npy'}", f"--output={output}")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and f"--output='{output}'" in lines[0], lines
   out = run("seqjax.main", "--config=configs/sine.py:quick", f"--workdir={tmp_path / 'sine'}")
   assert out.returncode == 0, out.stderr[-2000:]
   sine = seqjax.load(tmp_path / "sine")
@@ -602,6 +619,7 @@ def test_a_monthly_file_takes_season_12_and_a_window_that_fits(tmp_path):
     make(data_config(short, "forecast", time_column="month", window=40, horizon=3))
 
 
+@pytest.mark.slow
 def test_a_log_forecaster_learns_the_log_and_reports_the_files_units(tmp_path):
   t = np.arange(160)
   values = np.exp(0.02 * t) * (10 + 3 * np.sin(2 * np.pi * t / 12))  # the season grows
@@ -636,3 +654,58 @@ def test_the_log_option_is_refused_where_it_cannot_apply(tmp_path, values, kind,
   task = {"time_column": "month"} if kind == "forecast" else {}
   with pytest.raises(validate.ConfigError, match=message):
     make(data_config(path, kind, log=True, horizon=3, **task))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path):
+  """Excel's UTF-8 files start with a BOM: a numeric first row stays a row (rows in equal
+  rows out), and a header's first name is the name."""
+  (tmp_path / "bare.csv").write_bytes(b"\xef\xbb\xbf0.5636,1.2,0\n0.1,0.2,1\n0.3,0.4,0\n")
+  bare = readers.read(str(tmp_path / "bare.csv"), "task.train")
+  assert bare.x.shape == (3, 2, 1) and bare.x[0, 0, 0] == np.float32(0.5636)
+  assert readers.read(str(tmp_path / "bare.csv"), "x", inputs_only=True).x.shape[0] == 3
+  (tmp_path / "named.csv").write_bytes(b"\xef\xbb\xbfa,b,label\n1,2,0\n3,4,1\n")
+  assert readers.read(str(tmp_path / "named.csv"), "task.train").columns == ["a", "b"]
+
+
+def test_a_value_beyond_float32_is_one_line_without_warnings(tmp_path):
+  import warnings
+  (tmp_path / "big.csv").write_text("a,b,label\n1,1e300,0\n3,4,1\n")
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # numpy's overflow warnings would print before the line
+    with pytest.raises(validate.ConfigError, match="x holds 1e\\+300"):
+      readers.read(str(tmp_path / "big.csv"), "task.train")
+
+
+def test_a_fixed_length_run_refuses_other_lengths_reruns_as_is_and_refuses_new_data(tmp_path):
+  """A headerless CSV one column wider than the training file would read its label column
+  as a step: a run trained on one length refuses any other, in one line. Rerunning the
+  finished run adds nothing; rerunning it on a changed file is refused."""
+  from seqjax import predict
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(40, 20)).round(3), rng.integers(0, 2, 40)
+  rows = lambda x, y: "".join(",".join(map(str, r)) + f",{c}\n"  # noqa: E731
+                              for r, c in zip(x, y, strict=True))
+  path, workdir = tmp_path / "train.csv", tmp_path / "run"
+  path.write_text(rows(x, y))
+  config = configlib.override(data_config(path),
+                              {"train.epochs": 2, "train.min_steps": 0, "model.hidden": 4})
+  first = trainer.train_and_evaluate(config, str(workdir))
+  run_ = seqjax.load(workdir)
+  assert predict.read_inputs(run_, str(path))[0].shape == (40, 20, 1)
+  wide = np.concatenate([x, x[:, :10]], axis=1)
+  (tmp_path / "wide.csv").write_text(rows(wide, y))
+  with pytest.raises(validate.ConfigError,
+                     match=r"--input=.*wide.csv.: the file has sequences of 31 steps; the "
+                           r"run was trained on sequences of exactly 20"):
+    predict.read_inputs(run_, str(tmp_path / "wide.csv"))
+  with pytest.raises(validate.ConfigError, match="x has sequences of 12 steps"):
+    run_.predict(x[:, :12])
+  metrics = (workdir / "metrics.jsonl").read_bytes()
+  assert trainer.train_and_evaluate(config, str(workdir)) == first
+  assert (workdir / "metrics.jsonl").read_bytes() == metrics  # no second final evaluation
+  path.write_text(path.read_text().replace(str(x[3, 2]), str(x[3, 2] + 1), 1))
+  with pytest.raises(validate.ConfigError, match=r"task.train=.* the file is not the one the "
+                     r"run in --workdir=.* trained on \(its checksum in data.json differs\)"):
+    trainer.train_and_evaluate(config, str(workdir))
+  assert (workdir / "metrics.jsonl").read_bytes() == metrics
+  assert json.loads((workdir / "results.json").read_text()) == first

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax.config import configlib
+from seqjax.config import configlib, validate
 from seqjax.model import lstm
 from seqjax.runtime import writers
 from seqjax.train import trainer
@@ -54,6 +54,7 @@ CLI_BAD_INPUTS = [
     (["seqjax.main", "--config=configs/freq.py", "--config.mesh.cpu_devices=100000"],
      "mesh.cpu_devices"),
     (["seqjax.main", "--config=configs/freq.py", "extra"], "unexpected arguments"),
+    (["seqjax.main", "--config=configs/data.py:quick,regression,forecast"], "choose one kind"),
     (["seqjax.sweep", "--config=configs/mean.py:seed", "--config.train.stepz=3"], "stepz"),
     (["seqjax.sweep", "--config=configs/mean.py:seed", "--throughput=-5"], "--throughput"),
     (["seqjax.sweep", "--config=configs/mean.py:seed", "--sweep=nope"], "--sweep"),
@@ -146,6 +147,19 @@ def test_reverse_with_lengths_past_the_end_equals_lengths_at_the_end():
 def test_bad_inputs_of_the_command_line_and_the_library_number_at_least_10():
   """With the config table of test_reliability (at least 70), at least 80 bad inputs."""
   assert len(CLI_BAD_INPUTS) + len(LIBRARY_BAD_INPUTS) >= 10
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3)])
+def test_a_run_without_workdir_splits_the_cpu_then_reads_its_file(tmp_path, shape):
+  """The default workdir is made after the CPU is split into devices (asking for the
+  process count first started JAX, and the data config's devices were refused); an
+  empty series is one line."""
+  np.save(tmp_path / "empty.npy", np.zeros(shape))
+  result = _run([sys.executable, "-m", "seqjax.main",
+                 f"--config={os.path.join(os.path.dirname(FREQ), 'data.py')}:forecast",
+                 f"--config.task.train={tmp_path / 'empty.npy'}"], cwd=tmp_path)
+  _one_error_line(result, 2, "task.train=")
+  assert "no values in the file" in result.stderr
 
 
 @pytest.mark.slow
@@ -280,14 +294,16 @@ def test_a_torn_metrics_line_is_cut_at_resume(tmp_path, freq_quick, copy_run):
   assert os.path.exists(os.path.join(workdir, "loss.png"))
 
 
-@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "a list"])
 def test_checkpoints_without_a_readable_config_are_refused(damage, tmp_path, snapshot,
                                                            freq_quick, copy_run):
   workdir = copy_run(freq_quick[0], tmp_path / "wd")
   if damage == "deleted":
     (workdir / "config.json").unlink()
-  else:
+  elif damage == "truncated":
     (workdir / "config.json").write_text('{"seed": 0, "task": {"na')
+  else:
+    (workdir / "config.json").write_text("[1, 2, 3]")
   before = snapshot(workdir)
   result = _run([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick,max_freq=20",
                  f"--workdir={workdir}"])
@@ -295,6 +311,7 @@ def test_checkpoints_without_a_readable_config_are_refused(damage, tmp_path, sna
   assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_a_failed_resume_keeps_config_json(tmp_path, freq_quick, copy_run):
   """allow_config_change with a model that does not fit, or fewer steps than the
   checkpoint: refused, and config.json still describes the checkpoints."""
@@ -340,3 +357,22 @@ def test_a_corrupted_checkpoint_is_recovered_quietly(tmp_path, freq_quick, copy_
   assert result.returncode == 0, result.stderr
   assert result.stdout.count("warning: checkpoint 20 is unreadable") == 1
   assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr
+
+
+def test_a_workdir_whose_lock_cannot_be_made_is_one_line(tmp_path, monkeypatch):
+  """A read-only workdir (as root, permissions do not stop a write: the open is made to
+  fail as a read-only file system makes it)."""
+  import errno
+
+  from seqjax.train import workdirs
+  real_open = os.open
+
+  def read_only(path, flags, *args):
+    if str(path).endswith(".lock"):
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    return real_open(path, flags, *args)
+
+  monkeypatch.setattr(os, "open", read_only)
+  with pytest.raises(validate.ConfigError, match=r"is not writable \(Read-only file system\); "
+                     "copy the run to a writable place"):
+    workdirs.lock(str(tmp_path))

@@ -327,3 +327,122 @@ def test_a_pooled_head_reads_only_the_valid_steps(pool):
                                                        jnp.array([n]))[0], want, atol=1e-6)
   _, last = sequence.SequenceModel(hidden=5, out_features=3, head_hidden=(4,)).apply(params, x)
   assert not np.allclose(last, model.apply(params, x)[1])  # pooling changes the answer
+
+
+def test_patches_read_k_steps_as_one_and_keep_the_valid_ones():
+  from seqjax.model import sequence
+  x = jnp.arange(2 * 5 * 2, dtype=jnp.float32).reshape(2, 5, 2)
+  mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+  out, lengths, patched = sequence.patches(x, 2, jnp.array([3, 5]), mask)
+  assert out.shape == (2, 3, 4) and lengths.tolist() == [2, 3]
+  assert patched.tolist() == [[True, True, False], [True, True, True]]
+  np.testing.assert_array_equal(out[1, 0], x[1, :2].reshape(-1))  # steps 0, 1 side by side
+  np.testing.assert_array_equal(out[0, 1], [4, 5, 0, 0])  # a masked step reads as zeros
+  np.testing.assert_array_equal(out[1, 2], [18, 19, 0, 0])  # past T: zeros
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_the_conv_branch_is_a_same_padded_convolution_of_the_valid_steps(k):
+  """One layer equals `lax.conv` ('SAME') then LayerNorm and ReLU; values past a
+  sequence's end do not reach it, and a population's members vmap as matmuls."""
+  from seqjax.model import numerics, sequence
+  x = _randn(3, (2, 9, 3))
+  branch = sequence.ConvBranch((4,), (k,))
+  params = branch.init(KEY, x)
+  dense = params["params"]["Dense_0"]
+  conv = jax.lax.conv_general_dilated(
+      x, dense["kernel"].reshape(k, 3, 4), (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"),
+      precision=jax.lax.Precision.HIGHEST) + dense["bias"]
+  mean, var = conv.mean(-1, keepdims=True), conv.var(-1, keepdims=True)
+  want = jax.nn.relu((conv - mean) / jnp.sqrt(var + 1e-6)).mean(1)
+  tol = 64 * numerics.unit_roundoff("highest") * k * 3
+  np.testing.assert_allclose(branch.apply(params, x), want, rtol=tol, atol=tol)
+  lengths = jnp.array([5, 9])
+  garbage = jnp.where(jnp.arange(9)[None, :, None] < lengths[:, None, None], x, 7.0)
+  np.testing.assert_allclose(branch.apply(params, garbage, lengths)[0],
+                             branch.apply(params, x[:1, :5])[0], rtol=tol, atol=tol)
+  members = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params)
+  jaxpr = str(jax.make_jaxpr(jax.vmap(branch.apply, in_axes=(0, None)))(members, x))
+  assert "conv_general_dilated" not in jaxpr
+
+
+def test_a_conv_branch_joins_the_lstm_before_the_head():
+  from seqjax.model import sequence
+  x = _randn(4, (2, 12, 1))
+  model = sequence.SequenceModel(hidden=5, out_features=3, pool="max", conv=(6, 4),
+                                 conv_kernels=(5, 3))
+  params = _init(model, x)
+  assert params["params"]["head"]["Dense_0"]["kernel"].shape == (5 + 4, 3)
+  assert model.apply(params, x)[1].shape == (2, 3)
+  with pytest.raises(ValueError, match="for one prediction a sequence"):
+    _init(sequence.SequenceModel(hidden=5, head="per_step", conv=(4,), conv_kernels=(3,)), x)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_nan_padding_reaches_no_gradient(bidirectional):
+  """NaN (or anything) past `lengths` or outside `mask`: the outputs and the parameter
+  gradients are those of zero padding, exactly."""
+  x = _randn(5, (3, 6, 2))
+  lengths = jnp.array([2, 6, 4])
+  valid = jnp.arange(6)[None, :] < lengths[:, None]
+  nan = jnp.where(valid[..., None], x, jnp.nan)
+  zero = jnp.where(valid[..., None], x, 0.0)
+  model = LSTM(4, bidirectional=bidirectional)
+  params = _init(model, x)
+  for kw in ({"lengths": lengths}, {"mask": valid}):
+    loss = lambda v, inputs, kw=kw: model.apply(v, inputs, **kw)[1].sum()  # noqa: E731
+    got, want = jax.grad(loss)(params, nan), jax.grad(loss)(params, zero)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(model.apply(params, nan, **kw)[1],
+                                  model.apply(params, zero, **kw)[1])
+
+
+def _bad_calls():
+  """(what, call, message): library misuse that must be a ValueError naming the argument."""
+  from flax import nnx as flax_nnx
+
+  from seqjax import nnx as seqjax_nnx
+  from seqjax.model import rollout, sequence
+  x2, x3 = _randn(6, (2, 5, 2)), _randn(7, (2, 5, 3))
+  params = _init(LSTM(4), x2)
+  cell = lstm.LSTMCell(4)
+  cell_params = cell.init(KEY, (jnp.zeros((2, 4)), jnp.zeros((2, 4))), x2[:, 0])
+  model = sequence.SequenceModel(hidden=4, out_features=2, head="per_step")
+  model_params = _init(model, x2)
+  rngs = lambda: flax_nnx.Rngs(0)  # noqa: E731
+  return [
+      ("features into LSTM", lambda: LSTM(4).apply(params, x3),
+       "x has 3 features a step; the parameters were made for 2"),
+      ("features into LSTMCell", lambda: cell.apply(cell_params, cell.initialize_carry(
+          KEY, (2, 3)), x3[:, 0]), "x has 3 features a step; the parameters were made for 2"),
+      ("features into rollout", lambda: rollout.rollout(model, model_params, x3, 2),
+       "x has 3 features a step; the parameters were made for 2"),
+      ("features into nnx.LSTMCell", lambda: seqjax_nnx.LSTMCell(2, 4, rngs=rngs())(
+          (jnp.zeros((2, 4)), jnp.zeros((2, 4))), x3[:, 0]), r"x_t must be \[batch, 2\]"),
+      ("no features", lambda: _init(LSTM(4), jnp.zeros((2, 5, 0))),
+       "x has 0 features a step"),
+      ("nnx no features", lambda: seqjax_nnx.LSTM(0, 8, rngs=rngs()),
+       "in_features must be an integer >= 1"),
+      ("rollout steps 0", lambda: rollout.rollout(model, model_params, x2, 0),
+       "steps must be an integer >= 1"),
+      ("rollout steps -3", lambda: rollout.rollout(model, model_params, x2, -3),
+       "steps must be an integer >= 1"),
+      ("rollout steps 2.5", lambda: rollout.rollout(model, model_params, x2, 2.5),
+       "steps must be an integer >= 1"),
+      ("rollout empty prefix", lambda: rollout.rollout(model, model_params, x2[:, :0], 3),
+       r"prefix must be \[batch, time >= 1, features\]"),
+      ("float lengths", lambda: LSTM(4).apply(params, x2, lengths=jnp.array([1.5, 2.0])),
+       "lengths must be integers"),
+      ("float mask", lambda: LSTM(4).apply(params, x2, mask=jnp.full((2, 5), 0.5)),
+       "mask must be bool"),
+      ("complex x", lambda: LSTM(4).apply(params, x2.astype(jnp.complex64)),
+       "x must hold real numbers; got complex64"),
+  ]
+
+
+@pytest.mark.parametrize("index", range(13))
+def test_library_misuse_is_a_value_error_naming_the_argument(index):
+  what, call, message = _bad_calls()[index]
+  with pytest.raises(ValueError, match=message):
+    call()

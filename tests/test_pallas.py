@@ -45,7 +45,8 @@ def _loss(scan, w_h, gx, carry, mask, h_mask):
 @pytest.mark.parametrize("steps,batch,hidden,masked,dropped,carry_in", [
     (7, 3, 5, False, False, False),     # odd H, B below one block
     (9, 20, 17, True, False, True),     # a mask, two batch blocks, H padded to 32
-    (6, 4, 16, True, True, True),       # recurrent dropout's mask, H a whole tile
+    pytest.param(6, 4, 16, True, True, True,  # recurrent dropout's mask, H a whole tile
+                 marks=pytest.mark.slow),
     (1, 1, 3, False, False, True),      # one step
 ])
 def test_kernel_equals_the_xla_scan_in_values_and_gradients(steps, batch, hidden, masked,
@@ -109,6 +110,7 @@ def test_without_a_gradient_the_forward_kernel_keeps_no_per_step_carries():
   assert _kernel_outputs(grad, *args[:2]) == [5, 3]  # + every step's h and c; the backward
 
 
+@pytest.mark.slow
 def test_kernel_computes_in_bfloat16_with_a_float32_carry():
   w_h, *rest = _problem(5, 18, 12, True, True, True)
   args = (w_h.astype(jnp.bfloat16), *rest)  # bfloat16 parameters too
@@ -130,7 +132,7 @@ def test_kernel_computes_in_bfloat16_with_a_float32_carry():
 @pytest.mark.parametrize("options", [
     {"num_layers": 2, "reverse": True},
     {"num_layers": 2, "bidirectional": True},
-    {"remat": 3},
+    pytest.param({"remat": 3}, marks=pytest.mark.slow),
 ], ids=lambda o: ",".join(o))
 def test_the_lstm_with_kernel_pallas_equals_kernel_xla(options):
   """Lengths, reverse, stacked layers and a carry in and out, through the modules."""

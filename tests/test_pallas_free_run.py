@@ -34,10 +34,12 @@ def _pallas_calls(fn, *args) -> int:
 @pytest.mark.parametrize("options,batch", [
     ({}, 3),                                                    # 2 layers, O = I = 3
     ({"num_layers": 1, "hidden": 17, "out_features": 1}, 20),   # odd H, two batch blocks
-    ({"head_hidden": (5, 7), "activation": "gelu", "out_activation": "tanh"}, 2),
+    pytest.param({"head_hidden": (5, 7), "activation": "gelu", "out_activation": "tanh"}, 2,
+                 marks=pytest.mark.slow),
     ({"head_hidden": (4,), "activation": "softplus", "out_activation": "sigmoid"}, 1),
     ({"head_hidden": (4,), "activation": "relu"}, 1),
-    ({"num_layers": 3, "hidden": 9, "out_features": 5}, 20),   # 3 layers, two batch blocks
+    pytest.param({"num_layers": 3, "hidden": 9, "out_features": 5}, 20,  # 3 layers, 2 blocks
+                 marks=pytest.mark.slow),
 ], ids=["stack", "odd-h-two-blocks", "gelu-tanh", "softplus-sigmoid", "relu", "3-layers"])
 def test_the_kernel_free_run_equals_the_xla_loop(options, batch):
   model = _model(**options)

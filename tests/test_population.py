@@ -75,6 +75,7 @@ def test_each_member_equals_its_seed_trained_alone_with_early_stopping(tmp_path)
   _close(run.predict(x), alone.predict(x))
 
 
+@pytest.mark.slow
 def test_a_diverged_member_is_reported_and_the_others_train_on(tmp_path):
   config = _config(**{"population.learning_rates": (1e-3, 1e30, 2e-3),
                       "population.select": "ensemble"})
@@ -91,6 +92,7 @@ def test_a_diverged_member_is_reported_and_the_others_train_on(tmp_path):
                                str(tmp_path / "all"))
 
 
+@pytest.mark.slow
 def test_the_ensemble_averages_class_probabilities(tmp_path):
   config = configlib.override(configlib.load("echo", "quick"), {
       "population.seeds": 2, "population.select": "ensemble"})

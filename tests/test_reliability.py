@@ -147,6 +147,28 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, capsys, freq_quick, co
   assert resumed == reference
 
 
+def test_a_foreign_entry_beside_good_checkpoints_is_set_aside_alone(tmp_path, capsys,
+                                                                   freq_quick, copy_run):
+  """An empty folder, a stray file and an orbax tmp folder newer than the good
+  checkpoints: the empty folder is moved aside alone, the newest good one resumes."""
+  config = configlib.load("freq", "quick")
+  finished, reference = freq_quick
+  workdir = str(copy_run(finished, tmp_path / "wd"))
+  checkpoints = os.path.join(workdir, "checkpoints")
+  os.mkdir(os.path.join(checkpoints, "70"))
+  with open(os.path.join(checkpoints, "80"), "w") as f:
+    f.write("not a checkpoint")
+  os.mkdir(os.path.join(checkpoints, "90.orbax-checkpoint-tmp-1733"))
+  os.remove(os.path.join(workdir, "results.json"))
+  capsys.readouterr()
+  resumed = trainer.train_and_evaluate(config, workdir)
+  out = capsys.readouterr().out
+  assert "resumed from the checkpoint at step 20" in out
+  assert os.listdir(os.path.join(workdir, "checkpoints_unreadable")) == ["70"]
+  assert {"10", "20"} <= set(os.listdir(checkpoints))
+  assert resumed == reference
+
+
 def test_resume_with_a_different_config_is_refused(tmp_path, freq_quick, copy_run):
   config = configlib.load("freq", "quick")
   workdir = str(copy_run(freq_quick[0], tmp_path / "wd"))
@@ -310,3 +332,14 @@ def test_bad_input_is_one_line_naming_the_field(name, arg, field, value, named, 
 
 def test_bad_input_table_is_large_enough():
   assert len(BAD_INPUTS) >= 70
+
+
+def test_the_memory_check_counts_the_batches(monkeypatch):
+  """echo with a batch of ten million: its one-hot batches alone take tens of GiB; a
+  device of 40 GiB was let through and ran out of memory compiling the step."""
+  from seqjax.train import planning
+  monkeypatch.setattr(planning, "device_memory_bytes", lambda device: 40 * 2**30)
+  config = configlib.override(configlib.load("echo", "quick"), {"train.batch_size": 10**7})
+  with pytest.raises(validate.ConfigError, match=r"train.batch_size=10000000 .* batches "
+                     r"\d+\.\d GiB\), more than the 40.0 GiB"):
+    planning.plan(config)

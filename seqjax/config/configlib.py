@@ -124,6 +124,11 @@ def base_config() -> ml_collections.ConfigDict:
   # A sequence's one prediction (classes, targets) reads its last valid output ("last"),
   # or the mean or maximum over its valid steps ("mean", "max").
   config.model.pool = "last"
+  config.model.patch = 1  # steps the LSTM reads as one (one prediction a sequence)
+  # A convolutional branch beside the LSTM (one prediction a sequence): channels and
+  # window lengths of each layer; () for none.
+  config.model.conv = ()
+  config.model.conv_kernels = ()
   config.model.activation = "relu"
   config.model.out_activation = "none"
   config.model.dropout = 0.0  # the head's, after each of its hidden Dense layers

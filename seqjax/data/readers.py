@@ -66,6 +66,25 @@ def error(path: str, field: str, message: str) -> None:
   raise validate.ConfigError(f"{field}={path!r}: {message}")
 
 
+# The largest magnitude a value may have: its square (a squared error) must fit float32.
+LARGEST = 1e18
+
+
+def in_range(path: str, field: str, values: np.ndarray, what: str = "x") -> np.ndarray:
+  """`values` (any real dtype) as float32, or a ConfigError naming the first finite value
+  beyond `LARGEST` (which float32 could not hold, or whose square it could not)."""
+  values = np.asarray(values)
+  with np.errstate(invalid="ignore"):
+    big = np.isfinite(values) & (np.abs(values) > LARGEST)
+  if big.any():
+    where = np.argwhere(big)[0]
+    axes = ("sequence", "target") if what == "y" else ("sequence", "step", "feature")
+    at = ", ".join(f"{name} {i}" for name, i in zip(axes, where, strict=False))
+    error(path, field, f"{what} holds {values[tuple(where)]:g} ({at}); values must lie within "
+          f"±{LARGEST:g} (float32 training squares them): rescale the column")
+  return values.astype(np.float32, copy=False)
+
+
 def read(path: str, field: str, *, series: bool = False, label: str = "",
          time_column: str = "", inputs_only: bool = False,
          csv_label: tuple[int, int] | None = None) -> Arrays:
@@ -95,9 +114,9 @@ def read(path: str, field: str, *, series: bool = False, label: str = "",
   content = (path if files.is_local(path) and ext not in (".csv", ".ts")
              else files.path(path).read_bytes())
   if ext == ".ts":
-    arrays = _read_ts(path, field, content.decode("utf-8", errors="replace"))
+    arrays = _read_ts(path, field, content.decode("utf-8-sig", errors="replace"))
   elif ext == ".csv":
-    text = content.decode("utf-8", errors="replace")
+    text = content.decode("utf-8-sig", errors="replace")
     arrays = (_read_long_csv(path, field, text, time_column) if time_column
               else _read_wide_csv(path, field, text, label, series or inputs_only, csv_label))
   else:
@@ -112,6 +131,7 @@ def _read_ts(path, field, text) -> Arrays:
     x, y, _ = tsfile.parse(text)
   except tsfile.TsError as e:
     error(path, field, f"not a readable .ts file: {e}")
+  x = in_range(path, field, x)
   if y is not None and y.dtype.kind == "U":
     try:  # class labels that are all integers stay numbers
       y = np.array([int(v) for v in y], np.int64)
@@ -148,7 +168,7 @@ def _read_numpy(path, field, content, ext, series) -> Arrays:
     x = x[..., None]
   if x.ndim != 3:
     error(path, field, f"x must be [N, T] or [N, T, F]; got shape {x.shape}")
-  x = x.astype(np.float32, copy=False)
+  x = in_range(path, field, x)
   if y is not None and (y.ndim == 0 or y.shape[:1] != x.shape[:1]):
     error(path, field, f"x and y hold different numbers of sequences: x has {x.shape[0]}, "
           f"y has {y.shape[0] if y.ndim else 'a scalar'}")
@@ -174,6 +194,8 @@ def padding_lengths(path: str, field: str, x: np.ndarray) -> np.ndarray:
   A NaN inside a sequence (before its last valid step), or in only some of a
   step's features, is an error naming the sequence and step.
   """
+  if not x.size:
+    error(path, field, f"no values in the file (x has shape {x.shape})")
   if np.isinf(x).any():
     i, t = np.argwhere(np.isinf(x).any(-1))[0]
     error(path, field, f"sequence {i} has an infinite value at step {t}")
@@ -274,7 +296,7 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
       drop = csv_label[0]
     values = _numbers(path, field, rows, width, first_row, skip=drop)
     columns = [h for h in header if h != label] if header else None
-    x = values[..., None].astype(np.float32)
+    x = in_range(path, field, values[..., None])
     return Arrays(x, None, padding_lengths(path, field, x), columns=columns)
   if label:
     if not header:
@@ -292,7 +314,7 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
   # Labels are numbers, or words (class names) when any of them is not a number.
   y = (np.array([float(c) for c in cells]) if all(_is_number(c) for c in cells)
        else np.array(cells))
-  x = _numbers(path, field, rows, width, first_row, skip=col)[..., None].astype(np.float32)
+  x = in_range(path, field, _numbers(path, field, rows, width, first_row, skip=col)[..., None])
   if x.shape[1] == 0:
     error(path, field, "the CSV has a label column and no time steps")
   return Arrays(x, y, padding_lengths(path, field, x),
@@ -312,6 +334,9 @@ def _read_long_csv(path, field, text, time_column) -> Arrays:
   if not names:
     error(path, field, "the CSV has a time column and no value columns")
   times = [r[col].strip() if col < len(r) else "" for r in rows]
+  if not all(times):
+    error(path, field, f"task.time_column={time_column!r} is empty in row "
+          f"{times.index('') + 2}; every row needs its time")
   try:
     keys = np.asarray([float(t) for t in times])
   except ValueError:
@@ -326,7 +351,7 @@ def _read_long_csv(path, field, text, time_column) -> Arrays:
           "row a time step")
   order = np.argsort(keys, kind="stable")
   values = _numbers(path, field, rows, len(header), 2, skip=col)
-  x = values[order][None].astype(np.float32)  # one series [1, T, F]
+  x = in_range(path, field, values[order][None])  # one series [1, T, F]
   return Arrays(x, None, padding_lengths(path, field, x), features=names, columns=names,
                 times=keys[order])
 

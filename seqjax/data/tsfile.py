@@ -19,7 +19,7 @@ class TsError(ValueError):
 
 
 def parse(text: str) -> tuple[np.ndarray, np.ndarray | None, bool]:
-  """(x [N, T, F] float32 padded with NaN, labels [N] (strings for classes, floats for
+  """(x [N, T, F] float64 padded with NaN, labels [N] (strings for classes, floats for
   targets) or None, whether the labels are class labels)."""
   header: dict[str, str] = {}
   lines = iter(enumerate(text.lstrip("\ufeff").splitlines(), 1))
@@ -64,7 +64,7 @@ def parse(text: str) -> tuple[np.ndarray, np.ndarray | None, bool]:
   if not cases:
     raise TsError("no cases after @data")
   steps = max(len(d) for dims in cases for d in dims)
-  x = np.full((len(cases), steps, len(cases[0])), np.nan, np.float32)
+  x = np.full((len(cases), steps, len(cases[0])), np.nan)  # float64: ranges checked later
   for i, dims in enumerate(cases):
     for f, d in enumerate(dims):
       x[i, :len(d), f] = d

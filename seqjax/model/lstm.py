@@ -203,6 +203,13 @@ class LSTMCell(CellOptions, nn.RNNCellBase):
     if self.in_features is not None and in_features != self.in_features:
       raise ValueError(f"LSTMCell: the input has {in_features} features; in_features is "
                        f"{self.in_features}")
+    if in_features < 1:
+      raise ValueError(f"LSTMCell: x has {in_features} features a step; it needs at least 1")
+    if self.has_variable("params", "input_kernel"):  # applying: the features it was made for
+      made_for = jnp.shape(self.get_variable("params", "input_kernel"))[0]
+      if in_features != made_for:
+        raise ValueError(f"LSTMCell: x has {in_features} features a step; the parameters "
+                         f"were made for {made_for}")
     g = 4 * self.hidden
     input_kernel = self.param("input_kernel", self.kernel_init, (in_features, g),
                               self.param_dtype)
@@ -356,6 +363,8 @@ def run_layer(input_kernel: Array, recurrent_kernel: Array, bias: Array, x: Arra
   hidden = recurrent_kernel.shape[0]
   if lengths is not None:
     mask = jnp.arange(steps)[None, :] < jnp.asarray(lengths)[:, None]  # [B, T]
+  if mask is not None:  # padding (even NaN) must not reach the outputs or any gradient
+    x = jnp.where(mask[..., None], x, jnp.zeros((), x.dtype))
   if input_mask is not None:
     x = x * input_mask[:, None, :].astype(x.dtype)
 
@@ -601,6 +610,9 @@ def check_layer_inputs(module: str, layer: Any, x: Array, carry: Carry | None,
   if mask is not None and jnp.shape(mask) != (batch, steps):
     raise ValueError(f"{module}: mask must be [batch, time] = {(batch, steps)}; "
                      f"got shape {jnp.shape(mask)}")
+  if mask is not None and jnp.result_type(mask) != jnp.bool_:
+    raise ValueError(f"{module}: mask must be bool (True: run the step); got "
+                     f"{jnp.result_type(mask)}")
   return batch, steps, in_features
 
 
@@ -635,6 +647,11 @@ def check_input(module: str, x: Array) -> tuple[int, int, int]:
   if jnp.ndim(x) != 3:
     raise ValueError(f"{module}: x must be [batch, time, features] (rank 3); got shape "
                      f"{jnp.shape(x)}")
+  dtype = jnp.result_type(x)
+  if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+    raise ValueError(f"{module}: x must hold real numbers; got {dtype}")
+  if jnp.shape(x)[2] < 1:
+    raise ValueError(f"{module}: x has {jnp.shape(x)[2]} features a step; it needs at least 1")
   return jnp.shape(x)
 
 
@@ -655,6 +672,9 @@ def check_lengths(module: str, lengths: Array | None, batch: int, steps: int) ->
   if jnp.shape(lengths) != (batch,):
     raise ValueError(f"{module}: lengths must be [batch] = ({batch},); got shape "
                      f"{jnp.shape(lengths)}")
+  if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
+    raise ValueError(f"{module}: lengths must be integers (valid steps); got "
+                     f"{jnp.result_type(lengths)}")
   try:
     values = np.asarray(lengths)
   except jax.errors.TracerArrayConversionError:  # traced: known only when it runs

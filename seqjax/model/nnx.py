@@ -67,6 +67,8 @@ class LSTMCell(nnx.RNNCellBase):
   def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs, **options):
     _set_options(self, options, _CELL_FIELDS, "LSTMCell")
     lstm.check_options("LSTMCell", hidden, 1, 0, 0)
+    if not isinstance(in_features, int) or isinstance(in_features, bool) or in_features < 1:
+      raise ValueError(f"LSTMCell: in_features must be an integer >= 1; got {in_features!r}")
     self.in_features, self.hidden = in_features, hidden
     g = 4 * hidden
     self.input_kernel = nnx.Param(self.kernel_init(rngs.params(), (in_features, g),
@@ -87,6 +89,9 @@ class LSTMCell(nnx.RNNCellBase):
 
   def __call__(self, carry: Carry, x_t: Array) -> tuple[Carry, Array]:
     """One step on raw input x_t [B, I]; returns ((h, c), h), each [B, H]."""
+    if jnp.shape(x_t)[-1:] != (self.in_features,):
+      raise ValueError(f"LSTMCell: x_t must be [batch, {self.in_features}] (in_features); got "
+                       f"shape {jnp.shape(x_t)}")
     carry = lstm_step(self.recurrent_kernel[...], carry, self.project(x_t), self.dtype,
                       canonical_precision(self.precision))
     return carry, carry[0]

@@ -14,6 +14,7 @@ it, one Pallas kernel that runs the whole free run (`kernels.pallas_free_run`).
 from __future__ import annotations
 
 import functools
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -166,6 +167,12 @@ def rollout(model, params, prefix: jax.Array, steps: int,
     [B, N, O]: output n predicts prefix position W + n. Output 0 is the
     prediction from the last true value; each later one is fed the previous.
   """
+  if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
+    raise ValueError(f"rollout: steps must be an integer >= 1 (values to generate); got "
+                     f"{steps!r}")
+  if jnp.ndim(prefix) != 3 or jnp.shape(prefix)[1] < 1:
+    raise ValueError(f"rollout: prefix must be [batch, time >= 1, features]; got shape "
+                     f"{jnp.shape(prefix)}")
   carry, y = step(model, params, carry, prefix)
   first = y[:, -1]
   _, rest = free_run(model, params, carry, first, steps - 1)

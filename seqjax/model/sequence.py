@@ -31,6 +31,9 @@ HEADS = ("last", "per_step")
 # outputs averaged or maxed over time.
 POOLS = ("last", "mean", "max")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# model.patch=0 reads long sequences in patches of steps, so that at most this many
+# patches remain (measured on UCR/UEA data: docs/real_data.md).
+MAX_PATCHED_STEPS = 256
 # Sizes past any model seqjax trains; memory is checked against the device separately.
 MAX_WIDTH = 2**16
 MAX_LAYERS = 64
@@ -77,17 +80,58 @@ class DenseStack(nn.Module):
     return activation(self.out_activation)(x.astype(jnp.float32))
 
 
+class ConvBranch(nn.Module):
+  """A stack of 1-D convolutions over time beside the LSTM (LSTM-FCN's branch), each
+  Dense over a window of steps, LayerNorm and ReLU, then the mean over valid steps.
+
+  The windows are gathered as shifted copies of the sequence (`same` padding) and
+  multiplied by one Dense kernel: a population's members (vmapped) then multiply
+  batched matrices, where a vmapped `lax.conv` becomes a grouped convolution that
+  XLA runs slowly on CPUs.
+
+  Attributes:
+    channels: output channels of each layer.
+    kernels: window lengths of each layer.
+    dtype, precision: see `DenseStack`.
+  """
+  channels: Sequence[int]
+  kernels: Sequence[int]
+  dtype: Any = jnp.float32
+  precision: numerics.Precision = "highest"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None,
+               mask: jax.Array | None = None) -> jax.Array:
+    """x [B, T, I] (zeros past each sequence's end) -> [B, channels[-1]]."""
+    precision = numerics.canonical_precision(self.precision)
+    valid = _valid_steps(x.shape[:2], lengths, mask)[..., None]
+    t = x.shape[1]
+    for width, k in zip(self.channels, self.kernels, strict=True):
+      x = jnp.where(valid, x, 0)
+      padded = jnp.pad(x, ((0, 0), ((k - 1) // 2, k // 2), (0, 0)))
+      windows = jnp.concatenate([padded[:, j:j + t] for j in range(k)], axis=-1)
+      x = nn.Dense(width, dtype=self.dtype, precision=precision)(windows)
+      x = nn.relu(nn.LayerNorm(dtype=self.dtype)(x))
+    return pool_over_time(x, "mean", lengths, mask)
+
+
 class SequenceModel(lstm_lib.LSTMOptions):
   """LSTM + head: `(x [B, T, I], carry) -> (carry, y)`.
 
   `head="last"` maps the last valid LSTM output to y [B, O] (regressor or
   classifier), or with `pool="mean"`/`"max"` the mean or maximum of every valid
   step's outputs [B, H]; `head="per_step"` maps every step, y [B, T, O].
+  With `patch` = k > 1 (head "last" only), the LSTM reads k consecutive steps as
+  one step of k * I features (`patches`): a sequence k times shorter.
 
   Attributes:
     hidden, num_layers: the LSTM's H and L.
     head: "last" or "per_step".
     pool: for head "last": "last", "mean" or "max" (see `POOLS`).
+    patch: for head "last": steps read as one (1: each step on its own).
+    conv, conv_kernels: for head "last": the channels and window lengths of a
+      `ConvBranch` beside the LSTM, whose output joins the LSTM's before the head
+      (empty: none).
     head_hidden, out_features, activation, out_activation, dropout: see
       `DenseStack` (`dropout` is the head's).
     bidirectional, merge, input_dropout, recurrent_dropout: see `lstm.LSTM`.
@@ -100,6 +144,9 @@ class SequenceModel(lstm_lib.LSTMOptions):
   num_layers: int = 1
   head: str = "last"
   pool: str = "last"
+  patch: int = 1
+  conv: Sequence[int] = ()
+  conv_kernels: Sequence[int] = ()
   head_hidden: Sequence[int] = ()
   activation: str = "relu"
   out_activation: str = "none"
@@ -121,6 +168,13 @@ class SequenceModel(lstm_lib.LSTMOptions):
     if self.pool not in POOLS:
       raise ValueError(f"model.pool: unknown {self.pool!r}; allowed: {', '.join(POOLS)}")
     pooled = self.head == "last" and self.pool != "last"
+    if (self.patch > 1 or self.conv) and self.head != "last":
+      raise ValueError("model.patch and model.conv are for one prediction a sequence")
+    branch = (ConvBranch(tuple(self.conv), tuple(self.conv_kernels), self.dtype,
+                         self.precision, name="conv")(x, lengths, mask)
+              if self.conv else None)
+    if self.patch > 1:
+      x, lengths, mask = patches(x, self.patch, lengths, mask)
     carry, feats = lstm_lib.LSTM(
         self.hidden, self.num_layers, return_sequences=self.head == "per_step" or pooled,
         bidirectional=self.bidirectional, merge=self.merge, dropout=self.layer_dropout,
@@ -129,6 +183,8 @@ class SequenceModel(lstm_lib.LSTMOptions):
                                                   deterministic=not train)
     if pooled:
       feats = pool_over_time(feats, self.pool, lengths, mask)
+    if branch is not None:
+      feats = jnp.concatenate([feats, branch.astype(feats.dtype)], axis=-1)
     y = DenseStack(tuple(self.head_hidden), self.out_features, self.activation,
                    self.out_activation, self.dropout, self.dtype, self.precision,
                    name="head")(feats, train=train)
@@ -137,6 +193,20 @@ class SequenceModel(lstm_lib.LSTMOptions):
   def zero_carry(self, batch_size: int) -> lstm_lib.Carry:
     """The zero carry of a batch, (h, c) each [L * D, B, H] (stateful training starts here)."""
     return lstm_lib.stack_carry("SequenceModel", self, None, batch_size)
+
+
+def patches(x: jax.Array, k: int, lengths: jax.Array | None = None,
+            mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+  """x [B, T, I] as [B, ceil(T / k), k * I]: k consecutive steps a step, zeros past T and
+  on masked steps. A patch is valid where any of its steps is: lengths [B] become
+  ceil(lengths / k), mask [B, T] becomes [B, ceil(T / k)]."""
+  b, t, i = x.shape
+  pad = -t % k
+  if mask is not None:
+    x = jnp.where(mask[..., None], x, 0)
+    mask = jnp.pad(mask, ((0, 0), (0, pad))).reshape(b, -1, k).any(-1)
+  x = jnp.pad(x, ((0, 0), (0, pad), (0, 0))).reshape(b, (t + pad) // k, k * i)
+  return x, None if lengths is None else -(-lengths // k), mask
 
 
 def pool_over_time(feats: jax.Array, how: str, lengths: jax.Array | None = None,
@@ -165,6 +235,14 @@ def validate_config(m: ml_collections.ConfigDict) -> None:
   validate.integer_in("model.hidden", m.hidden, 1, MAX_WIDTH)
   validate.integer_in("model.num_layers", m.num_layers, 1, MAX_LAYERS)
   validate.one_of("model.pool", m.pool, POOLS)
+  validate.integer_in("model.patch", m.patch, 0, MAX_WIDTH)
+  for width in m.conv:
+    validate.integer_in("model.conv", width, 1, MAX_WIDTH)
+  if len(m.conv_kernels) != len(m.conv):
+    validate.fail("model.conv_kernels", tuple(m.conv_kernels), f"needs one window length for "
+                  f"each of the {len(m.conv)} layers of model.conv={tuple(m.conv)}")
+  for k in m.conv_kernels:
+    validate.integer_in("model.conv_kernels", k, 1, MAX_WIDTH)
   for width in m.head_hidden:
     validate.integer_in("model.head_hidden", width, 1, MAX_WIDTH)
   validate.one_of("model.activation", m.activation, ACTIVATIONS)
@@ -202,11 +280,24 @@ def validate_config(m: ml_collections.ConfigDict) -> None:
   validate.one_of("model.precision", m.precision, numerics.PRECISIONS)
 
 
-def from_config(m: ml_collections.ConfigDict, out_features: int, head: str) -> SequenceModel:
-  """The model `config.model` describes, with a task's output size and head."""
+def patch_of(patch: int, head: str, steps: int | None) -> int:
+  """The steps read as one for `model.patch`: itself, or for 0, as many as bring
+  sequences of `steps` down to MAX_PATCHED_STEPS (one prediction a sequence; else 1)."""
+  if patch:
+    return patch
+  if head != "last" or not steps:
+    return 1
+  return -(-steps // MAX_PATCHED_STEPS)
+
+
+def from_config(m: ml_collections.ConfigDict, out_features: int, head: str,
+                steps: int | None = None) -> SequenceModel:
+  """The model `config.model` describes, with a task's output size and head; `steps`,
+  the longest training sequence, chooses `model.patch=0`'s patch."""
   return SequenceModel(
       hidden=m.hidden, out_features=out_features, num_layers=m.num_layers, head=head,
-      pool=m.pool,
+      pool=m.pool, patch=patch_of(m.patch, head, steps), conv=tuple(m.conv),
+      conv_kernels=tuple(m.conv_kernels),
       head_hidden=tuple(m.head_hidden), activation=m.activation,
       out_activation=m.out_activation, dropout=m.dropout, bidirectional=m.bidirectional,
       merge=m.merge, layer_dropout=m.layer_dropout, input_dropout=m.input_dropout,

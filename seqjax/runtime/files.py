@@ -9,7 +9,9 @@ this module or epath.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from typing import Any
 
 from etils import epath
@@ -40,8 +42,28 @@ def write_text(p: PathLike, text: str) -> None:
 
 
 def write_json(p: PathLike, content: Any) -> None:
-  """`content` as indented JSON, written whole (`write_text`)."""
-  write_text(p, json.dumps(content, indent=2))
+  """`content` as indented JSON, written whole (`write_text`); a NaN or infinite float is
+  written as null (JSON has no such numbers)."""
+  write_text(p, json.dumps(_finite(content), indent=2, allow_nan=False))
+
+
+def _finite(content: Any) -> Any:
+  if isinstance(content, float):
+    return content if math.isfinite(content) else None
+  if isinstance(content, dict):
+    return {k: _finite(v) for k, v in content.items()}
+  if isinstance(content, (list, tuple)):
+    return [_finite(v) for v in content]
+  return content
+
+
+def sha256(p: PathLike) -> str:
+  """The SHA-256 of the file at `p`, read a megabyte at a time."""
+  digest = hashlib.sha256()
+  with path(p).open("rb") as f:
+    while chunk := f.read(2**20):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def read_json(p: PathLike) -> Any:

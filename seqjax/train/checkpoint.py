@@ -59,7 +59,6 @@ class Checkpointer:
 
   def _restore_latest(self, state, held: _HeldStderr):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _saveable(state))
-    moved = False
     restored, step = None, None
     for step in sorted(self._mngr.all_steps(), reverse=True):
       try:
@@ -67,6 +66,7 @@ class Checkpointer:
         break
       except Exception as e:  # noqa: BLE001  (any unreadable checkpoint: fall back, never crash)
         held.failed = True
+        self._reopen()  # a failed restore can leave the manager unable to read the others
         if self._readable(step):
           raise validate.ConfigError(
               f"checkpoint {step} in {self._dir} does not fit this config's model or optimizer "
@@ -80,10 +80,7 @@ class Checkpointer:
                         f"{str(e).splitlines()[0][:200]}); moved to {aside}, trying the previous")
         aside.parent.mkdir(parents=True, exist_ok=True)
         (self._dir / str(step)).rename(aside)
-        moved = True
-    if moved:  # the manager caches its step list
-      self._mngr.close()
-      self._mngr = self._manager()
+        self._reopen()  # the manager caches its step list
     if restored is None:
       return state
     logging.info("restored checkpoint %d", step)
@@ -100,6 +97,10 @@ class Checkpointer:
       held.failed = True
       older = {k: v for k, v in abstract.items() if k != "diverged_at"}
       return self._mngr.restore(step, args=ocp.args.StandardRestore(older))
+
+  def _reopen(self) -> None:
+    self._mngr.close()
+    self._mngr = self._manager()
 
   def _readable(self, step: int) -> bool:
     """Whether the checkpoint restores at all, without a target structure."""

@@ -26,7 +26,7 @@ from seqjax.data.tasks import base
 from seqjax.data.tasks import data as data_task
 from seqjax.model import rollout, sequence
 from seqjax.runtime import files
-from seqjax.train import checkpoint, population, programs
+from seqjax.train import checkpoint, population, programs, workdirs
 
 
 def _as_sequences(x, features: int, what: str = "x") -> np.ndarray:
@@ -65,7 +65,7 @@ class TrainedRun:
     if not (wd / "config.json").exists():
       raise validate.ConfigError(f"--workdir={workdir!r}: no config.json (not a seqjax run)")
     self.workdir = workdir
-    self.config = configlib.from_saved(files.read_json(wd / "config.json"))
+    self.config = configlib.from_saved(workdirs.saved_config(workdir))
     info_path = wd / data_task.INFO_FILE
     self.info = files.read_json(info_path) if info_path.exists() else None
     if self.info is not None:
@@ -79,7 +79,8 @@ class TrainedRun:
       head, out, features = self.task.head, self.task.out_features, self.task.in_features
       loss, eval_free_run = self.task.loss_and_metrics, self.task.eval_free_run
     self.features = features
-    self.model = sequence.from_config(self.config.model, out, head)
+    self.model = sequence.from_config(self.config.model, out, head,
+                                      (self.info or {}).get("steps"))
     device = jax.local_devices()[0]
     self._mesh = Mesh(np.asarray([device]).reshape(1, 1), ("data", "model"))
     place = NamedSharding(self._mesh, P())
@@ -89,24 +90,25 @@ class TrainedRun:
                             abstract)
     results = files.read_json(wd / "results.json") if (wd / "results.json").exists() else {}
     size = 1
-    if (wd / checkpoint.PARAMS_DIR).exists():
-      store = checkpoint.ParamsStore(wd / checkpoint.PARAMS_DIR)
-      try:
-        saved = jax.tree.leaves(store.shapes(), is_leaf=lambda x: isinstance(x, tuple))
-        first = jax.tree.leaves(abstract)[0]
-        if saved and len(saved[0]) == first.ndim + 1:  # a population's, on a member axis
-          size = saved[0][0]
-          abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype,
-                                                                 sharding=place), abstract)
-        self.step, self.params = store.restore(abstract)
-      finally:
-        store.close()
-    else:  # a run stopped before its end, or written before runs kept params/
-      try:
+    try:
+      if (wd / checkpoint.PARAMS_DIR).exists():
+        store = checkpoint.ParamsStore(wd / checkpoint.PARAMS_DIR)
+        try:
+          saved = jax.tree.leaves(store.shapes(), is_leaf=lambda x: isinstance(x, tuple))
+          first = jax.tree.leaves(abstract)[0]
+          if saved and len(saved[0]) == first.ndim + 1:  # a population's, on a member axis
+            size = saved[0][0]
+            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype,
+                                                                   sharding=place), abstract)
+          self.step, self.params = store.restore(abstract)
+        finally:
+          store.close()
+      else:  # a run stopped before its end, or written before runs kept params/
         self.step, self.params = checkpoint.restore_latest_params(wd / "checkpoints", device)
-      except FileNotFoundError:
-        raise validate.ConfigError(f"--workdir={workdir!r}: no saved parameters (neither "
-                                   f"{checkpoint.PARAMS_DIR}/ nor a checkpoint)") from None
+    except FileNotFoundError:
+      raise validate.ConfigError(
+          f"--workdir={workdir!r}: the run has no saved parameters yet (it stopped before its "
+          "first checkpoint); rerun its training command to train it, then predict") from None
     self.member, self.ensemble = None, False
     if size > 1:
       self._choose_member(workdir, results, size, member)
@@ -187,6 +189,8 @@ class TrainedRun:
           data_task.series_arrays(series, np.full(n, steps), info),
           (np.arange(n), np.zeros(n, np.int64)), info, eval_weight=True)
     x = _as_sequences(x, self.features)
+    if why := data_task.check_steps(x.shape[1], info, "x"):
+      raise validate.ConfigError(why)
     lengths = np.asarray(readers.padding_lengths("input", "x", x) if lengths is None
                          else lengths)
     n = len(x)

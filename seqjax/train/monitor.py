@@ -150,7 +150,8 @@ class Monitor:
     if not self._population:
       preds, metrics = self._evaluate(state.params, self._eval_set)
       metrics = {k: float(v) for k, v in metrics.items()}
-      self._writer.write(step, "eval", metrics)
+      if step not in self._tracked:  # a rerun of a finished run has its line already
+        self._writer.write(step, "eval", metrics)
       writers.console(f"held-out at step {step}: "
                       + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
       if (self._track(step, {k: np.asarray([v]) for k, v in metrics.items()})[0]
@@ -162,7 +163,8 @@ class Monitor:
     self.alive = self._diverged_at(state) < 0
     metrics = {k: np.where(self.alive, np.asarray(v, float), np.nan)
                for k, v in jax.device_get(metrics).items()}
-    self._writer.write(step, "eval", self._pack(metrics))
+    if step not in self._tracked:
+      self._writer.write(step, "eval", self._pack(metrics))
     value = metrics[self.headline]
     median = float(np.nanmedian(value)) if self.alive.any() else float("nan")
     writers.console(f"held-out at step {step}: {self.headline} median {median:.5g} "

@@ -14,6 +14,7 @@ and eval keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -166,6 +167,9 @@ def _task_and_total(config):
   if task.head != "last" and config.model.pool != "last":
     validate.fail("model.pool", config.model.pool, "applies to one prediction a sequence, "
                   "and this task predicts every step: set model.pool='last'")
+  if task.head != "last" and config.model.patch > 1:
+    validate.fail("model.patch", config.model.patch, "applies to one prediction a sequence, "
+                  "and this task predicts every step: set model.patch=1")
   t = config.train
   for field, used in (("epochs", t.epochs), ("eval_every", t.eval_every == -1)):
     if used and not task.steps_per_epoch:
@@ -196,10 +200,10 @@ def check_memory(config: ml_collections.ConfigDict, task: base.Task, mesh, model
   """Refuses, before compiling, a train step that cannot fit one device's memory.
 
   An estimate from the shapes: parameters with their gradient and two optimizer
-  moments, and the backward pass's stored residuals (`lstm.RESIDUALS_PER_STEP`
-  [B, H] arrays a step and layer, plus the [B, 4H] input projection), for the
-  device's share of the batch (and of a population's members). It names the field that
-  dominates.
+  moments, the backward pass's stored residuals (`lstm.RESIDUALS_PER_STEP`
+  [B, H] arrays a step and layer, plus the [B, 4H] input projection and its
+  gradient), and two batches, for the device's share of the batch (and of a
+  population's members). It names the field that dominates.
   """
   m = config.model
   sample = jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
@@ -211,18 +215,23 @@ def check_memory(config: ml_collections.ConfigDict, task: base.Task, mesh, model
     params += (width + 1) * out
     width = out
   kept = steps if not m.remat else 2 * int(steps ** 0.5) + 1
+  # Per step and layer: the residuals, the [B, 4H] input projection and its gradient.
   activations = (m.num_layers * lstm.directions(m.bidirectional) * kept * batch * m.hidden
-                 * (lstm.RESIDUALS_PER_STEP + 4))
-  need = 4 * models_per_device * (4 * params + activations)
+                 * (lstm.RESIDUALS_PER_STEP + 8))
+  # The batch itself, twice: made (or sent) while the last one is still in use.
+  batch_bytes = 2 * sum(math.prod(a.shape) * a.dtype.itemsize
+                        for a in jax.tree.leaves(sample)) // mesh.shape[sharding.DATA]
+  need = models_per_device * (4 * (4 * params + activations) + batch_bytes)
   have = device_memory_bytes(mesh.devices.flat[0])
   if have is None or need <= have:
     return
   gib = lambda n: f"{n / 2**30:.1f} GiB"
-  field, value = (("model.hidden", m.hidden) if 4 * params >= activations
+  field, value = (("model.hidden", m.hidden) if 16 * params >= 4 * activations + batch_bytes
                   else ("train.batch_size", config.train.batch_size))
   validate.fail(field, value, f"the train step needs about {gib(need)} per device "
                 f"(parameters and optimizer {gib(16 * params * models_per_device)}, stored "
-                f"activations {gib(4 * activations * models_per_device)}), more than the "
+                f"activations {gib(4 * activations * models_per_device)}, batches "
+                f"{gib(batch_bytes * models_per_device)}), more than the "
                 f"{gib(have)} of {mesh.devices.flat[0].platform} memory")
 
 
@@ -279,8 +288,14 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None,
   return _plan_population(config, task, mesh, total, members)
 
 
+def train_steps(task: base.Task) -> int:
+  """The time steps of the task's training batches."""
+  return jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)),
+                        jax.random.key(0))["x"].shape[1]
+
+
 def _plan_one(config, task, mesh, total) -> Run:
-  model = sequence.from_config(config.model, task.out_features, task.head)
+  model = sequence.from_config(config.model, task.out_features, task.head, train_steps(task))
   tx = optimizer(config.train, total)  # one object: the abstract and the real state match
 
   def init():  # the keys too: eager key ops would each compile a program of their own
@@ -312,7 +327,7 @@ def _plan_population(config, task, mesh, total, members) -> Run:
         1, batch // mesh.shape[sharding.DATA])
     fixed["model.unroll"] = lstm.auto_unroll(steps, per_device, config.model.hidden)
   unit = configlib.override(config, fixed)
-  model = sequence.from_config(unit.model, task.out_features, task.head)
+  model = sequence.from_config(unit.model, task.out_features, task.head, train_steps(task))
   tx = optimizer(config.train, total)
   per_model = {f: _per_model(config, members, f) for f in ARRAY_FIELDS[1:]}
   seeds = _per_model(config, members, "seed", int)

@@ -82,7 +82,11 @@ def lock(workdir: str) -> None:
     return
   path = os.path.join(key, ".lock")
   created = not os.path.exists(path)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:  # a read-only file system or folder
+    raise validate.ConfigError(f"--workdir={workdir!r} is not writable ({e.strerror}); "
+                               "copy the run to a writable place to resume it") from None
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:
@@ -156,21 +160,30 @@ def _check(config, workdir, root, probe) -> None:
   path = root / "config.json"
   checkpoints = root / "checkpoints"
   if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-    try:
-      before = files.read_json(path)
-    except FileNotFoundError:
+    if not path.exists():
       raise validate.ConfigError(
           f"--workdir={workdir!r} holds checkpoints but no config.json, so what they were "
-          "trained with is unknown; use a new --workdir") from None
-    except (ValueError, OSError) as e:
-      raise validate.ConfigError(
-          f"--workdir={workdir!r} holds checkpoints beside an unreadable config.json "
-          f"({type(e).__name__}); restore config.json or use a new --workdir") from None
-    changed = config_changes(before, config)
+          "trained with is unknown; use a new --workdir")
+    changed = config_changes(saved_config(workdir), config)
     if changed and not config.allow_config_change:
       raise validate.ConfigError(
           f"--workdir={workdir!r} holds a run with a different config ({'; '.join(changed)}); "
           "use a new --workdir, or --config.allow_config_change=True to resume anyway")
+
+
+def saved_config(workdir: str) -> dict[str, Any]:
+  """`workdir/config.json`, or a ConfigError when it is unreadable or holds no config."""
+  try:
+    saved = files.read_json(files.path(workdir) / "config.json")
+  except (ValueError, OSError) as e:
+    raise validate.ConfigError(
+        f"--workdir={workdir!r}: its config.json is unreadable ({type(e).__name__}); restore "
+        "it or use a new --workdir") from None
+  if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+    raise validate.ConfigError(
+        f"--workdir={workdir!r}: its config.json holds no seqjax config (a JSON object with "
+        "model, task and train); restore it or use a new --workdir")
+  return saved
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -125,6 +125,11 @@ class Task:
     """Writes what predicting with the run needs beyond its config (by default, nothing)."""
     del workdir
 
+  def check_resume(self, workdir: str) -> None:
+    """Raises ConfigError when `workdir` holds a run of this config on other data (by
+    default the data is generated from the config: nothing to check)."""
+    del workdir
+
   def extra_evaluation(self, model, params, key: jax.Array, workdir: str | None,
                        placement: jax.sharding.Sharding | None = None) -> dict[str, Any]:
     """Held-out evaluation beyond the metrics, after training (by default, none).

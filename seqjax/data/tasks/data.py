@@ -151,6 +151,21 @@ class DataTask(base.Task):
     """`workdir/data.json`: the kind, shapes, classes and normalisation (`seqjax.load`)."""
     files.write_json(os.path.join(workdir, INFO_FILE), self.info)
 
+  def check_resume(self, workdir: str) -> None:
+    """A run resumes only on the files it started with (their checksums in data.json)."""
+    path = files.path(workdir) / INFO_FILE
+    if not path.exists():
+      return
+    try:
+      before = files.read_json(path).get("sources") or {}
+    except (ValueError, AttributeError):  # unreadable: the run rewrites it
+      return
+    for field, digest in self.info.get("sources", {}).items():
+      if field in before and before[field] != digest:
+        validate.fail(f"task.{field}", self.info["files"][field], "the file is not the one "
+                      f"the run in --workdir={workdir!r} trained on (its checksum in "
+                      f"{INFO_FILE} differs); use a new --workdir for new data")
+
   def plot(self, eval_set, preds: np.ndarray, workdir: str) -> None:
     from seqjax.runtime import plots  # matplotlib: imported when first drawing
     if self.kind == "regression":
@@ -227,6 +242,17 @@ def sequence_inputs(x: np.ndarray, lengths: np.ndarray, info: dict[str, Any],
   if info["masked"] or (lengths[rows] < x.shape[1]).any():
     out["mask"] = np.arange(x.shape[1])[None, :] < lengths[rows][:, None]
   return out
+
+
+def check_steps(steps: int, info: dict[str, Any], what: str) -> str | None:
+  """Why sequences of `steps` steps do not fit a run trained on sequences of one length
+  (`info["steps"]`), or None when they fit (any length fits a run trained on several)."""
+  trained = info.get("steps")
+  if trained is None or info["masked"] or steps == trained:
+    return None
+  return (f"{what} has sequences of {steps} steps; the run was trained on sequences of "
+          f"exactly {trained} (a CSV row holds the steps, then the label column if the "
+          "training file had one)")
 
 
 def sequence_examples(x: np.ndarray, lengths: np.ndarray, y: np.ndarray, info: dict[str, Any],
@@ -323,6 +349,8 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
         not np.issubdtype(a.y.dtype, np.number) or not np.isfinite(a.y).all()):
       readers.error(p, field, f"regression targets must be finite numbers (y has dtype "
                       f"{a.y.dtype})")
+    if a is not None and kind == "regression":
+      readers.in_range(p, field, a.y.reshape(len(a.y), -1), "y")
   labels = classes = None
   if kind == "classification":  # labels checked first: a bad label column is the likelier cause
     labels, classes = class_indices(path, "task.train", arrays.y, None)
@@ -333,7 +361,7 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   x_shift, x_scale = normalizer(arrays.x, arrays.lengths, idx_train)
   masked = any((a.lengths < a.x.shape[1]).any() for a in (arrays, test_arrays) if a is not None)
   info = {"kind": kind, "in_features": arrays.x.shape[2], "masked": masked,
-          "x_shift": x_shift.tolist(), "x_scale": x_scale.tolist(),
+          "steps": arrays.x.shape[1], "x_shift": x_shift.tolist(), "x_scale": x_scale.tolist(),
           "label": arrays.label or "y", "csv_label": arrays.csv_label,
           "columns": arrays.columns}
   if kind == "classification":
@@ -634,6 +662,8 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
   make_kind = _forecast_task if cfg.kind == "forecast" else _sequence_task
   (info, train, val, test, raw, baselines, metric, higher, head, free_run,
    eval_free_run) = make_kind(cfg, batch_size, arrays, test_arrays)
+  named = {field: getattr(cfg, field) for field in ("train", "test") if getattr(cfg, field)}
+  info.update(files=named, sources={k: files.sha256(v) for k, v in named.items()})
   return DataTask(
       name="data", in_features=info["in_features"], out_features=info["out_features"],
       head=head, batch_from=lambda data, key, step: data, eval_batch=None,
