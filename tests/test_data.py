@@ -138,7 +138,8 @@ def make(config):
     (lambda p: p.write_text("a,b,label\n1,inf,0\n3,4,1\n"), {},
      "sequence 0 has an infinite value at step 1"),
     (lambda p: p.write_text("a,b,label\n1,1e300,0\n3,4,1\n"), {},
-     r"x holds 1e\+300 \(sequence 0, step 1, feature 0\); values must lie within ±1e\+18"),
+     r"x holds 1e\+300 \(sequence 0, step 1, feature 0, column 'b'\); values must lie "
+     r"within ±1e\+15"),
     (lambda p: p.write_text("a,b,y\n1,2,1e30\n3,4,1\n5,6,2\n"), {"kind": "regression"},
      r"y holds 1e\+30 \(sequence 0, target 0\); values must lie within"),
     (lambda p: np.save(p, np.full(100, 1e38)), {"kind": "forecast", "suffix": ".npy"},

@@ -22,6 +22,7 @@ from seqjax.train import trainer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 FREQ = os.path.join(ROOT, "configs", "freq.py")
+ECHO = os.path.join(ROOT, "configs", "echo.py")
 
 
 def _run(args, cwd=ROOT, **kw):
@@ -376,3 +377,47 @@ def test_a_workdir_whose_lock_cannot_be_made_is_one_line(tmp_path, monkeypatch):
   with pytest.raises(validate.ConfigError, match=r"is not writable \(Read-only file system\); "
                      "copy the run to a writable place"):
     workdirs.lock(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_run_in_one_line_naming_the_safe_checkpoint(tmp_path):
+  """The workdir on a small tmpfs, filled once the first checkpoint exists: exit 1, one
+  line naming the newest finished checkpoint, and a rerun resumes from it."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(disk)],
+                    capture_output=True).returncode:
+    pytest.skip("mounting a small tmpfs needs root")
+  try:
+    command = [sys.executable, "-m", "seqjax.main", f"--config={ECHO}:quick",
+               "--config.train.steps=100000", "--config.train.checkpoint_every=400",
+               "--config.train.log_every=10", f"--workdir={disk / 'wd'}"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not (disk / "wd" / "checkpoints" / "400").is_dir() and time.time() < deadline:
+      time.sleep(0.2)
+    with open(disk / "fill", "wb") as f:  # the rest of the disk
+      try:
+        while True:
+          f.write(b"\0" * 2**20)
+      except OSError:
+        pass
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, err[-3000:]
+    safe = re.search(r"is full; the checkpoint at step (\d+) is safe: free space", lines[0])
+    assert safe and (disk / "wd" / "checkpoints" / safe.group(1)).is_dir(), lines
+    os.remove(disk / "fill")
+    rerun = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+      first = rerun.stdout.readline()
+      while first and "resumed" not in first and "task echo" not in first:
+        first = rerun.stdout.readline()
+      assert f"resumed from the checkpoint at step {safe.group(1)}" in first
+    finally:
+      rerun.kill()
+      rerun.communicate()
+  finally:
+    subprocess.run(["umount", str(disk)], capture_output=True)

@@ -352,6 +352,7 @@ def _fused(fn, monkeypatch):
   return not seen[0]
 
 
+@pytest.mark.slow
 def test_reverse_mode_keeps_the_fused_vjp_and_forward_mode_leaves_it(monkeypatch):
   """Training runs the hand-written VJP: `recurrence.forward_mode` must see no forward
   trace in reverse mode (it reads JAX's tracer classes by name)."""

@@ -65,7 +65,8 @@ def test_kernel_equals_the_xla_scan_in_values_and_gradients(steps, batch, hidden
   jax.tree.map(_close, grads, ref)
 
 
-@pytest.mark.parametrize("resident", [True, False], ids=["resident", "streamed"])
+@pytest.mark.parametrize("resident", [True, pytest.param(False, marks=pytest.mark.slow)],
+                         ids=["resident", "streamed"])
 def test_both_ways_of_holding_the_recurrent_weights_give_the_scans_values_and_gradients(
     resident):
   """W_h's gate tiles held across the loop (small H) or loaded every step (large H)."""

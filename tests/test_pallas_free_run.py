@@ -72,6 +72,7 @@ def test_rollout_with_the_kernel_equals_the_xla_rollout():
   np.testing.assert_allclose(np.asarray(preds), np.asarray(ref), atol=ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_differentiating_a_kernel_free_run_takes_the_xla_loops_gradient():
   """Training with `task.free_run` differentiates the free run: the kernel is forward only,
   so the gradient is the XLA loop's, and the values still come out right."""
@@ -93,6 +94,7 @@ def test_differentiating_a_kernel_free_run_takes_the_xla_loops_gradient():
                grads, grads_ref)
 
 
+@pytest.mark.slow
 def test_a_vmapped_free_run_runs_the_kernel_per_member():
   """A sweep vmaps the model over its members: the kernel runs under vmap."""
   model = _model()

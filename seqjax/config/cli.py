@@ -11,6 +11,7 @@ programs instead of compiling them again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import pathlib
@@ -28,8 +29,9 @@ from seqjax.config import validate
 # The exit codes of every command (the README's table is this one).
 EXIT_CODES = {
     0: "done",
-    1: "a check of seqjax.doctor failed, or a config file's own code raised (its traceback "
-       "follows a line naming the file)",
+    1: "a check of seqjax.doctor failed, a config file's own code raised (its traceback "
+       "follows a line naming the file), or the disk filled up (one line naming the newest "
+       "checkpoint, from which a rerun resumes)",
     2: "a bad or missing flag, config value, input file or workdir (one line; nothing run "
        "or changed)",
     3: "the loss or gradients became NaN/Inf (the step is named; checkpoints and metrics "
@@ -38,6 +40,32 @@ EXIT_CODES = {
     143: "stopped by SIGTERM (a preemption notice), after a checkpoint of the current step",
 }
 HELP_FLAGS = ("-help", "-h", "-?")  # and every `--help...` form
+
+
+class DiskFull(Exception):  # noqa: N818  (the machine's state, not a bug)
+  """The disk of a run's workdir filled up; the message names the checkpoint to resume from."""
+
+
+def disk_full(error: BaseException | None) -> bool:
+  """Whether `error`, or an error it was raised from or during, is a full disk: ENOSPC,
+  or tensorstore's error that wraps it (orbax writes arrays through tensorstore)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+class _NoDiskFullNoise:
+  """Drops library log records about a full disk (orbax logs each failed background
+  write with its traceback): the run stops with one line that says so (`DiskFull`)."""
+
+  def filter(self, record) -> bool:
+    return not (record.exc_info and disk_full(record.exc_info[1]))
 
 
 class Preempted(Exception):  # noqa: N818  (a stop, not an error)
@@ -79,6 +107,7 @@ def run(main: Callable[[list[str]], int | None], *, positional: bool = False) ->
       return main(argv)
 
   logging.set_verbosity(logging.WARNING)
+  logging.get_absl_logger().addFilter(_NoDiskFullNoise())
   app.run(checked, flags_parser=parse_flags)
 
 
@@ -151,6 +180,8 @@ def exit_codes():
     error(e)
   except FloatingPointError as e:
     error(e, 3)
+  except DiskFull as e:
+    error(e, 1)
   except Preempted as e:
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(128 + e.signum)

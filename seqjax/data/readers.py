@@ -66,13 +66,16 @@ def error(path: str, field: str, message: str) -> None:
   raise validate.ConfigError(f"{field}={path!r}: {message}")
 
 
-# The largest magnitude a value may have: its square (a squared error) must fit float32.
-LARGEST = 1e18
+# The largest magnitude a value may have: a squared error's sum over a million examples
+# must fit float32 (3.4e38).
+LARGEST = 1e15
 
 
-def in_range(path: str, field: str, values: np.ndarray, what: str = "x") -> np.ndarray:
+def in_range(path: str, field: str, values: np.ndarray, what: str = "x",
+             columns: list[str] | None = None, column_axis: int = 1) -> np.ndarray:
   """`values` (any real dtype) as float32, or a ConfigError naming the first finite value
-  beyond `LARGEST` (which float32 could not hold, or whose square it could not)."""
+  beyond `LARGEST` (which float32 could not hold, or whose square it could not), and
+  its CSV column (`columns`, indexed along `column_axis`) when it has one."""
   values = np.asarray(values)
   with np.errstate(invalid="ignore"):
     big = np.isfinite(values) & (np.abs(values) > LARGEST)
@@ -80,6 +83,8 @@ def in_range(path: str, field: str, values: np.ndarray, what: str = "x") -> np.n
     where = np.argwhere(big)[0]
     axes = ("sequence", "target") if what == "y" else ("sequence", "step", "feature")
     at = ", ".join(f"{name} {i}" for name, i in zip(axes, where, strict=False))
+    if columns and where[column_axis] < len(columns):
+      at += f", column {columns[where[column_axis]]!r}"
     error(path, field, f"{what} holds {values[tuple(where)]:g} ({at}); values must lie within "
           f"±{LARGEST:g} (float32 training squares them): rescale the column")
   return values.astype(np.float32, copy=False)
@@ -296,7 +301,7 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
       drop = csv_label[0]
     values = _numbers(path, field, rows, width, first_row, skip=drop)
     columns = [h for h in header if h != label] if header else None
-    x = in_range(path, field, values[..., None])
+    x = in_range(path, field, values[..., None], columns=columns)
     return Arrays(x, None, padding_lengths(path, field, x), columns=columns)
   if label:
     if not header:
@@ -314,12 +319,14 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
   # Labels are numbers, or words (class names) when any of them is not a number.
   y = (np.array([float(c) for c in cells]) if all(_is_number(c) for c in cells)
        else np.array(cells))
-  x = in_range(path, field, _numbers(path, field, rows, width, first_row, skip=col)[..., None])
+  columns = [h for j, h in enumerate(header) if j != col] if header else None
+  x = in_range(path, field, _numbers(path, field, rows, width, first_row, skip=col)[..., None],
+               columns=columns)
   if x.shape[1] == 0:
     error(path, field, "the CSV has a label column and no time steps")
   return Arrays(x, y, padding_lengths(path, field, x),
                 label=header[col] if header else None, csv_label=(col, width),
-                columns=[h for j, h in enumerate(header) if j != col] if header else None)
+                columns=columns)
 
 
 def _read_long_csv(path, field, text, time_column) -> Arrays:
@@ -351,7 +358,7 @@ def _read_long_csv(path, field, text, time_column) -> Arrays:
           "row a time step")
   order = np.argsort(keys, kind="stable")
   values = _numbers(path, field, rows, len(header), 2, skip=col)
-  x = in_range(path, field, values[order][None])  # one series [1, T, F]
+  x = in_range(path, field, values[order][None], columns=names, column_axis=2)  # [1, T, F]
   return Arrays(x, None, padding_lengths(path, field, x), features=names, columns=names,
                 times=keys[order])
 

@@ -7,9 +7,12 @@ the previous one is used: nothing is deleted, and a run never crashes on it.
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging as pylogging
 import os
+import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +49,24 @@ class Checkpointer:
     return self._mngr.latest_step()
 
   def save(self, step: int, state) -> None:
+    """Starts saving `state` as checkpoint `step`; raises OSError (ENOSPC) first, writing
+    nothing, when the local disk lacks room for two more checkpoints of the last's size
+    (a write the disk cannot hold fails in orbax's threads, each with its traceback)."""
+    if files.is_local(self._dir):
+      need = 2 * self._last_size() + 16 * 2**20
+      free = shutil.disk_usage(self._dir).free
+      if free < need:
+        raise OSError(errno.ENOSPC, f"{free / 2**20:.0f} MiB free, a checkpoint needs about "
+                      f"{need / 2**20 / 2:.0f} MiB", str(self._dir))
     self._mngr.save(step, args=ocp.args.StandardSave(_saveable(state)))
+
+  def _last_size(self) -> int:
+    """Bytes of the newest finished checkpoint (0 before the first)."""
+    steps = finished_steps(self._dir)
+    if not steps:
+      return 0
+    return sum(f.stat().st_size for f in pathlib.Path(self._dir / str(steps[-1])).rglob("*")
+               if f.is_file())
 
   def wait(self) -> None:
     """Blocks until pending (asynchronous) saves are on disk."""
@@ -113,6 +133,15 @@ class Checkpointer:
   def close(self) -> None:
     self._mngr.wait_until_finished()
     self._mngr.close()
+
+
+def finished_steps(directory: files.PathLike) -> list[int]:
+  """The steps of the finished checkpoints in `directory`, oldest first (orbax writes
+  each into a tmp folder and renames it to its step once complete)."""
+  root = files.path(directory)
+  if not root.exists():
+    return []
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 # Where a run keeps the parameters it predicts with (`seqjax.load` reads them).

@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from seqjax.config import cli
 from seqjax.data import baselines
 from seqjax.data.tasks import base
 from seqjax.runtime import files, sharding, writers
@@ -53,6 +54,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   run = planning.plan(config, workdir, members)  # every check, before compiling; holds workdir
   try:
     return _train_and_evaluate(run, workdir, t_start)
+  except Exception as e:
+    if not cli.disk_full(e):
+      raise
+    safe = checkpoint.finished_steps(os.path.join(workdir, "checkpoints"))
+    raise cli.DiskFull(
+        f"the disk of --workdir={workdir!r} is full; "
+        + (f"the checkpoint at step {safe[-1]} is safe" if safe else "no checkpoint was saved")
+        + ": free space, then rerun the same command to resume") from None
   finally:
     workdirs.release(workdir)
 
