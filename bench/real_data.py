@@ -80,12 +80,17 @@ def row(name: str, kind: str, r: dict | str, seeds: int) -> str:
   if isinstance(r, str):  # the one-line error, less the file's path
     said = r.split("': ", 1)[-1]
     return f"| {name} | {kind} | did not run: {said} | | | |"
-  metric = r["metric"]
-  mean, std = r["held_out"][metric], r.get("held_out_std", {}).get(metric, 0.0)
+  metric, population = r["metric"], r.get("population", {})
+  mean = r["held_out"][metric]
+  if population.get("select") == "ensemble":  # the default for classes and targets
+    shown = f"{mean:.3f} (ensemble of {population.get('members', seeds)})"
+  else:
+    std = r.get("held_out_std", {}).get(metric, 0.0)
+    shown = f"{mean:.3f} ± {std:.3f} ({seeds} seeds)"
   base = " / ".join(f"{b} {m[metric]:.3f}" for b, m in r["baselines"].items())
   v = r["verdict"]
   said = "beat" if v["beat"] else "tied" if v.get("tie") else "**lost**"
-  return (f"| {name} | {kind}, {metric} | {mean:.3f} ± {std:.3f} ({seeds} seeds) | {base} | "
+  return (f"| {name} | {kind}, {metric} | {shown} | {base} | "
           f"{said} ({v['best_baseline']}) | {r['wall_s']:.0f} s |")
 
 

@@ -14,7 +14,28 @@ command lines), `runtime` (devices, files, writers), `model`, `data` (tasks, fil
 """
 
 import importlib
+import os as _os
+import signal as _signal
+import sys as _sys
 from importlib import metadata as _metadata
+
+
+def _stop_while_importing(signum, frame):
+  del signum, frame
+  print("stopped: Ctrl-C", file=_sys.stderr, flush=True)
+  _os._exit(130)
+
+
+def _a_seqjax_command() -> bool:
+  """Whether this process is `python -m seqjax.<command>` (not a program importing seqjax)."""
+  argv = list(getattr(_sys, "orig_argv", []))
+  return "-m" in argv[:-1] and argv[argv.index("-m") + 1].startswith("seqjax.")
+
+
+# A Ctrl-C while a command's imports load ends it with one line; `cli.run` restores
+# Python's handler.
+if _a_seqjax_command() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+  _signal.signal(_signal.SIGINT, _stop_while_importing)
 
 _EXPORTS = {"LSTM": "seqjax.model.lstm", "LSTMCell": "seqjax.model.lstm",
             "SequenceModel": "seqjax.model.sequence", "load": "seqjax.train.inference"}

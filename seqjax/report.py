@@ -30,7 +30,9 @@ def _workdirs(root: files.epath.Path):
       yield from _workdirs(child)
 
 
-def _shown(metric: str, value: float) -> str:
+def _shown(metric: str, value: float | None) -> str:
+  if value is None:  # results.json writes a NaN or infinite figure as null
+    return f"{metric} not finite"
   return f"{metric} {value:.4%}" if metric == "accuracy" else f"{metric} {value:.3g}"
 
 

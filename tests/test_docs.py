@@ -45,3 +45,10 @@ def test_the_real_data_table_is_rewritten_between_its_markers_only(tmp_path):
       "verdict": {"beat": False, "tie": False, "best_baseline": "1nn_dtw"}}, 3)
   assert row == ("| X | classification, accuracy | 0.900 ± 0.010 (3 seeds) | 1nn_dtw 0.950 | "
                  "**lost** (1nn_dtw) | 12 s |")
+  ensemble = real_data.row("X", "classification", {
+      "metric": "accuracy", "held_out": {"accuracy": 0.95},
+      "population": {"members": 3, "select": "ensemble"},
+      "baselines": {"1nn_dtw": {"accuracy": 0.95}}, "wall_s": 12.0,
+      "verdict": {"beat": False, "tie": True, "best_baseline": "1nn_dtw"}}, 3)
+  assert ensemble == ("| X | classification, accuracy | 0.950 (ensemble of 3) | "
+                      "1nn_dtw 0.950 | tied (1nn_dtw) | 12 s |")

@@ -421,3 +421,15 @@ def test_a_full_disk_stops_the_run_in_one_line_naming_the_safe_checkpoint(tmp_pa
       rerun.communicate()
   finally:
     subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("after", [0.2, 1.0])
+def test_a_ctrl_c_while_importing_ends_in_one_line(tmp_path, after):
+  """Before the train loop's handler: still exit 130 and one line, not an import traceback."""
+  proc = subprocess.Popen([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick",
+                           f"--workdir={tmp_path / 'wd'}"], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  time.sleep(after)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 130 and err.strip().splitlines() == ["stopped: Ctrl-C"], err[-2000:]

@@ -38,7 +38,11 @@ def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch, task, pict
   assert namespace["results"]["task"] == task
   assert [os.path.basename(p) for p in shown] == pictures
   assert all(os.path.exists(p) for p in shown)
-  assert namespace["run"].step == namespace["results"]["params_step"]
+  results = namespace["results"]
+  if "members" in results:  # the data config's default: an ensemble of seeds
+    assert namespace["run"].ensemble and results["population"]["select"] == "ensemble"
+  else:
+    assert namespace["run"].step == results["params_step"]
 
 
 def test_launch_scripts_are_valid_bash():

@@ -339,6 +339,9 @@ def test_patches_read_k_steps_as_one_and_keep_the_valid_ones():
   np.testing.assert_array_equal(out[1, 0], x[1, :2].reshape(-1))  # steps 0, 1 side by side
   np.testing.assert_array_equal(out[0, 1], [4, 5, 0, 0])  # a masked step reads as zeros
   np.testing.assert_array_equal(out[1, 2], [18, 19, 0, 0])  # past T: zeros
+  nan = jnp.where(jnp.arange(5)[None, :, None] < jnp.array([3, 5])[:, None, None], x, jnp.nan)
+  by_lengths = sequence.patches(nan, 2, jnp.array([3, 5]))[0]
+  np.testing.assert_array_equal(by_lengths[0, 1], [4, 5, 0, 0])  # padding reads as zeros
 
 
 @pytest.mark.parametrize("k", [3, 4])

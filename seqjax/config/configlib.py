@@ -124,7 +124,9 @@ def base_config() -> ml_collections.ConfigDict:
   # A sequence's one prediction (classes, targets) reads its last valid output ("last"),
   # or the mean or maximum over its valid steps ("mean", "max").
   config.model.pool = "last"
-  config.model.patch = 1  # steps the LSTM reads as one (one prediction a sequence)
+  # Steps the LSTM reads as one (one prediction a sequence); 0 chooses, leaving at most
+  # 256 patches of the longest training sequence.
+  config.model.patch = 1
   # A convolutional branch beside the LSTM (one prediction a sequence): channels and
   # window lengths of each layer; () for none.
   config.model.conv = ()

@@ -66,27 +66,32 @@ def error(path: str, field: str, message: str) -> None:
   raise validate.ConfigError(f"{field}={path!r}: {message}")
 
 
-# The largest magnitude a value may have: a squared error's sum over a million examples
-# must fit float32 (3.4e38).
+# The largest magnitude a target may have (a regression's y, a forecast's series): a
+# squared error's sum over a million examples must fit float32 (3.4e38). Inputs are
+# normalised before the model sees them: they need only fit float32.
 LARGEST = 1e15
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def in_range(path: str, field: str, values: np.ndarray, what: str = "x",
-             columns: list[str] | None = None, column_axis: int = 1) -> np.ndarray:
+             columns: list[str] | None = None, column_axis: int = 1,
+             limit: float = FLOAT32_MAX) -> np.ndarray:
   """`values` (any real dtype) as float32, or a ConfigError naming the first finite value
-  beyond `LARGEST` (which float32 could not hold, or whose square it could not), and
-  its CSV column (`columns`, indexed along `column_axis`) when it has one."""
+  beyond `limit` (float32's largest, or `LARGEST` for targets), and its CSV column
+  (`columns`, indexed along `column_axis`) when it has one."""
   values = np.asarray(values)
   with np.errstate(invalid="ignore"):
-    big = np.isfinite(values) & (np.abs(values) > LARGEST)
+    big = np.isfinite(values) & (np.abs(values) > limit)
   if big.any():
     where = np.argwhere(big)[0]
     axes = ("sequence", "target") if what == "y" else ("sequence", "step", "feature")
     at = ", ".join(f"{name} {i}" for name, i in zip(axes, where, strict=False))
     if columns and where[column_axis] < len(columns):
       at += f", column {columns[where[column_axis]]!r}"
+    why = ("float32's range" if limit == FLOAT32_MAX
+           else "a squared error's sum must fit float32")
     error(path, field, f"{what} holds {values[tuple(where)]:g} ({at}); values must lie within "
-          f"±{LARGEST:g} (float32 training squares them): rescale the column")
+          f"±{limit:g} ({why}): rescale the column")
   return values.astype(np.float32, copy=False)
 
 

@@ -17,6 +17,7 @@ Shape letters as in `seqjax.model.lstm`: B batch, T time, I inputs, H hidden, L 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 import jax
@@ -67,7 +68,8 @@ class LSTMCell(nnx.RNNCellBase):
   def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs, **options):
     _set_options(self, options, _CELL_FIELDS, "LSTMCell")
     lstm.check_options("LSTMCell", hidden, 1, 0, 0)
-    if not isinstance(in_features, int) or isinstance(in_features, bool) or in_features < 1:
+    if (not isinstance(in_features, numbers.Integral) or isinstance(in_features, bool)
+        or in_features < 1):
       raise ValueError(f"LSTMCell: in_features must be an integer >= 1; got {in_features!r}")
     self.in_features, self.hidden = in_features, hidden
     g = 4 * hidden

@@ -202,6 +202,8 @@ def patches(x: jax.Array, k: int, lengths: jax.Array | None = None,
   ceil(lengths / k), mask [B, T] becomes [B, ceil(T / k)]."""
   b, t, i = x.shape
   pad = -t % k
+  if lengths is not None:  # padding, even NaN, must not reach a valid patch
+    x = jnp.where((jnp.arange(t)[None, :] < lengths[:, None])[..., None], x, 0)
   if mask is not None:
     x = jnp.where(mask[..., None], x, 0)
     mask = jnp.pad(mask, ((0, 0), (0, pad))).reshape(b, -1, k).any(-1)

@@ -52,7 +52,7 @@ class Checkpointer:
     """Starts saving `state` as checkpoint `step`; raises OSError (ENOSPC) first, writing
     nothing, when the local disk lacks room for two more checkpoints of the last's size
     (a write the disk cannot hold fails in orbax's threads, each with its traceback)."""
-    if files.is_local(self._dir):
+    if files.is_local(self._dir) and jax.process_count() == 1:  # a job's processes agree
       need = 2 * self._last_size() + 16 * 2**20
       free = shutil.disk_usage(self._dir).free
       if free < need:

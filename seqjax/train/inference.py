@@ -26,7 +26,7 @@ from seqjax.data.tasks import base
 from seqjax.data.tasks import data as data_task
 from seqjax.model import rollout, sequence
 from seqjax.runtime import files
-from seqjax.train import checkpoint, population, programs, workdirs
+from seqjax.train import checkpoint, planning, population, programs, workdirs
 
 
 def _as_sequences(x, features: int, what: str = "x") -> np.ndarray:
@@ -79,8 +79,8 @@ class TrainedRun:
       head, out, features = self.task.head, self.task.out_features, self.task.in_features
       loss, eval_free_run = self.task.loss_and_metrics, self.task.eval_free_run
     self.features = features
-    self.model = sequence.from_config(self.config.model, out, head,
-                                      (self.info or {}).get("steps"))
+    steps = self.info.get("steps") if self.info else planning.train_steps(self.task)
+    self.model = sequence.from_config(self.config.model, out, head, steps)
     device = jax.local_devices()[0]
     self._mesh = Mesh(np.asarray([device]).reshape(1, 1), ("data", "model"))
     place = NamedSharding(self._mesh, P())
@@ -91,8 +91,12 @@ class TrainedRun:
     results = files.read_json(wd / "results.json") if (wd / "results.json").exists() else {}
     size = 1
     try:
-      if (wd / checkpoint.PARAMS_DIR).exists():
-        store = checkpoint.ParamsStore(wd / checkpoint.PARAMS_DIR)
+      store = (checkpoint.ParamsStore(wd / checkpoint.PARAMS_DIR)
+               if (wd / checkpoint.PARAMS_DIR).exists() else None)
+      if store is not None and store.latest_step() is None:  # made, nothing saved in it yet
+        store.close()
+        store = None
+      if store is not None:
         try:
           saved = jax.tree.leaves(store.shapes(), is_leaf=lambda x: isinstance(x, tuple))
           first = jax.tree.leaves(abstract)[0]
@@ -259,6 +263,9 @@ class TrainedRun:
     prefix = _as_sequences(prefix, self.features, "prefix")
     level = 0.0
     if self.info is not None:
+      if self.info.get("log") and not (prefix > 0).all():
+        raise validate.ConfigError("this run learned the log of its series (task.log=True): "
+                                   "every value of the prefix must be above 0")
       prefix = data_task.normalize(data_task.model_values(prefix, self.info),
                                    np.full(len(prefix), prefix.shape[1]),
                                    self.info["x_shift"], self.info["x_scale"])

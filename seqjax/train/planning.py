@@ -170,6 +170,9 @@ def _task_and_total(config):
   if task.head != "last" and config.model.patch > 1:
     validate.fail("model.patch", config.model.patch, "applies to one prediction a sequence, "
                   "and this task predicts every step: set model.patch=1")
+  if task.head != "last" and config.model.conv:
+    validate.fail("model.conv", tuple(config.model.conv), "applies to one prediction a "
+                  "sequence, and this task predicts every step: set model.conv=()")
   t = config.train
   for field, used in (("epochs", t.epochs), ("eval_every", t.eval_every == -1)):
     if used and not task.steps_per_epoch:
@@ -208,6 +211,8 @@ def check_memory(config: ml_collections.ConfigDict, task: base.Task, mesh, model
   m = config.model
   sample = jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
   _, steps, features = sample["x"].shape
+  k = sequence.patch_of(m.patch, task.head, steps)  # the LSTM's steps and features
+  steps, features = -(-steps // k), features * k
   batch = max(1, config.train.batch_size // mesh.shape[sharding.DATA])
   params = lstm.num_lstm_params(features, m.hidden, m.num_layers, m.bidirectional, m.merge)
   width = lstm.output_features(m.hidden, m.bidirectional, m.merge)

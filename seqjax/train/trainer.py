@@ -68,7 +68,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict[str, Any]:
   config = run.config
-  run.task.check_resume(workdir)
+  if checkpoint.finished_steps(os.path.join(workdir, "checkpoints")):
+    run.task.check_resume(workdir)
   _import_plots_in_background()
   started = driver.start(run, workdir, config.train.eval_batch_size)
   run, ckpt = started.run, started.ckpt

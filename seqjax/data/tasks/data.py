@@ -248,7 +248,7 @@ def check_steps(steps: int, info: dict[str, Any], what: str) -> str | None:
   """Why sequences of `steps` steps do not fit a run trained on sequences of one length
   (`info["steps"]`), or None when they fit (any length fits a run trained on several)."""
   trained = info.get("steps")
-  if trained is None or info["masked"] or steps == trained:
+  if not info.get("fixed_length") or steps == trained:
     return None
   return (f"{what} has sequences of {steps} steps; the run was trained on sequences of "
           f"exactly {trained} (a CSV row holds the steps, then the label column if the "
@@ -350,7 +350,7 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
       readers.error(p, field, f"regression targets must be finite numbers (y has dtype "
                       f"{a.y.dtype})")
     if a is not None and kind == "regression":
-      readers.in_range(p, field, a.y.reshape(len(a.y), -1), "y")
+      readers.in_range(p, field, a.y.reshape(len(a.y), -1), "y", limit=readers.LARGEST)
   labels = classes = None
   if kind == "classification":  # labels checked first: a bad label column is the likelier cause
     labels, classes = class_indices(path, "task.train", arrays.y, None)
@@ -361,7 +361,11 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   x_shift, x_scale = normalizer(arrays.x, arrays.lengths, idx_train)
   masked = any((a.lengths < a.x.shape[1]).any() for a in (arrays, test_arrays) if a is not None)
   info = {"kind": kind, "in_features": arrays.x.shape[2], "masked": masked,
-          "steps": arrays.x.shape[1], "x_shift": x_shift.tolist(), "x_scale": x_scale.tolist(),
+          "steps": arrays.x.shape[1], "x_shift": x_shift.tolist(),
+          # Every sequence, training and test, of one length: predict takes that length only.
+          "fixed_length": not masked and (test_arrays is None
+                                          or test_arrays.x.shape[1] == arrays.x.shape[1]),
+          "x_scale": x_scale.tolist(),
           "label": arrays.label or "y", "csv_label": arrays.csv_label,
           "columns": arrays.columns}
   if kind == "classification":
@@ -474,10 +478,12 @@ def forecast_loss(preds, batch, shift, scale, horizon, log=False):
     last = preds[:, -1] * scale + shift
   else:
     loss = base.weighted_mean((preds - (jnp.log(y) - shift) / scale) ** 2, weight)
-    err = jnp.exp(preds * scale + shift) - y
+    # Capped at the largest value a file may hold: a wild prediction's metric stays finite.
+    units = lambda z: jnp.exp(jnp.minimum(z * scale + shift, np.log(readers.LARGEST)))  # noqa: E731
+    err = units(preds) - y
     metrics = {"mse": base.weighted_mean(err**2, weight),
                "mae": base.weighted_mean(jnp.abs(err), weight)}
-    last = jnp.exp(preds[:, -1] * scale + shift)
+    last = units(preds[:, -1])
   metrics[f"mae@{horizon}"] = base.weighted_mean(jnp.abs(last - y[:, -1]), weight[:, -1])
   return loss, metrics
 
@@ -523,8 +529,11 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
   validate.non_negative("task.season", cfg.season)
   if not isinstance(cfg.relative, bool):
     validate.fail("task.relative", cfg.relative, "must be True or False")
-  if cfg.log:
-    for a, p, field in ((arrays, path, "task.train"), (test_arrays, cfg.test, "task.test")):
+  log = cfg.get("log", False)
+  for a, p, field in ((arrays, path, "task.train"), (test_arrays, cfg.test, "task.test")):
+    if a is not None:  # the series are the targets too
+      readers.in_range(p, field, a.x, columns=a.features, column_axis=2, limit=readers.LARGEST)
+    if log:
       _positive(a, p, field)
   if cfg.window and cfg.season > cfg.window:
     validate.fail("task.season", cfg.season, f"must be at most task.window={cfg.window} (the "
@@ -545,6 +554,8 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
     n_test, n_val = np.zeros_like(lengths), part(cfg.validation_fraction)
     train_end = lengths - n_val
   season, calendar = (cfg.season, None) if cfg.season else calendar_season(arrays.times)
+  if calendar and not cfg.window and season + h > int(train_end.max()):
+    season, calendar = 0, None  # a season from the dates that leaves no training window
   w = cfg.window or auto_window(int(train_end.max()), h, season)
   if season > w:  # a season from the dates, longer than the window asked for
     season, calendar = 0, None
@@ -569,11 +580,11 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
                     f"{cfg.validation_fraction}/{cfg.test_fraction} of {longest} steps); "
                     "a shorter task.horizon fits more")
   train_valid = np.minimum(lengths, np.maximum(train_end, 0))
-  shift, scale = normalizer(np.log(arrays.x) if cfg.log else arrays.x, train_valid)
+  shift, scale = normalizer(np.log(arrays.x) if log else arrays.x, train_valid)
   f = arrays.x.shape[2]
   info = {"kind": "forecast", "in_features": f, "out_features": f, "masked": False,
           "x_shift": shift.tolist(), "x_scale": scale.tolist(), "window": w, "horizon": h,
-          "season": season, "relative": bool(cfg.relative), "log": cfg.log,
+          "season": season, "relative": bool(cfg.relative), "log": log,
           "features": arrays.features, "label": "value", "columns": arrays.columns}
 
   def series(a):  # the raw and normalised series, shared by the splits that read them
@@ -652,10 +663,11 @@ def read_files(cfg) -> tuple[readers.Arrays, readers.Arrays | None]:
 def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
   """Reads and splits the files `config.task` names (fields: see configs/data.py)."""
   validate.one_of("task.kind", cfg.kind, KINDS)
-  if not isinstance(cfg.log, bool):
-    validate.fail("task.log", cfg.log, "must be True or False")
-  if cfg.log and cfg.kind != "forecast":
-    validate.fail("task.log", cfg.log, "applies to forecasts (task.kind='forecast')")
+  log = cfg.get("log", False)  # a run saved before the option has none
+  if not isinstance(log, bool):
+    validate.fail("task.log", log, "must be True or False")
+  if log and cfg.kind != "forecast":
+    validate.fail("task.log", log, "applies to forecasts (task.kind='forecast')")
   _fractions(cfg)
   validate.integer_in("task.split_seed", cfg.split_seed, 0, 2**32 - 1)
   arrays, test_arrays = read_files(cfg)
