@@ -15,6 +15,8 @@ holds only what the run computed (bit-identical across reruns); times go to
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import json
 import os
@@ -70,8 +72,10 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
   config = run.config
   if checkpoint.finished_steps(os.path.join(workdir, "checkpoints")):
     run.task.check_resume(workdir)
-  _import_plots_in_background()
-  started = driver.start(run, workdir, config.train.eval_batch_size)
+  with _no_garbage_collection():  # while other threads compile and import
+    plots = _import_plots_in_background()
+    started = driver.start(run, workdir, config.train.eval_batch_size)
+    plots.join()
   run, ckpt = started.run, started.ckpt
   task, mesh = run.task, run.mesh
   n_params = sum(p.size for p in jax.tree.leaves(run.state.params)) // run.size
@@ -158,13 +162,29 @@ def _metrics(evaluator, preds, examples, population: bool) -> dict[str, float]:
   return {k: float(v[0]) for k, v in evaluator.metrics(preds[None], examples).items()}
 
 
-def _import_plots_in_background() -> None:
+def _import_plots_in_background() -> threading.Thread:
   """Imports matplotlib (slow to import) in a thread, while XLA compiles without the GIL.
 
   Not a daemon: an exit waits for it rather than cut it.
   """
-  threading.Thread(target=importlib.import_module, args=("seqjax.runtime.plots",),
-                   name="import-plots").start()
+  thread = threading.Thread(target=importlib.import_module, args=("seqjax.runtime.plots",),
+                            name="import-plots")
+  thread.start()
+  return thread
+
+
+@contextlib.contextmanager
+def _no_garbage_collection():
+  """No automatic garbage collection inside: JAX runs XLA's collection from a `gc` callback,
+  and a collection started by one thread (an import) while another compiled could hang
+  the process at start-up (seen in about 1 run in 50 of `freq:quick` on 2 cores)."""
+  enabled = gc.isenabled()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if enabled:
+      gc.enable()
 
 
 def _timing(t_start: float, compile_s: float | None, mesh: jax.sharding.Mesh,
