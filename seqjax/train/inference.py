@@ -176,9 +176,7 @@ class TrainedRun:
         raise validate.ConfigError(f"series {i} has {lengths[i]} steps; the run forecasts from "
                                    f"the last task.window={w}")
       x = x[np.arange(len(x))[:, None], lengths[:, None] - w + np.arange(w)[None, :]]
-      if info.get("log") and not (x > 0).all():
-        raise validate.ConfigError("this run learned the log of its series (task.log=True): "
-                                   "every value must be above 0")
+      _check_log_values(info, x, "every value")
       if y is None:  # prediction only: targets are not read (the last value stands in)
         y = np.repeat(x[:, -1:], info["horizon"], axis=1)
       y = _as_sequences(y, self.features, "truth")
@@ -263,9 +261,7 @@ class TrainedRun:
     prefix = _as_sequences(prefix, self.features, "prefix")
     level = 0.0
     if self.info is not None:
-      if self.info.get("log") and not (prefix > 0).all():
-        raise validate.ConfigError("this run learned the log of its series (task.log=True): "
-                                   "every value of the prefix must be above 0")
+      _check_log_values(self.info, prefix, "every value of the prefix")
       prefix = data_task.normalize(data_task.model_values(prefix, self.info),
                                    np.full(len(prefix), prefix.shape[1]),
                                    self.info["x_shift"], self.info["x_scale"])
@@ -289,6 +285,13 @@ class TrainedRun:
     if self.info is None:
       raise ValueError("held_out is for runs trained on files (configs/data.py)")
     return data_task.make(self.config.task, self.config.train.batch_size).test_raw
+
+
+def _check_log_values(info: dict, values: np.ndarray, what: str) -> None:
+  """A ConfigError unless `values` are above 0 where the run learned their log."""
+  if info.get("log") and not (values > 0).all():
+    raise validate.ConfigError("this run learned the log of its series (task.log=True): "
+                               f"{what} must be above 0")
 
 
 def load(workdir: str | os.PathLike, member: int | None = None) -> TrainedRun:

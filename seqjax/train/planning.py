@@ -209,7 +209,7 @@ def check_memory(config: ml_collections.ConfigDict, task: base.Task, mesh, model
   population's members). It names the field that dominates.
   """
   m = config.model
-  sample = jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
+  sample = train_sample(task)
   _, steps, features = sample["x"].shape
   k = sequence.patch_of(m.patch, task.head, steps)  # the LSTM's steps and features
   steps, features = -(-steps // k), features * k
@@ -293,10 +293,14 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None,
   return _plan_population(config, task, mesh, total, members)
 
 
+def train_sample(task: base.Task) -> base.Batch:
+  """The shapes and dtypes of the task's training batches (`jax.ShapeDtypeStruct`s)."""
+  return jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
+
+
 def train_steps(task: base.Task) -> int:
   """The time steps of the task's training batches."""
-  return jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)),
-                        jax.random.key(0))["x"].shape[1]
+  return train_sample(task)["x"].shape[1]
 
 
 def _plan_one(config, task, mesh, total) -> Run:
@@ -326,8 +330,7 @@ def _plan_population(config, task, mesh, total, members) -> Run:
   # chosen for that share of M x batch.
   fixed = {"model.kernel_gain": 1.0, "model.recurrent_gain": 1.0}
   if not config.model.unroll:
-    sample = jax.eval_shape(lambda k: task.train_batch(k, jnp.int32(0)), jax.random.key(0))
-    batch, steps = sample["x"].shape[:2]
+    batch, steps = train_sample(task)["x"].shape[:2]
     per_device = (len(members) // mesh.shape[sharding.MODEL]) * max(
         1, batch // mesh.shape[sharding.DATA])
     fixed["model.unroll"] = lstm.auto_unroll(steps, per_device, config.model.hidden)

@@ -121,7 +121,6 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
   validation = held_out  # what chose each member's step
   if held.separate_test:  # held out twice: validation chose the step, the test set judges it
     preds, held_out = held.evaluate(params, held.test)
-  eval_set = held.arrays(held.test)
   if run.grid:
     results, eval_set, preds = population.results(
         run, mon, state, params, preds=preds, held_out=held_out, validation=validation,
@@ -129,6 +128,7 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
     results = {"task": task.name, "metric": task.metric, **results, "steps": steps,
                "parameters": n_params, "precision": config.model.precision}
   else:
+    eval_set = held.arrays(held.test)
     results = {"task": task.name, "metric": task.metric, "held_out": held_out, "steps": steps,
                "parameters": n_params, "precision": config.model.precision,
                "params_step": params_step}
