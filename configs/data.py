@@ -56,6 +56,10 @@ def get_config(arg=None):
   # forecast: learn the log of the values (all above 0), for series whose season and
   # noise grow with their level.
   config.task.log = False
+  # classes and targets: normalise by the training set's mean and std per feature
+  # ("dataset"), each sequence by its own ("series"), "both" side by side, or "auto":
+  # "series" for one feature, "both" for several (measured: docs/real_data.md).
+  config.task.normalize = "auto"
 
   config.model.hidden = 64
   config.model.head_hidden = (64,) if kind != "forecast" else ()

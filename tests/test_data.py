@@ -731,3 +731,87 @@ def test_a_season_from_dates_that_leaves_no_training_window_is_dropped(tmp_path)
   task = make(data_config(weekly, "forecast", time_column="week"))
   assert task.info["season"] == 0 and task.train_examples.size > 0
   assert "seasonal_naive" not in task.baselines()
+
+
+def test_sequences_normalised_by_the_dataset_by_each_series_or_both():
+  rng = np.random.default_rng(0)
+  x = rng.normal(3.0, 5.0, size=(4, 6, 2))
+  lengths = np.array([6, 4, 6, 2])
+  shift, scale = np.array([1.0, 2.0]), np.array([4.0, 0.5])
+  valid = (np.arange(6)[None, :] < lengths[:, None])[..., None]
+  by_dataset = data.normalize(x, lengths, shift, scale)
+  np.testing.assert_allclose(by_dataset, np.where(valid, (x - shift) / scale, 0), rtol=1e-6)
+  by_series = data.normalize(x, lengths, shift, scale, by="series")
+  for i, n in enumerate(lengths):  # each sequence's valid steps: mean 0, std 1 per feature
+    np.testing.assert_allclose(by_series[i, :n].mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(by_series[i, :n].std(0), 1, rtol=1e-5)
+    assert not by_series[i, n:].any()
+  # A level and amplitude per sequence change nothing "series" reads.
+  moved = x * np.array([7.0, 0.1, 2.0, 30.0])[:, None, None] - 40.0
+  np.testing.assert_allclose(data.normalize(moved, lengths, shift, scale, by="series"),
+                             by_series, atol=1e-5)
+  both = data.normalize(x, lengths, shift, scale, by="both")
+  assert both.shape == (4, 6, 4)
+  np.testing.assert_array_equal(both, np.concatenate([by_dataset, by_series], 2))
+
+
+def _shapes_csv(path, n=160, steps=30, seed=0):
+  """Two classes of shape (a rising or a falling ramp plus noise), each sequence at its
+  own level and amplitude: a class is its shape, not its values."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, 2, n)
+  ramp = np.where(y[:, None] == 1, 1.0, -1.0) * np.linspace(-1, 1, steps)[None, :]
+  x = (ramp + 0.3 * rng.normal(size=(n, steps))) * rng.uniform(0.1, 50, (n, 1)) + rng.uniform(
+      -100, 100, (n, 1))
+  rows = "".join(",".join(f"{v:.5f}" for v in row) + f",{label}\n"
+                 for row, label in zip(x, y, strict=True))
+  path.write_text(",".join(f"t{i}" for i in range(steps)) + ",label\n" + rows)
+  return path, x
+
+
+def test_a_run_normalised_both_ways_reads_twice_the_features_and_predicts_alike(tmp_path):
+  path, x = _shapes_csv(tmp_path / "shapes.csv")
+  config = configlib.override(data_config(path, normalize="both"),
+                              {"train.epochs": 3, "train.min_steps": 0, "model.hidden": 8})
+  results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  run = seqjax.load(tmp_path / "run")
+  assert run.info["in_features"] == 1 and run.info["model_features"] == 2
+  assert run.evaluate(*run.held_out()) == results["held_out"]  # exactly
+  assert run.predict(x[:5, :, None]).shape == (5,)
+  with pytest.raises(validate.ConfigError, match="2 features a step; the run was trained on 1"):
+    run.predict(np.zeros((3, 30, 2), np.float32))
+
+
+def test_a_run_normalised_by_series_ignores_each_inputs_level_and_scale(tmp_path):
+  path, x = _shapes_csv(tmp_path / "shapes.csv")
+  config = configlib.override(data_config(path, normalize="series"),
+                              {"train.epochs": 2, "train.min_steps": 0, "model.hidden": 8})
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  run = seqjax.load(tmp_path / "run")
+  proba = run.predict_proba(x[:20, :, None])
+  np.testing.assert_allclose(run.predict_proba(x[:20, :, None] * 9.0 + 1e3), proba, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind,value,message", [
+    ("classification", "minmax",
+     "task.normalize='minmax' is invalid: allowed: dataset, series, both, auto"),
+    ("forecast", "series", r"task.normalize='series' is invalid: must be 'dataset' or 'auto' "
+     "for a forecast"),
+])
+def test_a_normalisation_that_does_not_apply_is_refused(tmp_path, kind, value, message):
+  if kind == "forecast":
+    path, task = _monthly_csv(tmp_path / "s.csv", np.arange(1.0, 61.0)), {"time_column": "month"}
+  else:
+    path, task = _shapes_csv(tmp_path / "shapes.csv")[0], {}
+  with pytest.raises(validate.ConfigError, match=message):
+    make(data_config(path, kind, normalize=value, horizon=3, **task))
+
+
+def test_auto_normalises_one_feature_by_each_sequence_and_several_both_ways(tmp_path,
+                                                                            variable_npz):
+  path, _ = _shapes_csv(tmp_path / "shapes.csv")
+  assert make(data_config(path)).info["normalize"] == "series"
+  npz = variable_npz(tmp_path / "seqs.npz")
+  task = make(data_config(npz, "regression"))
+  assert task.info["normalize"] == "both" and task.in_features == 6
+  assert task.train_examples.arrays["x"].shape[2] == 6

@@ -72,11 +72,13 @@ class TrainedRun:
       self.task = None
       head = "per_step" if self.info["kind"] == "forecast" else "last"
       out, features = self.info["out_features"], self.info["in_features"]
+      model_features = self.info.get("model_features", features)  # normalised both ways: 2F
       loss = data_task.loss_and_metrics(self.info)
       eval_free_run = self.info["horizon"] - 1 if self.info["kind"] == "forecast" else 0
     else:
       self.task = tasks.make(self.config.task, self.config.train.batch_size)
       head, out, features = self.task.head, self.task.out_features, self.task.in_features
+      model_features = features
       loss, eval_free_run = self.task.loss_and_metrics, self.task.eval_free_run
     self.features = features
     steps = self.info.get("steps") if self.info else planning.train_steps(self.task)
@@ -85,7 +87,7 @@ class TrainedRun:
     self._mesh = Mesh(np.asarray([device]).reshape(1, 1), ("data", "model"))
     place = NamedSharding(self._mesh, P())
     abstract = jax.eval_shape(lambda: self.model.init(
-        jax.random.key(0), jnp.zeros((1, 1, features), jnp.float32))["params"])
+        jax.random.key(0), jnp.zeros((1, 1, model_features), jnp.float32))["params"])
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=place),
                             abstract)
     results = files.read_json(wd / "results.json") if (wd / "results.json").exists() else {}
@@ -118,7 +120,7 @@ class TrainedRun:
       self._choose_member(workdir, results, size, member)
     classifies = (self.info["kind"] == "classification" if self.info
                   else self.task.classifies)
-    shim = base.Task(name="predict", in_features=features, out_features=out, head=head,
+    shim = base.Task(name="predict", in_features=model_features, out_features=out, head=head,
                      batch_from=None, eval_batch=None, loss_and_metrics=loss, metric="",
                      eval_free_run=eval_free_run)
     def of_members(predict):  # an ensemble's: every member's predictions, averaged

@@ -37,6 +37,11 @@ from seqjax.data.tasks import base
 from seqjax.runtime import files, writers
 
 KINDS = ("classification", "regression", "forecast")
+# How sequences are normalised: by the training set's mean and std per feature; each by
+# its own (a class that is a shape at any level and amplitude); both, side by side; or
+# "auto": a sequence of one feature by its own, of several both ways (their levels
+# relative to each other can carry the class).
+NORMALIZE = ("dataset", "series", "both", "auto")
 INFO_FILE = "data.json"
 
 # A forecast's window when task.window is 0 (`auto_window`).
@@ -219,16 +224,27 @@ def normalizer(x: np.ndarray, lengths: np.ndarray,
 
 
 def normalize(x: np.ndarray, lengths: np.ndarray, shift, scale,
-              rows: np.ndarray | None = None) -> np.ndarray:
-  """(x - shift) / scale of the sequences `rows` of x [N, T, F] (all when None), zeros
-  after each sequence's end; float32 [len(rows), T, F]."""
+              rows: np.ndarray | None = None, by: str = "dataset") -> np.ndarray:
+  """The sequences `rows` of x [N, T, F] (all when None) normalised `by` one of NORMALIZE,
+  zeros after each sequence's end; float32 [len(rows), T, F], or [len(rows), T, 2F] by
+  "both".
+
+  "dataset": (x - shift) / scale; "series": each sequence z-normalised by its own mean
+  and std per feature; "both": the two side by side.
+  """
   rows = np.arange(len(x)) if rows is None else rows
   shift, scale = np.asarray(shift, np.float32), np.asarray(scale, np.float32)
-  out = np.empty((len(rows), *x.shape[1:]), np.float32)
+  features = x.shape[2] * (2 if by == "both" else 1)
+  out = np.empty((len(rows), x.shape[1], features), np.float32)
   done = 0
   for part in _parts(rows):
     valid = np.arange(x.shape[1])[None, :, None] < lengths[part][:, None, None]
-    out[done:done + len(part)] = np.where(valid, (x[part] - shift) / scale, 0.0)
+    values = []
+    if by in ("dataset", "both"):
+      values.append(np.where(valid, (x[part] - shift) / scale, 0.0))
+    if by in ("series", "both"):
+      values.append(baselines_lib.z_normalise(x[part], lengths[part]))
+    out[done:done + len(part)] = np.concatenate(values, axis=2) if len(values) > 1 else values[0]
     done += len(part)
   return out
 
@@ -238,7 +254,8 @@ def sequence_inputs(x: np.ndarray, lengths: np.ndarray, info: dict[str, Any],
   """The model's inputs for the sequences `rows` of x [N, T, F] (all when None):
   normalised x, and a mask where the run trained with one or these sequences are padded."""
   rows = np.arange(len(x)) if rows is None else rows
-  out = {"x": normalize(x, lengths, info["x_shift"], info["x_scale"], rows)}
+  out = {"x": normalize(x, lengths, info["x_shift"], info["x_scale"], rows,
+                       info.get("normalize", "dataset"))}
   if info["masked"] or (lengths[rows] < x.shape[1]).any():
     out["mask"] = np.arange(x.shape[1])[None, :] < lengths[rows][:, None]
   return out
@@ -358,6 +375,15 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   if len(idx_train) < 2 or not len(idx_val) or (test_arrays is None and not len(idx_test)):
     readers.error(path, "task.train", f"{len(arrays.x)} sequences are too few to split "
                     "into training, validation and test sets")
+  normalize_by = cfg.get("normalize", "dataset")  # a run saved before the option has none
+  validate.one_of("task.normalize", normalize_by, NORMALIZE)
+  if normalize_by == "auto":
+    one = arrays.x.shape[2] == 1
+    normalize_by = "series" if one else "both"
+    writers.console(f"{kind}: task.normalize=auto chose {normalize_by!r} ("
+                    + ("one feature: each sequence by its own mean and std)" if one else
+                       f"{arrays.x.shape[2]} features: by the training set's and by each "
+                       "sequence's own mean and std, side by side)"))
   x_shift, x_scale = normalizer(arrays.x, arrays.lengths, idx_train)
   masked = any((a.lengths < a.x.shape[1]).any() for a in (arrays, test_arrays) if a is not None)
   info = {"kind": kind, "in_features": arrays.x.shape[2], "masked": masked,
@@ -365,7 +391,8 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
           # Every sequence, training and test, of one length: predict takes that length only.
           "fixed_length": not masked and (test_arrays is None
                                           or test_arrays.x.shape[1] == arrays.x.shape[1]),
-          "x_scale": x_scale.tolist(),
+          "x_scale": x_scale.tolist(), "normalize": normalize_by,
+          "model_features": arrays.x.shape[2] * (2 if normalize_by == "both" else 1),
           "label": arrays.label or "y", "csv_label": arrays.csv_label,
           "columns": arrays.columns}
   if kind == "classification":
@@ -440,9 +467,16 @@ def _sequence_baselines(info, train: Examples, val: Examples, test: Examples,
     return out
   # The model predicts normalised targets: the training mean is 0.
   shift, scale = (np.asarray(info[k], np.float32) for k in ("y_shift", "y_scale"))
-  flat = lambda e: _flat(e.arrays["x"], train.arrays["x"].shape[1])  # noqa: E731
-  ridge, _ = baselines_lib.ridge(flat(train), (train.arrays["y"] - shift) / scale, flat(val),
-                                 (val.arrays["y"] - shift) / scale, flat(test))
+  # Ridge reads the series normalised by the training set's statistics, whatever the
+  # model reads.
+  x, lengths = labelled
+  x_shift, x_scale = normalizer(x, lengths, np.arange(train.size))
+  steps = x.shape[1]
+  flat = lambda x, n: _flat(normalize(x, n, x_shift, x_scale), steps)  # noqa: E731
+  ridge, _ = baselines_lib.ridge(
+      flat(x[:train.size], lengths[:train.size]), (train.arrays["y"] - shift) / scale,
+      flat(x[train.size:], lengths[train.size:]), (val.arrays["y"] - shift) / scale,
+      flat(test_raw[0], test_raw[2]))
   return {"train_mean": np.zeros((n_test, info["out_features"]), np.float32), "ridge": ridge}
 
 
@@ -529,6 +563,9 @@ def _forecast_task(cfg, batch_size, arrays, test_arrays):
   validate.non_negative("task.season", cfg.season)
   if not isinstance(cfg.relative, bool):
     validate.fail("task.relative", cfg.relative, "must be True or False")
+  if cfg.get("normalize", "dataset") not in ("dataset", "auto"):  # task.relative instead
+    validate.fail("task.normalize", cfg.normalize, "must be 'dataset' or 'auto' for a "
+                  "forecast (task.relative reads each window from its last value)")
   log = cfg.get("log", False)
   for a, p, field in ((arrays, path, "task.train"), (test_arrays, cfg.test, "task.test")):
     if a is not None:  # the series are the targets too
@@ -677,7 +714,8 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
   named = {field: getattr(cfg, field) for field in ("train", "test") if getattr(cfg, field)}
   info.update(files=named, sources={k: files.sha256(v) for k, v in named.items()})
   return DataTask(
-      name="data", in_features=info["in_features"], out_features=info["out_features"],
+      name="data", in_features=info.get("model_features", info["in_features"]),
+      out_features=info["out_features"],
       head=head, batch_from=lambda data, key, step: data, eval_batch=None,
       loss_and_metrics=loss_and_metrics(info), metric=metric, higher_is_better=higher,
       steps_per_epoch=base.steps_per_epoch(train.size, batch_size), free_run=free_run,
