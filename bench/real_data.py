@@ -5,9 +5,10 @@
 
 The sktime wheel ships UCR/UEA `.ts` files and a few series as `.csv`. Each
 dataset is one run of `python -m seqjax.main --config=configs/data.py[:kind]`
-with its defaults, on the official train/test split, as a population of
---seeds seeds (one program; the figure is their mean and standard deviation on
-the test split). The baselines are those `results.json` reports for the same
+with its defaults, on the official train/test split: classes and targets as
+the default ensemble (its figure), a forecast, whose default is one model, as a
+population of --seeds seeds (one program; the figure is their mean and standard
+deviation on the test split). The baselines are those `results.json` reports for the same
 test split. A run whose `results.json` exists in --out is read, not retrained.
 Rewrites the table between its markers in `docs/real_data.md` (with the date,
 machine and JAX version) and prints it.
@@ -62,8 +63,9 @@ def run(data: str, out: str, name: str, kind: str, extra, seeds: int,
   results = os.path.join(workdir, "results.json")
   if not os.path.exists(results):
     config = "configs/data.py" + ("" if kind == "classification" else f":{kind}")
+    spread = [f"--config.population.seeds={seeds}"] if kind == "forecast" else []
     cmd = [sys.executable, "-m", "seqjax.main", f"--config={config}", f"--workdir={workdir}",
-           f"--config.population.seeds={seeds}", *files_of(data, name, kind), *extra,
+           *spread, *files_of(data, name, kind), *extra,
            *(f"--config.{o}" for o in overrides)]
     print(" ".join(cmd[1:]), flush=True)
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -108,7 +110,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--data", required=True, help="sktime/datasets/data of the sktime wheel")
   parser.add_argument("--out", default="runs/real_data")
-  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--seeds", type=int, default=3, help="a forecast's seeds")
   parser.add_argument("--only", default="", help="comma-separated dataset names")
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="a config override for every run (a candidate default), e.g. "
