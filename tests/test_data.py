@@ -11,7 +11,7 @@ import pytest
 
 import seqjax
 from seqjax.config import configlib, validate
-from seqjax.data import feed, readers
+from seqjax.data import calendar, feed, readers
 from seqjax.data.tasks import data
 from seqjax.model import rollout
 from seqjax.train import programs, trainer
@@ -769,11 +769,16 @@ def _shapes_csv(path, n=160, steps=30, seed=0):
   return path, x
 
 
-def test_a_run_normalised_both_ways_reads_twice_the_features_and_predicts_alike(tmp_path):
+def test_a_run_normalised_both_ways_reads_twice_the_features_and_predicts_alike(tmp_path,
+                                                                              capsys):
   path, x = _shapes_csv(tmp_path / "shapes.csv")
   config = configlib.override(data_config(path, normalize="both"),
                               {"train.epochs": 3, "train.min_steps": 0, "model.hidden": 8})
   results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  # The model summary names what the LSTM reads: both normalisations, side by side.
+  assert (f"model: LSTM 8 (max over time) -> head Dense 64 -> 2; {results['parameters']:,} "
+          "parameters; input [batch, 30 steps, 2 features] -> 2 classes"
+          in capsys.readouterr().out)
   run = seqjax.load(tmp_path / "run")
   assert run.info["in_features"] == 1 and run.info["model_features"] == 2
   assert run.evaluate(*run.held_out()) == results["held_out"]  # exactly
@@ -815,3 +820,81 @@ def test_auto_normalises_one_feature_by_each_sequence_and_several_both_ways(tmp_
   task = make(data_config(npz, "regression"))
   assert task.info["normalize"] == "both" and task.in_features == 6
   assert task.train_examples.arrays["x"].shape[2] == 6
+
+
+def test_a_column_named_like_a_label_holds_the_labels_wherever_it_is(tmp_path, capsys):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(60, 6)).round(3)
+  y = (x[:, 0] > 0).astype(int)
+  header = "t0,t1,t2,Target,t3,t4,t5\n"  # the label in the middle, any case
+  rows = "".join(",".join([*map(str, r[:3]), str(lab), *map(str, r[3:])]) + "\n"
+                 for r, lab in zip(x, y, strict=True))
+  (tmp_path / "mid.csv").write_text(header + rows)
+  arrays = readers.read(str(tmp_path / "mid.csv"), "task.train")
+  assert arrays.label == "Target" and arrays.label_by == "name"
+  assert arrays.y.tolist() == y.tolist() and arrays.x.shape == (60, 6, 1)
+  np.testing.assert_allclose(arrays.x[:, :, 0], x, atol=1e-6)
+  make(data_config(tmp_path / "mid.csv"))
+  assert "the labels are column 'Target' (named like a label column" in capsys.readouterr().out
+  # Predicting drops the same column, found by the same name.
+  inputs = readers.read(str(tmp_path / "mid.csv"), "--input", label="Target",
+                        inputs_only=True, csv_label=arrays.csv_label)
+  np.testing.assert_array_equal(inputs.x, arrays.x)
+  (tmp_path / "two.csv").write_text("label,t0,y\n1,0.5,0\n0,0.6,1\n")
+  with pytest.raises(validate.ConfigError, match=r"columns 'label', 'y' are each named like a "
+                     "label column; set task.label"):
+    readers.read(str(tmp_path / "two.csv"), "task.train")
+  # A fractional label names its column, and what to set for either reading of it.
+  (tmp_path / "frac.csv").write_text(header + rows.replace(",1,", ",0.5,", 1))
+  with pytest.raises(validate.ConfigError, match=r"found 0\.5 in column 'Target' \(if the "
+                     "labels are in another column, set task.label=NAME; if these numbers "
+                     r"are targets, set task.kind=regression\)"):
+    make(data_config(tmp_path / "frac.csv"))
+
+
+def test_predict_writes_class_probabilities_and_dated_forecast_rows(tmp_path):
+  path, x = _shapes_csv(tmp_path / "shapes.csv", n=60)
+  config = configlib.override(data_config(path),
+                              {"train.epochs": 1, "train.min_steps": 0, "model.hidden": 4})
+  trainer.train_and_evaluate(config, str(tmp_path / "classes"))
+  out = run("seqjax.predict", f"--workdir={tmp_path / 'classes'}", f"--input={path}",
+            f"--output={tmp_path / 'proba.csv'}", "--proba")
+  assert out.returncode == 0, out.stderr
+  lines = (tmp_path / "proba.csv").read_text().splitlines()
+  assert lines[0] == "0,1" and len(lines) == 61  # a column a class, a row an input row
+  proba = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+  np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+  np.testing.assert_allclose(proba, seqjax.load(tmp_path / "classes").predict_proba(
+      x[:, :, None]), rtol=1e-5)
+  # A forecast from a long CSV: a row a step, its months continued past the last.
+  t = np.arange(72)
+  series = _monthly_csv(tmp_path / "sales.csv", 10 + np.sin(2 * np.pi * t / 12) + 0.05 * t)
+  config = configlib.override(
+      data_config(series, "forecast", time_column="month", horizon=3),
+      {"train.epochs": 1, "train.min_steps": 0, "model.hidden": 4})
+  trainer.train_and_evaluate(config, str(tmp_path / "forecast"))
+  out = run("seqjax.predict", f"--workdir={tmp_path / 'forecast'}", f"--input={series}",
+            f"--output={tmp_path / 'next.csv'}")
+  assert out.returncode == 0, out.stderr
+  lines = (tmp_path / "next.csv").read_text().splitlines()
+  assert [line.split(",")[0] for line in lines] == ["month", "2006-01", "2006-02", "2006-03"]
+  assert lines[0] == "month,sales"
+  out = run("seqjax.predict", f"--workdir={tmp_path / 'forecast'}", f"--input={series}",
+            f"--output={tmp_path / 'p.csv'}", "--proba")
+  assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+  assert "--proba: class probabilities need a classification run" in out.stderr
+
+
+@pytest.mark.parametrize("given,after", [
+    (["1949-01", "1949-02", "1949-03"], ["1949-04", "1949-05"]),  # months stay months
+    (["2020-01-31", "2020-02-29", "2020-03-31"], ["2020-04-30", "2020-05-31"]),  # month ends
+    (["2020-01-01", "2020-04-01", "2020-07-01"], ["2020-10", "2021-01"]),  # quarters
+    (["2020-01-06", "2020-01-13", "2020-01-20"], ["2020-01-27", "2020-02-03"]),  # weeks
+    (["2020-01-01T22:00", "2020-01-01T23:00"], ["2020-01-02T00:00", "2020-01-02T01:00"]),
+])
+def test_a_time_column_continues_at_its_own_step(given, after):
+  times = np.asarray(given, dtype="datetime64[s]")
+  assert calendar.format_times(calendar.continue_times(times, 2), times) == after
+  numbers = np.array([1821.0, 1822.0, 1823.0])
+  assert calendar.format_times(calendar.continue_times(numbers, 2), numbers) == ["1824", "1825"]
+  assert calendar.continue_times(times[:1], 2) is None

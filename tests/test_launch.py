@@ -134,3 +134,12 @@ def test_the_gpu_check_counts_failed_steps_and_still_runs_the_rest(tmp_path):
                            str(tmp_path / "out")], env=env, capture_output=True, text=True)
   assert result.returncode == 2  # the kernels' tests and the suite
   assert "== unroll: exit 0" in result.stdout and "2 step(s) failed" in result.stdout
+
+
+def test_colab_notebook_cells_have_ids_nbformat_accepts():
+  with open(os.path.join(ROOT, "launch", "colab.ipynb")) as f:
+    notebook = json.load(f)
+  assert (notebook["nbformat"], notebook["nbformat_minor"]) >= (4, 5)  # ids from 4.5 on
+  ids = [cell.get("id") for cell in notebook["cells"]]
+  assert all(ids) and len(set(ids)) == len(ids)
+  assert all(len(i) <= 64 and i.replace("-", "").replace("_", "").isalnum() for i in ids)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from seqjax.model import lstm
+from seqjax.model import lstm, sequence
 
 KEY = jax.random.key(0)
 # Code paths are compared at float32 arithmetic on every backend (a GPU's default
@@ -258,7 +258,7 @@ def test_options_are_declared_once_and_reach_every_module():
   """`LSTMOptions` is the one declaration: every module takes it by keyword, and the
   config reaches each option (remat and reverse included)."""
   from seqjax.config import configlib
-  from seqjax.model import sequence
+
   names = {f.name for f in dataclasses.fields(lstm.LSTMOptions)} - {"parent", "name"}
   for module in (lstm.LSTMLayer, lstm.LSTM, sequence.SequenceModel):
     assert names <= {f.name for f in dataclasses.fields(module)}
@@ -307,7 +307,7 @@ def test_the_package_exports_its_public_api():
 @pytest.mark.parametrize("pool", ["mean", "max"])
 def test_a_pooled_head_reads_only_the_valid_steps(pool):
   """Padding, by lengths or by a Keras-style mask, does not change a pooled prediction."""
-  from seqjax.model import sequence
+
   lengths = [3, 7, 1, 5]
   x = _randn(9, (4, 7, 2))
   x = jnp.where(jnp.arange(7)[None, :, None] < jnp.array(lengths)[:, None, None], x, 9.0)
@@ -330,7 +330,7 @@ def test_a_pooled_head_reads_only_the_valid_steps(pool):
 
 
 def test_patches_read_k_steps_as_one_and_keep_the_valid_ones():
-  from seqjax.model import sequence
+
   x = jnp.arange(2 * 5 * 2, dtype=jnp.float32).reshape(2, 5, 2)
   mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
   out, lengths, patched = sequence.patches(x, 2, jnp.array([3, 5]), mask)
@@ -370,7 +370,7 @@ def test_the_conv_branch_is_a_same_padded_convolution_of_the_valid_steps(k):
 
 
 def test_a_conv_branch_joins_the_lstm_before_the_head():
-  from seqjax.model import sequence
+
   x = _randn(4, (2, 12, 1))
   model = sequence.SequenceModel(hidden=5, out_features=3, pool="max", conv=(6, 4),
                                  conv_kernels=(5, 3))
@@ -449,3 +449,16 @@ def test_library_misuse_is_a_value_error_naming_the_argument(index):
   what, call, message = _bad_calls()[index]
   with pytest.raises(ValueError, match=message):
     call()
+
+
+def test_the_model_summary_says_layers_reading_head_and_shapes():
+  model = sequence.SequenceModel(hidden=32, out_features=5, num_layers=2, pool="max", patch=4,
+                                 head_hidden=(16,), bidirectional=True)
+  assert model.summary(400, 3, "5 classes", 12345) == (
+      "model: LSTM 32 x 2 layers, both directions (concat) in patches of 4 steps (max over "
+      "time) -> head Dense 16 -> 5; 12,345 parameters; input [batch, 400 steps, 3 features] "
+      "-> 5 classes")
+  per_step = sequence.SequenceModel(hidden=8, out_features=1, head="per_step")
+  assert per_step.summary(50, 1, "1 output a step", 9) == (
+      "model: LSTM 8 (every step) -> head 1; 9 parameters; input [batch, 50 steps, 1 feature] "
+      "-> 1 output a step")

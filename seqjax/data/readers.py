@@ -7,8 +7,9 @@ What a file may hold:
          optional `lengths` [N]. For forecasting, `x` is one series [T] or
          [T, F] (F features), or many [N, T, F], with no `y`.
   .npy   `x` alone (a series to forecast, or inputs to predict).
-  .csv   wide: one sequence a row, the label in the column named `label` (or
-         the last column; numbers, or words such as class names); the other
+  .csv   wide: one sequence a row, the label in the column `task.label` names,
+         else the column named `label`, `target`, `class` or `y` (any case),
+         else the last column (numbers, or words such as class names); the other
          columns are its time steps (univariate). A first row is a header when
          one of its cells is a word over a column of numbers.
          long: one time step a row, ordered by `time_column` (numbers or ISO
@@ -38,6 +39,8 @@ from seqjax.data import tsfile
 from seqjax.runtime import files
 
 EXTENSIONS = (".npy", ".npz", ".csv", ".ts")
+# A wide CSV column with one of these names (any case) holds the labels, wherever it is.
+LABEL_NAMES = ("label", "target", "class", "y")
 
 
 @dataclasses.dataclass
@@ -49,6 +52,8 @@ class Arrays:
   lengths: [N] valid steps of each sequence.
   features: names of the F features (CSV long format), else None.
   label: the name of the label column (CSV), else None.
+  label_by: how a wide CSV's label column was found: "task.label", "name" (one of
+    LABEL_NAMES) or "last" (the last column); else None.
   times: a long CSV's time column [T], in order (numbers, or datetime64 for dates),
     else None.
   """
@@ -60,6 +65,7 @@ class Arrays:
   csv_label: tuple[int, int] | None = None  # wide CSV: (label column, columns)
   columns: list[str] | None = None  # a CSV's header, label column excluded
   times: np.ndarray | None = None
+  label_by: str | None = None
 
 
 def error(path: str, field: str, message: str) -> None:
@@ -314,9 +320,13 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
     if label not in header:
       error(path, field, f"no column {label!r} in the header (columns: "
             f"{', '.join(header[:8])}{', ...' if len(header) > 8 else ''})")
-    col = header.index(label)
+    col, by = header.index(label), "task.label"
   else:
-    col = width - 1
+    named = [j for j, h in enumerate(header or ()) if h.strip().lower() in LABEL_NAMES]
+    if len(named) > 1:
+      error(path, field, f"columns {', '.join(repr(header[j]) for j in named)} are each named "
+            "like a label column; set task.label to the one that holds the labels")
+    col, by = (named[0], "name") if named else (width - 1, "last")
   cells = [r[col].strip() if col < len(r) else "" for r in rows]
   if not all(cells):
     error(path, field, f"the label column is empty in row "
@@ -331,7 +341,7 @@ def _read_wide_csv(path, field, text, label, no_labels, csv_label=None) -> Array
     error(path, field, "the CSV has a label column and no time steps")
   return Arrays(x, y, padding_lengths(path, field, x),
                 label=header[col] if header else None, csv_label=(col, width),
-                columns=columns)
+                columns=columns, label_by=by)
 
 
 def _read_long_csv(path, field, text, time_column) -> Arrays:
@@ -389,10 +399,14 @@ def write(path: str, values: np.ndarray, header: list[str] | None = None) -> Non
   if ext != ".csv":
     raise validate.ConfigError(f"--output={path!r}: unknown extension {ext or '(none)'!r}; "
                                "allowed: .npy, .csv")
-  rows = np.asarray(values).reshape(len(values), -1)
+  write_rows(path, header, np.asarray(values).reshape(len(values), -1).tolist())
+
+
+def write_rows(path: str, header: list[str] | None, rows: list[list]) -> None:
+  """Writes `rows` (lists of cells) to a `.csv`, below `header` if given."""
   out = io.StringIO()
   w = csv.writer(out, lineterminator="\n")
   if header:
     w.writerow(header)
-  w.writerows(rows.tolist())
+  w.writerows(rows)
   files.write_text(path, out.getvalue())

@@ -190,6 +190,23 @@ class SequenceModel(lstm_lib.LSTMOptions):
                    name="head")(feats, train=train)
     return carry, y
 
+  def summary(self, steps: int, in_features: int, outputs: str, parameters: int) -> str:
+    """One line, as Keras' `summary` would say it: the layers and their sizes, the
+    parameters, and what goes in ([batch, steps, in_features]) and comes out (`outputs`,
+    e.g. "3 classes")."""
+    layers = f"LSTM {self.hidden}" + (f" x {self.num_layers} layers" if self.num_layers > 1
+                                      else "")
+    if self.bidirectional:
+      layers += f", both directions ({self.merge})"
+    reads = f" in patches of {self.patch} steps" if self.patch > 1 else ""
+    over = ({"last": "last state", "mean": "mean over time", "max": "max over time"}[self.pool]
+            if self.head == "last" else "every step")
+    conv = f" + conv {'-'.join(map(str, self.conv))}" if self.conv else ""
+    head = " -> ".join(["Dense " + str(w) for w in self.head_hidden] + [str(self.out_features)])
+    return (f"model: {layers}{reads} ({over}){conv} -> head {head}; {parameters:,} parameters; "
+            f"input [batch, {steps} steps, {in_features} feature"
+            f"{'s' if in_features > 1 else ''}] -> {outputs}")
+
   def zero_carry(self, batch_size: int) -> lstm_lib.Carry:
     """The zero carry of a batch, (h, c) each [L * D, B, H] (stateful training starts here)."""
     return lstm_lib.stack_carry("SequenceModel", self, None, batch_size)

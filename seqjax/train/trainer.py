@@ -80,7 +80,9 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
   task, mesh = run.task, run.mesh
   n_params = sum(p.size for p in jax.tree.leaves(run.state.params)) // run.size
   as_one = f", {run.size} members as one program" if run.grid else ""
-  writers.console(f"task {task.name}: {n_params} parameters{as_one}, {run.total} steps, "
+  sample = planning.train_sample(task)["x"]
+  writers.console(run.model.summary(sample.shape[1], sample.shape[2], task.outputs, n_params))
+  writers.console(f"task {task.name}: {run.total} steps{as_one}, "
                   f"workdir {workdir}, mesh {dict(mesh.shape)}")
   if sharding.is_writer():
     task.save(workdir)

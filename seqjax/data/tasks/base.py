@@ -96,6 +96,12 @@ class Task:
     return self.metric == "accuracy"
 
   @property
+  def outputs(self) -> str:
+    """What the model gives, in words (the model summary's last part)."""
+    what = f"{self.out_features} output{'s' if self.out_features > 1 else ''}"
+    return what + (" a step" if self.head == "per_step" else " a sequence")
+
+  @property
   def selection(self) -> tuple[str, bool]:
     """The held-out metric that picks the best step (early stopping, `train.keep_best`),
     and whether higher is better."""

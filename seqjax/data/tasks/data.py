@@ -133,6 +133,16 @@ class DataTask(base.Task):
   batch_size: int = 32  # of the training batches (`train_batch` gives their shapes)
 
   @property
+  def outputs(self) -> str:
+    info = self.info
+    if self.kind == "classification":
+      return f"{info['out_features']} classes"
+    if self.kind == "regression":
+      n = info["out_features"]
+      return f"{n} target{'s' if n > 1 else ''}"
+    return f"the next {info['horizon']} steps"
+
+  @property
   def selection(self) -> tuple[str, bool]:
     # Accuracy ties often; the cross-entropy tells the better of two tied steps apart.
     return ("xent", False) if self.kind == "classification" else (self.metric, False)
@@ -311,9 +321,10 @@ def forecast_examples(arrays: dict, windows: tuple[np.ndarray, np.ndarray],
                   relative=info.get("relative", False))
 
 
-def class_indices(path: str, field: str, y: np.ndarray, classes: np.ndarray | None):
-  """Labels y [N] (integers or names) -> indices into `classes` (the sorted training
-  labels)."""
+def class_indices(path: str, field: str, y: np.ndarray, classes: np.ndarray | None,
+                  column: str | None = None):
+  """Labels y [N] (integers or names; from a CSV's `column`) -> indices into `classes`
+  (the sorted training labels)."""
   if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
     readers.error(path, field, f"classification labels must be [N]; got shape {y.shape}")
   y = y.reshape(-1)
@@ -322,8 +333,10 @@ def class_indices(path: str, field: str, y: np.ndarray, classes: np.ndarray | No
           or (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y))
               and np.all(y == np.round(y)))):
     bad = y[~(np.isfinite(y) & (y == np.round(y)))][0] if y.dtype.kind == "f" else y[0]
-    readers.error(path, field, f"classification needs integer labels; found {bad.item()!r} "
-                    "(set task.kind=regression for numeric targets)")
+    where = f" in column {column!r}" if column else ""
+    other = "if the labels are in another column, set task.label=NAME; " if column else ""
+    readers.error(path, field, f"classification needs integer labels; found {bad.item()!r}"
+                    f"{where} ({other}if these numbers are targets, set task.kind=regression)")
   y = y if named else y.astype(np.int64)
   if classes is None:
     classes = np.unique(y)
@@ -368,9 +381,16 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
                       f"{a.y.dtype})")
     if a is not None and kind == "regression":
       readers.in_range(p, field, a.y.reshape(len(a.y), -1), "y", limit=readers.LARGEST)
+  if arrays.label_by == "name":
+    writers.console(f"{kind}: the labels are column {arrays.label!r} (named like a label "
+                    "column; task.label=NAME reads another)")
+  elif arrays.label_by == "last":
+    writers.console(f"{kind}: the labels are the last column"
+                    + (f", {arrays.label!r}" if arrays.label else "")
+                    + " (task.label=NAME reads another)")
   labels = classes = None
   if kind == "classification":  # labels checked first: a bad label column is the likelier cause
-    labels, classes = class_indices(path, "task.train", arrays.y, None)
+    labels, classes = class_indices(path, "task.train", arrays.y, None, arrays.label)
   idx_train, idx_val, idx_test = split(len(arrays.x), cfg, test_arrays is not None, labels)
   if len(idx_train) < 2 or not len(idx_val) or (test_arrays is None and not len(idx_test)):
     readers.error(path, "task.train", f"{len(arrays.x)} sequences are too few to split "
@@ -398,7 +418,7 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   if kind == "classification":
     y_all = labels
     info.update(classes=classes.tolist(), out_features=len(classes))
-    test_y = (class_indices(cfg.test, "task.test", test_arrays.y, classes)[0]
+    test_y = (class_indices(cfg.test, "task.test", test_arrays.y, classes, test_arrays.label)[0]
               if test_arrays is not None else None)
   else:
     y_all = arrays.y.reshape(len(arrays.y), -1).astype(np.float32)
