@@ -159,16 +159,20 @@ def array_members(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return [{k: v for k, v in m.items() if k in ARRAY_FIELDS} for m in members]
 
 
-def group_labels(config: ml_collections.ConfigDict,
-                 structurals: list[dict[str, Any]]) -> list[str]:
+def group_labels(config: ml_collections.ConfigDict, structurals: list[dict[str, Any]],
+                 short: bool = False) -> list[str]:
   """A name per group (its folder): the structural fields whose values differ between
-  groups, each at its group's value or the config's; "all" for a single group."""
+  groups, each at its group's value or the config's; "all" for a single group. `short`:
+  each field by its last name, for a legend (`length=100 steps=2000`)."""
   def value(structural, field):
     return structural[field] if field in structural else configlib.get(config, field)
 
   fields = list(dict.fromkeys(k for structural in structurals for k in structural))
   varying = [k for k in fields
              if len({json.dumps(value(s, k)) for s in structurals}) > 1]
+  if short:
+    return [" ".join(f"{k.rsplit('.', 1)[-1]}={value(s, k)}" for k in varying) or "all"
+            for s in structurals]
   return [",".join(f"{k}={value(s, k)}" for k in varying) or "all" for s in structurals]
 
 
@@ -183,6 +187,8 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
   curves = {}
   groups = group_runs(runs)
   labels = group_labels(config, [structural for structural, _ in groups])
+  legend = dict(zip(labels, group_labels(config, [structural for structural, _ in groups],
+                                         short=True), strict=True))
   for structural, members in groups:  # every group's checks before the first one trains
     planning.plan(configlib.override(config, structural), members=array_members(members))
   for label, (structural, members) in zip(labels, groups, strict=True):
@@ -196,7 +202,7 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
     lines += gain_table(results, metric, label, cfg.model.kernel_gain)
     gains = sorted({r["model.kernel_gain"] for r in results if "model.kernel_gain" in r})
     if gains:
-      curves[label] = (gains, [float(np.nanmedian([r["held_out"][metric] for r in results
+      curves[legend[label]] = (gains, [float(np.nanmedian([r["held_out"][metric] for r in results
                                                    if r["model.kernel_gain"] == g]))
                                for g in gains])
   table = "\n".join(lines)

@@ -780,6 +780,7 @@ def test_a_run_normalised_both_ways_reads_twice_the_features_and_predicts_alike(
           "parameters; input [batch, 30 steps, 2 features] -> 2 classes"
           in capsys.readouterr().out)
   run = seqjax.load(tmp_path / "run")
+  assert (tmp_path / "run" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
   assert run.info["in_features"] == 1 and run.info["model_features"] == 2
   assert run.evaluate(*run.held_out()) == results["held_out"]  # exactly
   assert run.predict(x[:5, :, None]).shape == (5,)

@@ -14,7 +14,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 @pytest.mark.parametrize("task,pictures", [
     ("freq", ["loss.png", "predictions.png"]), ("sine", ["loss.png", "rollout.png",
                                                         "teacher_forced.png"]),
-    ("data", ["loss.png"])])
+    ("data", ["confusion.png", "loss.png"])])
 def test_colab_notebook_runs_on_a_quick_config(tmp_path, monkeypatch, task, pictures,
                                               labelled_csv):
   data_file = ""

@@ -171,7 +171,7 @@ def test_two_processes_train_like_one(tmp_path):
                JAX_PROCESS_ID=str(i))) for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
-  assert "held-out at step 20" in outs[0] and "held-out" not in outs[1]  # process 0 reports
+  assert "validation at step 20" in outs[0] and "validation at" not in outs[1]  # process 0 reports
   one = subprocess.run(command + [f"--workdir={tmp_path / 'one'}"], cwd=ROOT, env=base,
                        capture_output=True, text=True, timeout=600)
   assert one.returncode == 0, one.stderr[-3000:]

@@ -199,6 +199,9 @@ def test_groups_are_named_by_the_fields_that_differ_even_when_the_first_sets_non
   assert labels == [f"model.hidden={hidden},task.length={length}",
                     f"model.hidden=8,task.length={length}", "model.hidden=8,task.length=30"]
   assert sweep.group_labels(config, [{"model.hidden": 8}]) == ["all"]
+  # A legend names each field by its last name.
+  assert sweep.group_labels(config, [{}, {"model.hidden": 8, "task.length": 30}], short=True) == [
+      f"hidden={hidden} length={length}", "hidden=8 length=30"]
 
 
 

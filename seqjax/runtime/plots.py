@@ -21,32 +21,93 @@ def _save(fig, path: str) -> str:
 
 
 def loss_curves(records: list[dict], path: str, metric: str) -> str:
-  """Train loss and held-out metric against step, log scale."""
+  """The training loss and the validation metric against step (a population's: the
+  median over its members). Losses and errors on a log scale, an accuracy on a linear one."""
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
   train = [r for r in records if r["split"] == "train"]
   held = [r for r in records if r["split"] == "eval"]
-  axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
-  axes[0].set_title("training loss")
+  population = any("/" in k for r in held for k in r)
+  median = " (median over members)" if population else ""
+  axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], ".-", label="training")
+  axes[0].set_title("training loss" + median)
+  axes[0].set_ylabel("loss")
+  axes[0].set_yscale("log")
   if held:
-    axes[1].plot([r["step"] for r in held], [r[metric] for r in held], "o-", label=metric)
-  axes[1].set_title(f"held-out {metric}")
+    axes[1].plot([r["step"] for r in held], [r[metric] for r in held], "o-", ms=3,
+                 color="tab:orange", label="validation")
+  axes[1].set_title(f"validation {metric}" + median)
+  axes[1].set_ylabel(metric)
+  if metric != "accuracy":
+    axes[1].set_yscale("log")
   for ax in axes:
-    ax.set_xlabel("step")
-    ax.set_yscale("log")
+    ax.set_xlabel("training step")
     ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
   return _save(fig, path)
 
 
 def predicted_vs_true(true: np.ndarray, pred: np.ndarray, path: str, unit: str) -> str:
-  """Scatter of held-out predictions against targets, with the identity line."""
+  """Scatter of test predictions against targets, with the identity line."""
   fig, ax = plt.subplots(figsize=(4.6, 4.3))
   ax.scatter(true, pred, s=6, alpha=0.5)
   lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
   ax.plot([lo, hi], [lo, hi], "k--", lw=1)
   mae = float(np.mean(np.abs(pred - true)))
-  ax.set_title(f"held-out {unit}: MAE {mae:.4f}")
+  ax.set_title(f"test {unit}: MAE {mae:.4f}")
   ax.set_xlabel(f"true {unit}")
   ax.set_ylabel(f"predicted {unit}")
+  return _save(fig, path)
+
+
+def targets_vs_predicted(true: np.ndarray, pred: np.ndarray, names: list[str],
+                         path: str) -> str:
+  """One scatter a target of the test split's predictions [N, K] against the truth
+  [N, K], with the identity line; each panel titled with its MAE, the figure with the
+  mean over targets (results.json's test MAE)."""
+  k = true.shape[1]
+  cols = min(k, 3)
+  rows = -(-k // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.9 * rows), squeeze=False)
+  for j, ax in enumerate(axes.flat):
+    if j >= k:
+      ax.axis("off")
+      continue
+    ax.scatter(true[:, j], pred[:, j], s=10, alpha=0.6, label="a test sequence")
+    lo = float(min(true[:, j].min(), pred[:, j].min()))
+    hi = float(max(true[:, j].max(), pred[:, j].max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="predicted = true")
+    ax.set_title(f"{names[j]}: MAE {np.mean(np.abs(pred[:, j] - true[:, j])):.4g}")
+    ax.set_xlabel(f"true {names[j]}")
+    ax.set_ylabel(f"predicted {names[j]}")
+    ax.grid(alpha=0.3)
+  axes.flat[0].legend(loc="upper left", fontsize=8)
+  fig.suptitle(f"test split, {len(true)} sequences: MAE {np.mean(np.abs(pred - true)):.4g}"
+               + (" (mean over targets)" if k > 1 else ""))
+  return _save(fig, path)
+
+
+def confusion(true: np.ndarray, pred: np.ndarray, names: list[str], path: str) -> str:
+  """The test split's confusion matrix: counts of each true class (rows) predicted as
+  each class (columns), the accuracy in the title."""
+  n = len(names)
+  counts = np.zeros((n, n), np.int64)
+  np.add.at(counts, (true, pred), 1)
+  size = min(2.5 + 0.45 * n, 12)
+  fig, ax = plt.subplots(figsize=(size + 1.2, size))
+  image = ax.imshow(counts, cmap="Blues")
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="test sequences")
+  if n <= 30:  # the counts, where they can be read
+    for i, j in np.ndindex(n, n):
+      if counts[i, j]:
+        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                color="white" if counts[i, j] > counts.max() / 2 else "black")
+  ticks = np.arange(n)
+  labels = [str(c)[:14] for c in names]
+  ax.set_xticks(ticks, labels, rotation=90 if n > 6 else 0, fontsize=8)
+  ax.set_yticks(ticks, labels, fontsize=8)
+  ax.set_xlabel("predicted class")
+  ax.set_ylabel("true class")
+  ax.set_title(f"test split, {len(true)} sequences: accuracy {np.mean(true == pred):.3f}")
   return _save(fig, path)
 
 
@@ -82,7 +143,7 @@ def rollout(prefix: np.ndarray, truth: np.ndarray, preds: np.ndarray, path: str)
   rmse = np.sqrt(np.mean((preds - truth) ** 2, axis=0))
   axes[1].plot(np.arange(1, n + 1), rmse)
   axes[1].set_yscale("log")
-  axes[1].set_title(f"held-out RMSE vs horizon ({prefix.shape[0]} sequences)")
+  axes[1].set_title(f"test RMSE vs horizon ({prefix.shape[0]} sequences)")
   axes[1].set_xlabel("steps after warm-up")
   for ax in axes:
     ax.grid(alpha=0.3)
@@ -91,14 +152,15 @@ def rollout(prefix: np.ndarray, truth: np.ndarray, preds: np.ndarray, path: str)
 
 def metric_vs_gain(curves: dict[str, tuple[list[float], list[float]]], path: str,
                    metric: str) -> str:
-  """Median held-out metric against init gain, one line per group (e.g. length)."""
-  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  """Median test metric against init gain, one line per group (e.g. length), the legend
+  beside the plot."""
+  fig, ax = plt.subplots(figsize=(7.5, 3.8))
   for label, (gains, values) in curves.items():
     ax.plot(gains, values, "o-", label=label)
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xlabel("orthogonal init gain")
-  ax.set_ylabel(f"held-out {metric} (median over seeds)")
+  ax.set_ylabel(f"test {metric} (median over seeds)")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the lines
   return _save(fig, path)

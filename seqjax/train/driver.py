@@ -329,7 +329,7 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
         raise cli.Preempted(f"stopped by {StopSignals.SIGNALS[stop]} at step {step}; checkpoint "
                         "saved; rerun the same command to resume", stop)
       if early:
-        writers.console(f"early stopping at step {step}: the last {t.early_stopping} held-out "
+        writers.console(f"early stopping at step {step}: the last {t.early_stopping} validation "
                         "evaluations did not improve on the best")
         break
   windows.close()

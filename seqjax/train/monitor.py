@@ -152,7 +152,7 @@ class Monitor:
       metrics = {k: float(v) for k, v in metrics.items()}
       if step not in self._tracked:  # a rerun of a finished run has its line already
         self._writer.write(step, "eval", metrics)
-      writers.console(f"held-out at step {step}: "
+      writers.console(f"validation at step {step}: "
                       + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
       if (self._track(step, {k: np.asarray([v]) for k, v in metrics.items()})[0]
           and self._best is not None):
@@ -167,7 +167,7 @@ class Monitor:
       self._writer.write(step, "eval", self._pack(metrics))
     value = metrics[self.headline]
     median = float(np.nanmedian(value)) if self.alive.any() else float("nan")
-    writers.console(f"held-out at step {step}: {self.headline} median {median:.5g} "
+    writers.console(f"validation at step {step}: {self.headline} median {median:.5g} "
                     f"over {self.size} members ({int(np.sum(~self.alive))} diverged)")
     better = self._track(step, metrics)
     if self._best is not None and better.any():

@@ -84,13 +84,20 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
   writers.console(run.model.summary(sample.shape[1], sample.shape[2], task.outputs, n_params))
   writers.console(f"task {task.name}: {run.total} steps{as_one}, "
                   f"workdir {workdir}, mesh {dict(mesh.shape)}")
+  held = started.held_out
+  if held.separate_test:
+    unit = "windows" if task.causal else "sequences"
+    writers.console(f"validation: {held.validation.size} {unit} (early stopping and the best "
+                    f"step); test: {held.test.size} {unit} (results.json)")
+  else:
+    writers.console("validation and test: one set of new examples generated from the run's "
+                    "eval key (early stopping, the best step and results.json)")
   if sharding.is_writer():
     task.save(workdir)
   writer = writers.MetricWriter(workdir, enabled=sharding.is_writer(),
                                 resumed_at=started.first_step)
   store = checkpoint.ParamsStore(os.path.join(workdir, checkpoint.PARAMS_DIR))
   keep_best = config.train.keep_best
-  held = started.held_out
   mon = monitor.Monitor(run, held.evaluate, held.validation, writer, ckpt,
                         state=started.state, best=store if keep_best else None,
                         history=[r for r in writers.read_metrics(workdir)

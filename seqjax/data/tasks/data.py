@@ -183,10 +183,18 @@ class DataTask(base.Task):
 
   def plot(self, eval_set, preds: np.ndarray, workdir: str) -> None:
     from seqjax.runtime import plots  # matplotlib: imported when first drawing
-    if self.kind == "regression":
-      plots.predicted_vs_true(np.asarray(eval_set["y"])[:, 0],
-                              preds[:, 0] * self.info["y_scale"][0] + self.info["y_shift"][0],
-                              os.path.join(workdir, "predictions.png"), self.info["label"])
+    if self.kind == "classification":
+      plots.confusion(np.asarray(eval_set["y"]), np.asarray(preds).argmax(-1),
+                      [str(c) for c in self.info["classes"]],
+                      os.path.join(workdir, "confusion.png"))
+    elif self.kind == "regression":
+      scale, shift = (np.asarray(self.info[k], np.float32) for k in ("y_scale", "y_shift"))
+      true = np.asarray(eval_set["y"]).reshape(len(preds), -1)
+      k = true.shape[1]
+      names = [self.info["label"]] if k == 1 else [f"{self.info['label']}[{j}]"
+                                                   for j in range(k)]
+      plots.targets_vs_predicted(true, np.asarray(preds) * scale + shift, names,
+                                 os.path.join(workdir, "predictions.png"))
     elif self.kind == "forecast":
       horizon, level = self.info["horizon"], np.asarray(eval_set["level"])
       x = to_units(np.asarray(eval_set["x"]) + level, self.info)[..., 0]
