@@ -462,3 +462,34 @@ def test_the_model_summary_says_layers_reading_head_and_shapes():
   assert per_step.summary(50, 1, "1 output a step", 9) == (
       "model: LSTM 8 (every step) -> head 1; 9 parameters; input [batch, 50 steps, 1 feature] "
       "-> 1 output a step")
+
+
+def test_augmentation_acts_only_in_training_and_follows_its_key():
+  x = _randn(3, (4, 9, 2))
+  plain = sequence.SequenceModel(hidden=5, out_features=3, pool="max")
+  noisy = sequence.SequenceModel(hidden=5, out_features=3, pool="max", input_noise=0.3,
+                                 input_scaling=0.2)
+  params = _init(plain, x)
+  # Evaluation and prediction read the inputs as they are.
+  np.testing.assert_array_equal(noisy.apply(params, x)[1], plain.apply(params, x)[1])
+  rng = jax.random.key(7)
+  train = lambda key: noisy.apply(params, x, train=True, rngs={"dropout": key})[1]  # noqa: E731
+  np.testing.assert_array_equal(train(rng), train(rng))  # the same key, the same batch
+  assert not np.allclose(train(rng), train(jax.random.key(8)))
+  assert not np.allclose(train(rng), plain.apply(params, x, train=True,
+                                                 rngs={"dropout": rng})[1])
+  key = jax.random.key(1)
+  scaled = sequence.augment(x, key, 0.0, 0.5)  # one factor a sequence and feature
+  ratio = scaled / x
+  np.testing.assert_allclose(ratio, jnp.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-4)
+  np.testing.assert_array_equal(sequence.augment(x, key, 0.0, 0.0), x)
+
+
+@pytest.mark.parametrize("field,value", [("input_noise", -0.1), ("input_scaling", 11.0)])
+def test_augmentation_out_of_range_is_refused(field, value):
+  from seqjax.config import configlib, validate
+  config = configlib.load("freq")
+  config.unlock()
+  config.model[field] = value
+  with pytest.raises(validate.ConfigError, match=rf"model.{field}={value} is invalid"):
+    sequence.validate_config(config.model)

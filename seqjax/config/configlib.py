@@ -141,6 +141,10 @@ def base_config() -> ml_collections.ConfigDict:
   # and on h before the recurrent matmul
   config.model.input_dropout = 0.0
   config.model.recurrent_dropout = 0.0
+  # Augmentation while training: Gaussian noise of this std on every (normalised) input,
+  # and each sequence's features scaled by a factor around 1 of this std.
+  config.model.input_noise = 0.0
+  config.model.input_scaling = 0.0
   config.model.kernel_init = "glorot_uniform"
   config.model.kernel_gain = 1.0
   config.model.recurrent_init = "orthogonal"

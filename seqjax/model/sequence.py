@@ -136,6 +136,10 @@ class SequenceModel(lstm_lib.LSTMOptions):
       `DenseStack` (`dropout` is the head's).
     bidirectional, merge, input_dropout, recurrent_dropout: see `lstm.LSTM`.
     layer_dropout: the LSTM's `dropout`, between its layers.
+    input_noise, input_scaling: augmentation while training (`train=True`, from the
+      "dropout" rng): Gaussian noise of this std added to every input (Keras'
+      `GaussianNoise`), and each sequence's features multiplied by a factor drawn
+      around 1 with this std (magnitude scaling).
     and the `lstm.LSTMOptions` (initializers, unroll, remat, reverse,
       precision, ...), by keyword; `precision` applies to the head's matmuls too.
   """
@@ -156,6 +160,8 @@ class SequenceModel(lstm_lib.LSTMOptions):
   layer_dropout: float = 0.0
   input_dropout: float = 0.0
   recurrent_dropout: float = 0.0
+  input_noise: float = 0.0
+  input_scaling: float = 0.0
 
   @nn.compact
   def __call__(self, x: jax.Array, carry: lstm_lib.Carry | None = None,
@@ -170,6 +176,8 @@ class SequenceModel(lstm_lib.LSTMOptions):
     pooled = self.head == "last" and self.pool != "last"
     if (self.patch > 1 or self.conv) and self.head != "last":
       raise ValueError("model.patch and model.conv are for one prediction a sequence")
+    if train and (self.input_noise or self.input_scaling):
+      x = augment(x, self.make_rng("dropout"), self.input_noise, self.input_scaling)
     branch = (ConvBranch(tuple(self.conv), tuple(self.conv_kernels), self.dtype,
                          self.precision, name="conv")(x, lengths, mask)
               if self.conv else None)
@@ -210,6 +218,19 @@ class SequenceModel(lstm_lib.LSTMOptions):
   def zero_carry(self, batch_size: int) -> lstm_lib.Carry:
     """The zero carry of a batch, (h, c) each [L * D, B, H] (stateful training starts here)."""
     return lstm_lib.stack_carry("SequenceModel", self, None, batch_size)
+
+
+def augment(x: jax.Array, key: jax.Array, noise: float, scaling: float) -> jax.Array:
+  """x [B, T, F] with each sequence's features scaled by 1 + `scaling` * N(0, 1) [B, 1, F]
+  and `noise` * N(0, 1) [B, T, F] added (a padded step stays padding: the LSTM and the
+  pooling read valid steps only)."""
+  scale_key, noise_key = jax.random.split(key)
+  b, _, f = x.shape
+  if scaling:
+    x = x * (1 + scaling * jax.random.normal(scale_key, (b, 1, f), x.dtype))
+  if noise:
+    x = x + noise * jax.random.normal(noise_key, x.shape, x.dtype)
+  return x
 
 
 def patches(x: jax.Array, k: int, lengths: jax.Array | None = None,
@@ -269,6 +290,8 @@ def validate_config(m: ml_collections.ConfigDict) -> None:
   validate.in_range("model.dropout", m.dropout, 0.0, 0.99)
   for field in ("layer_dropout", "input_dropout", "recurrent_dropout"):
     validate.in_range(f"model.{field}", m[field], 0.0, 0.99)
+  for field in ("input_noise", "input_scaling"):
+    validate.in_range(f"model.{field}", m.get(field, 0.0), 0.0, 10.0)
   if m.layer_dropout and m.num_layers == 1:
     validate.fail("model.layer_dropout", m.layer_dropout,
                   "acts between stacked LSTM layers, and model.num_layers is 1: set "
@@ -320,7 +343,8 @@ def from_config(m: ml_collections.ConfigDict, out_features: int, head: str,
       head_hidden=tuple(m.head_hidden), activation=m.activation,
       out_activation=m.out_activation, dropout=m.dropout, bidirectional=m.bidirectional,
       merge=m.merge, layer_dropout=m.layer_dropout, input_dropout=m.input_dropout,
-      recurrent_dropout=m.recurrent_dropout,
+      recurrent_dropout=m.recurrent_dropout, input_noise=m.get("input_noise", 0.0),
+      input_scaling=m.get("input_scaling", 0.0),
       kernel_init=lstm_lib.initializer(m.kernel_init, m.kernel_gain),
       recurrent_init=lstm_lib.initializer(m.recurrent_init, m.recurrent_gain),
       bias_init=lstm_lib.initializer(m.bias_init), forget_bias=m.forget_bias,
