@@ -104,7 +104,13 @@ def test_seasonal_series_forecast_12_steps_beats_seasonal_naive(tmp_path, season
             f"--output={tmp_path / 'next.csv'}")
   assert out.returncode == 0, out.stderr
   lines = (tmp_path / "next.csv").read_text().splitlines()
-  assert lines[0].split(",")[:2] == ["load@1", "load@2"] and len(lines) == 2
+  # A long CSV in, a long forecast out: its hours continued past the last (1199).
+  assert lines[0] == "hour,load" and len(lines) == 13
+  assert [line.split(",")[0] for line in lines[1:]] == [str(h) for h in range(1200, 1212)]
+  np.testing.assert_allclose([float(line.split(",")[1]) for line in lines[1:]],
+                             loaded.predict(readers.read(str(path), "x", series=True,
+                                                         time_column="hour").x)[0, :, 0],
+                             rtol=1e-5)
 
 
 def data_config(path, kind="classification", **task):

@@ -150,6 +150,54 @@ def rollout(prefix: np.ndarray, truth: np.ndarray, preds: np.ndarray, path: str)
   return _save(fig, path)
 
 
+def forecast(series: np.ndarray, times: np.ndarray | None, which: np.ndarray,
+             origins: np.ndarray, preds: np.ndarray, baseline: np.ndarray,
+             errors: np.ndarray, baseline_errors: np.ndarray, baseline_name: str, name: str,
+             path: str) -> str:
+  """A forecast's test split: the first series' values with its test period shaded, the
+  forecast from its last test origin beside the best baseline's; and the MAE by steps
+  ahead of both, over every test origin (their mean is results.json's test MAE).
+
+  series [T]: the first test series; times [T] or None (steps); which, origins [N]:
+  each test window's series and first forecast step; preds, baseline [N, H]; errors,
+  baseline_errors [N, H, ...]: absolute errors, the file's units.
+  """
+  fig, axes = plt.subplots(1, 2, figsize=(12, 3.9), gridspec_kw={"width_ratios": [2.2, 1]})
+  ax = axes[0]
+  on_first = np.flatnonzero(which == which[0])
+  h = preds.shape[1]
+  end = int(origins[on_first].max()) + h
+  x = (times[:end] if times is not None and len(times) >= end
+       else np.arange(end))
+  ax.plot(x, series[:end], "k-", lw=1.3, label=f"{name} (history and test truth)")
+  first, last = int(origins[on_first].min()), on_first[np.argmax(origins[on_first])]
+  ax.axvspan(x[first], x[end - 1], color="tab:blue", alpha=0.07, label="test period")
+  ahead = x[int(origins[last]):int(origins[last]) + h]
+  ax.plot(ahead, preds[last], "o-", color="tab:red", ms=3, lw=1.5,
+          label="forecast (last test origin)")
+  ax.plot(ahead, baseline[last], "s--", color="tab:gray", ms=3, lw=1.2,
+          label=f"{baseline_name} (best baseline)")
+  ax.set_xlabel("time" if times is not None else "step")
+  ax.set_ylabel(name)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="upper left", fontsize=8)
+  ax.set_title(f"test MAE {errors.mean():.4g} over {len(preds)} forecast origins; "
+               f"{baseline_name} {baseline_errors.mean():.4g}")
+  steps = np.arange(1, h + 1)
+  by_step = lambda e: e.reshape(len(e), h, -1).mean(axis=(0, 2))  # noqa: E731
+  axes[1].plot(steps, by_step(errors), "o-", color="tab:red", ms=3, label="forecast")
+  axes[1].plot(steps, by_step(baseline_errors), "s--", color="tab:gray", ms=3,
+               label=baseline_name)
+  axes[1].set_xlabel("steps ahead")
+  axes[1].set_ylabel(f"test MAE ({name})")
+  axes[1].set_title("test MAE by steps ahead")
+  axes[1].grid(alpha=0.3)
+  axes[1].legend(fontsize=8)
+  if times is not None and times.dtype.kind == "M":  # dates: slanted, to fit
+    axes[0].tick_params(axis="x", labelrotation=30)
+  return _save(fig, path)
+
+
 def metric_vs_gain(curves: dict[str, tuple[list[float], list[float]]], path: str,
                    metric: str) -> str:
   """Median test metric against init gain, one line per group (e.g. length), the legend

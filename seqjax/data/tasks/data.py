@@ -123,6 +123,7 @@ class DataTask(base.Task):
       model's output units, judged by the task's own metrics
       (`seqjax.data.baselines`); computed when called, since the
       nearest-neighbour ones take seconds.
+    times: a forecast's time column [T] (numbers or dates; of a long CSV), else None.
   """
   kind: str = "classification"
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -131,6 +132,7 @@ class DataTask(base.Task):
   test: Examples | None = None
   test_raw: tuple[np.ndarray, ...] = ()
   batch_size: int = 32  # of the training batches (`train_batch` gives their shapes)
+  times: np.ndarray | None = None
 
   @property
   def outputs(self) -> str:
@@ -196,11 +198,24 @@ class DataTask(base.Task):
       plots.targets_vs_predicted(true, np.asarray(preds) * scale + shift, names,
                                  os.path.join(workdir, "predictions.png"))
     elif self.kind == "forecast":
-      horizon, level = self.info["horizon"], np.asarray(eval_set["level"])
-      x = to_units(np.asarray(eval_set["x"]) + level, self.info)[..., 0]
-      truth = np.asarray(eval_set["y"])[:, -horizon:, 0]
-      pred = to_units(preds[:, -horizon:] + level, self.info)[..., 0]
-      plots.rollout(x, truth, pred, os.path.join(workdir, "forecast.png"))
+      h, level = self.info["horizon"], np.asarray(eval_set["level"])
+      truth = np.asarray(eval_set["y"])[:, -h:]  # [N, H, F], the file's units
+      forecast = to_units(np.asarray(preds)[:, -h:] + level, self.info)
+      errors = {name: np.abs(to_units(p[:, -h:] + level, self.info) - truth)
+                for name, p in self.baselines().items()}
+      best = min(errors, key=lambda name: errors[name].mean())
+      test = self.test
+      plots.forecast(test.arrays["s"][test.series[0], :, 0], self.times, test.series,
+                     test.starts + self.info["window"], forecast[..., 0],
+                     to_units(self.baselines()[best][:, -h:] + level, self.info)[..., 0],
+                     np.abs(forecast - truth), errors[best], best, self._first_feature(),
+                     os.path.join(workdir, "forecast.png"))
+
+  def _first_feature(self) -> str:
+    """The name of a forecast's first feature, as its picture calls it."""
+    if self.info.get("features"):
+      return self.info["features"][0]
+    return "value" if self.info["in_features"] == 1 else "feature 0"
 
 
 def _fractions(cfg):
@@ -749,4 +764,4 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
       steps_per_epoch=base.steps_per_epoch(train.size, batch_size), free_run=free_run,
       eval_free_run=eval_free_run, causal=cfg.kind == "forecast", kind=cfg.kind, info=info,
       train_examples=train, validation=val, test=test, test_raw=raw, baselines=baselines,
-      batch_size=batch_size)
+      batch_size=batch_size, times=arrays.times if test_arrays is None else None)
