@@ -859,6 +859,7 @@ def test_a_column_named_like_a_label_holds_the_labels_wherever_it_is(tmp_path, c
     make(data_config(tmp_path / "frac.csv"))
 
 
+@pytest.mark.slow
 def test_predict_writes_class_probabilities_and_dated_forecast_rows(tmp_path):
   path, x = _shapes_csv(tmp_path / "shapes.csv", n=60)
   config = configlib.override(data_config(path),
