@@ -58,7 +58,8 @@ def get_config(arg=None):
   config.task.log = False
   # classes and targets: normalise by the training set's mean and std per feature
   # ("dataset"), each sequence by its own ("series"), "both" side by side, or "auto":
-  # "series" for one feature, "both" for several (measured: docs/real_data.md).
+  # "both", or "dataset" when every training sequence is z-normalised already
+  # (measured: docs/real_data.md).
   config.task.normalize = "auto"
 
   config.model.hidden = 64

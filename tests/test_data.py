@@ -26,7 +26,8 @@ def run(module, *args, cwd=ROOT):
                         cwd=cwd, timeout=600, env=env)
 
 
-ONE_MODEL = ("--config.population.seeds=1", "--config.population.select=all")
+ONE_MODEL = ("--config.population.seeds=1", "--config.population.learning_rates=()",
+             "--config.population.select=all")
 
 
 def train_cli(workdir, config, *args):
@@ -121,6 +122,7 @@ def data_config(path, kind="classification", **task):
   config.task.train = str(path)
   config.task.update(task)
   config.population.seeds, config.population.select = 1, "all"
+  config.population.learning_rates = ()
   return config
 
 
@@ -819,14 +821,21 @@ def test_a_normalisation_that_does_not_apply_is_refused(tmp_path, kind, value, m
     make(data_config(path, kind, normalize=value, horizon=3, **task))
 
 
-def test_auto_normalises_one_feature_by_each_sequence_and_several_both_ways(tmp_path,
-                                                                            variable_npz):
-  path, _ = _shapes_csv(tmp_path / "shapes.csv")
-  assert make(data_config(path)).info["normalize"] == "series"
+def test_auto_normalises_both_ways_unless_the_file_is_z_normalised_already(tmp_path,
+                                                                           variable_npz):
+  path, x = _shapes_csv(tmp_path / "shapes.csv")
+  task = make(data_config(path))
+  assert task.info["normalize"] == "both" and task.in_features == 2
   npz = variable_npz(tmp_path / "seqs.npz")
   task = make(data_config(npz, "regression"))
   assert task.info["normalize"] == "both" and task.in_features == 6
   assert task.train_examples.arrays["x"].shape[2] == 6
+  # Every sequence z-normalised (the UCR archive's way): the two would read the same.
+  z = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
+  y = np.random.default_rng(0).integers(0, 2, len(z))
+  np.savez(tmp_path / "z.npz", x=z, y=y)
+  task = make(data_config(tmp_path / "z.npz"))
+  assert task.info["normalize"] == "dataset" and task.in_features == 1
 
 
 def test_a_column_named_like_a_label_holds_the_labels_wherever_it_is(tmp_path, capsys):
@@ -906,3 +915,24 @@ def test_a_time_column_continues_at_its_own_step(given, after):
   numbers = np.array([1821.0, 1822.0, 1823.0])
   assert calendar.format_times(calendar.continue_times(numbers, 2), numbers) == ["1824", "1825"]
   assert calendar.continue_times(times[:1], 2) is None
+
+
+def test_a_small_file_reports_like_keras_fit_one_line_a_logging_window(tmp_path, capsys):
+  path, _ = _shapes_csv(tmp_path / "shapes.csv", n=60)  # 42 training rows: 2 steps an epoch
+  config = configlib.override(data_config(path), {
+      "train.epochs": 10, "train.min_steps": 0, "model.hidden": 4, "train.log_every": 6})
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  out = capsys.readouterr().out.splitlines()
+  progress = [line for line in out if line.startswith("epoch ")]
+  # A line a logging window (steps 6, 12, 18, 20), each evaluation of an epoch in it.
+  assert [line.split(" (")[0] for line in progress] == [
+      "epoch 3/10", "epoch 6/10", "epoch 9/10", "epoch 10/10"]
+  assert "(step 6/20) " in progress[0]
+  assert "| validation accuracy=" in progress[0] and " at step 6 (best " in progress[0]
+  assert "loss=" in progress[0] and "ETA" in progress[-1]
+  # Only the last evaluation has a line of its own.
+  assert [line for line in out if line.startswith("validation at step")] == [
+      line for line in out if line.startswith("validation at step 20")]
+  records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+  assert len([r for r in records if r["split"] == "train"]) == len(progress)
+  assert len([r for r in records if r["split"] == "eval"]) == 10  # every epoch, logged

@@ -426,9 +426,12 @@ def test_a_full_disk_stops_the_run_in_one_line_naming_the_safe_checkpoint(tmp_pa
 @pytest.mark.parametrize("after", [0.2, 1.0])
 def test_a_ctrl_c_while_importing_ends_in_one_line(tmp_path, after):
   """Before the train loop's handler: still exit 130 and one line, not an import traceback."""
+  # Python's own Ctrl-C handling, as in a terminal: a process started in the background
+  # of a shell inherits SIGINT ignored, and seqjax then leaves it ignored.
   proc = subprocess.Popen([sys.executable, "-m", "seqjax.main", f"--config={FREQ}:quick",
                            f"--workdir={tmp_path / 'wd'}"], cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   time.sleep(after)
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=60)

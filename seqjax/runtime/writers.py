@@ -132,25 +132,33 @@ def console(message: str) -> None:
 
 
 class Progress:
-  """Stdout progress lines with steps/s and ETA, measured since the first step."""
+  """Stdout progress lines with steps/s and ETA, measured since the first step; with
+  `steps_per_epoch`, led by the epoch as Keras' `fit` shows it (`epoch 3/100`)."""
 
-  def __init__(self, first_step: int, total_steps: int):
+  def __init__(self, first_step: int, total_steps: int, steps_per_epoch: int = 0):
     self._total = total_steps
     self._t0 = None
     self._s0 = first_step
+    self._per_epoch = steps_per_epoch
 
   def start(self, step: int) -> None:
     """Call after the first (compiling) step so rates exclude compilation."""
     self._t0, self._s0 = time.perf_counter(), step
 
-  def report(self, step: int, scalars: dict[str, float]) -> None:
-    text = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+  def report(self, step: int, scalars: dict[str, float], extra: str = "") -> None:
+    """One line: where training is, `scalars`, then `extra` (e.g. the validation so far)."""
+    where = f"step {step}/{self._total}"
+    if self._per_epoch:
+      epochs = -(-self._total // self._per_epoch)
+      where = f"epoch {-(-step // self._per_epoch)}/{epochs} ({where})"
+    text = " ".join([where, *(f"{k}={v:.4g}" for k, v in scalars.items())])
+    if extra:
+      text += f" | {extra}"
     if self._t0 is None or step <= self._s0:
-      console(f"step {step}/{self._total} {text}")
+      console(text)
       return
     rate = (step - self._s0) / (time.perf_counter() - self._t0)
-    console(f"step {step}/{self._total} {text} | {rate:.1f} steps/s, "
-            f"ETA {duration((self._total - step) / rate)}")
+    console(f"{text} | {rate:.1f} steps/s, ETA {duration((self._total - step) / rate)}")
 
 
 def duration(seconds: float) -> str:

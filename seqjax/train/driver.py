@@ -93,8 +93,14 @@ class Monitor(Protocol):
   def train_scalars(self, sums: dict[str, Any], steps: int) -> dict[str, float]:
     """The scalars logged for the metric sums of the last `steps` steps."""
 
-  def evaluate(self, step: int, state) -> Any:
-    """Evaluates on the held-out set at `step`, logs it, returns what the run reports."""
+  steps_per_epoch: int  # 0 for data generated without end
+
+  def evaluate(self, step: int, state, quiet: bool = False) -> Any:
+    """Evaluates on the held-out set at `step`, logs it, returns what the run reports;
+    `quiet`: without a console line of its own."""
+
+  def summary(self) -> str:
+    """The latest validation figure and the best so far, for a progress line."""
 
   def stop_early(self) -> bool:
     """After an evaluation: True to end training now (early stopping)."""
@@ -276,7 +282,10 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
   """
   t = train_config
   step = first_step(state)
-  progress = writers.Progress(step, total)
+  progress = writers.Progress(step, total, monitor.steps_per_epoch)
+  # Evaluations more often than log lines (every epoch of a small file): the log line
+  # carries the latest and the best, as Keras' `fit` shows them.
+  quiet = 0 < t.eval_every < t.log_every
   chunk, compile_s = 1, None
   windows = MetricWindows(workdir)
   window, window_steps = windows.restore(step)  # metric sums since the last log
@@ -310,17 +319,19 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
       stop = signals.requested or 0  # read once: a signal between two reads would skip the save
       if jax.process_count() > 1:  # any process's notice stops all of them at this step
         stop = int(np.max(multihost_utils.process_allgather(np.int32(stop))))
+      # Evaluations before the checkpoint of their step: a run resumed from that
+      # checkpoint then has every evaluation up to it (each member's best and early stopping);
+      # and before the log line, which shows the step's validation figure.
+      early = False
+      if itstime(step, t.eval_every, total) and step != total:
+        monitor.evaluate(step, state, quiet=quiet)
+        early = monitor.stop_early()
       if itstime(step, t.log_every, total):
         scalars = monitor.train_scalars(window, window_steps)
         window, window_steps = None, 0
         writer.write(step, "train", scalars)
-        progress.report(step, {k: v for k, v in scalars.items() if "/" not in k})  # no members
-      # Evaluations before the checkpoint of their step: a run resumed from that
-      # checkpoint then has every evaluation up to it (each member's best and early stopping).
-      early = False
-      if itstime(step, t.eval_every, total) and step != total:
-        monitor.evaluate(step, state)
-        early = monitor.stop_early()
+        progress.report(step, {k: v for k, v in scalars.items() if "/" not in k},  # no members
+                        monitor.summary() if quiet else "")
       if itstime(step, t.checkpoint_every, total) or stop or early:
         ckpt.save(step, state)
         windows.save(step, window, window_steps)

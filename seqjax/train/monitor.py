@@ -77,6 +77,8 @@ class Monitor:
     self._tracked: set[int] = set()  # evaluated steps (a rerun evaluates its last again)
     self.alive = np.ones(self.size, bool)
     self._best_params = None
+    self.steps_per_epoch = run.task.steps_per_epoch or 0
+    self._latest: tuple[int, float] | None = None  # (step, headline metric or its median)
     if self._population:
       mesh = run.mesh
       self.alive = self._diverged_at(state) < 0
@@ -144,16 +146,19 @@ class Monitor:
             **{f"loss/{i}": float(loss[i]) for i in np.flatnonzero(training)},
             "diverged": float(np.sum(~self.alive))}
 
-  def evaluate(self, step: int, state) -> tuple[Any, dict[str, Any]]:
+  def evaluate(self, step: int, state, quiet: bool = False) -> tuple[Any, dict[str, Any]]:
     """(held-out predictions, metrics) at `step`, logged; metrics are floats, or [M]
-    arrays in a population (NaN for a diverged member)."""
+    arrays in a population (NaN for a diverged member). `quiet`: no console line (the
+    next progress line carries `summary()`)."""
     if not self._population:
       preds, metrics = self._evaluate(state.params, self._eval_set)
       metrics = {k: float(v) for k, v in metrics.items()}
       if step not in self._tracked:  # a rerun of a finished run has its line already
         self._writer.write(step, "eval", metrics)
-      writers.console(f"validation at step {step}: "
-                      + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
+      self._latest = (step, metrics[self.headline])
+      if not quiet:
+        writers.console(f"validation at step {step}: "
+                        + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
       if (self._track(step, {k: np.asarray([v]) for k, v in metrics.items()})[0]
           and self._best is not None):
         self._ckpt.wait()  # one orbax manager committing at a time (see ParamsStore)
@@ -167,8 +172,10 @@ class Monitor:
       self._writer.write(step, "eval", self._pack(metrics))
     value = metrics[self.headline]
     median = float(np.nanmedian(value)) if self.alive.any() else float("nan")
-    writers.console(f"validation at step {step}: {self.headline} median {median:.5g} "
-                    f"over {self.size} members ({int(np.sum(~self.alive))} diverged)")
+    self._latest = (step, median)
+    if not quiet:
+      writers.console(f"validation at step {step}: {self.headline} median {median:.5g} "
+                      f"over {self.size} members ({int(np.sum(~self.alive))} diverged)")
     better = self._track(step, metrics)
     if self._best is not None and better.any():
       self._best_params = self._keep(self._best_params, state.params, better)
@@ -191,6 +198,20 @@ class Monitor:
     if not self._population:
       return [None]
     return [int(d) if d >= 0 else None for d in self._diverged_at(state)]
+
+  def summary(self) -> str:
+    """The latest validation figure and the best so far, for a progress line ("" before
+    the first evaluation): a population's as the median over its members."""
+    if self._latest is None:
+      return ""
+    step, value = self._latest
+    text = f"validation {self.headline}={value:.4g} at step {step}"
+    bests = [b[self.headline] for b in self.best_metrics if b is not None]
+    if not bests:
+      return text
+    if self._population:
+      return text + f" (best median {float(np.nanmedian(bests)):.4g})"
+    return text + f" (best {bests[0]:.4g} at step {self.best_step[0]})"
 
   @property
   def best_params(self):

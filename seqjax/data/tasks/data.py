@@ -38,9 +38,9 @@ from seqjax.runtime import files, writers
 
 KINDS = ("classification", "regression", "forecast")
 # How sequences are normalised: by the training set's mean and std per feature; each by
-# its own (a class that is a shape at any level and amplitude); both, side by side; or
-# "auto": a sequence of one feature by its own, of several both ways (their levels
-# relative to each other can carry the class).
+# its own (a class that is a shape at any level and amplitude); both, side by side (the
+# shape and the level); or "auto": both, unless every training sequence is z-normalised
+# already (the two would read the same values twice).
 NORMALIZE = ("dataset", "series", "both", "auto")
 INFO_FILE = "data.json"
 
@@ -256,6 +256,20 @@ def normalizer(x: np.ndarray, lengths: np.ndarray,
   return mean, np.where(std > 1e-8, std, 1.0)
 
 
+def z_normalised(x: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> bool:
+  """Whether each sequence `rows` of x [N, T, F] has mean 0 and std 1 per feature over
+  its valid steps already (as the UCR archive distributes its series)."""
+  for part in _parts(rows):
+    valid = (np.arange(x.shape[1])[None, :] < lengths[part][:, None])[..., None]
+    n = np.maximum(lengths[part], 1)[:, None]
+    values = np.where(valid, x[part], 0.0).astype(np.float64)
+    mean = values.sum(1) / n
+    std = np.sqrt((np.where(valid, values - mean[:, None], 0.0) ** 2).sum(1) / n)
+    if np.abs(mean).max() > 1e-2 or np.abs(std - 1).max() > 1e-2:
+      return False
+  return True
+
+
 def normalize(x: np.ndarray, lengths: np.ndarray, shift, scale,
               rows: np.ndarray | None = None, by: str = "dataset") -> np.ndarray:
   """The sequences `rows` of x [N, T, F] (all when None) normalised `by` one of NORMALIZE,
@@ -421,12 +435,11 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   normalize_by = cfg.get("normalize", "dataset")  # a run saved before the option has none
   validate.one_of("task.normalize", normalize_by, NORMALIZE)
   if normalize_by == "auto":
-    one = arrays.x.shape[2] == 1
-    normalize_by = "series" if one else "both"
+    normalize_by = "dataset" if z_normalised(arrays.x, arrays.lengths, idx_train) else "both"
     writers.console(f"{kind}: task.normalize=auto chose {normalize_by!r} ("
-                    + ("one feature: each sequence by its own mean and std)" if one else
-                       f"{arrays.x.shape[2]} features: by the training set's and by each "
-                       "sequence's own mean and std, side by side)"))
+                    + ("every training sequence is z-normalised already)"
+                       if normalize_by == "dataset" else "the training set's mean and std "
+                       "beside each sequence's own: its shape and its level)"))
   x_shift, x_scale = normalizer(arrays.x, arrays.lengths, idx_train)
   masked = any((a.lengths < a.x.shape[1]).any() for a in (arrays, test_arrays) if a is not None)
   info = {"kind": kind, "in_features": arrays.x.shape[2], "masked": masked,
