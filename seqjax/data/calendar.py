@@ -23,21 +23,24 @@ def continue_times(times: np.ndarray, count: int) -> np.ndarray | None:
   if times.dtype.kind != "M":
     gaps = np.diff(times.astype(np.float64))
     return times[-1] + np.median(gaps) * ahead
+  # Explicit units throughout: NumPy deprecates adding bare integers to dates.
+  one_month, one_day = np.timedelta64(1, "M"), np.timedelta64(1, "D")
   seconds = times.astype("datetime64[s]")
   months = seconds.astype("datetime64[M]")
   step = int(np.median(np.diff(months).astype(np.int64)))
   if step >= 1:
+    later = (step * ahead).astype("timedelta64[M]")
     into_month = seconds - months.astype("datetime64[s]")
     days = seconds.astype("datetime64[D]")
     time_of_day = seconds - days.astype("datetime64[s]")
     if (into_month == into_month[0]).all():  # the same day of every month
-      return (months[-1] + step * ahead).astype("datetime64[s]") + into_month[-1]
-    month_end = (months + 1).astype("datetime64[D]") - 1
+      return (months[-1] + later).astype("datetime64[s]") + into_month[-1]
+    month_end = (months + one_month).astype("datetime64[D]") - one_day
     if (days == month_end).all() and (time_of_day == time_of_day[0]).all():
-      ends = (months[-1] + step * ahead + 1).astype("datetime64[D]") - 1
+      ends = (months[-1] + later + one_month).astype("datetime64[D]") - one_day
       return ends.astype("datetime64[s]") + time_of_day[-1]
-  gap = np.median(np.diff(seconds).astype(np.int64)).astype(np.int64)
-  return seconds[-1] + gap * ahead.astype(np.int64)
+  gap = np.timedelta64(int(np.median(np.diff(seconds).astype(np.int64))), "s")
+  return seconds[-1] + gap * ahead
 
 
 def format_times(times: np.ndarray, like: np.ndarray | None = None) -> list[str]:
