@@ -32,14 +32,23 @@ RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 PAIR_BLOCK = 8192
 
 
-def z_normalise(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-  """Each series of x [N, T, F] (padded past `lengths`) by its own mean and std per
-  feature; float32, zeros past each end."""
+def series_stats(x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Each series' own (mean, std) [N, 1, F] over the valid steps of x [N, T, F] (padded
+  past `lengths`), in float64."""
   valid = (np.arange(x.shape[1])[None, :] < lengths[:, None])[..., None]
   x = np.where(valid, x, 0.0).astype(np.float64)
   n = np.maximum(lengths, 1)[:, None, None]
   mean = x.sum(1, keepdims=True) / n
   std = np.sqrt((np.where(valid, x - mean, 0.0) ** 2).sum(1, keepdims=True) / n)
+  return mean, std
+
+
+def z_normalise(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+  """Each series of x [N, T, F] (padded past `lengths`) by its own mean and std per
+  feature; float32, zeros past each end."""
+  valid = (np.arange(x.shape[1])[None, :] < lengths[:, None])[..., None]
+  mean, std = series_stats(x, lengths)
+  x = np.where(valid, x, 0.0).astype(np.float64)
   return np.where(valid, (x - mean) / np.where(std > 1e-8, std, 1.0), 0.0).astype(np.float32)
 
 

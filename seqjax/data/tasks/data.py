@@ -201,13 +201,13 @@ class DataTask(base.Task):
       h, level = self.info["horizon"], np.asarray(eval_set["level"])
       truth = np.asarray(eval_set["y"])[:, -h:]  # [N, H, F], the file's units
       forecast = to_units(np.asarray(preds)[:, -h:] + level, self.info)
-      errors = {name: np.abs(to_units(p[:, -h:] + level, self.info) - truth)
-                for name, p in self.baselines().items()}
+      naive = {name: to_units(p[:, -h:] + level, self.info)
+               for name, p in self.baselines().items()}
+      errors = {name: np.abs(p - truth) for name, p in naive.items()}
       best = min(errors, key=lambda name: errors[name].mean())
       test = self.test
       plots.forecast(test.arrays["s"][test.series[0], :, 0], self.times, test.series,
-                     test.starts + self.info["window"], forecast[..., 0],
-                     to_units(self.baselines()[best][:, -h:] + level, self.info)[..., 0],
+                     test.starts + self.info["window"], forecast[..., 0], naive[best][..., 0],
                      np.abs(forecast - truth), errors[best], best, self._first_feature(),
                      os.path.join(workdir, "forecast.png"))
 
@@ -260,11 +260,7 @@ def z_normalised(x: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> bool:
   """Whether each sequence `rows` of x [N, T, F] has mean 0 and std 1 per feature over
   its valid steps already (as the UCR archive distributes its series)."""
   for part in _parts(rows):
-    valid = (np.arange(x.shape[1])[None, :] < lengths[part][:, None])[..., None]
-    n = np.maximum(lengths[part], 1)[:, None]
-    values = np.where(valid, x[part], 0.0).astype(np.float64)
-    mean = values.sum(1) / n
-    std = np.sqrt((np.where(valid, values - mean[:, None], 0.0) ** 2).sum(1) / n)
+    mean, std = baselines_lib.series_stats(x[part], lengths[part])
     if np.abs(mean).max() > 1e-2 or np.abs(std - 1).max() > 1e-2:
       return False
   return True
