@@ -777,6 +777,7 @@ def _shapes_csv(path, n=160, steps=30, seed=0):
   return path, x
 
 
+@pytest.mark.slow
 def test_a_run_normalised_both_ways_reads_twice_the_features_and_predicts_alike(tmp_path,
                                                                               capsys):
   path, x = _shapes_csv(tmp_path / "shapes.csv")
@@ -796,6 +797,7 @@ def test_a_run_normalised_both_ways_reads_twice_the_features_and_predicts_alike(
     run.predict(np.zeros((3, 30, 2), np.float32))
 
 
+@pytest.mark.slow
 def test_a_run_normalised_by_series_ignores_each_inputs_level_and_scale(tmp_path):
   path, x = _shapes_csv(tmp_path / "shapes.csv")
   config = configlib.override(data_config(path, normalize="series"),
