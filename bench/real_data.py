@@ -24,6 +24,8 @@ import platform
 import subprocess
 import sys
 
+from seqjax import report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE = os.path.join(ROOT, "docs", "real_data.md")
 START, END = "<!-- table: start -->", "<!-- table: end -->"
@@ -83,11 +85,11 @@ def row(name: str, kind: str, r: dict | str, seeds: int) -> str:
     said = r.split("': ", 1)[-1]
     return f"| {name} | {kind} | did not run: {said} | | | |"
   metric, population = r["metric"], r.get("population", {})
-  mean = r["held_out"][metric]
+  mean = report.test_figures(r)[metric]
   if population.get("select") == "ensemble":  # the default for classes and targets
     shown = f"{mean:.3f} (ensemble of {population.get('members', seeds)})"
   else:
-    std = r.get("held_out_std", {}).get(metric, 0.0)
+    std = r.get("test_std", r.get("held_out_std", {})).get(metric, 0.0)
     shown = f"{mean:.3f} ± {std:.3f} ({seeds} seeds)"
   base = " / ".join(f"{b} {m[metric]:.3f}" for b, m in r["baselines"].items())
   v = r["verdict"]

@@ -9,7 +9,8 @@ Default (window 5, lag 1): fresh windows every step, LSTM(50) + softmax.
 Stream mode (window=1): sequences of 100 values read one value per step, the
 carry threaded across chunks of 25 steps (truncated BPTT) and reset per
 sequence; the label at step t is the value at t - lag.
-Metric: held-out accuracy. Measured figures and run times: docs/results.md.
+Metric: test accuracy (new sequences, never trained on). Measured figures and run
+times: docs/results.md.
 `:seed`: stateful LSTM(50) over the 20 windows of a fresh 25-value sequence in
 4 batches of 5, reset per sequence, 2000 sequences (8000 steps), Adam 1e-3.
 """
@@ -28,7 +29,7 @@ def get_config(arg=None):
   config.task.seq_len = 25 if arg.window > 1 else 100
   config.task.chunk = 25  # stream mode: steps per train step, carry threaded between them
   config.task.stateful = False
-  config.task.eval_size = 500  # held-out sequences
+  config.task.eval_size = 500  # test sequences (also the validation set)
 
   config.model.hidden = 50 if arg.window > 1 else 128
 

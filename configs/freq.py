@@ -7,7 +7,8 @@
 
 Default: fresh sines every step (online), targets normalised to [-1, 1],
 LSTM(100) -> Dense(100, relu) -> Dense(1), Adam with warmup + cosine decay.
-Metric: held-out MAE (cycles). Measured figures and run times: docs/results.md.
+Metric: test MAE (cycles; new sequences, never trained on). Measured figures and
+run times: docs/results.md.
 `:seed`: 10 sines per frequency, the seed's model with Dropout(0.1) and a relu
 output, 200 epochs of batch 32, Adam 1e-3, unnormalised targets.
 """

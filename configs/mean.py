@@ -6,9 +6,9 @@
   python -m seqjax.main --config=configs/mean.py:quick            # smoke run, seconds
 
 Default: the seed's tiny training sets (80 sequences at L=200, 50 at L=2000),
-held-out MAE on every other sequence of the same length. Full-batch Adam with
+test MAE on every other sequence of the same length. Full-batch Adam with
 warmup + cosine, normalised targets, forget-gate bias 1, gradient clipping.
-Metric: held-out MAE. Measured figures and run times: docs/results.md.
+Metric: test MAE. Measured figures and run times: docs/results.md.
 `:seed`: L=2000, 45 training sequences (50 less 10% test), Keras Masking(0),
 LSTM(10) with orthogonal(gain=0.01) input kernel, Dense(1, relu), batch 1,
 50 epochs, Adam 1e-3 (it does not converge, as the seed says).

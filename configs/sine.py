@@ -6,7 +6,7 @@
 
 Default: fresh random phases every step, 2x LSTM(32) + per-step Dense (the
 seed's model), a free-running loss over 50 fed-back steps after each window
-(`task.free_run`), Adam with warmup + cosine decay. Metrics: held-out
+(`task.free_run`), Adam with warmup + cosine decay. Metrics: test
 teacher-forced next-step MSE, and the free-running RMSE after a 50-step warm-up
 at horizons 10 / 50 / 100 / 200 (printed at the end of the run). Measured
 figures and run times: docs/results.md.

@@ -88,8 +88,8 @@ def _no_population(config: ml_collections.ConfigDict) -> None:
 def train_grid(config: ml_collections.ConfigDict, members: list[dict[str, Any]], workdir: str,
                converged: float | None = None) -> list[dict[str, Any]]:
   """Trains the members (override dicts) as one population (`trainer.train_and_evaluate`);
-  returns one result each: its overrides, `held_out` (NaN where it diverged), `diverged`,
-  `diverged_at` and `steps_to_converge`, the first evaluated step whose held-out metric
+  returns one result each: its overrides, `test` (NaN where it diverged), `diverged`,
+  `diverged_at` and `steps_to_converge`, the first evaluated step whose validation metric
   meets `converged` (lower is better, or higher for accuracy), or None.
   """
   _no_population(config)
@@ -100,8 +100,8 @@ def train_grid(config: ml_collections.ConfigDict, members: list[dict[str, Any]],
                for h in results["history"]}
     converge = steps_to_converge(history, converged,
                                  tasks.make(config.task, 1).higher_is_better)
-  nan = dict.fromkeys(results["members"][0]["held_out"] or {metric: None}, np.nan)
-  return [{**overrides, "held_out": member["held_out"] or nan,
+  nan = dict.fromkeys(results["members"][0]["test"] or {metric: None}, np.nan)
+  return [{**overrides, "test": member["test"] or nan,
            "diverged": member["diverged_at"] is not None, "diverged_at": member["diverged_at"],
            "steps_to_converge": converge[i]}
           for i, (overrides, member) in enumerate(zip(members, results["members"], strict=True))]
@@ -143,7 +143,7 @@ def gain_table(results: list[dict[str, Any]], metric: str, group: str, default: 
   gain_of = lambda r: r.get(field, default)  # noqa: E731
   for gain in sorted({gain_of(r) for r in results}):
     rs = [r for r in results if gain_of(r) == gain]
-    values = np.array([r["held_out"][metric] for r in rs], float)
+    values = np.array([r["test"][metric] for r in rs], float)
     steps = np.array([r["steps_to_converge"] for r in rs if r["steps_to_converge"] is not None])
     q1, med, q3 = (np.nanpercentile(values, [25, 50, 75]) if np.isfinite(values).any()
                    else [np.nan] * 3)
@@ -182,7 +182,7 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
   runs = load_sweep(config_file, name)
   _no_population(config)
   files.path(workdir).mkdir(parents=True, exist_ok=True)
-  lines = ["| group | gain | converged | held-out metric median (IQR) | steps to converge "
+  lines = ["| group | gain | converged | test metric median (IQR) | steps to converge "
            "median (IQR) |", "|---|---|---|---|---|"]
   curves = {}
   groups = group_runs(runs)
@@ -202,7 +202,7 @@ def run_sweep(config: ml_collections.ConfigDict, config_file: str, name: str, wo
     lines += gain_table(results, metric, label, cfg.model.kernel_gain)
     gains = sorted({r["model.kernel_gain"] for r in results if "model.kernel_gain" in r})
     if gains:
-      curves[legend[label]] = (gains, [float(np.nanmedian([r["held_out"][metric] for r in results
+      curves[legend[label]] = (gains, [float(np.nanmedian([r["test"][metric] for r in results
                                                    if r["model.kernel_gain"] == g]))
                                for g in gains])
   table = "\n".join(lines)
@@ -225,7 +225,7 @@ def main():
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("sweep", "gain", "Name passed to the config file's sweep(add, name).")
   flags.DEFINE_string("workdir", None, "Output directory (default runs/sweep/<config>-<sweep>).")
-  flags.DEFINE_float("converged", None, "Held-out metric threshold for steps-to-converge.")
+  flags.DEFINE_float("converged", None, "Validation metric threshold for steps-to-converge.")
   flags.DEFINE_integer("throughput", 0, "> 0: only time this many steps of each group's grid "
                        "against its models one after another, and print model-steps/s.",
                        lower_bound=0)

@@ -170,7 +170,7 @@ def test_a_ts_run_with_class_names_reports_the_baselines_and_its_verdict(tmp_pat
   assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith(
       f"warning: verdict: the model {said} the best baseline")
   run = seqjax.load(tmp_path / "run")
-  x, y, lengths = run.held_out()
+  x, y, lengths = run.test_split()
   assert set(run.predict(x, lengths).tolist()) <= {"up", "down"} and set(y.tolist()) == {
       "up", "down"}
 

@@ -44,7 +44,7 @@ def test_labelled_csv_trains_predicts_and_beats_the_majority_class(tmp_path, lab
   path = labelled_csv(tmp_path / "labelled.csv")
   results = train_cli(tmp_path / "run", "--config=configs/data.py", f"--config.task.train={path}",
                       "--config.train.epochs=30", "--config.train.min_steps=0")
-  acc = results["held_out"]["accuracy"]
+  acc = results["test"]["accuracy"]
   assert acc >= 0.9 > results["baselines"]["majority_class"]["accuracy"] + 0.2
   assert results["params_step"] <= results["steps"]
   out = run("seqjax.predict", f"--workdir={tmp_path / 'run'}", f"--input={path}",
@@ -53,8 +53,8 @@ def test_labelled_csv_trains_predicts_and_beats_the_majority_class(tmp_path, lab
   lines = (tmp_path / "pred.csv").read_text().splitlines()
   assert lines[0] == "label" and len(lines) == 301 and set(lines[1:]) <= {"0", "1"}
   loaded = seqjax.load(tmp_path / "run")
-  assert loaded.evaluate(*loaded.held_out()) == results["held_out"]  # exactly
-  x, y, lengths = loaded.held_out()
+  assert loaded.evaluate(*loaded.test_split()) == results["test"]  # exactly
+  x, y, lengths = loaded.test_split()
   assert np.mean(loaded.predict(x, lengths) == y) == pytest.approx(acc)
 
 
@@ -64,10 +64,10 @@ def test_variable_length_multivariate_npz_regression(tmp_path, variable_npz):
   results = train_cli(tmp_path / "run", "--config=configs/data.py:regression",
                       f"--config.task.train={path}", "--config.train.epochs=40",
                       "--config.train.min_steps=0")
-  assert results["held_out"]["mae"] < 0.6 * results["baselines"]["train_mean"]["mae"]
+  assert results["test"]["mae"] < 0.6 * results["baselines"]["train_mean"]["mae"]
   loaded = seqjax.load(tmp_path / "run")
   assert loaded.info["masked"] and loaded.info["in_features"] == 3
-  assert loaded.evaluate(*loaded.held_out()) == results["held_out"]
+  assert loaded.evaluate(*loaded.test_split()) == results["test"]
   with np.load(path) as f:
     np.save(tmp_path / "x.npy", f["x"][:7])
   out = run("seqjax.predict", f"--workdir={tmp_path / 'run'}", f"--input={tmp_path / 'x.npy'}",
@@ -87,13 +87,13 @@ def test_seasonal_series_forecast_12_steps_beats_seasonal_naive(tmp_path, season
   results = train_cli(tmp_path / "run", "--config=configs/data.py:forecast",
                       f"--config.task.train={path}", "--config.task.time_column=hour",
                       "--config.task.horizon=12", "--config.task.season=24")
-  held, naive = results["held_out"], results["baselines"]["seasonal_naive"]
+  held, naive = results["test"], results["baselines"]["seasonal_naive"]
   assert held["mae@12"] < 0.85 * naive["mae@12"] and held["mae"] < 0.85 * naive["mae"]
   assert results["baselines"]["persistence"]["mae"] > naive["mae"]
   from seqjax import report
   assert "(beat seasonal_naive: mae " in report.rows(str(tmp_path))[2]
   loaded = seqjax.load(tmp_path / "run")
-  windows, truth = loaded.held_out()
+  windows, truth = loaded.test_split()
   assert loaded.evaluate(windows, truth) == held
   forecast = loaded.predict(windows[:3])
   assert forecast.shape == (3, 12, 1)
@@ -346,7 +346,7 @@ def test_the_readme_own_data_commands_run_as_written(tmp_path):
     assert out.returncode == 0, (command, out.stderr[-2000:])
   with open(tmp_path / "runs" / "mine" / "results.json") as f:
     results = json.load(f)
-  assert results["held_out"]["accuracy"] > results["baselines"]["majority_class"]["accuracy"]
+  assert results["test"]["accuracy"] > results["baselines"]["majority_class"]["accuracy"]
   predicted = np.loadtxt(tmp_path / "pred.csv", delimiter=",", skiprows=1)
   labels = np.loadtxt(tmp_path / "labelled.csv", delimiter=",")[:, -1]
   assert predicted.shape == (300,) and np.mean(predicted == labels) > 0.9
@@ -416,16 +416,16 @@ def test_a_population_trains_on_a_file_and_selects_on_validation(tmp_path, label
   alone = trainer.train_and_evaluate(configlib.override(data_config(path), {
       "train.epochs": 3, "train.min_steps": 0}), str(tmp_path / "alone"))
   first = results["members"][0]
-  for split in ("held_out", "validation"):
+  for split in ("test", "validation"):
     for k, v in first[split].items():
       np.testing.assert_allclose(v, alone[split][k], rtol=1e-5, atol=1e-6)
   best = results["population"]["best"]
   validation = [m["validation"]["accuracy"] for m in results["members"]]
   assert validation[best] == max(validation)
-  assert results["held_out"] == results["members"][best]["held_out"]
+  assert results["test"] == results["members"][best]["test"]
   assert set(results["baselines"]) == set(alone["baselines"])
   run = seqjax.load(tmp_path / "pop")
-  x, y = run.held_out()[:2]
+  x, y = run.test_split()[:2]
   assert run.member == best and run.predict(x).shape == y.shape
 
 
@@ -510,7 +510,7 @@ def test_a_relative_forecaster_moves_with_the_level_of_its_window(tmp_path):
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
   run = seqjax.load(tmp_path / "run")
   assert run.info["relative"]
-  windows, truth = run.held_out()
+  windows, truth = run.test_split()
   c = 50.0
   # float32 values near 50 carry ~4e-6 absolute rounding into the normalised inputs.
   atol = 64 * np.finfo(np.float32).eps * c
@@ -586,13 +586,13 @@ def test_word_labels_train_and_predict_as_words(tmp_path):
                           for r, lab in zip(x, labels, strict=True)))
   config = configlib.override(data_config(path), {"train.epochs": 5, "train.min_steps": 0})
   results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
-  assert results["held_out"]["accuracy"] > 0.7
+  assert results["test"]["accuracy"] > 0.7
   run = seqjax.load(tmp_path / "run")
   assert run.info["classes"] == ["down", "up"]
-  xs, ys, lengths = run.held_out()
+  xs, ys, lengths = run.test_split()
   predicted = run.predict(xs, lengths)
   assert set(predicted.tolist()) <= {"down", "up"}
-  assert np.mean(predicted == ys) == pytest.approx(results["held_out"]["accuracy"])
+  assert np.mean(predicted == ys) == pytest.approx(results["test"]["accuracy"])
 
 
 def test_a_bad_cell_is_named_by_its_own_column_in_either_csv_layout(tmp_path):
@@ -651,10 +651,10 @@ def test_a_log_forecaster_learns_the_log_and_reports_the_files_units(tmp_path):
   results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
   run = seqjax.load(tmp_path / "run")
   assert run.info["log"]
-  windows, truth = run.held_out()
+  windows, truth = run.test_split()
   forecast = run.predict(windows)
   assert (forecast > 0).all()
-  held = results["held_out"]
+  held = results["test"]
   np.testing.assert_allclose(held["mae"], np.abs(forecast - truth).mean(), rtol=1e-4)
   np.testing.assert_allclose(held["mae@6"], np.abs(forecast - truth)[:, -1].mean(), rtol=1e-4)
   np.testing.assert_allclose(run.rollout(windows, 6), forecast, rtol=1e-4)
@@ -791,7 +791,7 @@ def test_a_run_normalised_both_ways_reads_twice_the_features_and_predicts_alike(
   run = seqjax.load(tmp_path / "run")
   assert (tmp_path / "run" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
   assert run.info["in_features"] == 1 and run.info["model_features"] == 2
-  assert run.evaluate(*run.held_out()) == results["held_out"]  # exactly
+  assert run.evaluate(*run.test_split()) == results["test"]  # exactly
   assert run.predict(x[:5, :, None]).shape == (5,)
   with pytest.raises(validate.ConfigError, match="2 features a step; the run was trained on 1"):
     run.predict(np.zeros((3, 30, 2), np.float32))
@@ -937,4 +937,40 @@ def test_a_small_file_reports_like_keras_fit_one_line_a_logging_window(tmp_path,
       line for line in out if line.startswith("validation at step 20")]
   records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
   assert len([r for r in records if r["split"] == "train"]) == len(progress)
-  assert len([r for r in records if r["split"] == "eval"]) == 10  # every epoch, logged
+  assert len([r for r in records if r["split"] == "validation"]) == 10  # every epoch, logged
+
+
+def _headline(png) -> float:
+  """The first figure in a picture's headline (its PNG Title: what the picture shows)."""
+  from PIL import Image
+  with Image.open(png) as image:
+    title = image.text["Title"]
+  return float(title.split(": ")[-1].split()[1] if "accuracy" in title
+               else title.split("MAE ")[1].split()[0].rstrip(";"))
+
+
+def test_each_picture_headlines_the_test_figure_of_results_json(tmp_path):
+  few = {"train.epochs": 1, "train.min_steps": 0, "model.hidden": 4}
+  path, _ = _shapes_csv(tmp_path / "shapes.csv", n=60)
+  results = trainer.train_and_evaluate(configlib.override(data_config(path), few),
+                                       str(tmp_path / "classes"))
+  shown = _headline(tmp_path / "classes" / "confusion.png")
+  assert shown == pytest.approx(results["test"]["accuracy"], abs=5e-4)
+  # Two targets: the MAE over both, as results.json's.
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(80, 12)).astype(np.float32)
+  np.savez(tmp_path / "two.npz", x=x, y=np.stack([x.mean(1), x.max(1)], 1))
+  config = configlib.override(data_config(tmp_path / "two.npz", "regression"), few)
+  results = trainer.train_and_evaluate(config, str(tmp_path / "targets"))
+  shown = _headline(tmp_path / "targets" / "predictions.png")
+  assert shown == pytest.approx(results["test"]["mae"], rel=5e-4)
+  # A forecast of two features: a row each, the headline over both.
+  t = np.arange(72)
+  rows = "".join(f"{2000 + i // 12}-{i % 12 + 1:02d},{10 + np.sin(i / 2):.4f},{5 + 0.1 * i:.4f}\n"
+                 for i in t)
+  (tmp_path / "two_series.csv").write_text("month,sales,visits\n" + rows)
+  config = configlib.override(data_config(tmp_path / "two_series.csv", "forecast",
+                                           time_column="month", horizon=3), few)
+  results = trainer.train_and_evaluate(config, str(tmp_path / "forecast"))
+  shown = _headline(tmp_path / "forecast" / "forecast.png")
+  assert shown == pytest.approx(results["test"]["mae"], rel=5e-4)

@@ -291,7 +291,7 @@ def test_a_torn_metrics_line_is_cut_at_resume(tmp_path, freq_quick, copy_run):
   assert all(json.loads(line) for line in lines)  # the torn line is gone
   # Train and eval at steps 10 and 20 (a finished run's rerun evaluates step 20 again).
   assert [(r["step"], r["split"]) for r in writers.read_metrics(workdir)] == [
-      (10, "eval"), (10, "train"), (20, "eval"), (20, "train")]
+      (10, "train"), (10, "validation"), (20, "train"), (20, "validation")]
   assert os.path.exists(os.path.join(workdir, "loss.png"))
 
 

@@ -75,13 +75,13 @@ def test_train_and_evaluate_with_a_gs_workdir(fake_gcs, tmp_path, monkeypatch):
           "predictions.png"} <= stored
   assert any(k.startswith("tensorboard/events.out.") for k in stored)
   assert fake_gcs["gs://bucket/run/loss.png"].getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
-  assert files.read_json("gs://bucket/run/results.json")["held_out"] == results["held_out"]
+  assert files.read_json("gs://bucket/run/results.json")["test"] == results["test"]
   assert json.loads(fake_gcs["gs://bucket/run/config.json"].getvalue())["task"]["name"] == "freq"
-  assert [r["step"] for r in writers.read_metrics("gs://bucket/run") if r["split"] == "eval"] == [
-      10, 20]
+  records = writers.read_metrics("gs://bucket/run")
+  assert [r["step"] for r in records if r["split"] == "validation"] == [10, 20]
   assert sorted(int(p.name) for p in local.iterdir() if p.name.isdigit()) == [10, 20]
   assert report.rows("gs://bucket")[2].startswith("| run | freq | mae ")
-  assert np.isfinite(results["held_out"]["mae"])
+  assert np.isfinite(results["test"]["mae"])
 
 
 def test_unwritable_object_store_workdir_is_a_config_error(fake_gcs, monkeypatch):

@@ -58,11 +58,11 @@ def test_each_member_equals_its_seed_trained_alone_with_early_stopping(tmp_path)
                                    "best": results["population"]["best"]}
   for i, member in enumerate(results["members"]):
     alone = trainer.train_and_evaluate(_config(**stop, seed=i), str(tmp_path / f"alone{i}"))
-    _close(member["held_out"]["mae"], alone["held_out"]["mae"])
+    _close(member["test"]["mae"], alone["test"]["mae"])
     assert member["params_step"] == alone["params_step"]
     assert member["stopped_at"] == (alone["steps"] if alone["steps"] < 60 else None)
   best = results["population"]["best"]
-  assert results["held_out"] == results["members"][best]["held_out"]
+  assert results["test"] == results["members"][best]["test"]
   validation = [h["mae"] for h in results["history"]]
   assert any(None in v or len(set(v)) > 1 for v in validation)  # the members differ
   assert any(m["stopped_at"] for m in results["members"])  # someone stopped early
@@ -81,8 +81,8 @@ def test_a_diverged_member_is_reported_and_the_others_train_on(tmp_path):
                       "population.select": "ensemble"})
   results = trainer.train_and_evaluate(config, str(tmp_path))
   good, bad, _ = results["members"]
-  assert good["held_out"] is not None and good["diverged_at"] is None
-  assert bad["held_out"] is None and bad["diverged_at"] is not None
+  assert good["test"] is not None and good["diverged_at"] is None
+  assert bad["test"] is None and bad["diverged_at"] is not None
   json.loads((tmp_path / "results.json").read_text(),
              parse_constant=lambda c: pytest.fail(f"{c} in results.json"))
   run = seqjax.load(tmp_path)  # the ensemble of the two members that trained
@@ -97,7 +97,7 @@ def test_the_ensemble_averages_class_probabilities(tmp_path):
   config = configlib.override(configlib.load("echo", "quick"), {
       "population.seeds": 2, "population.select": "ensemble"})
   results = trainer.train_and_evaluate(config, str(tmp_path))
-  assert set(results["held_out"]) == {"accuracy", "xent"}
+  assert set(results["test"]) == {"accuracy", "xent"}
   run = seqjax.load(tmp_path)
   assert run.ensemble and run.member is None
   x = np.random.default_rng(0).random((4, 5, 100)).astype(np.float32)

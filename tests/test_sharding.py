@@ -81,7 +81,7 @@ for data in (1, 8):
   workdir = f"{tmp}/freq{data}"
   runs[data] = trainer.train_and_evaluate(with_mesh(freq, data), workdir)
 same(losses(f"{tmp}/freq8"), losses(f"{tmp}/freq1"), "loss curve, 8 vs 1 device")
-same(runs[8]["held_out"]["mae"], runs[1]["held_out"]["mae"], "held-out MAE")
+same(runs[8]["test"]["mae"], runs[1]["test"]["mae"], "held-out MAE")
 assert len(losses(f"{tmp}/freq1")) == 2
 
 # Resume the step-10 checkpoint of each run on the other mesh.
@@ -90,12 +90,12 @@ for saved, resumed in ((8, 1), (1, 8)):
   shutil.copytree(f"{tmp}/freq{saved}", workdir)
   shutil.rmtree(f"{workdir}/checkpoints/{freq.train.steps}")
   out = trainer.train_and_evaluate(with_mesh(freq, resumed), workdir)
-  same(out["held_out"]["mae"], runs[saved]["held_out"]["mae"], f"resumed {saved}->{resumed}")
+  same(out["test"]["mae"], runs[saved]["test"]["mae"], f"resumed {saved}->{resumed}")
   same(losses(workdir), losses(f"{tmp}/freq{saved}"), f"loss curve {saved}->{resumed}")
 
 # Stateful training: the carry [L, B, H] is split along data (batch 5 on 5 devices).
 echo = configlib.load("echo", "quick,seed")
-acc = [trainer.train_and_evaluate(with_mesh(echo, d), f"{tmp}/echo{d}")["held_out"]["accuracy"]
+acc = [trainer.train_and_evaluate(with_mesh(echo, d), f"{tmp}/echo{d}")["test"]["accuracy"]
        for d in (1, 5)]
 same(losses(f"{tmp}/echo5"), losses(f"{tmp}/echo1"), "stateful loss curve, 5 vs 1 device")
 same(acc[1], acc[0], "stateful accuracy")
@@ -124,7 +124,7 @@ for data, model in ((1, 1), (2, 4)):
   results[data] = sweep.train_grid(with_mesh(config, data, model), runs, workdir)
   results[data, "curve"] = [r["loss"] for r in writers.read_metrics(workdir)
                             if r["split"] == "train"]
-same([r["held_out"]["mae"] for r in results[2]], [r["held_out"]["mae"] for r in results[1]],
+same([r["test"]["mae"] for r in results[2]], [r["test"]["mae"] for r in results[1]],
      "16 held-out MAEs, 4x2 vs 1x1 mesh")
 same(results[2, "curve"], results[1, "curve"], "median loss curve")
 with open(f"{tmp}/grid2x4/timing.json") as f:
@@ -176,7 +176,7 @@ def test_two_processes_train_like_one(tmp_path):
                        capture_output=True, text=True, timeout=600)
   assert one.returncode == 0, one.stderr[-3000:]
   results = [json.load(open(tmp_path / run / "results.json")) for run in ("two", "one")]
-  assert results[0]["held_out"]["mae"] == pytest.approx(results[1]["held_out"]["mae"], rel=1e-4)
+  assert results[0]["test"]["mae"] == pytest.approx(results[1]["test"]["mae"], rel=1e-4)
   timing = json.load(open(tmp_path / "two" / "timing.json"))
   assert (timing["processes"], timing["mesh"]) == (2, {"data": 8, "model": 1})
   train_lines = [r for r in writers.read_metrics(str(tmp_path / "two")) if r["split"] == "train"]

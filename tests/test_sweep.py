@@ -40,7 +40,7 @@ def test_grid_equals_models_trained_alone(tmp_path):
   for i, run in enumerate(RUNS):
     alone_dir = str(tmp_path / f"alone{i}")
     alone = trainer.train_and_evaluate(configlib.override(config, run), alone_dir)
-    np.testing.assert_allclose(results[i]["held_out"]["mae"], alone["held_out"]["mae"],
+    np.testing.assert_allclose(results[i]["test"]["mae"], alone["test"]["mae"],
                                rtol=1e-4)
     jax.tree.map(lambda g, a: np.testing.assert_allclose(g[i], a, rtol=1e-4, atol=1e-6),
                  grid_params, _params(alone_dir, config.train.steps))
@@ -206,8 +206,8 @@ def test_groups_are_named_by_the_fields_that_differ_even_when_the_first_sets_non
 
 
 def test_the_gain_table_counts_members_without_a_gain_at_the_configs():
-  results = [{"model.kernel_gain": 0.5, "held_out": {"mae": 0.1}, "steps_to_converge": 10},
-             {"held_out": {"mae": 0.3}, "steps_to_converge": None}]
+  results = [{"model.kernel_gain": 0.5, "test": {"mae": 0.1}, "steps_to_converge": 10},
+             {"test": {"mae": 0.3}, "steps_to_converge": None}]
   rows = sweep.gain_table(results, "mae", "g", default=0.01)
   assert [row.split(" | ")[1] for row in rows] == ["0.01", "0.5"]
   assert "| 0/1 |" in rows[0] and "| 1/1 |" in rows[1]

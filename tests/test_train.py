@@ -105,12 +105,12 @@ def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
           "tensorboard"} <= files
   with open(os.path.join(workdir, "results.json")) as f:
     saved = json.load(f)
-  assert saved["held_out"] == results["held_out"]
+  assert saved["test"] == results["test"]
   assert saved["steps"] == config.train.steps
-  assert np.isfinite(saved["held_out"][saved["metric"]])
+  assert np.isfinite(saved["test"][saved["metric"]])
   records = writers.read_metrics(workdir)
   assert [r["step"] for r in records if r["split"] == "train"] == [10, 20]
-  assert [r["step"] for r in records if r["split"] == "eval"] == [10, 20]
+  assert [r["step"] for r in records if r["split"] == "validation"] == [10, 20]
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))
                 if s.isdigit()) == [10, 20]
@@ -142,7 +142,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, freq_quick):
     trainer.train_and_evaluate(config, str(tmp_path / "split"))
   monkeypatch.undo()
   resumed = trainer.train_and_evaluate(config, str(tmp_path / "split"))
-  assert resumed["held_out"] == full["held_out"]
+  assert resumed["test"] == full["test"]
 
 
 def test_periodic_actions_fire_on_their_own_setting(tmp_path):
@@ -156,7 +156,7 @@ def test_periodic_actions_fire_on_their_own_setting(tmp_path):
   trainer.train_and_evaluate(config, workdir)
   records = writers.read_metrics(workdir)
   assert [r["step"] for r in records if r["split"] == "train"] == [4, 8, 12]
-  assert [r["step"] for r in records if r["split"] == "eval"] == [6, 12]
+  assert [r["step"] for r in records if r["split"] == "validation"] == [6, 12]
   steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
   assert steps == [5, 10, 12]
 
@@ -195,7 +195,7 @@ def test_a_bidirectional_model_with_dropouts_trains_and_predicts_from_its_config
                       input_dropout=0.1, recurrent_dropout=0.1)
   workdir = str(tmp_path / "wd")
   results = trainer.train_and_evaluate(config, workdir)
-  assert np.isfinite(results["held_out"][results["metric"]])
+  assert np.isfinite(results["test"][results["metric"]])
   run = seqjax.load(workdir)
   assert {"layer0_reverse", "layer1_reverse"} <= set(run.params["lstm"])
   x = np.sin(np.linspace(0, 20, 4 * 100)).reshape(4, 100, 1).astype(np.float32)

@@ -8,7 +8,7 @@ adam, metrics acc; 2000 times: fit(epochs=1, batch_size=5, shuffle=False) on
 one sequence's 20 windows, then reset the states.
 Held-out (as seqjax): accuracy on the 20 windows of each of 500 fresh
 sequences, each window from a zero state (the trained weights in a stateless
-copy of the model, so the held-out set is one batched predict).
+copy of the model, so the test set is one batched predict).
 
 Note: under Keras 3's JAX backend, fit() does not carry a stateful RNN's state
 between batches (the state is not a tracked variable of the jitted train step),
@@ -78,9 +78,9 @@ def main():
   evaluator = build((None, WINDOW, N_UNIQUE), stateful=False)
   evaluator.set_weights(model.get_weights())
   predicted = np.argmax(evaluator.predict(x, batch_size=1024, verbose=0), axis=-1)
-  held_out = float(np.mean(predicted == y))
+  test = float(np.mean(predicted == y))
   wall_s = time.time() - T0
-  print(json.dumps({"experiment": "echo", "metric": "accuracy", "held_out": held_out,
+  print(json.dumps({"experiment": "echo", "metric": "accuracy", "test": test,
                     "wall_s": round(wall_s, 3), "keras": keras.__version__,
                     "backend": keras.backend.backend(), "train_sequences": n_sequences,
                     "eval_windows": len(y)}))

@@ -59,9 +59,9 @@ def main():
   model.fit(train_x, train_y, epochs=epochs, verbose=0)
 
   predicted = model.predict(test_x, batch_size=1024, verbose=0).reshape(-1)
-  held_out = float(np.mean(np.abs(predicted - test_y)))
+  test = float(np.mean(np.abs(predicted - test_y)))
   wall_s = time.time() - T0
-  print(json.dumps({"experiment": "freq", "metric": "mae", "held_out": held_out,
+  print(json.dumps({"experiment": "freq", "metric": "mae", "test": test,
                     "wall_s": round(wall_s, 3), "keras": keras.__version__,
                     "backend": keras.backend.backend(), "train_size": len(train_y),
                     "eval_size": len(test_y), "epochs": epochs}))

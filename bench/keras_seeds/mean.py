@@ -62,9 +62,9 @@ def main():
             batch_size=1, shuffle=True)
 
   predicted = model.predict(held_x, batch_size=512, verbose=0).reshape(-1)
-  held_out = float(np.mean(np.abs(predicted - held_y)))
+  test = float(np.mean(np.abs(predicted - held_y)))
   wall_s = time.time() - T0
-  print(json.dumps({"experiment": "mean", "metric": "mae", "held_out": held_out,
+  print(json.dumps({"experiment": "mean", "metric": "mae", "test": test,
                     "wall_s": round(wall_s, 3), "keras": keras.__version__,
                     "backend": keras.backend.backend(), "seq_len": seq_len,
                     "train_size": len(train_y), "eval_size": len(held_y), "epochs": epochs,

@@ -5,12 +5,12 @@ Seed setup: 1000 training and 1000 validation sequences
 sin(linspace(0, pi/2, 51) + U(0, 2pi)), input steps 0..49, target steps 1..50;
 2x LSTM(32, return_sequences) -> TimeDistributed(Dense(1)); mse, adam;
 fit(epochs=50, batch_size=32, validation_data=val).
-Held-out (as seqjax): teacher-forced MSE over every step of the 1000 held-out
+Test (as seqjax): teacher-forced MSE over every step of the 1000 test
 phases, i.e. the seed's own `val_loss` after the last epoch.
 
-After the held-out metric (and outside wall_s) the seed's stateful rollout is
+After the test metric (and outside wall_s) the seed's stateful rollout is
 run the way seqjax reports it: the trained weights in a copy of the model that
-carries its state, 256 held-out phases, a 50-step true warm-up, then 200 steps
+carries its state, 256 test phases, a 50-step true warm-up, then 200 steps
 each fed its own prediction; RMSE at horizons 10 / 50 / 100 / 200
 (`rollout_rmse`).
 
@@ -109,12 +109,12 @@ def main():
   model.compile(loss="mean_squared_error", optimizer="adam")
   history = model.fit(train_x, train_y, epochs=epochs, validation_data=(val_x, val_y),
                       batch_size=32, verbose=0)
-  held_out = float(history.history["val_loss"][-1])
+  test = float(history.history["val_loss"][-1])
   wall_s = time.time() - T0
 
   t = time.time()
   rmse = rollout_rmse(model, n_rollout)
-  print(json.dumps({"experiment": "sine", "metric": "mse", "held_out": held_out,
+  print(json.dumps({"experiment": "sine", "metric": "mse", "test": test,
                     "wall_s": round(wall_s, 3), "keras": keras.__version__,
                     "backend": keras.backend.backend(), "train_size": num_samples,
                     "eval_size": num_val, "epochs": epochs, "rollout_rmse": rmse,

@@ -1,7 +1,7 @@
 """Time to result: each `:seed` config against the same experiment in Keras 3 (JAX backend).
 
 Both sides run as fresh processes on the same machine, one after the other,
-and are timed from process start to the held-out metric (imports, compile,
+and are timed from process start to the test metric (imports, compile,
 training, evaluation; seqjax also writes its checkpoints, metrics and plots).
 The Keras programs are `bench/keras_seeds/<experiment>.py`.
 
@@ -45,7 +45,7 @@ def run_seqjax(experiment: str, quick: bool = False, cache: str = "") -> dict:
     with open(os.path.join(workdir, "results.json")) as f:
       results = json.load(f)
   return {"wall_s": wall, "metric": results["metric"],
-          "held_out": results["held_out"][results["metric"]]}
+          "test": results["test"][results["metric"]]}
 
 
 def run_keras(experiment: str, quick: bool = False, cache: str = "") -> dict:
@@ -54,7 +54,7 @@ def run_keras(experiment: str, quick: bool = False, cache: str = "") -> dict:
                      env={"KERAS_BACKEND": "jax", "JAX_COMPILATION_CACHE_DIR": cache,
                           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
   result = json.loads(out.strip().splitlines()[-1])
-  return {"wall_s": wall, "metric": result["metric"], "held_out": result["held_out"]}
+  return {"wall_s": wall, "metric": result["metric"], "test": result["test"]}
 
 
 def keras_available() -> bool:
@@ -70,10 +70,10 @@ def compare(experiments=EXPERIMENTS, quick: bool = False) -> list[dict]:
       for run in ("cold", "warm"):
         ours = run_seqjax(name, quick, os.path.join(cache, "seqjax"))
         row.update({f"seqjax_{run}_s": ours["wall_s"], "metric": ours["metric"],
-                    f"seqjax_{run}_metric": ours["held_out"]})
+                    f"seqjax_{run}_metric": ours["test"]})
         if keras:
           theirs = run_keras(name, quick, os.path.join(cache, "keras"))
-          row.update({f"keras_{run}_s": theirs["wall_s"], f"keras_{run}_metric": theirs["held_out"],
+          row.update({f"keras_{run}_s": theirs["wall_s"], f"keras_{run}_metric": theirs["test"],
                       f"{run}_ratio": ours["wall_s"] / theirs["wall_s"]})
     print(json.dumps(row), flush=True)
     rows.append(row)
@@ -82,7 +82,7 @@ def compare(experiments=EXPERIMENTS, quick: bool = False) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
   lines = ["| experiment (:seed) | seqjax s | Keras 3 (JAX) s | seqjax / Keras | "
-           "rerun: seqjax s | Keras s | seqjax / Keras | held-out seqjax | held-out Keras |",
+           "rerun: seqjax s | Keras s | seqjax / Keras | test seqjax | test Keras |",
            "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     cells = [r["experiment"]]
@@ -99,7 +99,7 @@ def markdown(rows: list[dict]) -> str:
 def main(out_dir: str, meta: dict) -> None:
   rows = compare()
   table = markdown(rows)
-  print("\ntime to result, start to held-out metric (first run: compile included; rerun: "
+  print("\ntime to result, start to test metric (first run: compile included; rerun: "
         "compiled programs from the persistent cache)\n\n" + table)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "seeds.json"), "w") as f:

@@ -7,15 +7,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from seqjax.runtime import files  # noqa: E402
 
 
 def _save(fig, path: str) -> str:
-  """Writes `fig` as a PNG to `path`, local or on an object store (epath)."""
+  """Writes `fig` as a PNG to `path`, local or on an object store (epath). The PNG's
+  Title is the figure's headline (its suptitle, else its first title), so a program can
+  read the figure a picture shows."""
   fig.tight_layout()
+  title = fig.get_suptitle() or (fig.axes[0].get_title() if fig.axes else "")
   with files.path(path).open("wb") as f:
-    fig.savefig(f, format="png", dpi=110)
+    fig.savefig(f, format="png", dpi=110, metadata={"Title": title})
   plt.close(fig)
   return path
 
@@ -25,7 +29,7 @@ def loss_curves(records: list[dict], path: str, metric: str) -> str:
   median over its members). Losses and errors on a log scale, an accuracy on a linear one."""
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
   train = [r for r in records if r["split"] == "train"]
-  held = [r for r in records if r["split"] == "eval"]
+  held = [r for r in records if r["split"] == "validation"]
   population = any("/" in k for r in held for k in r)
   median = " (median over members)" if population else ""
   axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], ".-", label="training")
@@ -150,51 +154,66 @@ def rollout(prefix: np.ndarray, truth: np.ndarray, preds: np.ndarray, path: str)
   return _save(fig, path)
 
 
+# A forecast's picture draws at most this many features, a row each.
+FORECAST_ROWS = 4
+
+
 def forecast(series: np.ndarray, times: np.ndarray | None, which: np.ndarray,
              origins: np.ndarray, preds: np.ndarray, baseline: np.ndarray,
-             errors: np.ndarray, baseline_errors: np.ndarray, baseline_name: str, name: str,
-             path: str) -> str:
-  """A forecast's test split: the first series' values with its test period shaded, the
-  forecast from its last test origin beside the best baseline's; and the MAE by steps
-  ahead of both, over every test origin (their mean is results.json's test MAE).
+             errors: np.ndarray, baseline_errors: np.ndarray, baseline_name: str,
+             names: list[str], path: str) -> str:
+  """A forecast's test split, a row per feature (the first `FORECAST_ROWS`): the first
+  test series with its test period shaded, the forecast from its last test origin beside
+  the best baseline's; and the MAE by steps ahead of both, over every test origin. The
+  title's MAE is over every feature (results.json's test MAE).
 
-  series [T]: the first test series; times [T] or None (steps); which, origins [N]:
-  each test window's series and first forecast step; preds, baseline [N, H]; errors,
-  baseline_errors [N, H, ...]: absolute errors, the file's units.
+  series [T, F]: the first test series; times [T] or None (steps); which, origins [N]:
+  each test window's series and first forecast step; preds, baseline, errors,
+  baseline_errors [N, H, F]: forecasts and absolute errors in the file's units; names [F].
   """
-  fig, axes = plt.subplots(1, 2, figsize=(12, 3.9), gridspec_kw={"width_ratios": [2.2, 1]})
-  ax = axes[0]
+  shown = min(series.shape[1], FORECAST_ROWS)
+  fig, axes = plt.subplots(shown, 2, figsize=(12, 0.6 + 3.3 * shown), squeeze=False,
+                           gridspec_kw={"width_ratios": [2.2, 1]})
   on_first = np.flatnonzero(which == which[0])
   h = preds.shape[1]
   end = int(origins[on_first].max()) + h
   x = (times[:end] if times is not None and len(times) >= end
        else np.arange(end))
-  ax.plot(x, series[:end], "k-", lw=1.3, label=f"{name} (history and test truth)")
   first, last = int(origins[on_first].min()), on_first[np.argmax(origins[on_first])]
-  ax.axvspan(x[first], x[end - 1], color="tab:blue", alpha=0.07, label="test period")
   ahead = x[int(origins[last]):int(origins[last]) + h]
-  ax.plot(ahead, preds[last], "o-", color="tab:red", ms=3, lw=1.5,
-          label="forecast (last test origin)")
-  ax.plot(ahead, baseline[last], "s--", color="tab:gray", ms=3, lw=1.2,
-          label=f"{baseline_name} (best baseline)")
-  ax.set_xlabel("time" if times is not None else "step")
-  ax.set_ylabel(name)
-  ax.grid(alpha=0.3)
-  ax.legend(loc="upper left", fontsize=8)
-  ax.set_title(f"test MAE {errors.mean():.4g} over {len(preds)} forecast origins; "
-               f"{baseline_name} {baseline_errors.mean():.4g}")
   steps = np.arange(1, h + 1)
-  by_step = lambda e: e.reshape(len(e), h, -1).mean(axis=(0, 2))  # noqa: E731
-  axes[1].plot(steps, by_step(errors), "o-", color="tab:red", ms=3, label="forecast")
-  axes[1].plot(steps, by_step(baseline_errors), "s--", color="tab:gray", ms=3,
-               label=baseline_name)
-  axes[1].set_xlabel("steps ahead")
-  axes[1].set_ylabel(f"test MAE ({name})")
-  axes[1].set_title("test MAE by steps ahead")
-  axes[1].grid(alpha=0.3)
-  axes[1].legend(fontsize=8)
-  if times is not None and times.dtype.kind == "M":  # dates: slanted, to fit
-    axes[0].tick_params(axis="x", labelrotation=30)
+  for j in range(shown):
+    ax, name = axes[j, 0], names[j]
+    ax.plot(x, series[:end, j], "k-", lw=1.3, label=f"{name} (history and test truth)")
+    ax.axvspan(x[first], x[end - 1], color="tab:blue", alpha=0.07, label="test period")
+    ax.plot(ahead, preds[last, :, j], "o-", color="tab:red", ms=3, lw=1.5,
+            label="forecast (last test origin)")
+    ax.plot(ahead, baseline[last, :, j], "s--", color="tab:gray", ms=3, lw=1.2,
+            label=f"{baseline_name} (best baseline)")
+    ax.set_xlabel("time" if times is not None else "step")
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    if shown > 1:
+      ax.set_title(f"{name}: test MAE {errors[..., j].mean():.4g}; "
+                   f"{baseline_name} {baseline_errors[..., j].mean():.4g}", fontsize=10)
+    if times is not None and times.dtype.kind == "M":  # dates: slanted, to fit
+      ax.tick_params(axis="x", labelrotation=30)
+    by_step = axes[j, 1]
+    by_step.plot(steps, errors[..., j].mean(axis=0), "o-", color="tab:red", ms=3,
+                 label="forecast")
+    by_step.plot(steps, baseline_errors[..., j].mean(axis=0), "s--", color="tab:gray", ms=3,
+                 label=baseline_name)
+    by_step.set_xlabel("steps ahead")
+    by_step.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    by_step.set_ylabel(f"test MAE ({name})")
+    by_step.set_title("test MAE by steps ahead", fontsize=10)
+    by_step.grid(alpha=0.3)
+    by_step.legend(fontsize=8)
+  more = (f"; the first {shown} of {series.shape[1]} features drawn"
+          if series.shape[1] > shown else "")
+  fig.suptitle(f"test MAE {errors.mean():.4g} over {len(preds)} forecast origins; "
+               f"{baseline_name} {baseline_errors.mean():.4g}{more}")
   return _save(fig, path)
 
 

@@ -184,8 +184,12 @@ def read_metrics(workdir: files.PathLike) -> list[dict]:
 
 def _records(path) -> list[dict]:
   """The whole records of a metrics file; a line torn by a crash is skipped."""
-  return [r for r in files.read_json_lines(path)
-          if isinstance(r, dict) and "step" in r and "split" in r]
+  records = [r for r in files.read_json_lines(path)
+             if isinstance(r, dict) and "step" in r and "split" in r]
+  for r in records:  # older runs named the validation split "eval"
+    if r["split"] == "eval":
+      r["split"] = "validation"
+  return records
 
 
 def repair_metrics(workdir: files.PathLike, step: int) -> None:

@@ -273,7 +273,7 @@ class TrainedRun:
                                                   jnp.asarray(prefix - level), steps)) + level)
 
   def evaluate(self, x, y, lengths=None) -> dict[str, float]:
-    """The run's held-out metrics on (x, y) in the file's units, as training computed them.
+    """The run's metrics on (x, y) in the file's units, as training computed its test figures.
 
     Sequences: x [N, T, F], y labels [N] or targets [N, K]. Forecast: x the
     windows [N, W, F], y their next H steps [N, H, F].
@@ -282,10 +282,11 @@ class TrainedRun:
       raise ValueError("evaluate is for runs trained on files (configs/data.py)")
     return self._evaluator(self.params, self._examples(x, y, lengths))[1]
 
-  def held_out(self) -> tuple[np.ndarray, ...]:
-    """The run's test set, read again from its files: what `evaluate` takes (x, y[, lengths])."""
+  def test_split(self) -> tuple[np.ndarray, ...]:
+    """The run's test split, read again from its files: what `evaluate` takes
+    (x, y[, lengths])."""
     if self.info is None:
-      raise ValueError("held_out is for runs trained on files (configs/data.py)")
+      raise ValueError("test_split is for runs trained on files (configs/data.py)")
     return data_task.make(self.config.task, self.config.train.batch_size).test_raw
 
 

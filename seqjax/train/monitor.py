@@ -95,7 +95,7 @@ class Monitor:
                              else jax.jit(lambda p: p, out_shardings=params_sharding)(
                                  state.params))
     for record in history:
-      if record["split"] == "eval":
+      if record["split"] == "validation":
         metrics = self._unpack(record)
         if self.metric in metrics:
           self._track(record["step"], metrics)
@@ -154,7 +154,7 @@ class Monitor:
       preds, metrics = self._evaluate(state.params, self._eval_set)
       metrics = {k: float(v) for k, v in metrics.items()}
       if step not in self._tracked:  # a rerun of a finished run has its line already
-        self._writer.write(step, "eval", metrics)
+        self._writer.write(step, "validation", metrics)
       self._latest = (step, metrics[self.headline])
       if not quiet:
         writers.console(f"validation at step {step}: "
@@ -169,7 +169,7 @@ class Monitor:
     metrics = {k: np.where(self.alive, np.asarray(v, float), np.nan)
                for k, v in jax.device_get(metrics).items()}
     if step not in self._tracked:
-      self._writer.write(step, "eval", self._pack(metrics))
+      self._writer.write(step, "validation", self._pack(metrics))
     value = metrics[self.headline]
     median = float(np.nanmedian(value)) if self.alive.any() else float("nan")
     self._latest = (step, median)

@@ -23,7 +23,7 @@ import numpy as np
 from seqjax.runtime import sharding
 
 
-def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
+def results(run, mon, state, params, *, preds, test: dict[str, Any],
             validation: dict[str, Any], held, workdir: str
             ) -> tuple[dict[str, Any], Any, np.ndarray]:
   """(the population's entries of results.json, the held-out set and predictions to draw).
@@ -33,16 +33,16 @@ def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
     mon: its `monitor.Monitor`, after training.
     state: the final train state; params: the parameters the members predict
       with (each member's best with `train.keep_best`, else the final ones).
-    preds, held_out: those parameters' predictions [M, N, ...] and metrics {name: [M]}
+    preds, test: those parameters' predictions [M, N, ...] and metrics {name: [M]}
       on the test set.
     validation: their metrics {name: [M]} on the validation set, which chose each
-      member's step (`held_out` itself when the two sets are one).
+      member's step (`test` itself when the two sets are one).
     held: the run's `driver.HeldOut` (its sets and their evaluation).
     workdir: where pictures of the best member go.
   """
   task, select = run.task, run.config.population.select
   host = lambda tree: sharding.on_host(run.mesh, tree)  # noqa: E731
-  held_out = {k: np.asarray(v, float) for k, v in host(held_out).items()}
+  test = {k: np.asarray(v, float) for k, v in host(test).items()}
   validation = {k: np.asarray(v, float) for k, v in host(validation).items()}
   preds = np.asarray(host(preds))
   alive = np.asarray(mon.alive)
@@ -53,7 +53,7 @@ def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
                  out_shardings=sharding.replicated(run.mesh))
   members = []
   for i, overrides in enumerate(run.members):
-    member = {**overrides, "held_out": _of(held_out, i) if alive[i] else None}
+    member = {**overrides, "test": _of(test, i) if alive[i] else None}
     if held.separate_test:
       member["validation"] = _of(validation, i) if alive[i] else None
     # A member whose patience ran out at the last evaluation trained every step.
@@ -70,9 +70,9 @@ def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
          "history": [{"step": step, mon.headline: [_finite(v) for v in mon.history[step]]}
                      for step in sorted(mon.history)]}
   # Each member's test set: the one shared set, or its own (generated from its seed).
-  test = held.arrays(held.test)
-  member_set = (lambda i: test) if held.shared else (
-      lambda i: jax.tree.map(lambda a: np.asarray(a)[i], host(test)))
+  test_set = held.arrays(held.test)
+  member_set = (lambda i: test_set) if held.shared else (
+      lambda i: jax.tree.map(lambda a: np.asarray(a)[i], host(test_set)))
   out["population"]["best"] = best
   if select == "ensemble":  # every member on one test set (the first member's)
     if not held.shared:
@@ -81,13 +81,13 @@ def results(run, mon, state, params, *, preds, held_out: dict[str, Any],
       preds = np.asarray(host(held.evaluate(params, first)[0]))
     ensembled = np.asarray(ensemble(preds[alive], task.classifies))
     metrics = task.loss_and_metrics(jnp.asarray(ensembled), member_set(0))[1]
-    out["held_out"] = {k: float(v) for k, v in metrics.items()}
+    out["test"] = {k: float(v) for k, v in metrics.items()}
     return out, member_set(0), ensembled
   if select == "best":
-    out["held_out"] = members[best]["held_out"]
+    out["test"] = members[best]["test"]
   else:
-    out["held_out"] = {k: float(np.mean(v[alive])) for k, v in held_out.items()}
-    out["held_out_std"] = {k: float(np.std(v[alive])) for k, v in held_out.items()}
+    out["test"] = {k: float(np.mean(v[alive])) for k, v in test.items()}
+    out["test_std"] = {k: float(np.std(v[alive])) for k, v in test.items()}
   return out, member_set(best), preds[best]
 
 

@@ -87,9 +87,12 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
   held = started.held_out
   if held.separate_test:
     unit = "windows" if task.causal else "sequences"
+    test_set = f"the test split, {held.test.size} {unit}"
     writers.console(f"validation: {held.validation.size} {unit} (early stopping and the best "
                     f"step); test: {held.test.size} {unit} (results.json)")
   else:
+    test_set = ("new examples generated from the run's eval key, never trained on; "
+                "also the validation set")
     writers.console("validation and test: one set of new examples generated from the run's "
                     "eval key (early stopping, the best step and results.json)")
   if sharding.is_writer():
@@ -103,7 +106,7 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
                         history=[r for r in writers.read_metrics(workdir)
                                  if r["step"] <= started.first_step])
   try:
-    state, (preds, held_out), compile_s = driver.loop(
+    state, (preds, figures), compile_s = driver.loop(
         started.train_loop, started.state, run.loop_args(), total=run.total,
         train_config=config.train, monitor=mon, ckpt=ckpt, writer=writer, workdir=workdir,
         zero_sums=started.zero_sums, t_start=t_start, feed=started.feed)
@@ -118,7 +121,7 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
                              else (steps, state.params))
       last_evaluated = params_step == steps
     if not last_evaluated:  # the validation figures of the parameters kept
-      preds, held_out = held.evaluate(params, held.validation)
+      preds, figures = held.evaluate(params, held.validation)
   finally:
     store.close()
     ckpt.close()
@@ -126,29 +129,30 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
     started.feed.close()
 
   if not run.grid:
-    held_out = {k: float(v) for k, v in held_out.items()}
-  validation = held_out  # what chose each member's step
+    figures = {k: float(v) for k, v in figures.items()}
+  validation = figures  # what chose each member's step
   if held.separate_test:  # held out twice: validation chose the step, the test set judges it
-    preds, held_out = held.evaluate(params, held.test)
+    preds, figures = held.evaluate(params, held.test)
   if run.grid:
     results, eval_set, preds = population.results(
-        run, mon, state, params, preds=preds, held_out=held_out, validation=validation,
+        run, mon, state, params, preds=preds, test=figures, validation=validation,
         held=held, workdir=workdir)
     results = {"task": task.name, "metric": task.metric, **results, "steps": steps,
                "parameters": n_params, "precision": config.model.precision}
   else:
     eval_set = held.arrays(held.test)
-    results = {"task": task.name, "metric": task.metric, "held_out": held_out, "steps": steps,
+    results = {"task": task.name, "metric": task.metric, "test": figures, "steps": steps,
                "parameters": n_params, "precision": config.model.precision,
                "params_step": params_step}
     if held.separate_test:
       results["validation"] = validation
+  results["test_set"] = test_set
   baseline_preds = task.baselines()
   if baseline_preds:
     results["baselines"] = {name: _metrics(held.evaluate, p, held.test, run.grid)
                             for name, p in baseline_preds.items()}
     results["verdict"] = baselines.verdict(task.metric, task.higher_is_better,
-                                           (results["held_out"] or {}).get(task.metric),
+                                           (results["test"] or {}).get(task.metric),
                                            results["baselines"])
   if not run.grid:
     results.update(task.extra_evaluation(run.model, params, run.eval_key, workdir,

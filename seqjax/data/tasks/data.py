@@ -206,16 +206,17 @@ class DataTask(base.Task):
       errors = {name: np.abs(p - truth) for name, p in naive.items()}
       best = min(errors, key=lambda name: errors[name].mean())
       test = self.test
-      plots.forecast(test.arrays["s"][test.series[0], :, 0], self.times, test.series,
-                     test.starts + self.info["window"], forecast[..., 0], naive[best][..., 0],
-                     np.abs(forecast - truth), errors[best], best, self._first_feature(),
+      plots.forecast(test.arrays["s"][test.series[0]], self.times, test.series,
+                     test.starts + self.info["window"], forecast, naive[best],
+                     np.abs(forecast - truth), errors[best], best, self._feature_names(),
                      os.path.join(workdir, "forecast.png"))
 
-  def _first_feature(self) -> str:
-    """The name of a forecast's first feature, as its picture calls it."""
+  def _feature_names(self) -> list[str]:
+    """A forecast's features, as its picture names them."""
     if self.info.get("features"):
-      return self.info["features"][0]
-    return "value" if self.info["in_features"] == 1 else "feature 0"
+      return list(self.info["features"])
+    f = self.info["in_features"]
+    return ["value"] if f == 1 else [f"feature {j}" for j in range(f)]
 
 
 def _fractions(cfg):
