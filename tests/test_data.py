@@ -8,6 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from sample_files import write_monthly_csv, write_shapes_csv
 
 import seqjax
 from seqjax.config import configlib, validate
@@ -128,62 +129,6 @@ def data_config(path, kind="classification", **task):
 
 def make(config):
   return data.make(config.task, config.train.batch_size)
-
-
-@pytest.mark.parametrize("write,overrides,message", [
-    (None, {}, r"task\.train='.*missing\.csv': no such file"),
-    (lambda p: p.with_suffix(".txt").write_text("1,2\n"), {"suffix": ".txt"},
-     r"unknown extension '\.txt'; allowed: \.npy, \.npz, \.csv"),
-    (lambda p: np.savez(p, x=np.zeros((4, 5)), y=np.zeros(3)), {"suffix": ".npz"},
-     "x and y hold different numbers of sequences: x has 4, y has 3"),
-    (lambda p: p.write_text("a,b,label\n1,2,0.5\n3,4,1\n"), {},
-     r"classification needs integer labels; found 0\.5"),
-    (lambda p: p.write_text("a,b,c,label\n1,nan,2,0\n3,4,5,1\n"), {},
-     "sequence 0 has NaN at step 1, inside the sequence"),
-    (lambda p: p.write_text(""), {}, "the file is empty"),
-    (lambda p: p.write_text("a,b,label\n1,2,0\n3,4,0\n5,6,0\n7,8,0\n"), {},
-     "every label is 0: classification needs at least two classes"),
-    (lambda p: p.write_text("a,b,y\n1,2,0\n3,4,1\n"), {"label": "target"},
-     r"no column 'target' in the header \(columns: a, b, y\)"),
-    (lambda p: p.write_text("t,v\n" + "".join(f"{i},{i}\n" for i in range(30))),
-     {"kind": "forecast", "time_column": "t", "horizon": 25, "window": 10},
-     "task.window=10 plus task.horizon=25 steps is longer than the longest series"),
-    (lambda p: p.write_text("t,v\n" + "".join(f"{i},{i}\n" for i in range(30))),
-     {"kind": "forecast", "time_column": "t", "horizon": 30},
-     "task.horizon=30 steps is as long as the longest series"),
-    (lambda p: p.write_text("a,b,label\n1,inf,0\n3,4,1\n"), {},
-     "sequence 0 has an infinite value at step 1"),
-    (lambda p: p.write_text("a,b,label\n1,1e300,0\n3,4,1\n"), {},
-     r"x holds 1e\+300 \(sequence 0, step 1, feature 0, column 'b'\); values must lie "
-     r"within ±3.40282e\+38 \(float32's range\)"),
-    (lambda p: p.write_text("a,b,y\n1,2,1e30\n3,4,1\n5,6,2\n"), {"kind": "regression"},
-     r"y holds 1e\+30 \(sequence 0, target 0\); values must lie within ±1e\+15 \(a "
-     r"squared error's sum must fit float32\)"),
-    (lambda p: np.save(p, np.full(100, 1e38)), {"kind": "forecast", "suffix": ".npy"},
-     r"x holds 1e\+38 \(sequence 0, step 0, feature 0\)"),
-    (lambda p: p.write_text(",t0,t1,label\n0,1,2,0\n1,3,4,1\n"), {},
-     r"the first column has no name \(a pandas index\?\)"),
-    (lambda p: p.write_text("day,v\n1/10/2020,1\n1/2/2020,2\n"),
-     {"kind": "forecast", "time_column": "day"}, "neither numbers nor ISO dates"),
-    (lambda p: p.write_text("t,v\n1,1\n2,2\n2,3\n"), {"kind": "forecast", "time_column": "t"},
-     "time 2.0 appears in 2 rows"),
-    (lambda p: p.write_text("t,v\n2020-01-01,1\n,2\n2020-01-03,3\n"),
-     {"kind": "forecast", "time_column": "t"}, "task.time_column='t' is empty in row 3"),
-    (lambda p: np.savez(p, x=np.array([[1.0], [1.0, 2.0]], dtype=object), y=np.zeros(2)),
-     {"suffix": ".npz"}, "an array of the .npz is not numeric"),
-    (lambda p: p.write_text("a,b,label\n1,2,0\nx,4,1\n"), {}, "row 3, column 1 is 'x'"),
-])
-def test_bad_files_are_one_line_config_errors(tmp_path, write, overrides, message):
-  overrides = dict(overrides)
-  path = tmp_path / ("data" + overrides.pop("suffix", ".csv"))
-  if write is not None:
-    write(path)
-  else:
-    path = tmp_path / "missing.csv"
-  kind = overrides.pop("kind", "classification")
-  with pytest.raises(validate.ConfigError, match=message) as e:
-    make(data_config(path, kind, **overrides))
-  assert "\n" not in str(e.value)
 
 
 def test_test_file_with_other_columns_is_refused(tmp_path):
@@ -604,13 +549,6 @@ def test_a_bad_cell_is_named_by_its_own_column_in_either_csv_layout(tmp_path):
     readers.read(str(tmp_path / "wide.csv"), "task.train", label="label")
 
 
-def _monthly_csv(path, values, start_year=2000):
-  rows = "".join(f"{start_year + i // 12}-{i % 12 + 1:02d},{v:.4f}\n"
-                 for i, v in enumerate(values))
-  path.write_text("month,sales\n" + rows)
-  return path
-
-
 @pytest.mark.parametrize("step,season", [
     ("1h", 24), ("1D", 7), ("7D", 52), ("31D", 12), ("91D", 4), ("365D", 0), ("3D", 0)])
 def test_the_season_comes_from_the_steps_of_the_time_column(step, season):
@@ -623,12 +561,12 @@ def test_the_season_comes_from_the_steps_of_the_time_column(step, season):
 
 def test_a_monthly_file_takes_season_12_and_a_window_that_fits(tmp_path):
   t = np.arange(144)
-  long = _monthly_csv(tmp_path / "long.csv", 100 + t + 10 * np.sin(2 * np.pi * t / 12))
+  long = write_monthly_csv(tmp_path / "long.csv", 100 + t + 10 * np.sin(2 * np.pi * t / 12))
   task = make(data_config(long, "forecast", time_column="month"))
   assert task.info["season"] == 12 and task.info["window"] == data.PREFERRED_WINDOW
   assert "seasonal_naive" in task.baselines()
   # 36 months, a quarter ahead: the window shrinks to a season, never below it.
-  short = _monthly_csv(tmp_path / "short.csv", 100 + t[:36])
+  short = write_monthly_csv(tmp_path / "short.csv", 100 + t[:36])
   task = make(data_config(short, "forecast", time_column="month", horizon=3))
   assert task.info["window"] == 12 and task.info["season"] == 12
   assert task.train_examples.size == 36 - 7 - 3 - 12 - 3 + 1  # less test, validation parts
@@ -644,7 +582,7 @@ def test_a_monthly_file_takes_season_12_and_a_window_that_fits(tmp_path):
 def test_a_log_forecaster_learns_the_log_and_reports_the_files_units(tmp_path):
   t = np.arange(160)
   values = np.exp(0.02 * t) * (10 + 3 * np.sin(2 * np.pi * t / 12))  # the season grows
-  path = _monthly_csv(tmp_path / "growth.csv", values)
+  path = write_monthly_csv(tmp_path / "growth.csv", values)
   config = configlib.override(data_config(path, "forecast", time_column="month", log=True,
                                           horizon=6),
                               {"train.epochs": 2, "train.min_steps": 0, "model.hidden": 8})
@@ -663,18 +601,6 @@ def test_a_log_forecaster_learns_the_log_and_reports_the_files_units(tmp_path):
   np.testing.assert_allclose(results["baselines"]["persistence"]["mae"], persistence, rtol=1e-4)
   with pytest.raises(validate.ConfigError, match="every value must be above 0"):
     run.predict(np.where(np.arange(windows.shape[1])[None, :, None] == 3, 0.0, windows))
-
-
-@pytest.mark.parametrize("values,kind,message", [
-    ([5.0] * 20 + [0.0] + [5.0] * 40, "forecast",
-     r"task.log=True takes the log of every value, and sales is 0 at step 20 of series 0"),
-    ([5.0] * 61, "regression", r"task.log=True is invalid: applies to forecasts"),
-])
-def test_the_log_option_is_refused_where_it_cannot_apply(tmp_path, values, kind, message):
-  path = _monthly_csv(tmp_path / "s.csv", np.asarray(values))
-  task = {"time_column": "month"} if kind == "forecast" else {}
-  with pytest.raises(validate.ConfigError, match=message):
-    make(data_config(path, kind, log=True, horizon=3, **task))
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path):
@@ -763,24 +689,10 @@ def test_sequences_normalised_by_the_dataset_by_each_series_or_both():
   np.testing.assert_array_equal(both, np.concatenate([by_dataset, by_series], 2))
 
 
-def _shapes_csv(path, n=160, steps=30, seed=0):
-  """Two classes of shape (a rising or a falling ramp plus noise), each sequence at its
-  own level and amplitude: a class is its shape, not its values."""
-  rng = np.random.default_rng(seed)
-  y = rng.integers(0, 2, n)
-  ramp = np.where(y[:, None] == 1, 1.0, -1.0) * np.linspace(-1, 1, steps)[None, :]
-  x = (ramp + 0.3 * rng.normal(size=(n, steps))) * rng.uniform(0.1, 50, (n, 1)) + rng.uniform(
-      -100, 100, (n, 1))
-  rows = "".join(",".join(f"{v:.5f}" for v in row) + f",{label}\n"
-                 for row, label in zip(x, y, strict=True))
-  path.write_text(",".join(f"t{i}" for i in range(steps)) + ",label\n" + rows)
-  return path, x
-
-
 @pytest.mark.slow
 def test_a_run_normalised_both_ways_reads_twice_the_features_and_predicts_alike(tmp_path,
                                                                               capsys):
-  path, x = _shapes_csv(tmp_path / "shapes.csv")
+  path, x = write_shapes_csv(tmp_path / "shapes.csv")
   config = configlib.override(data_config(path, normalize="both"),
                               {"train.epochs": 3, "train.min_steps": 0, "model.hidden": 8})
   results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
@@ -799,7 +711,7 @@ def test_a_run_normalised_both_ways_reads_twice_the_features_and_predicts_alike(
 
 @pytest.mark.slow
 def test_a_run_normalised_by_series_ignores_each_inputs_level_and_scale(tmp_path):
-  path, x = _shapes_csv(tmp_path / "shapes.csv")
+  path, x = write_shapes_csv(tmp_path / "shapes.csv")
   config = configlib.override(data_config(path, normalize="series"),
                               {"train.epochs": 2, "train.min_steps": 0, "model.hidden": 8})
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
@@ -808,24 +720,9 @@ def test_a_run_normalised_by_series_ignores_each_inputs_level_and_scale(tmp_path
   np.testing.assert_allclose(run.predict_proba(x[:20, :, None] * 9.0 + 1e3), proba, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind,value,message", [
-    ("classification", "minmax",
-     "task.normalize='minmax' is invalid: allowed: dataset, series, both, auto"),
-    ("forecast", "series", r"task.normalize='series' is invalid: must be 'dataset' or 'auto' "
-     "for a forecast"),
-])
-def test_a_normalisation_that_does_not_apply_is_refused(tmp_path, kind, value, message):
-  if kind == "forecast":
-    path, task = _monthly_csv(tmp_path / "s.csv", np.arange(1.0, 61.0)), {"time_column": "month"}
-  else:
-    path, task = _shapes_csv(tmp_path / "shapes.csv")[0], {}
-  with pytest.raises(validate.ConfigError, match=message):
-    make(data_config(path, kind, normalize=value, horizon=3, **task))
-
-
 def test_auto_normalises_both_ways_unless_the_file_is_z_normalised_already(tmp_path,
                                                                            variable_npz):
-  path, x = _shapes_csv(tmp_path / "shapes.csv")
+  path, x = write_shapes_csv(tmp_path / "shapes.csv")
   task = make(data_config(path))
   assert task.info["normalize"] == "both" and task.in_features == 2
   npz = variable_npz(tmp_path / "seqs.npz")
@@ -872,7 +769,7 @@ def test_a_column_named_like_a_label_holds_the_labels_wherever_it_is(tmp_path, c
 
 @pytest.mark.slow
 def test_predict_writes_class_probabilities_and_dated_forecast_rows(tmp_path):
-  path, x = _shapes_csv(tmp_path / "shapes.csv", n=60)
+  path, x = write_shapes_csv(tmp_path / "shapes.csv", n=60)
   config = configlib.override(data_config(path),
                               {"train.epochs": 1, "train.min_steps": 0, "model.hidden": 4})
   trainer.train_and_evaluate(config, str(tmp_path / "classes"))
@@ -887,7 +784,7 @@ def test_predict_writes_class_probabilities_and_dated_forecast_rows(tmp_path):
       x[:, :, None]), rtol=1e-5)
   # A forecast from a long CSV: a row a step, its months continued past the last.
   t = np.arange(72)
-  series = _monthly_csv(tmp_path / "sales.csv", 10 + np.sin(2 * np.pi * t / 12) + 0.05 * t)
+  series = write_monthly_csv(tmp_path / "sales.csv", 10 + np.sin(2 * np.pi * t / 12) + 0.05 * t)
   config = configlib.override(
       data_config(series, "forecast", time_column="month", horizon=3),
       {"train.epochs": 1, "train.min_steps": 0, "model.hidden": 4})
@@ -920,7 +817,7 @@ def test_a_time_column_continues_at_its_own_step(given, after):
 
 
 def test_a_small_file_reports_like_keras_fit_one_line_a_logging_window(tmp_path, capsys):
-  path, _ = _shapes_csv(tmp_path / "shapes.csv", n=60)  # 42 training rows: 2 steps an epoch
+  path, _ = write_shapes_csv(tmp_path / "shapes.csv", n=60)  # 42 training rows: 2 steps an epoch
   config = configlib.override(data_config(path), {
       "train.epochs": 10, "train.min_steps": 0, "model.hidden": 4, "train.log_every": 6})
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
@@ -951,7 +848,7 @@ def _headline(png) -> float:
 
 def test_each_picture_headlines_the_test_figure_of_results_json(tmp_path):
   few = {"train.epochs": 1, "train.min_steps": 0, "model.hidden": 4}
-  path, _ = _shapes_csv(tmp_path / "shapes.csv", n=60)
+  path, _ = write_shapes_csv(tmp_path / "shapes.csv", n=60)
   results = trainer.train_and_evaluate(configlib.override(data_config(path), few),
                                        str(tmp_path / "classes"))
   shown = _headline(tmp_path / "classes" / "confusion.png")

@@ -401,56 +401,6 @@ def test_nan_padding_reaches_no_gradient(bidirectional):
                                   model.apply(params, zero, **kw)[1])
 
 
-def _bad_calls():
-  """(what, call, message): library misuse that must be a ValueError naming the argument."""
-  from flax import nnx as flax_nnx
-
-  from seqjax import nnx as seqjax_nnx
-  from seqjax.model import rollout, sequence
-  x2, x3 = _randn(6, (2, 5, 2)), _randn(7, (2, 5, 3))
-  params = _init(LSTM(4), x2)
-  cell = lstm.LSTMCell(4)
-  cell_params = cell.init(KEY, (jnp.zeros((2, 4)), jnp.zeros((2, 4))), x2[:, 0])
-  model = sequence.SequenceModel(hidden=4, out_features=2, head="per_step")
-  model_params = _init(model, x2)
-  rngs = lambda: flax_nnx.Rngs(0)  # noqa: E731
-  return [
-      ("features into LSTM", lambda: LSTM(4).apply(params, x3),
-       "x has 3 features a step; the parameters were made for 2"),
-      ("features into LSTMCell", lambda: cell.apply(cell_params, cell.initialize_carry(
-          KEY, (2, 3)), x3[:, 0]), "x has 3 features a step; the parameters were made for 2"),
-      ("features into rollout", lambda: rollout.rollout(model, model_params, x3, 2),
-       "x has 3 features a step; the parameters were made for 2"),
-      ("features into nnx.LSTMCell", lambda: seqjax_nnx.LSTMCell(2, 4, rngs=rngs())(
-          (jnp.zeros((2, 4)), jnp.zeros((2, 4))), x3[:, 0]), r"x_t must be \[batch, 2\]"),
-      ("no features", lambda: _init(LSTM(4), jnp.zeros((2, 5, 0))),
-       "x has 0 features a step"),
-      ("nnx no features", lambda: seqjax_nnx.LSTM(0, 8, rngs=rngs()),
-       "in_features must be an integer >= 1"),
-      ("rollout steps 0", lambda: rollout.rollout(model, model_params, x2, 0),
-       "steps must be an integer >= 1"),
-      ("rollout steps -3", lambda: rollout.rollout(model, model_params, x2, -3),
-       "steps must be an integer >= 1"),
-      ("rollout steps 2.5", lambda: rollout.rollout(model, model_params, x2, 2.5),
-       "steps must be an integer >= 1"),
-      ("rollout empty prefix", lambda: rollout.rollout(model, model_params, x2[:, :0], 3),
-       r"prefix must be \[batch, time >= 1, features\]"),
-      ("float lengths", lambda: LSTM(4).apply(params, x2, lengths=jnp.array([1.5, 2.0])),
-       "lengths must be integers"),
-      ("float mask", lambda: LSTM(4).apply(params, x2, mask=jnp.full((2, 5), 0.5)),
-       "mask must be bool"),
-      ("complex x", lambda: LSTM(4).apply(params, x2.astype(jnp.complex64)),
-       "x must hold real numbers; got complex64"),
-  ]
-
-
-@pytest.mark.parametrize("index", range(13))
-def test_library_misuse_is_a_value_error_naming_the_argument(index):
-  what, call, message = _bad_calls()[index]
-  with pytest.raises(ValueError, match=message):
-    call()
-
-
 def test_the_model_summary_says_layers_reading_head_and_shapes():
   model = sequence.SequenceModel(hidden=32, out_features=5, num_layers=2, pool="max", patch=4,
                                  head_hidden=(16,), bidirectional=True)
@@ -483,13 +433,3 @@ def test_augmentation_acts_only_in_training_and_follows_its_key():
   ratio = scaled / x
   np.testing.assert_allclose(ratio, jnp.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-4)
   np.testing.assert_array_equal(sequence.augment(x, key, 0.0, 0.0), x)
-
-
-@pytest.mark.parametrize("field,value", [("input_noise", -0.1), ("input_scaling", 11.0)])
-def test_augmentation_out_of_range_is_refused(field, value):
-  from seqjax.config import configlib, validate
-  config = configlib.load("freq")
-  config.unlock()
-  config.model[field] = value
-  with pytest.raises(validate.ConfigError, match=rf"model.{field}={value} is invalid"):
-    sequence.validate_config(config.model)

@@ -36,17 +36,6 @@ def test_population_members_come_from_seeds_and_learning_rates():
   assert planning.population_members(_config()) is None  # one model: the config itself
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("population.seeds", 0, "population.seeds=0"),
-    ("population.learning_rates", (1e-3, -1.0), "population.learning_rates=-1.0"),
-    ("population.select", "median", "must be one of all, best, ensemble"),
-])
-def test_a_bad_population_is_one_config_error(field, value, message):
-  with pytest.raises(validate.ConfigError, match=message):
-    config = _config(**{field: value})
-    planning.plan(config, members=planning.population_members(config))
-
-
 @pytest.mark.slow
 def test_each_member_equals_its_seed_trained_alone_with_early_stopping(tmp_path):
   """Per member: early stopping, best parameters (keep_best) and the selected answer."""

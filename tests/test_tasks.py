@@ -122,20 +122,6 @@ def test_epoch_batch_covers_each_example_once_per_epoch():
     assert w.sum() == 10
 
 
-@pytest.mark.parametrize("name,overrides,field", [
-    ("freq", {"max_freq": 51}, "task.max_freq"),
-    ("freq", {"max_freq": 1}, "task.max_freq"),
-    ("mean", {"length": -3}, "task.length"),
-    ("mean", {"train_size": 201}, "task.train_size"),
-    ("echo", {"window": 30}, "task.window"),
-    ("echo", {"lag": 5}, "task.lag"),
-    ("sine", {"width": 0.0}, "task.width"),
-])
-def test_invalid_task_values(name, overrides, field):
-  with pytest.raises(validate.ConfigError, match=rf"^config\.{field}="):
-    _task(name, **overrides)
-
-
 def test_tasks_are_the_modules_of_the_package():
   names = tasks.names()
   assert {"echo", "freq", "mean", "sine"} <= set(names) and "base" not in names
