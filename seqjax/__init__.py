@@ -17,10 +17,17 @@ import importlib
 import os as _os
 import signal as _signal
 import sys as _sys
-from importlib import metadata as _metadata
 
 
-def _stop_while_importing(signum, frame):
+def _stop_at_once(signum, frame):
+  """A command's Ctrl-C outside its train loop: one line, exit 130, now.
+
+  Python's own handler raises KeyboardInterrupt wherever the main thread is; raised in
+  a garbage-collection callback (JAX has one) or a `__del__`, it is printed as ignored
+  and the run goes on. Ending the process at once loses nothing: every file a run
+  writes survives a kill at any moment. The train loop has a handler of its own
+  (`driver.StopSignals`: a checkpoint of the current step first).
+  """
   del signum, frame
   print("stopped: Ctrl-C", file=_sys.stderr, flush=True)
   _os._exit(130)
@@ -32,10 +39,12 @@ def _a_seqjax_command() -> bool:
   return "-m" in argv[:-1] and argv[argv.index("-m") + 1].startswith("seqjax.")
 
 
-# A Ctrl-C while a command's imports load ends it with one line; `cli.run` restores
-# Python's handler.
+# A command's Ctrl-C ends it with one line, from its first import on (a program that
+# imports seqjax keeps Python's KeyboardInterrupt).
 if _a_seqjax_command() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
-  _signal.signal(_signal.SIGINT, _stop_while_importing)
+  _signal.signal(_signal.SIGINT, _stop_at_once)
+
+from importlib import metadata as _metadata  # noqa: E402  (slow: after the handler)
 
 _EXPORTS = {"LSTM": "seqjax.model.lstm", "LSTMCell": "seqjax.model.lstm",
             "SequenceModel": "seqjax.model.sequence", "load": "seqjax.train.inference"}

@@ -108,8 +108,6 @@ def run(main: Callable[[list[str]], int | None], *, positional: bool = False) ->
 
   logging.set_verbosity(logging.WARNING)
   logging.get_absl_logger().addFilter(_NoDiskFullNoise())
-  if getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_stop_while_importing":
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # seqjax's import-time one ends
   app.run(checked, flags_parser=parse_flags)
 
 

@@ -57,10 +57,7 @@ class StopSignals:
       print("stopped: a second Ctrl-C; exiting without a checkpoint", file=sys.stderr,
             flush=True)
       os._exit(130)
-    if signum == signal.SIGINT:
-      print("Ctrl-C: saving a checkpoint of the current step, then stopping (Ctrl-C again "
-            "to exit at once)", file=sys.stderr, flush=True)
-    self.requested = signum
+    self.requested = signum  # the stop's one line comes once the checkpoint is saved
 
   def __exit__(self, *exc):
     for signum, previous in self._previous.items():
