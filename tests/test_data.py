@@ -846,6 +846,7 @@ def _headline(png) -> float:
                else title.split("MAE ")[1].split()[0].rstrip(";"))
 
 
+@pytest.mark.slow
 def test_each_picture_headlines_the_test_figure_of_results_json(tmp_path):
   few = {"train.epochs": 1, "train.min_steps": 0, "model.hidden": 4}
   path, _ = write_shapes_csv(tmp_path / "shapes.csv", n=60)
