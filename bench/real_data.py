@@ -94,8 +94,10 @@ def row(name: str, kind: str, r: dict | str, seeds: int) -> str:
   base = " / ".join(f"{b} {m[metric]:.3f}" for b, m in r["baselines"].items())
   v = r["verdict"]
   said = "beat" if v["beat"] else "tied" if v.get("tie") else "**lost**"
+  missing = "".join(f"; {b} not computed: over the size budget"
+                    for b in v.get("not_computed", ()))
   return (f"| {name} | {kind}, {metric} | {shown} | {base} | "
-          f"{said} ({v['best_baseline']}) | {r['wall_s']:.0f} s |")
+          f"{said} ({v['best_baseline']}{missing}) | {r['wall_s']:.0f} s |")
 
 
 def write_table(path: str, block: str) -> None:

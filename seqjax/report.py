@@ -78,7 +78,8 @@ def _verdict(r: dict, metric: str) -> str:
   if not v:
     return ""
   said = "beat" if v["beat"] else "tied with" if v.get("tie") else "**lost to**"
-  return f" ({said} {v['best_baseline']}: {_shown(metric, v['baseline'])})"
+  missing = "".join(f"; {name} not computed" for name in v.get("not_computed", ()))
+  return f" ({said} {v['best_baseline']}: {_shown(metric, v['baseline'])}{missing})"
 
 
 def rows(root: str) -> list[str]:

@@ -161,6 +161,28 @@ def test_a_ts_run_with_class_names_reports_the_baselines_and_its_verdict(tmp_pat
       "up", "down"}
 
 
+def test_a_baseline_over_the_budget_is_named_as_not_computed(tmp_path, capsys, monkeypatch):
+  """1-NN DTW skipped for its size: results.json, the verdict and its line say so, and
+  the verdict is against the baselines computed."""
+  rng = np.random.default_rng(0)
+  for split, n in (("TRAIN", 40), ("TEST", 10)):
+    (tmp_path / f"T_{split}.ts").write_text(TS.format(cases=_ts_cases(n, rng)[0]))
+  # 10 test x 40 training series x 24 steps: Euclidean's cells fit, DTW's (x 24) do not.
+  monkeypatch.setattr(baselines, "NN_BUDGET", 2e4)
+  config = configlib.load("data", "quick")
+  config.unlock()
+  config.task.train, config.task.test = str(tmp_path / "T_TRAIN.ts"), str(tmp_path / "T_TEST.ts")
+  config.train.epochs, config.population.seeds = 1, 1
+  results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert set(results["baselines"]) == {"majority_class", "1nn_euclidean"}
+  assert "over the budget of 2e+04" in results["baselines_not_computed"]["1nn_dtw"]
+  assert results["verdict"]["not_computed"] == ["1nn_dtw"]
+  last = capsys.readouterr().out.rstrip().splitlines()[-1]
+  assert last.endswith("; not computed: 1nn_dtw (over the size budget)")
+  from seqjax import report
+  assert "1nn_dtw not computed" in report.rows(str(tmp_path))[2]
+
+
 def test_regression_baselines_include_ridge_chosen_on_validation(tmp_path):
   rng = np.random.default_rng(2)
   x = rng.normal(size=(200, 10)).astype(np.float32)

@@ -9,11 +9,14 @@ task's metrics judge it as they judge the model:
                   (its penalty chosen on the validation split);
   forecast        persistence, seasonal naive and drift.
 A nearest-neighbour baseline whose distance matrix would cost more than
-`NN_BUDGET` cell updates is skipped, with one line saying so.
+`NN_BUDGET` cell updates is skipped (`Skipped`), with one line saying so, and
+results.json and the verdict name it: a verdict against the baselines computed
+is not one against every baseline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -26,6 +29,14 @@ import numpy as np
 NN_BUDGET = 4e10
 # The Sakoe-Chiba band of the DTW baseline: a fraction of the longer series' length.
 DTW_WINDOW = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+  """A baseline not computed, in place of its predictions, and why."""
+  reason: str
+
+
 # Ridge penalties tried (times the number of training series), the best on validation.
 RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 # Rows of the test x training distance matrix computed at a time (bounds the memory).
@@ -160,13 +171,15 @@ def drift(windows: np.ndarray, horizon: int) -> np.ndarray:
 
 
 def verdict(metric: str, higher_is_better: bool, model: float | None,
-            baselines: dict[str, dict[str, float]]) -> dict[str, Any] | None:
+            baselines: dict[str, dict[str, float]],
+            skipped: tuple[str, ...] = ()) -> dict[str, Any] | None:
   """Whether the model's test `metric` beat the best baseline's, and by how much.
 
   Returns None without baselines, else {"best_baseline", "baseline", "model",
   "beat", "tie", "ratio"} where ratio is model / baseline (for an error, < 1 is
-  better; for accuracy, > 1 is better). Figures within float32 rounding of each
-  other tie (a tie is not a win). A model without a finite figure did not beat it.
+  better; for accuracy, > 1 is better), and "not_computed": the `skipped`
+  baselines, when any. Figures within float32 rounding of each other tie (a tie
+  is not a win). A model without a finite figure did not beat it.
   """
   scored = {n: m[metric] for n, m in baselines.items() if np.isfinite(m.get(metric, np.nan))}
   if not scored:
@@ -178,9 +191,12 @@ def verdict(metric: str, higher_is_better: bool, model: float | None,
   tie = finite and abs(model - base) <= 8 * np.finfo(np.float32).eps * max(abs(base), 1e-30)
   beat = finite and not tie and (model > base if higher_is_better else model < base)
   ratio = float(model / base) if finite and base != 0 else None
-  return {"best_baseline": name, "baseline": float(base),
-          "model": float(model) if finite else None, "beat": bool(beat), "tie": bool(tie),
-          "ratio": ratio}
+  out = {"best_baseline": name, "baseline": float(base),
+         "model": float(model) if finite else None, "beat": bool(beat), "tie": bool(tie),
+         "ratio": ratio}
+  if skipped:
+    out["not_computed"] = list(skipped)
+  return out
 
 
 def verdict_line(v: dict[str, Any], metric: str) -> str:
@@ -188,5 +204,7 @@ def verdict_line(v: dict[str, Any], metric: str) -> str:
   model = "no finite figure" if v["model"] is None else f"{metric}={v['model']:.4g}"
   head = "beat" if v["beat"] else "tied with" if v.get("tie") else "did NOT beat"
   by = f" (ratio {v['ratio']:.3f})" if v["ratio"] is not None else ""
+  missing = (f"; not computed: {', '.join(v['not_computed'])} (over the size budget)"
+             if v.get("not_computed") else "")
   return (f"verdict: the model {head} the best baseline on the test split: {model} against "
-          f"{v['best_baseline']} {metric}={v['baseline']:.4g}{by}")
+          f"{v['best_baseline']} {metric}={v['baseline']:.4g}{by}{missing}")

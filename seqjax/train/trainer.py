@@ -148,12 +148,16 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
       results["validation"] = validation
   results["test_set"] = test_set
   baseline_preds = task.baselines()
-  if baseline_preds:
+  skipped = {name: p.reason for name, p in baseline_preds.items()
+             if isinstance(p, baselines.Skipped)}
+  if len(baseline_preds) > len(skipped):
     results["baselines"] = {name: _metrics(held.evaluate, p, held.test, run.grid)
-                            for name, p in baseline_preds.items()}
+                            for name, p in baseline_preds.items() if name not in skipped}
+    if skipped:
+      results["baselines_not_computed"] = skipped
     results["verdict"] = baselines.verdict(task.metric, task.higher_is_better,
                                            (results["test"] or {}).get(task.metric),
-                                           results["baselines"])
+                                           results["baselines"], tuple(skipped))
   if not run.grid:
     results.update(task.extra_evaluation(run.model, params, run.eval_key, workdir,
                                          sharding.replicated(mesh)))

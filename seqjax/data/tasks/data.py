@@ -510,9 +510,11 @@ def _sequence_baselines(info, train: Examples, val: Examples, test: Examples,
     for distance in ("euclidean", "dtw"):
       cost = baselines_lib.nn_cost(n_test, len(y_fit), steps, distance)
       if cost > baselines_lib.NN_BUDGET:
-        writers.console(f"baseline 1nn_{distance} skipped: {n_test} test x {len(y_fit)} "
-                        f"training series x {steps} steps is {cost:.2g} distance cells, over "
-                        f"the budget of {baselines_lib.NN_BUDGET:.2g}")
+        reason = (f"{n_test} test x {len(y_fit)} training series x {steps} steps is "
+                  f"{cost:.2g} distance cells, over the budget of "
+                  f"{baselines_lib.NN_BUDGET:.2g}")
+        writers.console(f"baseline 1nn_{distance} skipped: {reason}")
+        out[f"1nn_{distance}"] = baselines_lib.Skipped(reason)
         continue
       out[f"1nn_{distance}"] = baselines_lib.nearest_neighbour(
           (x_test, test_raw[2]), (x_fit, labelled[1]), y_fit,
