@@ -68,7 +68,7 @@ def run(out: str, config: str, retrain: bool) -> tuple[dict, dict]:
 
 def metric(results: dict) -> str:
   """The test metric as the table shows it."""
-  name, value = results["metric"], report.test_figures(results)[results["metric"]]
+  name, value = results["metric"], report.on_test(results)[results["metric"]]
   if name == "accuracy":
     return f"{100 * value:.2f}%"
   return f"{name.upper()} {value:#.2g}"
@@ -140,7 +140,7 @@ def main():
 Back to the [README](../README.md). Written by `python bench/figures.py`
 (the README and `docs/experiments.md` quote this table; regenerate, do not edit).
 
-Held-out metrics of each experiment's default config, and of the Q&A
+Test metrics of each experiment's default config, and of the Q&A
 snippet's own setup (`:seed`), with the wall time of the default run
 (compiling included: no compilation cache), one run at a time on
 {machine()}, on {day}.

@@ -85,7 +85,7 @@ def row(name: str, kind: str, r: dict | str, seeds: int) -> str:
     said = r.split("': ", 1)[-1]
     return f"| {name} | {kind} | did not run: {said} | | | |"
   metric, population = r["metric"], r.get("population", {})
-  mean = report.test_figures(r)[metric]
+  mean = report.on_test(r)[metric]
   if population.get("select") == "ensemble":  # the default for classes and targets
     shown = f"{mean:.3f} (ensemble of {population.get('members', seeds)})"
   else:

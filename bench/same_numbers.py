@@ -4,7 +4,7 @@
   python bench/same_numbers.py --out=/tmp/after --against=/tmp/before
 
 A restructuring of the trainer must leave every number unchanged: each
-config's `results.json` (held-out metrics, rollout, steps, parameters) is
+config's `results.json` (test metrics, rollout, steps, parameters) is
 compared byte for byte with the one written before the change. Timing lives
 in `timing.json` and is not compared.
 """

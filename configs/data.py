@@ -8,7 +8,7 @@
 Kinds (the config arg): classification (default; one integer label a sequence),
 regression (K numbers a sequence) and forecast (the next `horizon` steps of a
 series from a `window` of past steps). File formats: see seqjax/data/readers.py.
-Held out: `task.test` if given, else a seeded split (by time for series);
+The test split: `task.test` if given, else a seeded split (by time for series);
 training stops early on the validation split and keeps the best parameters.
 results.json reports the test metric beside the field's baselines on the same
 test split (majority class, 1-NN Euclidean and DTW; training mean, ridge;
@@ -92,5 +92,6 @@ def get_config(arg=None):
 
 def _quick(config):
   config.model.hidden = 16
+  config.population.seeds = min(config.population.seeds, 3)  # a smaller ensemble
   config.train.early_stopping = 0
   config.train.min_steps = 0

@@ -36,7 +36,7 @@ def _shown(metric: str, value: float | None) -> str:
   return f"{metric} {value:.4%}" if metric == "accuracy" else f"{metric} {value:.3g}"
 
 
-def test_figures(entry: dict) -> dict | None:
+def on_test(entry: dict) -> dict | None:
   """A run's (or a member's) metrics on its test set from its results.json; None where
   it diverged. Older runs kept them under "held_out"."""
   return entry["test"] if "test" in entry else entry.get("held_out")
@@ -50,14 +50,14 @@ def row(name: str, results: dict, timing: dict) -> str:
   compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else ""
   if "members" in r or "runs" in r:  # a population (older sweep grids: "runs")
     members = r.get("members", r.get("runs"))
-    values = np.array([np.nan if test_figures(m) is None else test_figures(m)[metric]
+    values = np.array([np.nan if on_test(m) is None else on_test(m)[metric]
                        for m in members], float)
     diverged = sum(m.get("diverged_at") is not None or bool(m.get("diverged"))
                    for m in members)
     median = float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
     select = r.get("population", {}).get("select", "all")
-    if select != "all" and test_figures(r):
-      shown = f"{select} {_shown(metric, test_figures(r)[metric])}, "
+    if select != "all" and on_test(r):
+      shown = f"{select} {_shown(metric, on_test(r)[metric])}, "
     else:
       shown = ""
     shown += f"median {_shown(metric, median)} ({diverged}/{len(values)} diverged)"
@@ -67,7 +67,7 @@ def row(name: str, results: dict, timing: dict) -> str:
     return f"| {name} | {task} | {shown} | {steps} | {wall} | {compile_s} |  |"
   roll = r.get("rollout")
   roll = " / ".join(f"{roll[f'rmse@{h}']:.4f}" for h in (10, 50, 100, 200)) if roll else ""
-  shown = _shown(metric, test_figures(r)[metric])
+  shown = _shown(metric, on_test(r)[metric])
   shown += _verdict(r, metric)
   return (f"| {name} | {r['task']} | {shown} | {r['steps']} | {wall} | {compile_s} | {roll} |")
 

@@ -99,7 +99,7 @@ def main():
     if FLAGS.out:
       files.write_json(FLAGS.out, rows)
 
-  cli.run(run)
+  cli.run(run, children=True)
 
 
 if __name__ == "__main__":

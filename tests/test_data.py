@@ -854,6 +854,7 @@ def test_each_picture_headlines_the_test_figure_of_results_json(tmp_path):
                                        str(tmp_path / "classes"))
   shown = _headline(tmp_path / "classes" / "confusion.png")
   assert shown == pytest.approx(results["test"]["accuracy"], abs=5e-4)
+  assert results["test_set"] == "the test split, 12 sequences"  # 20% of 60
   # Two targets: the MAE over both, as results.json's.
   rng = np.random.default_rng(0)
   x = rng.normal(size=(80, 12)).astype(np.float32)

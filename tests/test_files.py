@@ -121,3 +121,17 @@ def test_every_file_seqjax_writes_goes_through_epath():
         if called in banned:
           offenders.append(f"{name}:{node.lineno} {'.'.join(called)}")
   assert not offenders, offenders
+
+
+def test_a_run_from_before_the_splits_had_their_names_reads_as_validation_and_test(tmp_path):
+  """metrics.jsonl's "eval" lines are validation lines; results.json's "held_out" is the
+  test figure the report shows."""
+  (tmp_path / "metrics.jsonl").write_text(
+      '{"step": 10, "split": "eval", "time": 0, "mae": 0.5}\n'
+      '{"step": 10, "split": "train", "time": 0, "loss": 1.0}\n')
+  assert [(r["step"], r["split"]) for r in writers.read_metrics(tmp_path)] == [
+      (10, "train"), (10, "validation")]
+  (tmp_path / "results.json").write_text(json.dumps(
+      {"task": "freq", "metric": "mae", "held_out": {"mae": 0.25}, "steps": 20}))
+  assert report.rows(str(tmp_path))[2].startswith(f"| {tmp_path.name} | freq | mae 0.25 | 20 |")
+

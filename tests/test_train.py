@@ -106,6 +106,7 @@ def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
   with open(os.path.join(workdir, "results.json")) as f:
     saved = json.load(f)
   assert saved["test"] == results["test"]
+  assert saved["test_set"].startswith("the task's own examples, never trained on")
   assert saved["steps"] == config.train.steps
   assert np.isfinite(saved["test"][saved["metric"]])
   records = writers.read_metrics(workdir)

@@ -6,7 +6,7 @@ Seed setup: per sequence, 25 fresh values -> 20 windows; LSTM(50, stateful,
 batch_input_shape=(5, 5, 100)) -> Dense(100, softmax); categorical_crossentropy,
 adam, metrics acc; 2000 times: fit(epochs=1, batch_size=5, shuffle=False) on
 one sequence's 20 windows, then reset the states.
-Held-out (as seqjax): accuracy on the 20 windows of each of 500 fresh
+Test (as seqjax): accuracy on the 20 windows of each of 500 fresh
 sequences, each window from a zero state (the trained weights in a stateless
 copy of the model, so the test set is one batched predict).
 

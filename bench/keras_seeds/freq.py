@@ -4,7 +4,7 @@ Read a sine sin(f * linspace(o, 2pi + o, 100)), output its frequency f.
 Seed setup: f in 1..max_freq-1 (max_freq 10), 10 sines per frequency,
 o ~ U(0, 1); LSTM(100) -> Dense(100, relu) -> Dropout(0.1) -> Dense(1, relu);
 compile("adam", "mean_squared_error"); fit(epochs=200), Keras' default batch 32.
-Held-out (as seqjax): MAE on 50 fresh sines per frequency (new random offsets).
+Test (as seqjax): MAE on 50 fresh sines per frequency (new random offsets).
 
   KERAS_BACKEND=jax python bench/keras_seeds/freq.py [--quick]
 

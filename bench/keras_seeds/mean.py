@@ -6,7 +6,7 @@ shuffled; the first 50, of which the last 10% (5) are the seed's test set and
 45 train. Masking(0) -> LSTM(10, tanh, kernel_initializer=Orthogonal(gain=0.01))
 -> Dense(1, relu); adam, mse, metrics mae;
 fit(epochs=50, batch_size=1, shuffle=True, validation_data=test).
-Held-out (as seqjax): MAE on every sequence outside the 45 trained on
+Test (as seqjax): MAE on every sequence outside the 45 trained on
 (2001 - 45 = 1956 sequences, the seed's 5 test sequences among them).
 
   KERAS_BACKEND=jax python bench/keras_seeds/mean.py [--quick]

@@ -150,4 +150,4 @@ def _cpus() -> int:
 
 if __name__ == "__main__":
   from seqjax.config import cli
-  cli.run(main)
+  cli.run(main, children=True)

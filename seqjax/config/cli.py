@@ -36,7 +36,8 @@ EXIT_CODES = {
        "or changed)",
     3: "the loss or gradients became NaN/Inf (the step is named; checkpoints and metrics "
        "kept)",
-    130: "stopped by Ctrl-C (SIGINT), after a checkpoint of the current step",
+    130: "stopped by Ctrl-C (SIGINT): in the train loop after a checkpoint of the current "
+         "step, elsewhere at once",
     143: "stopped by SIGTERM (a preemption notice), after a checkpoint of the current step",
 }
 HELP_FLAGS = ("-help", "-h", "-?")  # and every `--help...` form
@@ -92,13 +93,17 @@ def _config_file(argv: list[str]) -> str:
   return "--config"
 
 
-def run(main: Callable[[list[str]], int | None], *, positional: bool = False) -> None:
+def run(main: Callable[[list[str]], int | None], *, positional: bool = False,
+        children: bool = False) -> None:
   """Runs a command's `main(argv)` as every seqjax command runs.
 
   Flags go through `parse_flags`; library log chatter is off (progress goes to
   stdout); `main`'s errors become one line and an exit code (`exit_codes`).
   `main` gets argv (the program name, then positional arguments only when
   `positional`, else none is allowed) and may return an exit code.
+  `children`: the command runs others in child processes; a Ctrl-C then raises
+  Python's KeyboardInterrupt, so that `subprocess.run` stops them and temporary
+  folders are removed, instead of ending the command at once.
   """
   def checked(argv: list[str]) -> int | None:
     with exit_codes():
@@ -108,6 +113,8 @@ def run(main: Callable[[list[str]], int | None], *, positional: bool = False) ->
 
   logging.set_verbosity(logging.WARNING)
   logging.get_absl_logger().addFilter(_NoDiskFullNoise())
+  if children and getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_stop_at_once":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # seqjax's own, at import
   app.run(checked, flags_parser=parse_flags)
 
 

@@ -183,7 +183,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_every = 1000  # 0: once, at the end
   config.train.checkpoint_every = 1000
   config.train.eval_batch_size = 1024
-  # Early stopping: end training after this many held-out evaluations without improvement
+  # Early stopping: end training after this many validation evaluations without improvement
   # (0: off). keep_best: predict with (and report) the best evaluation's parameters.
   config.train.early_stopping = 0
   config.train.keep_best = False
@@ -265,4 +265,4 @@ def keras_fit(config: ml_collections.ConfigDict, *, batch_size: int, epochs: int
   t = config.train
   t.epochs, t.batch_size, t.learning_rate = epochs, batch_size, 1e-3
   t.schedule, t.warmup_steps, t.grad_clip = "constant", 0, 0.0
-  t.eval_every = 0  # the held-out set once, at the end: the seeds' fit, then evaluate
+  t.eval_every = 0  # the test set once, at the end: the seeds' fit, then evaluate

@@ -93,7 +93,7 @@ class Monitor(Protocol):
   steps_per_epoch: int  # 0 for data generated without end
 
   def evaluate(self, step: int, state, quiet: bool = False) -> Any:
-    """Evaluates on the held-out set at `step`, logs it, returns what the run reports;
+    """Evaluates on the validation set at `step`, logs it, returns what the run reports;
     `quiet`: without a console line of its own."""
 
   def summary(self) -> str:

@@ -289,6 +289,8 @@ class TrainedRun:
       raise ValueError("test_split is for runs trained on files (configs/data.py)")
     return data_task.make(self.config.task, self.config.train.batch_size).test_raw
 
+  held_out = test_split  # its former name
+
 
 def _check_log_values(info: dict, values: np.ndarray, what: str) -> None:
   """A ConfigError unless `values` are above 0 where the run learned their log."""

@@ -1,13 +1,13 @@
 """What the driver reports to: one model, or a population of M members trained together.
 
 After each call of the train loop the monitor checks its totals, makes the
-logged scalars, evaluates on the held-out set and decides early stopping, per
+logged scalars, evaluates on the validation set and decides early stopping, per
 member:
 
 - a NaN/Inf loss or gradient stops a single model's run (FloatingPointError);
   in a population it freezes that member (`programs.make_population_train_loop`),
   which is reported, and the others train on;
-- the best held-out evaluation of each member is kept: with `train.keep_best`
+- the best validation evaluation of each member is kept: with `train.keep_best`
   its parameters go to a `checkpoint.ParamsStore` as they improve (a
   population's as one stacked tree), and with `train.early_stopping = P` a
   member stops after P evaluations without improvement (Keras
@@ -55,7 +55,7 @@ class Monitor:
     """
     Args:
       run: the `planning.Run` (one model, or a population when `run.grid`).
-      evaluate, eval_set: the run's compiled evaluation and its held-out set.
+      evaluate, eval_set: the run's compiled evaluation and its validation set.
       writer, ckpt: where metrics and checkpoints go.
       state: the restored (or fresh) train state; a population's divergence marks.
       best: where each evaluation's improved parameters go (`train.keep_best`), or None.
@@ -147,7 +147,7 @@ class Monitor:
             "diverged": float(np.sum(~self.alive))}
 
   def evaluate(self, step: int, state, quiet: bool = False) -> tuple[Any, dict[str, Any]]:
-    """(held-out predictions, metrics) at `step`, logged; metrics are floats, or [M]
+    """(validation predictions, metrics) at `step`, logged; metrics are floats, or [M]
     arrays in a population (NaN for a diverged member). `quiet`: no console line (the
     next progress line carries `summary()`)."""
     if not self._population:

@@ -5,7 +5,7 @@
               (seeds as error bars); pictures show the best member;
   "best"      the member with the best validation metric (the evaluations that
               early stopping and `train.keep_best` use), never the test set's (a
-              generated task has one held-out set, generated from each member's
+              generated task has one set, generated from each member's
               seed, for both);
   "ensemble"  the members' predictions averaged (class probabilities for a
               classifier), evaluated as one model.
@@ -26,7 +26,7 @@ from seqjax.runtime import sharding
 def results(run, mon, state, params, *, preds, test: dict[str, Any],
             validation: dict[str, Any], held, workdir: str
             ) -> tuple[dict[str, Any], Any, np.ndarray]:
-  """(the population's entries of results.json, the held-out set and predictions to draw).
+  """(the population's entries of results.json, the test set and predictions to draw).
 
   Args:
     run: the `planning.Run` (a population).

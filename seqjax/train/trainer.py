@@ -91,10 +91,9 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
     writers.console(f"validation: {held.validation.size} {unit} (early stopping and the best "
                     f"step); test: {held.test.size} {unit} (results.json)")
   else:
-    test_set = ("new examples generated from the run's eval key, never trained on; "
-                "also the validation set")
-    writers.console("validation and test: one set of new examples generated from the run's "
-                    "eval key (early stopping, the best step and results.json)")
+    test_set = "the task's own examples, never trained on; also the validation set"
+    writers.console("validation and test: one set of the task's own examples, never trained "
+                    "on (early stopping, the best step and results.json)")
   if sharding.is_writer():
     task.save(workdir)
   writer = writers.MetricWriter(workdir, enabled=sharding.is_writer(),

@@ -63,11 +63,13 @@ class Task:
       with the loss on the true continuation (fights exposure bias); the
       batch's `y` and `weight` then cover T + free_run steps.
     eval_free_run: the same at evaluation (forecasting: the horizon after a
-      window); the held-out set's `y` and `weight` then cover T + eval_free_run.
+      window); the validation and test sets' `y` and `weight` then cover T +
+      eval_free_run.
     causal: the targets are later inputs (next-value prediction), so a model
       may read only the past: no bidirectional LSTM.
     baselines: `() -> {name: predictions [N, ...] on the test set}`, the field's
-      simple answers that results.json and the verdict set beside the model; none
+      simple answers that results.json and the verdict set beside the model (a
+      `seqjax.data.baselines.Skipped` in place of one too large to compute); none
       for a generated task.
 
   A task that draws its predictions or evaluates more than its metrics

@@ -121,7 +121,8 @@ class DataTask(base.Task):
       truth [N, H, F]) in the file's units for forecasts.
     baselines: `() -> {name: predictions [N, ...] on the test split}`, in the
       model's output units, judged by the task's own metrics
-      (`seqjax.data.baselines`); computed when called, since the
+      (`seqjax.data.baselines`), or a `baselines.Skipped` in place of a
+      baseline too large to compute; computed when called, since the
       nearest-neighbour ones take seconds.
     times: a forecast's time column [T] (numbers or dates; of a long CSV), else None.
   """
@@ -202,7 +203,8 @@ class DataTask(base.Task):
       truth = np.asarray(eval_set["y"])[:, -h:]  # [N, H, F], the file's units
       forecast = to_units(np.asarray(preds)[:, -h:] + level, self.info)
       naive = {name: to_units(p[:, -h:] + level, self.info)
-               for name, p in self.baselines().items()}
+               for name, p in self.baselines().items()
+               if not isinstance(p, baselines_lib.Skipped)}
       errors = {name: np.abs(p - truth) for name, p in naive.items()}
       best = min(errors, key=lambda name: errors[name].mean())
       test = self.test
@@ -492,7 +494,8 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
 
 def _sequence_baselines(info, train: Examples, val: Examples, test: Examples,
                         labelled: tuple[np.ndarray, np.ndarray], test_raw: tuple) -> dict:
-  """The field's baselines on the test split (`seqjax.data.baselines`), in model units.
+  """The field's baselines on the test split (`seqjax.data.baselines`), in model units;
+  a `baselines.Skipped` for a nearest-neighbour one over `NN_BUDGET`.
 
   `labelled`: (x, lengths) of the training then validation series, raw. The
   nearest neighbours are looked for among both (as the archive's 1-NN figures use
