@@ -348,8 +348,10 @@ def test_a_ctrl_c_before_the_train_loop_ends_in_one_line(tmp_path, moment, after
   KeyboardInterrupt, raised inside JAX's garbage-collection callback, is ignored)."""
   # Python's own Ctrl-C handling, as in a terminal: a process started in the background
   # of a shell inherits SIGINT ignored, and seqjax then leaves it ignored.
+  # Steps enough that the run is still going when the Ctrl-C comes (quick's 20 are not).
   proc = subprocess.Popen([sys.executable, "-u", "-m", "seqjax.main", f"--config={FREQ}:quick",
-                           f"--workdir={tmp_path / 'wd'}", "--compilation_cache="], cwd=ROOT,
+                           "--config.train.steps=100000", f"--workdir={tmp_path / 'wd'}",
+                           "--compilation_cache="], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   if moment == "importing":
