@@ -161,6 +161,7 @@ def test_a_ts_run_with_class_names_reports_the_baselines_and_its_verdict(tmp_pat
       "up", "down"}
 
 
+@pytest.mark.slow
 def test_a_baseline_over_the_budget_is_named_as_not_computed(tmp_path, capsys, monkeypatch):
   """1-NN DTW skipped for its size: results.json, the verdict and its line say so, and
   the verdict is against the baselines computed."""

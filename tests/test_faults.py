@@ -340,7 +340,8 @@ def _numpy_loaded(pid: int) -> bool:
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/<pid>/maps")
 @pytest.mark.parametrize("moment,after", [
     ("importing", 0.0), pytest.param("importing", 0.5, marks=pytest.mark.slow),
-    pytest.param("compiling", 0.0, marks=pytest.mark.slow), ("compiling", 0.1),
+    pytest.param("compiling", 0.0, marks=pytest.mark.slow),
+    pytest.param("compiling", 0.1, marks=pytest.mark.slow),
     pytest.param("compiling", 0.3, marks=pytest.mark.slow)])
 def test_a_ctrl_c_before_the_train_loop_ends_in_one_line(tmp_path, moment, after):
   """While the imports load or the train loop compiles: exit 130 within seconds and one
