@@ -42,6 +42,41 @@ def test_dtw_equals_the_full_table_for_variable_lengths_and_features(monkeypatch
   np.testing.assert_allclose(got, want, rtol=64 * np.finfo(np.float32).eps)
 
 
+def _random_walks(rng, n, steps, features, shortest):
+  """z-normalised random walks [n, steps, features] of random lengths, and the lengths."""
+  x = rng.normal(size=(n, steps, features)).cumsum(1)
+  lengths = rng.integers(shortest, steps + 1, n)
+  return baselines.z_normalise(x, lengths), lengths
+
+
+@pytest.mark.parametrize("seed", [0, 1, pytest.param(2, marks=pytest.mark.slow)])
+def test_pruned_dtw_finds_the_nearest_of_the_full_matrix(seed, monkeypatch):
+  """The lower bounds never exceed the distances, and pruning by them changes no
+  nearest neighbour, ties included (the first of tied ones), for lengths from a
+  quarter to all of the longest series."""
+  rng = np.random.default_rng(seed)
+  monkeypatch.setattr(baselines, "PAIR_BLOCK", 16)  # many blocks, shapes and paddings
+  test, train = _random_walks(rng, 30, 60, 2, 15), _random_walks(rng, 41, 48, 2, 12)
+  # Exact duplicates at later indices: their distance ties with the original's.
+  train = tuple(np.concatenate([v, v[:5]]) for v in train)
+  full = baselines.distances(test, train, "dtw")
+  bound = baselines.dtw_lower_bounds(test, train)
+  # float32 sums of up to ~100 squared differences, by different orders.
+  assert (bound <= full * (1 + 256 * np.finfo(np.float32).eps)).all()
+  assert (bound > 0).mean() > 0.5  # the bounds are not trivially zero
+  np.testing.assert_array_equal(baselines.nearest(test, train, "dtw"), full.argmin(1))
+
+
+def test_dtw_over_the_budget_is_skipped_before_it_is_computed(monkeypatch):
+  rng = np.random.default_rng(3)
+  test, train = _random_walks(rng, 6, 40, 1, 30), _random_walks(rng, 8, 40, 1, 30)
+  monkeypatch.setattr(baselines, "_dtw", None)  # any DTW computed would fail
+  got = baselines.nearest(test, train, "dtw", budget=100.0)
+  assert isinstance(got, baselines.Skipped)
+  assert "6 test x 8 training series of up to" in got.reason
+  assert got.reason.endswith("over the budget of 1e+02")
+
+
 def test_dtw_finds_a_shifted_pattern_that_euclid_misses():
   t = np.arange(60)
   bump = lambda at: np.exp(-0.5 * ((t - at) / 2.0) ** 2)[:, None]  # noqa: E731

@@ -509,19 +509,13 @@ def _sequence_baselines(info, train: Examples, val: Examples, test: Examples,
     out = {"majority_class": np.broadcast_to(prior, (n_test, len(prior))).copy()}
     x_fit, x_test = (baselines_lib.z_normalise(x, n) for x, n in (labelled, test_raw[::2]))
     y_fit = np.concatenate([train.arrays["y"], val.arrays["y"]])
-    steps = max(int(labelled[1].max()), int(test_raw[2].max()))
     for distance in ("euclidean", "dtw"):
-      cost = baselines_lib.nn_cost(n_test, len(y_fit), steps, distance)
-      if cost > baselines_lib.NN_BUDGET:
-        reason = (f"{n_test} test x {len(y_fit)} training series x {steps} steps is "
-                  f"{cost:.2g} distance cells, over the budget of "
-                  f"{baselines_lib.NN_BUDGET:.2g}")
-        writers.console(f"baseline 1nn_{distance} skipped: {reason}")
-        out[f"1nn_{distance}"] = baselines_lib.Skipped(reason)
-        continue
-      out[f"1nn_{distance}"] = baselines_lib.nearest_neighbour(
-          (x_test, test_raw[2]), (x_fit, labelled[1]), y_fit,
-          len(info["classes"]), distance)
+      scores = baselines_lib.nearest_neighbour(
+          (x_test, test_raw[2]), (x_fit, labelled[1]), y_fit, len(info["classes"]),
+          distance, budget=baselines_lib.NN_BUDGET)
+      if isinstance(scores, baselines_lib.Skipped):
+        writers.console(f"baseline 1nn_{distance} skipped: {scores.reason}")
+      out[f"1nn_{distance}"] = scores
     return out
   # The model predicts normalised targets: the training mean is 0.
   shift, scale = (np.asarray(info[k], np.float32) for k in ("y_shift", "y_scale"))
