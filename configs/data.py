@@ -40,6 +40,11 @@ def get_config(arg=None):
   config.task.test = ""  # a test file; "" holds out task.test_fraction of task.train
   config.task.test_fraction = 0.2
   config.task.validation_fraction = 0.1  # of the whole: early stopping and the best step
+  # classes and targets: cross-validation folds of the labelled sequences instead of a
+  # validation split; member m of the population validates on fold m % folds and
+  # trains on the others (0: every member validates on the validation split; measured:
+  # docs/real_data.md).
+  config.task.folds = 0
   config.task.split_seed = 0
   config.task.label = ""  # CSV: the label column's name; "" the last column
   config.task.time_column = ""  # CSV: one step a row, ordered by this column (long format)

@@ -362,6 +362,19 @@ CASES = [
          (lambda p: write_monthly_csv(p, np.arange(1.0, 61.0)),
           {"kind": "forecast", "normalize": "series", "horizon": 3, "time_column": "month"}),
          r"task.normalize='series' is invalid: must be 'dataset' or 'auto' for a forecast"),
+    Case("file", "folds=1",
+         (lambda p: write_shapes_csv(p)[0], {"folds": 1}),
+         r"task.folds=1 is invalid: must be 0 \(a validation split\) or from 2 to 64"),
+    Case("file", "folds=65",
+         (lambda p: write_shapes_csv(p)[0], {"folds": 65}),
+         r"task.folds=65 is invalid: must be an integer in 0..64"),
+    Case("file", "folds of a forecast",
+         (lambda p: write_monthly_csv(p, np.arange(1.0, 61.0)),
+          {"kind": "forecast", "folds": 3, "horizon": 3, "time_column": "month"}),
+         r"task.folds=3 is invalid: applies to classes and targets"),
+    Case("file", "fewer labelled sequences than two a fold",
+         (lambda p: write_shapes_csv(p, n=10)[0], {"folds": 5}),
+         r"8 labelled sequences are too few for task.folds=5 \(at least 2 a fold\)"),
 
     # check: a call (given tmp_path) of the library's own checks of a config or a file:
     # a ConfigError in one line matching the regex `named`.

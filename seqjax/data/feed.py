@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from seqjax.data import folds as folds_lib
 from seqjax.runtime import sharding
 
 # Host-fed batches on device at once: at most this many steps, and about this many bytes.
@@ -148,16 +149,21 @@ class Evaluator:
   example, go through one compiled `predict`; the task's metrics then see the whole
   set's predictions and targets (not its inputs). With `members`, `params` are a
   population's, stacked [M, ...]: every member predicts the same examples, giving
-  preds [M, N, ...] and metrics [M].
+  preds [M, N, ...] and metrics [M]; with `folds`, a set whose examples carry
+  cross-validation folds gives each member the metrics of its own fold.
   """
 
-  def __init__(self, predict, loss_and_metrics, mesh, batch_size: int, members: bool = False):
+  def __init__(self, predict, loss_and_metrics, mesh, batch_size: int, members: bool = False,
+               folds: int = 0):
     self._batch_size, self._members, self._mesh = batch_size, members, mesh
     self._repl = sharding.replicated(mesh)
-    metrics = lambda preds, batch: loss_and_metrics(preds, batch)[1]  # noqa: E731
+
+    def metrics(preds, batch, member):  # each member's own fold of a validation set
+      return loss_and_metrics(preds, folds_lib.view(batch, member, folds, training=False))[1]
+
     if members:
       predict = jax.vmap(predict, in_axes=(0, None))
-      metrics = jax.vmap(metrics, in_axes=(0, None))
+      metrics = jax.vmap(metrics, in_axes=(0, None, 0))
     self._predict = jax.jit(predict, out_shardings=self._repl)
     self._metrics = jax.jit(metrics, out_shardings=self._repl)
 
@@ -182,7 +188,9 @@ class Evaluator:
     """The task's metrics of `preds` [N, ...] against the targets of `examples`: floats,
     or a population's [M] arrays."""
     targets = examples.targets()
-    metrics = jax.device_get(self._metrics(put(preds, self._repl), put(targets, self._repl)))
+    member = np.arange(len(preds), dtype=np.int32) if self._members else np.int32(0)
+    metrics = jax.device_get(self._metrics(put(preds, self._repl), put(targets, self._repl),
+                                           put(member, self._repl)))
     return {k: np.asarray(v) if self._members else float(v) for k, v in metrics.items()}
 
   def __call__(self, params, examples) -> tuple[np.ndarray, dict[str, Any]]:

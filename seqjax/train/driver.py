@@ -202,7 +202,8 @@ def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
 def evaluator(run: planning.Run, batch_size: int) -> feed_lib.Evaluator:
   """The evaluation of held-out sets on the host (`Examples`), batch by batch."""
   return feed_lib.Evaluator(programs.make_predict(run.model, run.task, run.mesh),
-                            run.task.loss_and_metrics, run.mesh, batch_size, members=run.grid)
+                            run.task.loss_and_metrics, run.mesh, batch_size, members=run.grid,
+                            folds=run.task.folds)
 
 
 def first_step(state) -> int:

@@ -276,6 +276,10 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None,
   """
   if members is not None:
     _check_members(config, members)
+  folds = config.task.get("folds")
+  if type(folds) is int and folds >= 2 and members is None:
+    # Folds are a population's, a fold a member: one model validates on the split.
+    config = configlib.override(config, {"task.folds": 0})
   config, task, total = _task_and_total(config)
   mesh = sharding.make_mesh(config.mesh)
   if members is None and mesh.shape[sharding.MODEL] != 1:

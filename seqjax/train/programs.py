@@ -21,6 +21,7 @@ from flax.training import train_state
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from seqjax.data import folds
 from seqjax.data.tasks import base
 from seqjax.model import rollout, sequence
 from seqjax.runtime import sharding
@@ -90,13 +91,17 @@ def make_train_step(model: sequence.SequenceModel, task: base.Task, mesh=None):
   with a `mesh`, each device generates only its shard of the batch.
   `lr_scale` multiplies the optimizer's updates (a per-model learning rate in
   grids; 1.0 for a single run, which leaves the updates bit-identical).
+  `member`: the model's index in a population, which picks the examples it trains
+  on when the task's examples carry cross-validation folds (`seqjax.data.folds`).
   """
   stateful = task.stateful_period > 0
 
   def train_step(state: TrainState, data_key: jax.Array, dropout_key: jax.Array,
-                 lr_scale: jax.Array | float = 1.0, data: Any = None):
+                 lr_scale: jax.Array | float = 1.0, data: Any = None,
+                 member: jax.Array | int = 0):
     batch = (task.train_batch(data_key, state.step) if data is None
              else task.batch_from(data, data_key, state.step))
+    batch = folds.view(batch, member, task.folds, training=True)
     if mesh is not None:
       batch = sharding.constrain_batch(mesh, batch)
     carry = None
@@ -189,16 +194,18 @@ def make_population_train_loop(model: sequence.SequenceModel, task: base.Task, m
   one_step = make_train_step(model, task, mesh)
   train_step = jax.vmap(one_step, spmd_axis_name=sharding.MODEL)
   # A host-fed batch is every member's: the members differ in their seeds' initial
-  # parameters and dropout, and read the same batches.
-  shared_step = jax.vmap(one_step, in_axes=(0, 0, 0, 0, None), spmd_axis_name=sharding.MODEL)
+  # parameters and dropout, and read the same batches (each its own examples of them,
+  # with cross-validation folds).
+  shared_step = jax.vmap(one_step, in_axes=(0, 0, 0, 0, None, 0), spmd_axis_name=sharding.MODEL)
 
   def train_loop(state, data_keys, dropout_keys, lr_scale, num_steps, sums=None, batches=None):
     if batches is None:
       data = jax.vmap(task.train_data)(data_keys)
       step = lambda st, i: train_step(st, data_keys, dropout_keys, lr_scale, data)
     else:
+      members = jnp.arange(lr_scale.shape[0])
       step = lambda st, i: shared_step(st, data_keys, dropout_keys, lr_scale,
-                                       jax.tree.map(lambda a: a[i], batches))
+                                       jax.tree.map(lambda a: a[i], batches), members)
     if sums is None:
       sums = _zero_metrics(lambda st: step(st, 0), state)
 

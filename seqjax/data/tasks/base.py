@@ -71,6 +71,9 @@ class Task:
       simple answers that results.json and the verdict set beside the model (a
       `seqjax.data.baselines.Skipped` in place of one too large to compute); none
       for a generated task.
+    folds: > 0 when the training examples carry cross-validation folds
+      (`batch["fold"]`): member m of a population validates on fold m % folds
+      and trains on the others (`seqjax.data.folds`).
 
   A task that draws its predictions or evaluates more than its metrics
   subclasses `Task` and overrides `plot` and `extra_evaluation`.
@@ -91,6 +94,7 @@ class Task:
   eval_free_run: int = 0
   causal: bool = False
   baselines: Callable[[], dict[str, Any]] = dict
+  folds: int = 0
 
   @property
   def classifies(self) -> bool:

@@ -32,7 +32,7 @@ import numpy as np
 from seqjax.config import validate
 from seqjax.data import baselines as baselines_lib
 from seqjax.data import feed as feed_lib
-from seqjax.data import readers
+from seqjax.data import folds, readers
 from seqjax.data.tasks import base
 from seqjax.runtime import files, writers
 
@@ -43,6 +43,8 @@ KINDS = ("classification", "regression", "forecast")
 # already (the two would read the same values twice).
 NORMALIZE = ("dataset", "series", "both", "auto")
 INFO_FILE = "data.json"
+# Cross-validation folds at most (`task.folds`): each needs its own member to validate on it.
+MAX_FOLDS = 64
 
 # A forecast's window when task.window is 0 (`auto_window`).
 PREFERRED_WINDOW = 48
@@ -56,7 +58,7 @@ CALENDAR_SEASONS = (("hourly", 3600, 24), ("daily", 86400, 7), ("weekly", 7 * 86
 class Examples:
   """Host arrays from which batches are gathered by example index.
 
-  Sequence kinds: `arrays` are per example ({x, y, weight[, mask]}), and
+  Sequence kinds: `arrays` are per example ({x, y, weight[, mask][, fold]}), and
   `gather(idx)` takes rows. Forecast: `arrays` are the normalised series `z`
   [S, T, F] and the raw series `s`, and example i is the window of W + H steps
   starting at `starts[i]` of series `series[i]`; with `relative`, its inputs
@@ -103,7 +105,7 @@ class Examples:
   def targets(self) -> dict[str, np.ndarray]:
     """The targets and weights of every example (what metrics read), without the inputs."""
     if self.series is None:
-      return {k: self.arrays[k] for k in ("y", "weight")}
+      return {k: self.arrays[k] for k in ("y", "weight", "fold") if k in self.arrays}
     return self._targets(np.arange(self.size))
 
 
@@ -431,15 +433,23 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   if len(idx_train) < 2 or not len(idx_val) or (test_arrays is None and not len(idx_test)):
     readers.error(path, "task.train", f"{len(arrays.x)} sequences are too few to split "
                     "into training, validation and test sets")
+  # With folds every labelled sequence trains (most members) and validates (one).
+  n_folds = cfg.get("folds", 0)  # a run saved before the option has none
+  labelled = np.concatenate([idx_val, idx_train])  # the split's stratified order
+  if n_folds and len(labelled) < 2 * n_folds:
+    readers.error(path, "task.train", f"{len(labelled)} labelled sequences are too few "
+                  f"for task.folds={n_folds} (at least 2 a fold); task.folds=0 holds out "
+                  "a validation split instead")
+  fit_rows = labelled if n_folds else idx_train  # what trains some member
   normalize_by = cfg.get("normalize", "dataset")  # a run saved before the option has none
   validate.one_of("task.normalize", normalize_by, NORMALIZE)
   if normalize_by == "auto":
-    normalize_by = "dataset" if z_normalised(arrays.x, arrays.lengths, idx_train) else "both"
+    normalize_by = "dataset" if z_normalised(arrays.x, arrays.lengths, fit_rows) else "both"
     writers.console(f"{kind}: task.normalize=auto chose {normalize_by!r} ("
                     + ("every training sequence is z-normalised already)"
                        if normalize_by == "dataset" else "the training set's mean and std "
                        "beside each sequence's own: its shape and its level)"))
-  x_shift, x_scale = normalizer(arrays.x, arrays.lengths, idx_train)
+  x_shift, x_scale = normalizer(arrays.x, arrays.lengths, fit_rows)
   masked = any((a.lengths < a.x.shape[1]).any() for a in (arrays, test_arrays) if a is not None)
   info = {"kind": kind, "in_features": arrays.x.shape[2], "masked": masked,
           "steps": arrays.x.shape[1], "x_shift": x_shift.tolist(),
@@ -449,7 +459,7 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
           "x_scale": x_scale.tolist(), "normalize": normalize_by,
           "model_features": arrays.x.shape[2] * (2 if normalize_by == "both" else 1),
           "label": arrays.label or "y", "csv_label": arrays.csv_label,
-          "columns": arrays.columns}
+          "columns": arrays.columns, "folds": n_folds}
   if kind == "classification":
     y_all = labels
     info.update(classes=classes.tolist(), out_features=len(classes))
@@ -457,7 +467,7 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
               if test_arrays is not None else None)
   else:
     y_all = arrays.y.reshape(len(arrays.y), -1).astype(np.float32)
-    y_shift, y_scale = y_all[idx_train].mean(0), y_all[idx_train].std(0)
+    y_shift, y_scale = y_all[fit_rows].mean(0), y_all[fit_rows].std(0)
     y_scale = np.where(y_scale > 1e-8, y_scale, 1.0)
     info.update(out_features=y_all.shape[1], y_shift=y_shift.tolist(),
                 y_scale=y_scale.tolist())
@@ -473,6 +483,11 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
 
   train = examples(arrays, idx_train, y_all[idx_train])
   val = examples(arrays, idx_val, y_all[idx_val])
+  split_train, split_val = train, val  # ridge's penalty is chosen on a split either way
+  if n_folds:  # one set of every labelled sequence, for training and for validation
+    train = examples(arrays, labelled, y_all[labelled])
+    train = Examples({**train.arrays, "fold": folds.assign(len(labelled), n_folds)}, train.size)
+    val = train
   test = (examples(test_arrays, np.arange(len(test_arrays.x)), test_y)
           if test_arrays is not None else examples(arrays, idx_test, y_all[idx_test]))
   if test_arrays is None:
@@ -485,9 +500,9 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
     metric, higher = "mae", False
 
   def baselines():
-    labelled = np.concatenate([idx_train, idx_val])  # every labelled series but the test's
-    return _sequence_baselines(info, train, val, test, (arrays.x[labelled],
-                                                        arrays.lengths[labelled]), raw)
+    rows = np.concatenate([idx_train, idx_val])  # every labelled series but the test's
+    return _sequence_baselines(info, split_train, split_val, test,
+                               (arrays.x[rows], arrays.lengths[rows]), raw)
 
   return info, train, val, test, raw, baselines, metric, higher, "last", 0, 0
 
@@ -759,6 +774,14 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
     validate.fail("task.log", log, "applies to forecasts (task.kind='forecast')")
   _fractions(cfg)
   validate.integer_in("task.split_seed", cfg.split_seed, 0, 2**32 - 1)
+  n_folds = cfg.get("folds", 0)  # a run saved before the option has none
+  validate.integer_in("task.folds", n_folds, 0, MAX_FOLDS)
+  if n_folds == 1:
+    validate.fail("task.folds", n_folds, "must be 0 (a validation split) or from 2 to "
+                  f"{MAX_FOLDS} (cross-validation folds)")
+  if n_folds and cfg.kind == "forecast":
+    validate.fail("task.folds", n_folds, "applies to classes and targets; a forecast "
+                  "validates on the time after its training part (task.folds=0)")
   arrays, test_arrays = read_files(cfg)
   make_kind = _forecast_task if cfg.kind == "forecast" else _sequence_task
   (info, train, val, test, raw, baselines, metric, higher, head, free_run,
@@ -773,4 +796,5 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
       steps_per_epoch=base.steps_per_epoch(train.size, batch_size), free_run=free_run,
       eval_free_run=eval_free_run, causal=cfg.kind == "forecast", kind=cfg.kind, info=info,
       train_examples=train, validation=val, test=test, test_raw=raw, baselines=baselines,
-      batch_size=batch_size, times=arrays.times if test_arrays is None else None)
+      batch_size=batch_size, times=arrays.times if test_arrays is None else None,
+      folds=info.get("folds", 0))
