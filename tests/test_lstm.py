@@ -304,7 +304,7 @@ def test_the_package_exports_its_public_api():
   assert seqjax.__version__[0].isdigit()  # installed, or "0+unknown" in a source tree
 
 
-@pytest.mark.parametrize("pool", ["mean", "max"])
+@pytest.mark.parametrize("pool", ["mean", "max", "attention"])
 def test_a_pooled_head_reads_only_the_valid_steps(pool):
   """Padding, by lengths or by a Keras-style mask, does not change a pooled prediction."""
 
@@ -321,7 +321,15 @@ def test_a_pooled_head_reads_only_the_valid_steps(pool):
     _, alone = model.apply(params, x[b:b + 1, :n])
     np.testing.assert_allclose(y[b], alone[0], atol=1e-5)
     np.testing.assert_allclose(y_mask[b], alone[0], atol=1e-5)
-    # The pooled vector is the valid steps' mean or maximum.
+    # The pooled vector is the valid steps' mean, maximum, or softmax-weighted mean.
+    if pool == "attention":
+      attention = params["params"]["attention"]
+      score = (feats[b:b + 1] @ attention["kernel"])[..., 0] + attention["bias"]
+      weight = jax.nn.softmax(score[0, :n])
+      np.testing.assert_allclose(
+          sequence.attend_over_time(feats[b:b + 1], score, jnp.array([n]))[0],
+          (weight[:, None] * feats[b, :n]).sum(0), atol=1e-6)
+      continue
     want = feats[b, :n].mean(0) if pool == "mean" else feats[b, :n].max(0)
     np.testing.assert_allclose(sequence.pool_over_time(feats[b:b + 1], pool,
                                                        jnp.array([n]))[0], want, atol=1e-6)

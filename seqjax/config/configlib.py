@@ -122,7 +122,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.num_layers = 1
   config.model.head_hidden = ()
   # A sequence's one prediction (classes, targets) reads its last valid output ("last"),
-  # or the mean or maximum over its valid steps ("mean", "max").
+  # the mean or maximum over its valid steps ("mean", "max"), or their average weighted
+  # by a learned score of each ("attention").
   config.model.pool = "last"
   # Steps the LSTM reads as one (one prediction a sequence); 0 chooses, leaving at most
   # 256 patches of the longest training sequence.

@@ -28,8 +28,8 @@ ACTIVATIONS = {
 }
 HEADS = ("last", "per_step")
 # How a "last" head sees the sequence: its last valid output, or every valid step's
-# outputs averaged or maxed over time.
-POOLS = ("last", "mean", "max")
+# outputs averaged or maxed over time, or weighted by a learned attention score.
+POOLS = ("last", "mean", "max", "attention")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # model.patch=0 reads long sequences in patches of steps, so that at most this many
 # patches remain (measured on UCR/UEA data: docs/real_data.md).
@@ -120,14 +120,15 @@ class SequenceModel(lstm_lib.LSTMOptions):
 
   `head="last"` maps the last valid LSTM output to y [B, O] (regressor or
   classifier), or with `pool="mean"`/`"max"` the mean or maximum of every valid
-  step's outputs [B, H]; `head="per_step"` maps every step, y [B, T, O].
+  step's outputs [B, H] (`"attention"`: their softmax-weighted mean, a learned
+  score a step); `head="per_step"` maps every step, y [B, T, O].
   With `patch` = k > 1 (head "last" only), the LSTM reads k consecutive steps as
   one step of k * I features (`patches`): a sequence k times shorter.
 
   Attributes:
     hidden, num_layers: the LSTM's H and L.
     head: "last" or "per_step".
-    pool: for head "last": "last", "mean" or "max" (see `POOLS`).
+    pool: for head "last": "last", "mean", "max" or "attention" (see `POOLS`).
     patch: for head "last": steps read as one (1: each step on its own).
     conv, conv_kernels: for head "last": the channels and window lengths of a
       `ConvBranch` beside the LSTM, whose output joins the LSTM's before the head
@@ -189,7 +190,11 @@ class SequenceModel(lstm_lib.LSTMOptions):
         input_dropout=self.input_dropout, recurrent_dropout=self.recurrent_dropout,
         **lstm_lib.options_of(self), name="lstm")(x, carry, lengths, mask,
                                                   deterministic=not train)
-    if pooled:
+    if pooled and self.pool == "attention":
+      # A score per step from its own output, softmaxed over the valid steps.
+      score = nn.Dense(1, dtype=self.dtype, precision=self.precision, name="attention")(feats)
+      feats = attend_over_time(feats, score[..., 0], lengths, mask)
+    elif pooled:
       feats = pool_over_time(feats, self.pool, lengths, mask)
     if branch is not None:
       feats = jnp.concatenate([feats, branch.astype(feats.dtype)], axis=-1)
@@ -207,7 +212,8 @@ class SequenceModel(lstm_lib.LSTMOptions):
     if self.bidirectional:
       layers += f", both directions ({self.merge})"
     reads = f" in patches of {self.patch} steps" if self.patch > 1 else ""
-    over = ({"last": "last state", "mean": "mean over time", "max": "max over time"}[self.pool]
+    over = ({"last": "last state", "mean": "mean over time", "max": "max over time",
+             "attention": "attention over time"}[self.pool]
             if self.head == "last" else "every step")
     conv = f" + conv {'-'.join(map(str, self.conv))}" if self.conv else ""
     head = " -> ".join(["Dense " + str(w) for w in self.head_hidden] + [str(self.out_features)])
@@ -257,6 +263,18 @@ def pool_over_time(feats: jax.Array, how: str, lengths: jax.Array | None = None,
   if how == "mean":
     return jnp.where(valid, feats, 0).sum(1) / jnp.maximum(valid.sum(1), 1)
   return jnp.where(valid, feats, -jnp.inf).max(1)
+
+
+def attend_over_time(feats: jax.Array, score: jax.Array, lengths: jax.Array | None = None,
+                     mask: jax.Array | None = None) -> jax.Array:
+  """feats [B, T, H] averaged over each sequence's valid steps with the weights
+  softmax(score [B, T]) over those steps: [B, H]."""
+  valid = _valid_steps(feats.shape[:2], lengths, mask)
+  # A finite floor, not -inf: a sequence with no valid step gets zeros, not NaN gradients.
+  low = jnp.finfo(jnp.float32).min
+  weight = jax.nn.softmax(jnp.where(valid, score.astype(jnp.float32), low), axis=1)
+  weight = jnp.where(valid, weight, 0).astype(feats.dtype)
+  return (weight[..., None] * jnp.where(valid[..., None], feats, 0)).sum(1)
 
 
 def _valid_steps(shape: tuple[int, int], lengths: jax.Array | None,
