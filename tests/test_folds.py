@@ -5,6 +5,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 from sample_files import write_shapes_csv
 
 from seqjax.config import configlib
@@ -37,6 +38,7 @@ def _population(tmp_path, **overrides):
   return configlib.override(config, overrides)
 
 
+@pytest.mark.slow
 def test_each_member_trains_on_the_others_folds_and_is_judged_on_its_own(tmp_path):
   """One population step equals each member's step alone on the batch with its own
   fold's weights zeroed; each member's validation figures are those of its own fold."""

@@ -304,7 +304,8 @@ def test_the_package_exports_its_public_api():
   assert seqjax.__version__[0].isdigit()  # installed, or "0+unknown" in a source tree
 
 
-@pytest.mark.parametrize("pool", ["mean", "max", "attention"])
+@pytest.mark.parametrize("pool", ["mean", "max",
+                                  pytest.param("attention", marks=pytest.mark.slow)])
 def test_a_pooled_head_reads_only_the_valid_steps(pool):
   """Padding, by lengths or by a Keras-style mask, does not change a pooled prediction."""
 
