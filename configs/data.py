@@ -43,7 +43,8 @@ def get_config(arg=None):
   # classes and targets: cross-validation folds of the labelled sequences instead of a
   # validation split; member m of the population validates on fold m % folds and
   # trains on the others (0: every member validates on the validation split; measured:
-  # docs/real_data.md).
+  # docs/real_data.md). With folds, population.select="best" compares members judged
+  # on different folds.
   config.task.folds = 0
   config.task.split_seed = 0
   config.task.label = ""  # CSV: the label column's name; "" the last column

@@ -2,6 +2,7 @@
 the labelled sequences and validates inside it."""
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -10,7 +11,18 @@ from sample_files import write_shapes_csv
 
 from seqjax.config import configlib
 from seqjax.data import folds
-from seqjax.train import driver, planning, programs
+from seqjax.train import driver, planning, programs, workdirs
+
+
+def test_folds_hold_every_class_in_its_share():
+  rng = np.random.default_rng(0)
+  for sizes, k in (((10, 10, 10, 10), 5), ((10, 10, 10, 10), 4), ((20, 20), 2), ((7, 3, 12), 3)):
+    labels = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    fold = folds.assign(len(labels), k, labels)
+    counts = np.array([[np.sum((fold == f) & (labels == c)) for c in range(len(sizes))]
+                       for f in range(k)])  # [fold, class]
+    assert (counts.max(0) - counts.min(0) <= 1).all(), counts  # each class spread evenly
+    assert counts.sum(1).max() - counts.sum(1).min() <= 1  # and the folds' sizes
 
 
 def test_a_member_trains_outside_its_fold_and_validates_inside_it():
@@ -75,3 +87,13 @@ def test_one_model_validates_on_the_split_whatever_task_folds_says(tmp_path):
   assert run.task.folds == 0 and run.config.task.folds == 0
   assert "fold" not in run.task.train_examples.arrays
   assert run.task.validation is not run.task.train_examples
+
+
+def test_a_run_written_before_folds_existed_resumes():
+  """Its config.json has no task.folds; folds=0 computes what it computed."""
+  config = configlib.load("data")
+  before = json.loads(config.to_json_best_effort())
+  del before["task"]["folds"]
+  assert workdirs.config_changes(before, config) == []
+  changed = configlib.override(config, {"task.folds": 3})
+  assert workdirs.config_changes(before, changed) == ["task.folds: '<absent>' -> 3"]

@@ -2,8 +2,8 @@
 
 With few labelled sequences a validation split of a tenth is two or three of
 them: too few to choose a step by, and those few are never trained on. With
-folds, every labelled sequence is in one of K folds (dealt out in a stratified
-order, so each fold holds the classes in their shares); member m of a
+folds, every labelled sequence is in one of K folds (dealt out class by class,
+so each fold holds the classes in their shares); member m of a
 population validates on fold m % K and trains on the other K - 1. Every member
 keeps its own best step, and each sequence trains most of the members.
 
@@ -19,9 +19,14 @@ from typing import Any
 import numpy as np
 
 
-def assign(n: int, k: int) -> np.ndarray:
-  """Folds [n] int32 of n examples in a (stratified) order: dealt out one by one."""
-  return (np.arange(n) % k).astype(np.int32)
+def assign(n: int, k: int, labels: np.ndarray | None = None) -> np.ndarray:
+  """Folds [n] int32 of n examples, dealt out in turn; with class `labels` [n], class by
+  class, each continuing the turn where the one before ended, so that every fold holds
+  every class in its share (as scikit-learn's StratifiedKFold)."""
+  order = np.arange(n) if labels is None else np.argsort(labels, kind="stable")
+  out = np.empty(n, np.int32)
+  out[order] = np.arange(n) % k
+  return out
 
 
 def view(batch: dict[str, Any], member: Any, folds: int, training: bool) -> dict[str, Any]:

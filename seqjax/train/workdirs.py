@@ -22,6 +22,9 @@ from seqjax.runtime import files, sharding
 MIN_FREE_MB = 64
 # Fields a resumed run may change: where it runs (the mesh), not what it computes.
 RESUMABLE_PREFIXES = ("allow_config_change", "mesh.")
+# Fields a config file gained after runs were written without them, and the value that
+# computes what those runs computed: such a run resumes with it.
+AS_BEFORE = {"task.folds": 0}
 
 
 def config_name(config_file: str) -> str:
@@ -197,11 +200,13 @@ def config_changes(before: dict, config: ml_collections.ConfigDict) -> list[str]
   """`field: old -> new` for each field of `config` that differs from `before` (a config.json).
 
   The mesh may change. A field seqjax gained after the run was written
-  (model.precision, say) is not a change when the run now has its default.
+  (model.precision, say) is not a change when the run now has its default, or the
+  value that computes what the run computed before the field existed (`AS_BEFORE`).
   """
   before = _flatten(before)
   now = _flatten(json.loads(config.to_json_best_effort()))
   defaults = _flatten(json.loads(configlib.base_config().to_json_best_effort()))
+  defaults.update(AS_BEFORE)
   return [f"{k}: {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
           for k in sorted(set(before) | set(now))
           if not k.startswith(RESUMABLE_PREFIXES) and before.get(k) != now.get(k)

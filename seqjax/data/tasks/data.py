@@ -433,9 +433,10 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   if len(idx_train) < 2 or not len(idx_val) or (test_arrays is None and not len(idx_test)):
     readers.error(path, "task.train", f"{len(arrays.x)} sequences are too few to split "
                     "into training, validation and test sets")
-  # With folds every labelled sequence trains (most members) and validates (one).
+  # With folds every labelled sequence trains most members and validates one (when the
+  # population has at least task.folds members; member m takes fold m % task.folds).
   n_folds = cfg.get("folds", 0)  # a run saved before the option has none
-  labelled = np.concatenate([idx_val, idx_train])  # the split's stratified order
+  labelled = np.concatenate([idx_val, idx_train])
   if n_folds and len(labelled) < 2 * n_folds:
     readers.error(path, "task.train", f"{len(labelled)} labelled sequences are too few "
                   f"for task.folds={n_folds} (at least 2 a fold); task.folds=0 holds out "
@@ -486,7 +487,8 @@ def _sequence_task(cfg, batch_size, arrays, test_arrays):
   split_train, split_val = train, val  # ridge's penalty is chosen on a split either way
   if n_folds:  # one set of every labelled sequence, for training and for validation
     train = examples(arrays, labelled, y_all[labelled])
-    train = Examples({**train.arrays, "fold": folds.assign(len(labelled), n_folds)}, train.size)
+    fold = folds.assign(len(labelled), n_folds, None if labels is None else labels[labelled])
+    train = Examples({**train.arrays, "fold": fold}, train.size)
     val = train
   test = (examples(test_arrays, np.arange(len(test_arrays.x)), test_y)
           if test_arrays is not None else examples(arrays, idx_test, y_all[idx_test]))
