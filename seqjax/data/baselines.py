@@ -199,11 +199,11 @@ def _sparse_max(x: np.ndarray) -> np.ndarray:
 
 
 @jax.jit
-def _keogh(a: jax.Array, la: jax.Array, upper: jax.Array, lower: jax.Array,
+def _keogh(a: jax.Array, la: jax.Array, band: jax.Array, upper: jax.Array, lower: jax.Array,
            lb: jax.Array) -> jax.Array:
   """LB_Keogh lower bounds [Na, Nb] of the DTW of series a [Na, T, F] (lengths la [Na])
   to series with lengths lb [Nb] whose windowed maxima (and minima) are `upper`
-  (`lower`) [levels, Nb, Tb, F] (`_sparse_max`).
+  (`lower`) [levels, Nb, Tb, F] (`_sparse_max`), inside each pair's band [Na, Nb].
 
   Every step i of a lies on the warping path in some cell (i, j) inside the band, so
   the path costs at least the squared distance of a[i] to the band's envelope of b
@@ -213,11 +213,9 @@ def _keogh(a: jax.Array, la: jax.Array, upper: jax.Array, lower: jax.Array,
   log2 = jnp.asarray(np.floor(np.log2(np.arange(1, 2 * upper.shape[2] + 2))).astype(np.int32))
 
   def one(args):
-    x, n = args  # [T, F], its length
-    band = jnp.maximum(jnp.maximum(1, jnp.round(DTW_WINDOW * jnp.maximum(n, lb))),
-                       jnp.abs(n - lb)).astype(jnp.int32)[:, None]  # [Nb, 1], as _bands
-    lo = jnp.clip(steps[None] - band, 0, lb[:, None] - 1)
-    hi = jnp.clip(steps[None] + band, 0, lb[:, None] - 1)
+    x, n, band = args  # [T, F], its length, its bands [Nb]
+    lo = jnp.clip(steps[None] - band[:, None], 0, lb[:, None] - 1)
+    hi = jnp.clip(steps[None] + band[:, None], 0, lb[:, None] - 1)
     level = log2[jnp.maximum(hi - lo, 0)]  # past a's end lo > hi: masked below
     rows = jnp.arange(lb.shape[0])[:, None]
     env = lambda t, pick: pick(t[level, rows, lo],  # noqa: E731
@@ -226,7 +224,7 @@ def _keogh(a: jax.Array, la: jax.Array, upper: jax.Array, lower: jax.Array,
     gap = jnp.maximum(x[None] - hi_env, 0.0) + jnp.maximum(lo_env - x[None], 0.0)
     return jnp.sum(jnp.where((steps < n)[None, :, None], gap * gap, 0.0), (1, 2))
 
-  return jax.lax.map(one, (a, la))
+  return jax.lax.map(one, (a, la, band))
 
 
 def dtw_lower_bounds(test: tuple[np.ndarray, np.ndarray],
@@ -237,9 +235,8 @@ def dtw_lower_bounds(test: tuple[np.ndarray, np.ndarray],
 
   def side(x, lx, y, ly):
     y = np.where((np.arange(y.shape[1])[None, :] < ly[:, None])[..., None], y, 0.0)
-    table = _sparse_max(y)
-    return np.asarray(_keogh(x, lx.astype(np.int32), table, -_sparse_max(-y),
-                             ly.astype(np.int32)))
+    return np.asarray(_keogh(x, lx.astype(np.int32), _bands(lx[:, None], ly[None, :]),
+                             _sparse_max(y), -_sparse_max(-y), ly.astype(np.int32)))
 
   return np.maximum(side(xa, la, xb, lb), side(xb, lb, xa, la).T)
 

@@ -88,14 +88,11 @@ def _train_and_evaluate(run: planning.Run, workdir: str, t_start: float) -> dict
   if held.separate_test:
     unit = "windows" if task.causal else "sequences"
     test_set = f"the test split, {held.test.size} {unit}"
-    if task.folds:
-      writers.console(f"validation: {task.folds} folds of the {held.validation.size} labelled "
-                      f"{unit}, one for each member, which trains on the others (early "
-                      f"stopping and the best step); test: {held.test.size} {unit} "
-                      "(results.json)")
-    else:
-      writers.console(f"validation: {held.validation.size} {unit} (early stopping and the "
-                      f"best step); test: {held.test.size} {unit} (results.json)")
+    val_set = (f"{task.folds} folds of the {held.validation.size} labelled {unit}, one "
+               "for each member, which trains on the others" if task.folds
+               else f"{held.validation.size} {unit}")
+    writers.console(f"validation: {val_set} (early stopping and the best step); test: "
+                    f"{held.test.size} {unit} (results.json)")
   else:
     test_set = "the task's own examples, never trained on; also the validation set"
     writers.console("validation and test: one set of the task's own examples, never trained "
