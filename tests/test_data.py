@@ -623,6 +623,7 @@ def test_a_value_beyond_float32_is_one_line_without_warnings(tmp_path):
       readers.read(str(tmp_path / "big.csv"), "task.train")
 
 
+@pytest.mark.slow
 def test_a_fixed_length_run_refuses_other_lengths_reruns_as_is_and_refuses_new_data(tmp_path):
   """A headerless CSV one column wider than the training file would read its label column
   as a step: a run trained on one length refuses any other, in one line. Rerunning the
@@ -816,6 +817,7 @@ def test_a_time_column_continues_at_its_own_step(given, after):
   assert calendar.continue_times(times[:1], 2) is None
 
 
+@pytest.mark.slow
 def test_a_small_file_reports_like_keras_fit_one_line_a_logging_window(tmp_path, capsys):
   path, _ = write_shapes_csv(tmp_path / "shapes.csv", n=60)  # 42 training rows: 2 steps an epoch
   config = configlib.override(data_config(path), {

@@ -368,6 +368,7 @@ def test_reverse_mode_keeps_the_fused_vjp_and_forward_mode_leaves_it(monkeypatch
   assert not _fused(lambda f, p: jax.jacfwd(lambda x: f(p, x))(X), monkeypatch)
 
 
+@pytest.mark.slow
 def test_the_readme_flax_block_runs_as_written():
   import os
   import re

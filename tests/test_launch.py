@@ -92,6 +92,7 @@ def test_tpu_script_picks_the_software_version_of_the_accelerator(tmp_path):
   assert result.returncode != 0 and "TYPE=v9-8 is not a known accelerator type" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_commands_that_exist_with_valid_flags(tmp_path):
   """The GPU check runs where device time is scarce: every command it runs is recorded by a
   stand-in python, then each bench command line's flags are checked as the bench checks

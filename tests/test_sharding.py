@@ -188,6 +188,7 @@ def test_auto_cpu_devices_divide_the_batch(batch, cores, hidden, expected):
   assert sharding.auto_cpu_devices(batch, cores, hidden) == expected
 
 
+@pytest.mark.slow
 def test_main_splits_a_cpu_into_devices_without_deadlock(tmp_path):
   """`mesh.cpu_devices=2` makes two CPU devices and the run uses both.
 
