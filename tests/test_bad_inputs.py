@@ -200,6 +200,8 @@ CASES = [
     Case("config", "freq:quick,seed train.epochs=-1", ("freq", "quick,seed", -1), "train.epochs"),
     Case("config", "freq:quick train.weight_decay=-0.1", ("freq", "quick", -0.1),
          "train.weight_decay"),
+    Case("config", "freq:quick train.weight_decay=0.1", ("freq", "quick", 0.1),
+         "train.weight_decay"),  # adam would train without it
     # a single run has one model
     Case("config", "freq:quick mesh.model=2", ("freq", "quick", 2), "mesh.model"),
     Case("config", "freq:quick task.eval_per_freq=0", ("freq", "quick", 0), "task.eval_per_freq"),

@@ -77,6 +77,16 @@ def test_dtw_over_the_budget_is_skipped_before_it_is_computed(monkeypatch):
   assert got.reason.endswith("over the budget of 1e+02")
 
 
+def test_dtw_cells_past_int32_are_counted_not_wrapped(monkeypatch):
+  """Lengths come as int32; the budget's count of cells (here about 2.5e9 in the first
+  round's 2700 pairs) must not wrap around past 2 ** 31 to a count under the budget."""
+  test = (np.zeros((2700, 2000, 1), np.float32), np.full(2700, 2000, np.int32))
+  train = (np.zeros((1, 2000, 1), np.float32), np.full(1, 2000, np.int32))
+  monkeypatch.setattr(baselines, "_dtw", None)  # any DTW computed would fail
+  got = baselines.nearest(test, train, "dtw", budget=1e9)
+  assert isinstance(got, baselines.Skipped) and "needs 2.5e+09 cells" in got.reason
+
+
 def test_dtw_finds_a_shifted_pattern_that_euclid_misses():
   t = np.arange(60)
   bump = lambda at: np.exp(-0.5 * ((t - at) / 2.0) ** 2)[:, None]  # noqa: E731

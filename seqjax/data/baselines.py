@@ -156,8 +156,9 @@ def _dtw_cells(la: np.ndarray, lb: np.ndarray) -> float:
   """Cell updates of `_dtw_pairs` on pairs of lengths la [P] and lb [P]."""
   size = _block_size(len(la))
   la, lb = np.maximum(la, lb), np.minimum(la, lb)
-  return float(sum(size * (la[block] + lb[block] - 1).max() * width
-                   for block, _, width in _dtw_blocks(la, lb)))
+  # In floats: a sum of int32 products (lengths are int32) wraps around past 2 ** 31.
+  return sum(float(size) * float((la[block] + lb[block] - 1).max()) * width
+             for block, _, width in _dtw_blocks(la, lb))
 
 
 def _dtw_pairs(test: tuple[np.ndarray, np.ndarray], train: tuple[np.ndarray, np.ndarray],

@@ -85,6 +85,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validate.non_negative("train.warmup_steps", t.warmup_steps)
   validate.in_range("train.end_lr_factor", t.end_lr_factor, 0.0, 1.0)
   validate.non_negative("train.weight_decay", t.weight_decay)
+  if t.weight_decay and t.optimizer != "adamw":
+    # adam and sgd would silently train without it
+    validate.fail("train.weight_decay", t.weight_decay,
+                  f"applies to train.optimizer='adamw' only; got {t.optimizer!r}")
   validate.non_negative("train.grad_clip", t.grad_clip)
   for field in ("log_every", "checkpoint_every", "eval_batch_size"):
     validate.positive(f"train.{field}", t[field])
