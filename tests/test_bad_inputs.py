@@ -202,6 +202,10 @@ CASES = [
          "train.weight_decay"),
     Case("config", "freq:quick train.weight_decay=0.1", ("freq", "quick", 0.1),
          "train.weight_decay"),  # adam would train without it
+    Case("config", "freq:quick model.view_dropout=1.5", ("freq", "quick", 1.5),
+         "model.view_dropout"),
+    Case("config", "freq:quick model.view_dropout=0.5", ("freq", "quick", 0.5),
+         "model.view_dropout"),  # freq's inputs are read one way
     # a single run has one model
     Case("config", "freq:quick mesh.model=2", ("freq", "quick", 2), "mesh.model"),
     Case("config", "freq:quick task.eval_per_freq=0", ("freq", "quick", 0), "task.eval_per_freq"),

@@ -442,3 +442,29 @@ def test_augmentation_acts_only_in_training_and_follows_its_key():
   ratio = scaled / x
   np.testing.assert_allclose(ratio, jnp.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-4)
   np.testing.assert_array_equal(sequence.augment(x, key, 0.0, 0.0), x)
+
+
+
+def test_view_dropout_zeroes_the_level_of_some_training_sequences_only():
+  """Inputs read two ways: [level features | shape features]. In training a dropped
+  sequence reads as if its level features were zero, the others as they are; evaluation
+  reads every sequence as it is."""
+  x = _randn(4, (64, 6, 4))  # 2 level features, then 2 shape features
+  plain = sequence.SequenceModel(hidden=5, out_features=3, pool="max")
+  viewed = sequence.SequenceModel(hidden=5, out_features=3, pool="max", level_features=2,
+                                  view_dropout=0.5)
+  params = _init(plain, x)
+  np.testing.assert_array_equal(viewed.apply(params, x)[1], plain.apply(params, x)[1])
+  as_is = plain.apply(params, x)[1]
+  no_level = plain.apply(params, x.at[..., :2].set(0.0))[1]
+  got = viewed.apply(params, x, train=True, rngs={"dropout": jax.random.key(9)})[1]
+  tol = dict(rtol=1e-5, atol=1e-6)
+  kept = np.all(np.isclose(got, as_is, **tol), axis=1)
+  dropped = np.all(np.isclose(got, no_level, **tol), axis=1)
+  assert np.all(kept | dropped)  # whole sequences, one way or the other
+  assert 16 < dropped.sum() < 48  # about half of them
+  key = jax.random.key(3)
+  np.testing.assert_array_equal(sequence.drop_level(x, key, 2, 0.5)[..., 2:], x[..., 2:])
+  np.testing.assert_array_equal(sequence.drop_level(x, key, 2, 0.0), x)
+  assert "the level zeroed in 50% of training sequences" in viewed.summary(6, 4, "3 classes", 1)
+  assert "level" not in plain.summary(6, 4, "3 classes", 1)

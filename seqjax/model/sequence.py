@@ -141,6 +141,11 @@ class SequenceModel(lstm_lib.LSTMOptions):
       "dropout" rng): Gaussian noise of this std added to every input (Keras'
       `GaussianNoise`), and each sequence's features multiplied by a factor drawn
       around 1 with this std (magnitude scaling).
+    level_features, view_dropout: for inputs read two ways, whose first
+      `level_features` features carry each sequence's level and the rest its shape
+      (`seqjax.data.tasks.data.normalize`'s "both"): while training, a share
+      `view_dropout` of the sequences have their level features zeroed (`drop_level`),
+      so that the model learns every class from the shape alone too.
     and the `lstm.LSTMOptions` (initializers, unroll, remat, reverse,
       precision, ...), by keyword; `precision` applies to the head's matmuls too.
   """
@@ -163,6 +168,8 @@ class SequenceModel(lstm_lib.LSTMOptions):
   recurrent_dropout: float = 0.0
   input_noise: float = 0.0
   input_scaling: float = 0.0
+  level_features: int = 0
+  view_dropout: float = 0.0
 
   @nn.compact
   def __call__(self, x: jax.Array, carry: lstm_lib.Carry | None = None,
@@ -177,6 +184,8 @@ class SequenceModel(lstm_lib.LSTMOptions):
     pooled = self.head == "last" and self.pool != "last"
     if (self.patch > 1 or self.conv) and self.head != "last":
       raise ValueError("model.patch and model.conv are for one prediction a sequence")
+    if train and self.level_features and self.view_dropout:
+      x = drop_level(x, self.make_rng("dropout"), self.level_features, self.view_dropout)
     if train and (self.input_noise or self.input_scaling):
       x = augment(x, self.make_rng("dropout"), self.input_noise, self.input_scaling)
     branch = (ConvBranch(tuple(self.conv), tuple(self.conv_kernels), self.dtype,
@@ -212,6 +221,8 @@ class SequenceModel(lstm_lib.LSTMOptions):
     if self.bidirectional:
       layers += f", both directions ({self.merge})"
     reads = f" in patches of {self.patch} steps" if self.patch > 1 else ""
+    if self.level_features and self.view_dropout:
+      reads += f", the level zeroed in {self.view_dropout:.0%} of training sequences"
     over = ({"last": "last state", "mean": "mean over time", "max": "max over time",
              "attention": "attention over time"}[self.pool]
             if self.head == "last" else "every step")
@@ -237,6 +248,15 @@ def augment(x: jax.Array, key: jax.Array, noise: float, scaling: float) -> jax.A
   if noise:
     x = x + noise * jax.random.normal(noise_key, x.shape, x.dtype)
   return x
+
+
+def drop_level(x: jax.Array, key: jax.Array, level_features: int, rate: float) -> jax.Array:
+  """x [B, T, F] with its first `level_features` features zeroed in a share `rate` of its
+  sequences (each drawn on its own): those are read by their other features alone."""
+  drop = jax.random.bernoulli(key, rate, (x.shape[0], 1, 1))
+  level = x[..., :level_features]
+  return jnp.concatenate([jnp.where(drop, jnp.zeros_like(level), level),
+                          x[..., level_features:]], axis=-1)
 
 
 def patches(x: jax.Array, k: int, lengths: jax.Array | None = None,
@@ -310,6 +330,7 @@ def validate_config(m: ml_collections.ConfigDict) -> None:
     validate.in_range(f"model.{field}", m[field], 0.0, 0.99)
   for field in ("input_noise", "input_scaling"):
     validate.in_range(f"model.{field}", m.get(field, 0.0), 0.0, 10.0)
+  validate.in_range("model.view_dropout", m.get("view_dropout", 0.0), 0.0, 0.99)
   if m.layer_dropout and m.num_layers == 1:
     validate.fail("model.layer_dropout", m.layer_dropout,
                   "acts between stacked LSTM layers, and model.num_layers is 1: set "
@@ -351,9 +372,10 @@ def patch_of(patch: int, head: str, steps: int | None) -> int:
 
 
 def from_config(m: ml_collections.ConfigDict, out_features: int, head: str,
-                steps: int | None = None) -> SequenceModel:
+                steps: int | None = None, level_features: int = 0) -> SequenceModel:
   """The model `config.model` describes, with a task's output size and head; `steps`,
-  the longest training sequence, chooses `model.patch=0`'s patch."""
+  the longest training sequence, chooses `model.patch=0`'s patch; `level_features`:
+  see `SequenceModel` (`model.view_dropout` acts on them)."""
   return SequenceModel(
       hidden=m.hidden, out_features=out_features, num_layers=m.num_layers, head=head,
       pool=m.pool, patch=patch_of(m.patch, head, steps), conv=tuple(m.conv),
@@ -362,7 +384,8 @@ def from_config(m: ml_collections.ConfigDict, out_features: int, head: str,
       out_activation=m.out_activation, dropout=m.dropout, bidirectional=m.bidirectional,
       merge=m.merge, layer_dropout=m.layer_dropout, input_dropout=m.input_dropout,
       recurrent_dropout=m.recurrent_dropout, input_noise=m.get("input_noise", 0.0),
-      input_scaling=m.get("input_scaling", 0.0),
+      input_scaling=m.get("input_scaling", 0.0), level_features=level_features,
+      view_dropout=m.get("view_dropout", 0.0),
       kernel_init=lstm_lib.initializer(m.kernel_init, m.kernel_gain),
       recurrent_init=lstm_lib.initializer(m.recurrent_init, m.recurrent_gain),
       bias_init=lstm_lib.initializer(m.bias_init), forget_bias=m.forget_bias,

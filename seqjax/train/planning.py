@@ -177,6 +177,10 @@ def _task_and_total(config):
   if task.head != "last" and config.model.conv:
     validate.fail("model.conv", tuple(config.model.conv), "applies to one prediction a "
                   "sequence, and this task predicts every step: set model.conv=()")
+  if config.model.get("view_dropout") and config.task.name != "data":
+    validate.fail("model.view_dropout", config.model.view_dropout,
+                  "acts on sequences read two ways (configs/data.py's task.normalize 'both' or "
+                  "'auto'), and this task's inputs are read one way: set model.view_dropout=0")
   t = config.train
   for field, used in (("epochs", t.epochs), ("eval_every", t.eval_every == -1)):
     if used and not task.steps_per_epoch:
@@ -312,7 +316,8 @@ def train_steps(task: base.Task) -> int:
 
 
 def _plan_one(config, task, mesh, total) -> Run:
-  model = sequence.from_config(config.model, task.out_features, task.head, train_steps(task))
+  model = sequence.from_config(config.model, task.out_features, task.head, train_steps(task),
+                               task.level_features)
   tx = optimizer(config.train, total)  # one object: the abstract and the real state match
 
   def init():  # the keys too: eager key ops would each compile a program of their own
@@ -343,7 +348,8 @@ def _plan_population(config, task, mesh, total, members) -> Run:
         1, batch // mesh.shape[sharding.DATA])
     fixed["model.unroll"] = lstm.auto_unroll(steps, per_device, config.model.hidden)
   unit = configlib.override(config, fixed)
-  model = sequence.from_config(unit.model, task.out_features, task.head, train_steps(task))
+  model = sequence.from_config(unit.model, task.out_features, task.head, train_steps(task),
+                               task.level_features)
   tx = optimizer(config.train, total)
   per_model = {f: _per_model(config, members, f) for f in ARRAY_FIELDS[1:]}
   seeds = _per_model(config, members, "seed", int)

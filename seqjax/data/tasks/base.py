@@ -74,6 +74,9 @@ class Task:
     folds: > 0 when the training examples carry cross-validation folds
       (`batch["fold"]`): member m of a population validates on fold m % folds
       and trains on the others (`seqjax.data.folds`).
+    level_features: > 0 when the inputs are read two ways: the first this many
+      features carry each sequence's level, the rest its shape (what
+      `model.view_dropout` zeroes the first of; see `SequenceModel`).
 
   A task that draws its predictions or evaluates more than its metrics
   subclasses `Task` and overrides `plot` and `extra_evaluation`.
@@ -95,6 +98,7 @@ class Task:
   causal: bool = False
   baselines: Callable[[], dict[str, Any]] = dict
   folds: int = 0
+  level_features: int = 0
 
   @property
   def classifies(self) -> bool:

@@ -799,4 +799,5 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int) -> DataTask:
       eval_free_run=eval_free_run, causal=cfg.kind == "forecast", kind=cfg.kind, info=info,
       train_examples=train, validation=val, test=test, test_raw=raw, baselines=baselines,
       batch_size=batch_size, times=arrays.times if test_arrays is None else None,
-      folds=info.get("folds", 0))
+      folds=info.get("folds", 0),
+      level_features=info["in_features"] if info.get("normalize") == "both" else 0)
