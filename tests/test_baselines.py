@@ -67,6 +67,17 @@ def test_pruned_dtw_finds_the_nearest_of_the_full_matrix(seed, monkeypatch):
   np.testing.assert_array_equal(baselines.nearest(test, train, "dtw"), full.argmin(1))
 
 
+def test_lower_bounds_computed_a_chunk_of_series_at_a_time_are_the_same(monkeypatch):
+  """Many series' windowed maxima would not fit in memory at once: the bounds from
+  chunks of 7 series (the last padded to 7) equal those of one chunk of all."""
+  rng = np.random.default_rng(4)
+  test, train = _random_walks(rng, 9, 40, 2, 10), _random_walks(rng, 23, 50, 2, 12)
+  whole = baselines.dtw_lower_bounds(test, train)
+  levels = 6  # 2 ** 5 <= 50 steps < 2 ** 6
+  monkeypatch.setattr(baselines, "TABLE_FLOATS", 7 * levels * 50 * 2)
+  np.testing.assert_array_equal(baselines.dtw_lower_bounds(test, train), whole)
+
+
 def test_dtw_over_the_budget_is_skipped_before_it_is_computed(monkeypatch):
   rng = np.random.default_rng(3)
   test, train = _random_walks(rng, 6, 40, 1, 30), _random_walks(rng, 8, 40, 1, 30)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # Cell updates above which a 1-NN baseline is skipped (Euclidean: test series x
-# training series x steps; DTW: as many for the lower bounds, plus the band's cells
+# training series x steps; DTW: twice as many for the lower bounds, plus the band's cells
 # of the pairs they leave): about a minute of DTW on two CPU cores.
 NN_BUDGET = 4e10
 # The Sakoe-Chiba band of the DTW baseline: a fraction of the longer series' length.
@@ -43,6 +43,10 @@ class Skipped:
 RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 # Pairs of series whose DTW is computed at a time (bounds the memory).
 PAIR_BLOCK = 1024
+# Floats of one chunk's windowed maxima (`_sparse_max`, and as many minima) when lower
+# bounds are computed a chunk of series at a time: they hold about log2(steps) copies of
+# the series, several GB for tens of thousands of long ones.
+TABLE_FLOATS = 1 << 26
 
 
 def series_stats(x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -236,8 +240,15 @@ def dtw_lower_bounds(test: tuple[np.ndarray, np.ndarray],
 
   def side(x, lx, y, ly):
     y = np.where((np.arange(y.shape[1])[None, :] < ly[:, None])[..., None], y, 0.0)
-    return np.asarray(_keogh(x, lx.astype(np.int32), _bands(lx[:, None], ly[None, :]),
-                             _sparse_max(y), -_sparse_max(-y), ly.astype(np.int32)))
+    levels = int(np.log2(max(y.shape[1], 1))) + 1
+    chunk = max(1, min(len(y), TABLE_FLOATS // (levels * y.shape[1] * y.shape[2])))
+    out = []
+    for start in range(0, len(y), chunk):  # every chunk of one shape: one compile
+      rows = np.minimum(np.arange(start, start + chunk), len(y) - 1)
+      yc, lc = y[rows], ly[rows]
+      out.append(np.asarray(_keogh(x, lx.astype(np.int32), _bands(lx[:, None], lc[None, :]),
+                                   _sparse_max(yc), -_sparse_max(-yc), lc.astype(np.int32))))
+    return np.concatenate(out, 1)[:, :len(y)]
 
   return np.maximum(side(xa, la, xb, lb), side(xb, lb, xa, la).T)
 
@@ -268,7 +279,7 @@ def nearest(test: tuple[np.ndarray, np.ndarray], train: tuple[np.ndarray, np.nda
                    f"needs {cells:.2g} cells (lower bounds, then DTW where they cannot "
                    f"rule a pair out), over the budget of {budget:.2g}")
 
-  cells = float(len(xa) * len(xb) * steps)  # the lower bounds'
+  cells = 2.0 * len(xa) * len(xb) * steps  # the lower bounds, from either side
   if skipped := over(cells):
     return skipped
   bound = dtw_lower_bounds(test, train)
