@@ -75,6 +75,21 @@ def _population(field, value):
   planning.plan(config, members=planning.population_members(config))
 
 
+def _view_dropout(tmp_path, kind, normalize):
+  """Plans configs/data.py[:kind] on a small file with model.view_dropout=0.5."""
+  path = tmp_path / "data.csv"
+  if kind == "forecast":
+    write_monthly_csv(path, np.arange(1.0, 61.0))
+    task = {"horizon": 3, "time_column": "month"}
+  else:
+    write_shapes_csv(path)
+    task = {}
+  config = configlib.override(configlib.load("data", kind), {
+      "task.train": str(path), "task.normalize": normalize, "model.view_dropout": 0.5,
+      **{f"task.{k}": v for k, v in task.items()}})
+  planning.plan(config, members=planning.population_members(config))
+
+
 def _augmentation(field, value):
   config = configlib.load("freq")
   config.unlock()
@@ -424,6 +439,11 @@ CASES = [
          "mesh.cpu_devices"),
     Case("check", "model.input_noise=-0.1", lambda _: _augmentation("input_noise", -0.1),
          r"model.input_noise=-0.1 is invalid"),
+    Case("check", "view_dropout, read one way",
+         lambda p: _view_dropout(p, "classification", "dataset"),
+         r"model.view_dropout=0.5 is invalid: acts on sequences read two ways"),
+    Case("check", "view_dropout of a forecast", lambda p: _view_dropout(p, "forecast", "auto"),
+         r"model.view_dropout=0.5 is invalid: acts on sequences read two ways"),
     Case("check", "model.input_scaling=11.0", lambda _: _augmentation("input_scaling", 11.0),
          r"model.input_scaling=11.0 is invalid"),
     # A .ts file: the line names the file (task.train=) and its line.
@@ -619,8 +639,8 @@ def test_a_bad_input_is_one_line_naming_what_is_wrong(case, tmp_path, request):
 def test_the_table_holds_every_bad_input():
   """Its size is the count of bad inputs covered: a row lost is caught here."""
   counts = collections.Counter(c.channel for c in CASES)
-  minimum = {"config": 80, "command": 23, "workdir": 3, "file": 24, "check": 27,
+  minimum = {"config": 83, "command": 23, "workdir": 3, "file": 28, "check": 29,
              "library": 24}
   assert {channel: min(counts[channel], n) for channel, n in minimum.items()} == minimum
-  assert set(counts) == set(RUNNERS) and len(CASES) >= 181
+  assert set(counts) == set(RUNNERS) and len(CASES) >= 190
   assert len({c.id for c in CASES}) == len(CASES)

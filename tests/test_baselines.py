@@ -76,6 +76,8 @@ def test_lower_bounds_computed_a_chunk_of_series_at_a_time_are_the_same(monkeypa
   levels = 6  # 2 ** 5 <= 50 steps < 2 ** 6
   monkeypatch.setattr(baselines, "TABLE_FLOATS", 7 * levels * 50 * 2)
   np.testing.assert_array_equal(baselines.dtw_lower_bounds(test, train), whole)
+  none = (train[0][:0], train[1][:0])
+  assert baselines.dtw_lower_bounds(test, none).shape == (9, 0)
 
 
 def test_dtw_over_the_budget_is_skipped_before_it_is_computed(monkeypatch):
@@ -94,6 +96,7 @@ def test_dtw_cells_past_int32_are_counted_not_wrapped(monkeypatch):
   test = (np.zeros((2700, 2000, 1), np.float32), np.full(2700, 2000, np.int32))
   train = (np.zeros((1, 2000, 1), np.float32), np.full(1, 2000, np.int32))
   monkeypatch.setattr(baselines, "_dtw", None)  # any DTW computed would fail
+  monkeypatch.setattr(baselines, "dtw_lower_bounds", lambda a, b: np.zeros((2700, 1)))
   got = baselines.nearest(test, train, "dtw", budget=1e9)
   assert isinstance(got, baselines.Skipped) and "needs 2.5e+09 cells" in got.reason
 

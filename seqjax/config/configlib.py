@@ -147,7 +147,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.input_noise = 0.0
   config.model.input_scaling = 0.0
   # Inputs read both ways (configs/data.py's task.normalize): the share of training
-  # sequences whose level half is zeroed, read by their shape alone.
+  # sequences whose level half is zeroed (set to the training set's mean level).
   config.model.view_dropout = 0.0
   config.model.kernel_init = "glorot_uniform"
   config.model.kernel_gain = 1.0

@@ -144,8 +144,9 @@ class SequenceModel(lstm_lib.LSTMOptions):
     level_features, view_dropout: for inputs read two ways, whose first
       `level_features` features carry each sequence's level and the rest its shape
       (`seqjax.data.tasks.data.normalize`'s "both"): while training, a share
-      `view_dropout` of the sequences have their level features zeroed (`drop_level`),
-      so that the model learns every class from the shape alone too.
+      `view_dropout` of the sequences have their level features zeroed (`drop_level`;
+      zero is the training set's mean level), so that the model learns every class
+      from the shape too, not from the level alone.
     and the `lstm.LSTMOptions` (initializers, unroll, remat, reverse,
       precision, ...), by keyword; `precision` applies to the head's matmuls too.
   """

@@ -88,7 +88,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if t.weight_decay and t.optimizer != "adamw":
     # adam and sgd would silently train without it
     validate.fail("train.weight_decay", t.weight_decay,
-                  f"applies to train.optimizer='adamw' only; got {t.optimizer!r}")
+                  f"applies to train.optimizer='adamw' only; got {t.optimizer!r} (a run saved "
+                  "with both trained without it: resume it with train.weight_decay=0 and "
+                  "allow_config_change=True)")
   validate.non_negative("train.grad_clip", t.grad_clip)
   for field in ("log_every", "checkpoint_every", "eval_batch_size"):
     validate.positive(f"train.{field}", t[field])
@@ -177,10 +179,11 @@ def _task_and_total(config):
   if task.head != "last" and config.model.conv:
     validate.fail("model.conv", tuple(config.model.conv), "applies to one prediction a "
                   "sequence, and this task predicts every step: set model.conv=()")
-  if config.model.get("view_dropout") and config.task.name != "data":
+  if config.model.get("view_dropout") and not task.level_features:
     validate.fail("model.view_dropout", config.model.view_dropout,
-                  "acts on sequences read two ways (configs/data.py's task.normalize 'both' or "
-                  "'auto'), and this task's inputs are read one way: set model.view_dropout=0")
+                  "acts on sequences read two ways (configs/data.py's task.normalize 'both', "
+                  "or 'auto' where it chooses 'both'), and this task reads its inputs one way: "
+                  "set model.view_dropout=0")
   t = config.train
   for field, used in (("epochs", t.epochs), ("eval_every", t.eval_every == -1)):
     if used and not task.steps_per_epoch:
