@@ -244,11 +244,11 @@ def dtw_lower_bounds(test: tuple[np.ndarray, np.ndarray],
       return np.zeros((len(x), len(y)), np.float32)
     levels = y.shape[1].bit_length()  # as many as `_sparse_max` stacks
     chunk = max(1, min(len(y), TABLE_FLOATS // (levels * y.shape[1] * y.shape[2])))
-    out = []
+    lx32, out = lx.astype(np.int32), []
     for start in range(0, len(y), chunk):  # every chunk of one shape: one compile
       rows = np.minimum(np.arange(start, start + chunk), len(y) - 1)
       yc, lc = y[rows], ly[rows]
-      out.append(np.asarray(_keogh(x, lx.astype(np.int32), _bands(lx[:, None], lc[None, :]),
+      out.append(np.asarray(_keogh(x, lx32, _bands(lx[:, None], lc[None, :]),
                                    _sparse_max(yc), -_sparse_max(-yc), lc.astype(np.int32))))
     return np.concatenate(out, 1)[:, :len(y)]
 

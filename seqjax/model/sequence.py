@@ -255,9 +255,7 @@ def drop_level(x: jax.Array, key: jax.Array, level_features: int, rate: float) -
   """x [B, T, F] with its first `level_features` features zeroed in a share `rate` of its
   sequences (each drawn on its own): those are read by their other features alone."""
   drop = jax.random.bernoulli(key, rate, (x.shape[0], 1, 1))
-  level = x[..., :level_features]
-  return jnp.concatenate([jnp.where(drop, jnp.zeros_like(level), level),
-                          x[..., level_features:]], axis=-1)
+  return jnp.where(drop & (jnp.arange(x.shape[-1]) < level_features), jnp.zeros_like(x), x)
 
 
 def patches(x: jax.Array, k: int, lengths: jax.Array | None = None,
