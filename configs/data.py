@@ -85,6 +85,8 @@ def get_config(arg=None):
   config.train.grad_clip = 1.0
   config.train.eval_every = -1  # every epoch
   config.train.early_stopping = 50  # epochs without a better validation figure
+  # or this many steps, where that comes first: a large file's 50 epochs are many steps
+  config.train.early_stopping_steps = 400
   config.train.keep_best = True
   # Classes and targets: five seeds trained as one program, their predictions averaged
   # (measured on UCR/UEA data: docs/real_data.md; each member keeps its best step).

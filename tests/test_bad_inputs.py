@@ -168,6 +168,8 @@ CASES = [
          "train.end_lr_factor"),
     Case("config", "freq:quick train.grad_clip=-1.0", ("freq", "quick", -1.0), "train.grad_clip"),
     Case("config", "freq:quick train.log_every=0", ("freq", "quick", 0), "train.log_every"),
+    Case("config", "freq:quick train.early_stopping_steps=-5", ("freq", "quick", -5),
+         "train.early_stopping_steps"),
     # online data has no epochs
     Case("config", "freq:quick train.epochs=3", ("freq", "quick", 3), "train.epochs"),
     # Numbers that are not finite, or out of any sane range.
@@ -639,7 +641,7 @@ def test_a_bad_input_is_one_line_naming_what_is_wrong(case, tmp_path, request):
 def test_the_table_holds_every_bad_input():
   """Its size is the count of bad inputs covered: a row lost is caught here."""
   counts = collections.Counter(c.channel for c in CASES)
-  minimum = {"config": 83, "command": 23, "workdir": 3, "file": 28, "check": 29,
+  minimum = {"config": 84, "command": 23, "workdir": 3, "file": 28, "check": 29,
              "library": 24}
   assert {channel: min(counts[channel], n) for channel, n in minimum.items()} == minimum
   assert set(counts) == set(RUNNERS) and len(CASES) >= 190

@@ -14,6 +14,7 @@ import pytest
 
 import seqjax
 from seqjax.config import configlib, validate
+from seqjax.runtime import writers
 from seqjax.train import planning, trainer
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -62,6 +63,27 @@ def test_each_member_equals_its_seed_trained_alone_with_early_stopping(tmp_path)
   x = np.random.default_rng(0).random((3, 200)).astype(np.float32)
   alone = seqjax.load(tmp_path / f"alone{best}")
   _close(run.predict(x), alone.predict(x))
+
+
+def test_early_stopping_steps_stop_each_member_that_many_steps_after_its_best(tmp_path,
+                                                                              capsys):
+  """A cap on the patience in steps: each member stops at its first evaluation that many
+  steps past its best, and until then the evaluations are the uncapped run's."""
+  stop = {"train.steps": 80, "train.eval_every": 5, "train.early_stopping": 100,
+          "train.keep_best": True, "train.learning_rate": 0.03, "population.seeds": 2}
+  capped = trainer.train_and_evaluate(
+      _config(**stop, **{"train.early_stopping_steps": 10}), str(tmp_path / "capped"))
+  assert "no better validation figure in 100 evaluations or 10 steps" in capsys.readouterr().out
+  free = trainer.train_and_evaluate(_config(**stop), str(tmp_path / "free"))
+  assert all(m["stopped_at"] is None for m in free["members"])  # 100 evaluations: never
+  for member in capped["members"]:
+    assert member["stopped_at"] == member["params_step"] + 10
+  assert capped["steps"] == max(m["stopped_at"] for m in capped["members"]) < 80
+  first = min(m["stopped_at"] for m in capped["members"])  # then it trains no further
+  records = lambda run: [  # noqa: E731
+      {k: v for k, v in r.items() if k != "time"} for r in writers.read_metrics(str(tmp_path / run))
+      if r["split"] == "validation" and r["step"] <= first]
+  assert records("capped") == records("free")
 
 
 @pytest.mark.slow

@@ -188,8 +188,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 1000
   config.train.eval_batch_size = 1024
   # Early stopping: end training after this many validation evaluations without improvement
-  # (0: off). keep_best: predict with (and report) the best evaluation's parameters.
+  # (0: off), or after early_stopping_steps steps without it where that comes first (0: no
+  # limit). keep_best: predict with (and report) the best evaluation's parameters.
   config.train.early_stopping = 0
+  config.train.early_stopping_steps = 0
   config.train.keep_best = False
 
   # A population: several members trained as one vmapped program. seeds: members with

@@ -338,8 +338,9 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
         raise cli.Preempted(f"stopped by {StopSignals.SIGNALS[stop]} at step {step}; checkpoint "
                         "saved; rerun the same command to resume", stop)
       if early:
-        writers.console(f"early stopping at step {step}: the last {t.early_stopping} validation "
-                        "evaluations did not improve on the best")
+        cap = f" or {t.early_stopping_steps} steps" if t.early_stopping_steps else ""
+        writers.console(f"early stopping at step {step}: no better validation figure in "
+                        f"{t.early_stopping} evaluations{cap}")
         break
   windows.close()
   return state, monitor.evaluate(step if early else total, state), compile_s

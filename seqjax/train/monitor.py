@@ -11,7 +11,8 @@ member:
   its parameters go to a `checkpoint.ParamsStore` as they improve (a
   population's as one stacked tree), and with `train.early_stopping = P` a
   member stops after P evaluations without improvement (Keras
-  `EarlyStopping(patience=P, restore_best_weights=True)`); a stopped member
+  `EarlyStopping(patience=P, restore_best_weights=True)`), or after
+  `train.early_stopping_steps` steps without it where that comes first; a stopped member
   of a population trains no further (its updates are scaled by 0) and the
   run ends when every member has stopped or diverged;
 - metrics are logged per member (`mae/3`) beside their median (`mae`).
@@ -69,6 +70,7 @@ class Monitor:
     self.headline = run.task.metric
     self.keeps_best = best is not None
     self._patience = run.config.train.early_stopping
+    self._patience_steps = run.config.train.early_stopping_steps
     self.best_step: list[int | None] = [None] * self.size
     self.best_metrics: list[dict[str, float] | None] = [None] * self.size
     self._since_best = [0] * self.size
@@ -241,7 +243,8 @@ class Monitor:
         self.best_metrics[i] = {k: float(v[i]) for k, v in metrics.items()}
       else:
         self._since_best[i] += 1
-      if self._patience and self._since_best[i] >= self._patience:
+      if self._patience and (self._since_best[i] >= self._patience or (
+          self._patience_steps and step - self.best_step[i] >= self._patience_steps)):
         self.stopped_at[i] = step
     if self.headline in metrics:
       self.history[step] = [float(v) for v in metrics[self.headline]]

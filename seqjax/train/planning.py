@@ -95,6 +95,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("log_every", "checkpoint_every", "eval_batch_size"):
     validate.positive(f"train.{field}", t[field])
   validate.integer_in("train.early_stopping", t.early_stopping, 0, MAX_STEPS)
+  validate.integer_in("train.early_stopping_steps", t.early_stopping_steps, 0, MAX_STEPS)
   if not isinstance(t.keep_best, bool):
     validate.fail("train.keep_best", t.keep_best, "must be True or False")
   if not isinstance(t.eval_every, int) or isinstance(t.eval_every, bool) or t.eval_every < -1:
