@@ -29,6 +29,26 @@ cli.enable_compile_cache(cli.default_compile_cache_dir())
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# XLA's backend optimisation level for the default selection: see `pytest_configure`.
+FAST_SELECTION_FLAG = "--xla_backend_optimization_level=0"
+
+
+def pytest_configure(config):
+  """The default selection (`-m 'not slow'`, the README's test command) compiles with
+  XLA's backend (LLVM) optimisation off.
+
+  Its tests compile hundreds of small programs and run each a few times, so LLVM's
+  optimisation passes are most of their time. The level changes how fast the
+  compiled code runs, not what it computes (floating-point reassociation stays off),
+  and every comparison in the tests is between code paths compiled alike or within
+  a tolerance derived from the dtype. A selection with the slow tests (`.ci/run`)
+  keeps XLA's default, the level users run. Set before JAX starts a backend;
+  subprocesses and xdist workers inherit it. An XLA_FLAGS that sets the level wins.
+  """
+  flags = os.environ.get("XLA_FLAGS", "")
+  if config.getoption("markexpr") == "not slow" and "xla_backend_optimization_level" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {FAST_SELECTION_FLAG}".strip()
+
 
 @pytest.fixture(scope="session")
 def freq_quick(tmp_path_factory):

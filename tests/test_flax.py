@@ -103,9 +103,10 @@ def test_the_cell_equals_flax_optimized_lstm_cell_given_the_same_weights():
 
 
 NNX_CASES = [
-    {"num_layers": 2},
+    pytest.param({"num_layers": 2}, marks=pytest.mark.slow),
     {"num_layers": 2, "bidirectional": True},
-    {"bidirectional": True, "merge": "sum", "return_sequences": False},
+    pytest.param({"bidirectional": True, "merge": "sum", "return_sequences": False},
+                 marks=pytest.mark.slow),
     {"reverse": True, "remat": 3, "unroll": 2},
 ]
 

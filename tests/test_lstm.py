@@ -72,10 +72,10 @@ def test_unknown_initializer_is_a_clear_error():
 
 
 @pytest.mark.parametrize("in_features,hidden,layers,expected", [
-    (1, 100, 1, 40_800),   # freq seed: LSTM(100) on 1 input
-    (1, 10, 1, 480),       # mean seed: LSTM(10)
-    (100, 50, 1, 30_200),  # echo seed: LSTM(50) on 100 one-hot classes
-    (1, 32, 2, 12_672),    # sine seed: LSTM(32) x 2
+    pytest.param(1, 100, 1, 40_800, marks=pytest.mark.slow),  # freq seed: LSTM(100), 1 input
+    (1, 10, 1, 480),  # mean seed: LSTM(10)
+    pytest.param(100, 50, 1, 30_200, marks=pytest.mark.slow),  # echo seed: 100 one-hot classes
+    (1, 32, 2, 12_672),  # sine seed: LSTM(32) x 2
 ])
 def test_seed_param_counts(in_features, hidden, layers, expected):
   m = LSTM(hidden, layers)
@@ -153,7 +153,8 @@ def test_unroll_does_not_change_the_function(unroll):
   np.testing.assert_allclose(y1, y2, atol=1e-6)
 
 
-@pytest.mark.parametrize("remat,masked", [(3, False), (4, True), (10, False), (-1, False)])
+@pytest.mark.parametrize("remat,masked", [
+    pytest.param(3, False, marks=pytest.mark.slow), (4, True), (10, False), (-1, False)])
 def test_remat_chunks_do_not_change_values_or_gradients(remat, masked):
   """Chunked, checkpointed scans (with a tail when T % remat != 0) equal one scan."""
   x = _randn(13, (2, 10, 3))
@@ -304,7 +305,7 @@ def test_the_package_exports_its_public_api():
   assert seqjax.__version__[0].isdigit()  # installed, or "0+unknown" in a source tree
 
 
-@pytest.mark.parametrize("pool", ["mean", "max",
+@pytest.mark.parametrize("pool", [pytest.param("mean", marks=pytest.mark.slow), "max",
                                   pytest.param("attention", marks=pytest.mark.slow)])
 def test_a_pooled_head_reads_only_the_valid_steps(pool):
   """Padding, by lengths or by a Keras-style mask, does not change a pooled prediction."""
@@ -390,7 +391,7 @@ def test_a_conv_branch_joins_the_lstm_before_the_head():
     _init(sequence.SequenceModel(hidden=5, head="per_step", conv=(4,), conv_kernels=(3,)), x)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_nan_padding_reaches_no_gradient(bidirectional):
   """NaN (or anything) past `lengths` or outside `mask`: the outputs and the parameter
   gradients are those of zero padding, exactly."""

@@ -43,7 +43,8 @@ def _loss(scan, w_h, gx, carry, mask, h_mask):
 
 
 @pytest.mark.parametrize("steps,batch,hidden,masked,dropped,carry_in", [
-    (7, 3, 5, False, False, False),     # odd H, B below one block
+    pytest.param(7, 3, 5, False, False, False,  # odd H, B below one block
+                 marks=pytest.mark.slow),
     (9, 20, 17, True, False, True),     # a mask, two batch blocks, H padded to 32
     pytest.param(6, 4, 16, True, True, True,  # recurrent dropout's mask, H a whole tile
                  marks=pytest.mark.slow),
@@ -131,7 +132,7 @@ def test_kernel_computes_in_bfloat16_with_a_float32_carry():
 
 
 @pytest.mark.parametrize("options", [
-    {"num_layers": 2, "reverse": True},
+    pytest.param({"num_layers": 2, "reverse": True}, marks=pytest.mark.slow),
     {"num_layers": 2, "bidirectional": True},
     pytest.param({"remat": 3}, marks=pytest.mark.slow),
 ], ids=lambda o: ",".join(o))

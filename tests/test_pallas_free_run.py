@@ -32,11 +32,12 @@ def _pallas_calls(fn, *args) -> int:
 
 
 @pytest.mark.parametrize("options,batch", [
-    ({}, 3),                                                    # 2 layers, O = I = 3
+    pytest.param({}, 3, marks=pytest.mark.slow),  # 2 layers, O = I = 3
     ({"num_layers": 1, "hidden": 17, "out_features": 1}, 20),   # odd H, two batch blocks
     pytest.param({"head_hidden": (5, 7), "activation": "gelu", "out_activation": "tanh"}, 2,
                  marks=pytest.mark.slow),
-    ({"head_hidden": (4,), "activation": "softplus", "out_activation": "sigmoid"}, 1),
+    pytest.param({"head_hidden": (4,), "activation": "softplus", "out_activation": "sigmoid"}, 1,
+                 marks=pytest.mark.slow),
     ({"head_hidden": (4,), "activation": "relu"}, 1),
     pytest.param({"num_layers": 3, "hidden": 9, "out_features": 5}, 20,  # 3 layers, 2 blocks
                  marks=pytest.mark.slow),

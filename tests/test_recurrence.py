@@ -33,7 +33,9 @@ def _grads(fused, masked, remat, unroll, dtype, compute_dtype):
 
 
 @pytest.mark.parametrize("masked,remat,unroll", [
-    (False, 0, 1), (True, 0, 1), (False, 4, 1), (True, 4, 3), (False, 0, 4)])
+    (False, 0, 1), (True, 4, 3), pytest.param(True, 0, 1, marks=pytest.mark.slow),
+    pytest.param(False, 4, 1, marks=pytest.mark.slow),
+    pytest.param(False, 0, 4, marks=pytest.mark.slow)])
 def test_fused_vjp_equals_autodiff_float64(masked, remat, unroll):
   with jax.enable_x64(True):
     args = (masked, remat, unroll, jnp.float64, jnp.float64)

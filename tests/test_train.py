@@ -27,8 +27,13 @@ def fresh(config):
   return task, model, state, data_key, dropout_key
 
 
-@pytest.mark.parametrize("name,arg", [(name, "quick") for name in tasks.generated()] + [
-    ("echo", "quick,window=1,lag=5"), ("echo", "quick,seed"), ("sine", "quick,seed"),
+# The default selection steps each task once (freq; echo and sine as their seeds run them,
+# stateful and free-running); the rest are slow.
+@pytest.mark.parametrize("name,arg", [
+    pytest.param(name, "quick", marks=[] if name == "freq" else pytest.mark.slow)
+    for name in tasks.generated()] + [
+    pytest.param("echo", "quick,window=1,lag=5", marks=pytest.mark.slow), ("echo", "quick,seed"),
+    ("sine", "quick,seed"),
 ])
 def test_one_jitted_step_changes_every_parameter(name, arg):
   config = configlib.load(name, arg)
@@ -94,8 +99,10 @@ def test_plan_is_abstract_and_compiles_the_loop_initialize_runs():
   assert int(state.step) == 2 and bool(totals["finite"])
 
 
-@pytest.mark.parametrize("name,arg", [(name, "quick") for name in tasks.generated()]
-                         + [("echo", "quick,window=1,lag=5")])
+@pytest.mark.parametrize("name,arg", [
+    pytest.param(name, "quick", marks=[] if name in ("freq", "echo") else pytest.mark.slow)
+    for name in tasks.generated()] + [
+    pytest.param("echo", "quick,window=1,lag=5", marks=pytest.mark.slow)])
 def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
   config = configlib.load(name, arg)
   workdir = str(tmp_path / "wd")
