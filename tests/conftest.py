@@ -8,6 +8,7 @@ Session fixtures are made once per test process (each xdist worker).
 """
 
 import atexit
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -33,20 +34,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_SELECTION_FLAG = "--xla_backend_optimization_level=0"
 
 
-def pytest_configure(config):
-  """The default selection (`-m 'not slow'`, the README's test command) compiles with
-  XLA's backend (LLVM) optimisation off.
+def _cpu_only() -> bool:
+  """Whether JAX will run on the CPU alone: JAX_PLATFORMS says so, or no accelerator's
+  plugin is installed (checked without starting a backend)."""
+  if platforms := os.environ.get("JAX_PLATFORMS", ""):
+    return platforms == "cpu"
+  plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm_plugin", "libtpu")
+  return not any(importlib.util.find_spec(name) for name in plugins)
 
-  Its tests compile hundreds of small programs and run each a few times, so LLVM's
-  optimisation passes are most of their time. The level changes how fast the
-  compiled code runs, not what it computes (floating-point reassociation stays off),
-  and every comparison in the tests is between code paths compiled alike or within
-  a tolerance derived from the dtype. A selection with the slow tests (`.ci/run`)
-  keeps XLA's default, the level users run. Set before JAX starts a backend;
-  subprocesses and xdist workers inherit it. An XLA_FLAGS that sets the level wins.
+
+def pytest_configure(config):
+  """The default selection on a CPU compiles with XLA's backend (LLVM) optimisation off.
+
+  The default selection (`-m 'not slow'`, the README's test command) compiles
+  hundreds of small programs and runs each a few times, so LLVM's optimisation
+  passes are most of its time. At level 0 the code runs slower and may round
+  differently in the last bits (fewer fused multiply-adds), which no test sees:
+  each compares code paths compiled alike in one process, or compares within a
+  tolerance derived from the dtype. A selection with the slow tests (`.ci/run`),
+  and any run on an accelerator, keeps XLA's default, the level users run. Set
+  before JAX starts a backend; xdist workers and subprocesses inherit it, except
+  those that set their own XLA_FLAGS (slow tests that simulate devices). An
+  XLA_FLAGS that sets the level wins.
   """
   flags = os.environ.get("XLA_FLAGS", "")
-  if config.getoption("markexpr") == "not slow" and "xla_backend_optimization_level" not in flags:
+  if (config.getoption("markexpr") == "not slow" and _cpu_only()
+      and "xla_backend_optimization_level" not in flags):
     os.environ["XLA_FLAGS"] = f"{flags} {FAST_SELECTION_FLAG}".strip()
 
 

@@ -305,7 +305,7 @@ def test_the_package_exports_its_public_api():
   assert seqjax.__version__[0].isdigit()  # installed, or "0+unknown" in a source tree
 
 
-@pytest.mark.parametrize("pool", [pytest.param("mean", marks=pytest.mark.slow), "max",
+@pytest.mark.parametrize("pool", ["mean", "max",
                                   pytest.param("attention", marks=pytest.mark.slow)])
 def test_a_pooled_head_reads_only_the_valid_steps(pool):
   """Padding, by lengths or by a Keras-style mask, does not change a pooled prediction."""
@@ -391,7 +391,7 @@ def test_a_conv_branch_joins_the_lstm_before_the_head():
     _init(sequence.SequenceModel(hidden=5, head="per_step", conv=(4,), conv_kernels=(3,)), x)
 
 
-@pytest.mark.parametrize("bidirectional", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("bidirectional", [False, True])
 def test_nan_padding_reaches_no_gradient(bidirectional):
   """NaN (or anything) past `lengths` or outside `mask`: the outputs and the parameter
   gradients are those of zero padding, exactly."""

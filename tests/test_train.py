@@ -27,8 +27,8 @@ def fresh(config):
   return task, model, state, data_key, dropout_key
 
 
-# The default selection steps each task once (freq; echo and sine as their seeds run them,
-# stateful and free-running); the rest are slow.
+# The default selection steps freq, and echo and sine as their seeds run them (stateful and
+# free-running); the other cases are slow.
 @pytest.mark.parametrize("name,arg", [
     pytest.param(name, "quick", marks=[] if name == "freq" else pytest.mark.slow)
     for name in tasks.generated()] + [
@@ -100,7 +100,8 @@ def test_plan_is_abstract_and_compiles_the_loop_initialize_runs():
 
 
 @pytest.mark.parametrize("name,arg", [
-    pytest.param(name, "quick", marks=[] if name in ("freq", "echo") else pytest.mark.slow)
+    # freq, and sine's rollout figures; echo runs end to end in test_main.
+    pytest.param(name, "quick", marks=[] if name in ("freq", "sine") else pytest.mark.slow)
     for name in tasks.generated()] + [
     pytest.param("echo", "quick,window=1,lag=5", marks=pytest.mark.slow)])
 def test_train_and_evaluate_end_to_end(name, arg, tmp_path):
