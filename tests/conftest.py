@@ -8,7 +8,6 @@ Session fixtures are made once per test process (each xdist worker).
 """
 
 import atexit
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+from seqjax import doctor
 from seqjax.config import cli
 
 if "SEQJAX_TEST_CACHE" not in os.environ:  # pytest's first process: xdist workers inherit it
@@ -36,11 +36,10 @@ FAST_SELECTION_FLAG = "--xla_backend_optimization_level=0"
 
 def _cpu_only() -> bool:
   """Whether JAX will run on the CPU alone: JAX_PLATFORMS says so, or no accelerator's
-  plugin is installed (checked without starting a backend)."""
+  plugin or device file is present (checked without starting a backend)."""
   if platforms := os.environ.get("JAX_PLATFORMS", ""):
     return platforms == "cpu"
-  plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm_plugin", "libtpu")
-  return not any(importlib.util.find_spec(name) for name in plugins)
+  return not doctor.accelerator_hints()
 
 
 def pytest_configure(config):
