@@ -1,5 +1,7 @@
 """The field's baselines beside a file-backed run, the verdict, and `.ts` files."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -11,14 +13,22 @@ from seqjax.train import trainer
 
 
 def _dtw_reference(a, b, band):
-  """Textbook DTW by the full table (squared distances, Sakoe-Chiba band)."""
+  """Textbook DTW by the full table (squared distances), inside a band of `band` steps
+  of the shorter series around the straight line from the first steps to the last, in
+  exact fractions of each series' time."""
   la, lb = len(a), len(b)
-  band = max(band, abs(la - lb))
+  shorter = min(la, lb) - 1
+
+  def in_band(i, j):
+    if shorter == 0:
+      return True
+    return abs(Fraction(i, la - 1) - Fraction(j, lb - 1)) * shorter <= band
+
   table = np.full((la + 1, lb + 1), np.inf)
   table[0, 0] = 0.0
   for i in range(1, la + 1):
     for j in range(1, lb + 1):
-      if abs(i - j) <= band:
+      if in_band(i - 1, j - 1):
         table[i, j] = ((a[i - 1] - b[j - 1]) ** 2).sum() + min(
             table[i - 1, j - 1], table[i - 1, j], table[i, j - 1])
   return table[la, lb]
@@ -36,10 +46,35 @@ def test_dtw_equals_the_full_table_for_variable_lengths_and_features(monkeypatch
   got = baselines.distances((za, la), (zb, lb), "dtw")
   want = np.array([[_dtw_reference(za[i, :la[i]].astype(np.float64),
                                    zb[j, :lb[j]].astype(np.float64),
-                                   max(1, round(baselines.DTW_WINDOW * max(la[i], lb[j]))))
+                                   max(1, round(baselines.DTW_WINDOW * min(la[i], lb[j]))))
                     for j in range(4)] for i in range(5)])
   # float32 sums of ~60 squared differences of z-normalised values.
   np.testing.assert_allclose(got, want, rtol=64 * np.finfo(np.float32).eps)
+
+
+def test_dtw_band_of_very_unequal_lengths_and_single_steps():
+  """Lengths 1 to 40 against each other: the band slants from first steps to last, and
+  a pair with a single step in either series still has its one path."""
+  rng = np.random.default_rng(5)
+  la, lb = np.array([1, 2, 5, 40, 40]), np.array([1, 3, 40, 7, 39])
+  xa, xb = rng.normal(size=(5, 40, 1)), rng.normal(size=(5, 40, 1))
+  got = baselines.distances((xa.astype(np.float32), la), (xb.astype(np.float32), lb), "dtw")
+  for i in range(5):
+    for j in range(5):
+      band = max(1, round(baselines.DTW_WINDOW * min(la[i], lb[j])))
+      want = _dtw_reference(xa[i, :la[i]].astype(np.float32).astype(np.float64),
+                            xb[j, :lb[j]].astype(np.float32).astype(np.float64), band)
+      np.testing.assert_allclose(got[i, j], want, rtol=128 * np.finfo(np.float32).eps)
+
+
+def test_dtw_of_series_past_max_steps_is_skipped(monkeypatch):
+  monkeypatch.setattr(baselines, "MAX_STEPS", 20)
+  rng = np.random.default_rng(6)
+  test, train = _random_walks(rng, 3, 21, 1, 21), _random_walks(rng, 4, 10, 1, 5)
+  monkeypatch.setattr(baselines, "_dtw", None)  # any DTW computed would fail
+  got = baselines.nearest(test, train, "dtw")
+  assert isinstance(got, baselines.Skipped)
+  assert got.reason == "series of up to 21 steps, over the 20 that the DTW baseline computes"
 
 
 def _random_walks(rng, n, steps, features, shortest):

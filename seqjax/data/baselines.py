@@ -4,7 +4,7 @@ Every baseline predicts the test split in the model's own output units, so the
 task's metrics judge it as they judge the model:
   classification  majority class; 1-nearest-neighbour with the Euclidean
                   distance between z-normalised series; 1-NN with dynamic time
-                  warping (DTW) inside a Sakoe-Chiba band;
+                  warping (DTW) inside a Sakoe-Chiba band (`in_band`);
   regression      the training mean; ridge regression on the flattened series
                   (its penalty chosen on the validation split);
   forecast        persistence, seasonal naive and drift.
@@ -29,8 +29,11 @@ import numpy as np
 # training series x steps; DTW: twice as many for the lower bounds, plus the band's cells
 # of the pairs they leave): about a minute of DTW on two CPU cores.
 NN_BUDGET = 4e10
-# The Sakoe-Chiba band of the DTW baseline: a fraction of the longer series' length.
+# The Sakoe-Chiba band of the DTW baseline: a fraction of the shorter series' length.
 DTW_WINDOW = 0.1
+# The longest series the DTW baseline computes: its band's cells are found in int32
+# products of two lengths (`in_band`), exact up to here.
+MAX_STEPS = 32767
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Skipped:
 RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 # Pairs of series whose DTW is computed at a time (bounds the memory).
 PAIR_BLOCK = 1024
+# Steps of a series whose lower bound is summed at a time (`_keogh`).
+STEP_BLOCK = 64
 # Floats of one chunk's windowed maxima (`_sparse_max`, and as many minima) when lower
 # bounds are computed a chunk of series at a time: they hold about log2(steps) copies of
 # the series, several GB for tens of thousands of long ones.
@@ -73,23 +78,26 @@ def z_normalise(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def _dtw(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array, band: jax.Array,
          width: int) -> jax.Array:
   """DTW costs (sums of squared distances along the best path) of pairs a [P, Ta, F]
-  (lengths la [P]) and b [P, Tb, F] (lb [P], the shorter: lb <= la), warping at most
-  `band` [P] steps off the diagonal.
+  (lengths la [P]) and b [P, Tb, F] (lb [P], the shorter: lb <= la), inside each
+  pair's band [P] (`in_band`).
 
   Computed along anti-diagonals d = i + j, whose cells do not depend on each other:
   cell (i, j) follows (i - 1, j - 1) on diagonal d - 2, and (i - 1, j) and (i, j - 1)
-  on d - 1. A pair's diagonal holds at most min(band + 1, lb) cells inside its band
-  and both series (at most `width`, static: the compiled shape), in columns from
-  `first(d)` on: each diagonal is stored as those columns, and the previous two are
-  shifted to them. The loop runs max(la + lb) - 1 diagonals: the lengths are not
-  compiled in.
+  on d - 1. With p = lb - 1 and q = la - 1, the band's cells of diagonal d are the
+  columns j with |d p - j (p + q)| <= band q: at most `_band_width` of them (at most
+  `width`, static: the compiled shape), from `first(d)` on. Each diagonal is stored
+  as those columns, and the previous two are shifted to them. The loop runs
+  max(la + lb) - 1 diagonals: the lengths are not compiled in.
   """
   t = jnp.arange(width)
   inf = jnp.asarray(jnp.inf, a.dtype)
   pad = jnp.full((a.shape[0], 1), inf, a.dtype)
+  p, q = lb - 1, la - 1
+  span = jnp.maximum(p + q, 1)
 
   def first(d):  # [P] the first column of diagonal d inside the band and both series
-    return jnp.maximum(jnp.maximum(0, (d - band + 1) // 2), d - la + 1)
+    low = -((band * q - d * p) // span)  # ceil((d p - band q) / (p + q))
+    return jnp.maximum(jnp.maximum(0, low), d - la + 1)
 
   def shift(x, by):  # y[p, c] = x[p, c + by[p]] for by in -1, 0, 1 (inf outside)
     by = by[:, None]
@@ -101,7 +109,8 @@ def _dtw(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array, band: jax.Arr
     start, start_1, start_2 = first(d), first(d - 1), first(d - 2)
     j = start[:, None] + t[None]  # [P, width]
     i = d - j
-    cell = (i >= 0) & (i < la[:, None]) & (j < lb[:, None]) & (jnp.abs(i - j) <= band[:, None])
+    cell = ((i >= 0) & (i < la[:, None]) & (j < lb[:, None])
+            & in_band(i, j, la[:, None], lb[:, None], band[:, None]))
     gather = lambda x, at: jnp.take_along_axis(  # noqa: E731
         x, jnp.clip(at, 0, x.shape[1] - 1)[..., None], axis=1)
     cost = jnp.sum((gather(a, i) - gather(b, j)) ** 2, -1)
@@ -131,11 +140,26 @@ def _grid(v: np.ndarray) -> np.ndarray:
   return grid[np.searchsorted(grid, v)]
 
 
+def in_band(i, j, la, lb, band):
+  """Whether cell (i, j) of series of lengths la and lb lies in their Sakoe-Chiba
+  band: at most `band` steps of the shorter series off the straight line from their
+  first steps to their last (aeon's band for unequal lengths; for equal ones,
+  |i - j| <= band). Integer arrays, broadcast; exact while la, lb <= `MAX_STEPS`."""
+  return jnp.abs(i * (lb - 1) - j * (la - 1)) <= band * (jnp.maximum(la, lb) - 1)
+
+
 def _bands(la: np.ndarray, lb: np.ndarray) -> np.ndarray:
-  """The Sakoe-Chiba band of pairs of lengths la and lb: a fraction of the longer
-  series, widened to the length difference so that the ends meet."""
-  return np.maximum(np.maximum(1, np.round(DTW_WINDOW * np.maximum(la, lb))),
-                    np.abs(la - lb)).astype(np.int32)
+  """The band (`in_band`) of pairs of lengths la and lb: a fraction of the shorter
+  series' length, at least one step."""
+  return np.maximum(1, np.round(DTW_WINDOW * np.minimum(la, lb))).astype(np.int32)
+
+
+def _band_width(la: np.ndarray, lb: np.ndarray, band: np.ndarray) -> np.ndarray:
+  """The most cells of an anti-diagonal inside the band of pairs of lengths la >= lb:
+  an interval of length 2 band q / (p + q) (p = lb - 1, q = la - 1) holds at most its
+  floor plus one columns, and never more than the shorter series has."""
+  p, q = lb.astype(np.int64) - 1, la.astype(np.int64) - 1
+  return np.minimum(2 * band * q // np.maximum(p + q, 1) + 1, lb)
 
 
 def _block_size(pairs: int) -> int:
@@ -148,7 +172,7 @@ def _dtw_blocks(la: np.ndarray, lb: np.ndarray):
   block. One block for every pair would pay each pair the longest series and the
   widest band of them all; a width is a compiled shape, rounded up to one of a few."""
   band = _bands(la, lb)
-  width = _grid(np.minimum(band + 1, lb))
+  width = _grid(_band_width(la, lb, band))
   order = np.lexsort((la + lb, width))
   size = _block_size(len(order))
   for s in range(0, len(order), size):
@@ -208,26 +232,41 @@ def _keogh(a: jax.Array, la: jax.Array, band: jax.Array, upper: jax.Array, lower
            lb: jax.Array) -> jax.Array:
   """LB_Keogh lower bounds [Na, Nb] of the DTW of series a [Na, T, F] (lengths la [Na])
   to series with lengths lb [Nb] whose windowed maxima (and minima) are `upper`
-  (`lower`) [levels, Nb, Tb, F] (`_sparse_max`), inside each pair's band [Na, Nb].
+  (`lower`) [levels, Nb, Tb, F] (`_sparse_max`), inside each pair's band [Na, Nb]
+  (`in_band`).
 
   Every step i of a lies on the warping path in some cell (i, j) inside the band, so
   the path costs at least the squared distance of a[i] to the band's envelope of b
-  around i, summed over a's steps.
+  around i, summed over a's steps. A series' steps are summed `STEP_BLOCK` at a time,
+  as many blocks as its length needs (T is a multiple of it): the work follows each
+  series' length, not the longest one's.
   """
-  steps = jnp.arange(a.shape[1])
   log2 = jnp.asarray(np.floor(np.log2(np.arange(1, 2 * upper.shape[2] + 2))).astype(np.int32))
+  last = lb[:, None] - 1  # m - 1
+  rows = jnp.arange(lb.shape[0])[:, None]
 
   def one(args):
     x, n, band = args  # [T, F], its length, its bands [Nb]
-    lo = jnp.clip(steps[None] - band[:, None], 0, lb[:, None] - 1)
-    hi = jnp.clip(steps[None] + band[:, None], 0, lb[:, None] - 1)
-    level = log2[jnp.maximum(hi - lo, 0)]  # past a's end lo > hi: masked below
-    rows = jnp.arange(lb.shape[0])[:, None]
-    env = lambda t, pick: pick(t[level, rows, lo],  # noqa: E731
-                               t[level, rows, jnp.maximum(hi - (1 << level) + 1, 0)])
-    hi_env, lo_env = env(upper, jnp.maximum), env(lower, jnp.minimum)  # [Nb, T, F]
-    gap = jnp.maximum(x[None] - hi_env, 0.0) + jnp.maximum(lo_env - x[None], 0.0)
-    return jnp.sum(jnp.where((steps < n)[None, :, None], gap * gap, 0.0), (1, 2))
+    reach = band[:, None] * (jnp.maximum(n, lb[:, None]) - 1)
+    single = n <= 1  # one step: every column is in its row
+
+    def block(k, total):
+      steps = k * STEP_BLOCK + jnp.arange(STEP_BLOCK)
+      xs = jax.lax.dynamic_slice_in_dim(x, k * STEP_BLOCK, STEP_BLOCK)  # [STEP_BLOCK, F]
+      # Row i of the band (`in_band`): the columns j with |i (m - 1) - j (n - 1)| <= reach.
+      along = steps[None] * last
+      lo = jnp.where(single, 0, -((reach - along) // jnp.maximum(n - 1, 1)))
+      hi = jnp.where(single, last, (along + reach) // jnp.maximum(n - 1, 1))
+      lo, hi = jnp.clip(lo, 0, last), jnp.clip(hi, 0, last)
+      level = log2[jnp.maximum(hi - lo, 0)]
+      env = lambda t, pick: pick(t[level, rows, lo],  # noqa: E731
+                                 t[level, rows, jnp.maximum(hi - (1 << level) + 1, 0)])
+      hi_env, lo_env = env(upper, jnp.maximum), env(lower, jnp.minimum)  # [Nb, block, F]
+      gap = jnp.maximum(xs[None] - hi_env, 0.0) + jnp.maximum(lo_env - xs[None], 0.0)
+      return total + jnp.sum(jnp.where((steps < n)[None, :, None], gap * gap, 0.0), (1, 2))
+
+    blocks = (n + STEP_BLOCK - 1) // STEP_BLOCK
+    return jax.lax.fori_loop(0, blocks, block, jnp.zeros(lb.shape[0], x.dtype))
 
   return jax.lax.map(one, (a, la, band))
 
@@ -245,6 +284,7 @@ def dtw_lower_bounds(test: tuple[np.ndarray, np.ndarray],
     levels = y.shape[1].bit_length()  # as many as `_sparse_max` stacks
     chunk = max(1, min(len(y), TABLE_FLOATS // (levels * y.shape[1] * y.shape[2])))
     lx32, out = lx.astype(np.int32), []
+    x = np.pad(x, ((0, 0), (0, -x.shape[1] % STEP_BLOCK), (0, 0)))  # whole blocks
     for start in range(0, len(y), chunk):  # every chunk of one shape: one compile
       rows = np.minimum(np.arange(start, start + chunk), len(y) - 1)
       yc, lc = y[rows], ly[rows]
@@ -273,6 +313,9 @@ def nearest(test: tuple[np.ndarray, np.ndarray], train: tuple[np.ndarray, np.nda
                      f"cells, over the budget of {budget:.2g}")
     return np.argmin(distances(test, train, distance), axis=1)
   steps = max(la.max(), lb.max())
+  if steps > MAX_STEPS:
+    return Skipped(f"series of up to {steps} steps, over the {MAX_STEPS} that the DTW "
+                   f"baseline computes")
 
   def over(cells: float) -> Skipped | None:
     if cells <= budget:
