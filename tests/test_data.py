@@ -189,7 +189,7 @@ def test_feed_gives_keras_epochs_and_the_same_batch_for_a_step_whatever_the_chun
   examples = data.Examples({"x": np.arange(10, dtype=np.float32)[:, None, None],
                             "y": np.arange(10), "weight": np.ones(10, np.float32)}, 10)
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
-  f = feed.Feed(examples, batch_size=4, seed=3, mesh=mesh, total=12)
+  f = feed.Feed(examples, batch_size=4, seed=3, mesh=mesh, steps=12)
   assert f.steps == 12
   whole = jax.device_get(f.chunk(0))
   epoch = np.concatenate([whole["y"][i] for i in range(3)])

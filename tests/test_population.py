@@ -15,7 +15,7 @@ import pytest
 import seqjax
 from seqjax.config import configlib, validate
 from seqjax.runtime import writers
-from seqjax.train import planning, trainer
+from seqjax.train import checkpoint, planning, programs, trainer
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -84,6 +84,42 @@ def test_early_stopping_steps_stop_each_member_that_many_steps_after_its_best(tm
       {k: v for k, v in r.items() if k != "time"} for r in writers.read_metrics(str(tmp_path / run))
       if r["split"] == "validation" and r["step"] <= first]
   assert records("capped") == records("free")
+
+
+def test_members_one_after_another_train_as_side_by_side(tmp_path):
+  """`population.loop="map"` runs the members' steps one after another (`lax.map`) in
+  the same program: the same members as side by side (`vmap`), float32 roundings apart."""
+  config = _config(**{"population.seeds": 2, "train.steps": 40})
+  side = trainer.train_and_evaluate(config, str(tmp_path / "vmap"))
+  one = trainer.train_and_evaluate(configlib.override(config, {"population.loop": "map"}),
+                                   str(tmp_path / "map"))
+  for a, b in zip(side["members"], one["members"], strict=True):
+    _close(a["test"]["mae"], b["test"]["mae"])
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
+  auto = configlib.override(config, {"population.loop": "auto"})
+  want = "map" if jax.devices()[0].platform == "cpu" else "vmap"
+  assert programs.member_loop(auto, mesh) == want
+  assert programs.member_loop(config, mesh) == "vmap"
+
+
+def test_best_parameters_are_written_with_checkpoints_not_at_each_improvement(tmp_path,
+                                                                              monkeypatch):
+  """An orbax save per improvement cost more than training a small file: the kept
+  parameters reach the store with each checkpoint and at the end, once each at most."""
+  saves = []
+  save = checkpoint.ParamsStore.save
+  monkeypatch.setattr(checkpoint.ParamsStore, "save",
+                      lambda self, step, params: (saves.append(step), save(self, step, params)))
+  stop = {"train.steps": 40, "train.eval_every": 2, "train.checkpoint_every": 20,
+          "train.keep_best": True, "train.learning_rate": 0.03, "population.seeds": 2}
+  results = trainer.train_and_evaluate(_config(**stop), str(tmp_path))
+  best = [m["params_step"] for m in results["members"]]
+  # Checkpoints at steps 20 and 40, then the evaluation at the end: 3 saves at most, of
+  # the 20 evaluations' improvements.
+  assert len(saves) <= 3 and saves[-1] == max(best)
+  assert len({r["step"] for r in writers.read_metrics(str(tmp_path))
+              if r["split"] == "validation"}) == 20
+  assert checkpoint.ParamsStore(tmp_path / checkpoint.PARAMS_DIR).latest_step() == max(best)
 
 
 @pytest.mark.slow

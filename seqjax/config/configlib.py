@@ -203,6 +203,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.population.seeds = 1
   config.population.learning_rates = ()
   config.population.select = "all"
+  # How one program runs the members' train steps: "vmap" (side by side: batched matrix
+  # products), "map" (one after another, `lax.map`), or "auto": "map" where the members
+  # share one CPU device (`mesh.model` 1), where it was measured faster
+  # (docs/real_data.md), else "vmap". A resumed run may change it.
+  config.population.loop = "vmap"
 
   # Devices (jax.sharding): `data` splits batches, `model` the members of a population;
   # -1: all devices not taken by the other axis. Changing the mesh keeps a run resumable.

@@ -60,10 +60,10 @@ def pad_weight(batch: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, np.
   return batch
 
 
-def chunk_steps(sample: dict[str, Any], total: int) -> int:
-  """K: batches a chunk holds, from the size of one batch."""
+def chunk_steps(sample: dict[str, Any], steps: int) -> int:
+  """K: batches a chunk holds, from the size of one batch, at most `steps`."""
   nbytes = sum(np.dtype(a.dtype).itemsize * int(np.prod(a.shape)) for a in sample.values())
-  return int(max(1, min(MAX_CHUNK_STEPS, total, CHUNK_BYTES // max(nbytes, 1))))
+  return int(max(1, min(MAX_CHUNK_STEPS, steps, CHUNK_BYTES // max(nbytes, 1))))
 
 
 def put(tree, shard: jax.sharding.Sharding):
@@ -98,11 +98,11 @@ class Feed:
   that chunk as the train loop's last argument, as `OnDevice` gives none.
   """
 
-  def __init__(self, examples, batch_size: int, seed: int, mesh, total: int):
+  def __init__(self, examples, batch_size: int, seed: int, mesh, steps: int):
     self._examples = examples
     self._order = Order(examples.size, batch_size, seed)
     sample = examples.gather(np.zeros((batch_size,), np.int64))
-    self.steps = chunk_steps(sample, total)
+    self.steps = chunk_steps(sample, steps)
     self._shard = sharding.batch_chunks(mesh)
     self.abstract = {k: jax.ShapeDtypeStruct((self.steps, *v.shape), v.dtype,
                                              sharding=self._shard) for k, v in sample.items()}

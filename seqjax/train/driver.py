@@ -69,6 +69,13 @@ def itstime(step: int, every: int, total: int) -> bool:
   return step == total or (every > 0 and step % every == 0)
 
 
+def longest_call(train_config: ml_collections.ConfigDict, total: int) -> int:
+  """The most steps one call of the train loop runs: from one stop to the next
+  (`next_stop`), never more than the shortest cadence."""
+  everys = (train_config.log_every, train_config.checkpoint_every, train_config.eval_every)
+  return min([total] + [every for every in everys if every > 0])
+
+
 def next_stop(step: int, train_config: ml_collections.ConfigDict, total: int) -> int:
   """The first step after `step` that logs, checkpoints, evaluates or ends the run."""
   stops = [total]
@@ -101,6 +108,10 @@ class Monitor(Protocol):
 
   def stop_early(self) -> bool:
     """After an evaluation: True to end training now (early stopping)."""
+
+  def save_best(self) -> None:
+    """Writes the best parameters kept since its last call (with each checkpoint, and
+    when training ends)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +184,10 @@ def start(run: planning.Run, workdir: str, eval_batch_size: int) -> Started:
   compiles its evaluation: on two cores the smaller programs then cost no extra
   wall time.
   """
-  feed = run.task.feed(run.config.train.batch_size, run.config.seed, run.mesh, run.total)
+  # A chunk of host batches holds no more steps than a call runs: one epoch's evaluation
+  # after every step of a small file would otherwise send hundreds of unread batches.
+  feed = run.task.feed(run.config.train.batch_size, run.config.seed, run.mesh,
+                       longest_call(run.config.train, run.total))
   with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile") as pool:
     zero_sums = programs.zero_sums(run, feed.abstract_inputs)
     train_loop = pool.submit(programs.compile_ahead,
@@ -310,8 +324,12 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
         chunk = max(1, int(CALL_SECONDS * ran / max(elapsed, 1e-6)))
         if jax.process_count() > 1:  # every process must run the same number of steps
           chunk = int(multihost_utils.broadcast_one_to_all(np.int32(chunk)))
-      if not monitor.check(step, totals):
-        break
+      try:
+        if not monitor.check(step, totals):
+          break
+      except FloatingPointError:  # a single model's NaN: its best so far stays usable
+        monitor.save_best()
+        raise
       window = totals["sums"]  # the loop added this call's steps to the window it was given
       window_steps += ran
       stop = signals.requested or 0  # read once: a signal between two reads would skip the save
@@ -333,6 +351,7 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
       if itstime(step, t.checkpoint_every, total) or stop or early:
         ckpt.save(step, state)
         windows.save(step, window, window_steps)
+        monitor.save_best()
       if stop:
         ckpt.wait()
         raise cli.Preempted(f"stopped by {StopSignals.SIGNALS[stop]} at step {step}; checkpoint "
@@ -343,4 +362,6 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
                         f"{t.early_stopping} evaluations{cap}")
         break
   windows.close()
-  return state, monitor.evaluate(step if early else total, state), compile_s
+  final = monitor.evaluate(step if early else total, state)
+  monitor.save_best()
+  return state, final, compile_s

@@ -8,9 +8,10 @@ member:
   in a population it freezes that member (`programs.make_population_train_loop`),
   which is reported, and the others train on;
 - the best validation evaluation of each member is kept: with `train.keep_best`
-  its parameters go to a `checkpoint.ParamsStore` as they improve (a
-  population's as one stacked tree), and with `train.early_stopping = P` a
-  member stops after P evaluations without improvement (Keras
+  its parameters are kept as they improve (a population's as one stacked tree),
+  and go to a `checkpoint.ParamsStore` with each checkpoint and when training ends
+  (`save_best`); with `train.early_stopping = P` a member stops after P
+  evaluations without improvement (Keras
   `EarlyStopping(patience=P, restore_best_weights=True)`), or after
   `train.early_stopping_steps` steps without it where that comes first; a stopped member
   of a population trains no further (its updates are scaled by 0) and the
@@ -79,6 +80,7 @@ class Monitor:
     self._tracked: set[int] = set()  # evaluated steps (a rerun evaluates its last again)
     self.alive = np.ones(self.size, bool)
     self._best_params = None
+    self._unsaved: int | None = None  # the step of best parameters not yet in the store
     self.steps_per_epoch = run.task.steps_per_epoch or 0
     self._latest: tuple[int, float] | None = None  # (step, headline metric or its median)
     if self._population:
@@ -96,6 +98,9 @@ class Monitor:
         self._best_params = (best.restore(state.params)[1] if best.latest_step() is not None
                              else jax.jit(lambda p: p, out_shardings=params_sharding)(
                                  state.params))
+    elif best is not None:  # a copy of its own: the state's buffers are donated to the loop
+      self._copy = jax.jit(lambda p: jax.tree.map(lambda a: jnp.array(a, copy=True), p),
+                           out_shardings=run.state_sharding.params)
     for record in history:
       if record["split"] == "validation":
         metrics = self._unpack(record)
@@ -163,8 +168,7 @@ class Monitor:
                         + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
       if (self._track(step, {k: np.asarray([v]) for k, v in metrics.items()})[0]
           and self._best is not None):
-        self._ckpt.wait()  # one orbax manager committing at a time (see ParamsStore)
-        self._best.save(step, state.params)
+        self._best_params, self._unsaved = self._copy(state.params), step
       return preds, metrics
     preds, metrics = self._evaluate(state.params, self._eval_set)
     self.alive = self._diverged_at(state) < 0
@@ -180,10 +184,19 @@ class Monitor:
                       f"over {self.size} members ({int(np.sum(~self.alive))} diverged)")
     better = self._track(step, metrics)
     if self._best is not None and better.any():
-      self._best_params = self._keep(self._best_params, state.params, better)
-      self._ckpt.wait()  # one orbax manager committing at a time (see ParamsStore)
-      self._best.save(step, self._best_params)
+      self._best_params, self._unsaved = self._keep(self._best_params, state.params, better), step
     return preds, metrics
+
+  def save_best(self) -> None:
+    """Writes the best parameters kept since the last call (`train.keep_best`) to the
+    run's `checkpoint.ParamsStore`. The driver calls it with each checkpoint and when
+    training ends: an orbax save at every improvement cost more than training a small
+    file, and a resumed run's store then holds what its checkpoint's evaluations chose."""
+    if self._best is None or self._unsaved is None:
+      return
+    self._ckpt.wait()  # one orbax manager committing at a time (see ParamsStore)
+    self._best.save(self._unsaved, self._best_params)
+    self._unsaved = None
 
   def stop_early(self) -> bool:
     """After an evaluation: True to end training (every member stopped or diverged)."""

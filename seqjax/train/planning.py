@@ -48,6 +48,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 MAX_MEMBERS = 2**16
 SELECT = ("all", "best", "ensemble")
+MEMBER_LOOPS = ("vmap", "map", "auto")
 
 
 def population_members(config: ml_collections.ConfigDict) -> list[dict[str, Any]] | None:
@@ -72,6 +73,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.population.select not in SELECT:
     validate.fail("population.select", config.population.select,
                   f"must be one of {', '.join(SELECT)}")
+  loop = config.population.get("loop", "vmap")  # absent from runs written before it
+  if loop not in MEMBER_LOOPS:
+    validate.fail("population.loop", loop,
+                  f"must be one of {', '.join(MEMBER_LOOPS)}")
   sequence.validate_config(config.model)
   t = config.train
   validate.integer_in("train.batch_size", t.batch_size, 1, MAX_BATCH)

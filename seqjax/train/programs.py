@@ -178,8 +178,36 @@ def make_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=None):
   return train_loop
 
 
-def make_population_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=None):
-  """`make_train_loop` for M models at once, vmapped over a leading `model` axis.
+def over_members(fn, in_axes, loop: str = "vmap"):
+  """`fn` over a leading member axis of the arguments whose `in_axes` is 0 (the others
+  shared): `jax.vmap` (side by side, batched along the `model` mesh axis) or, with
+  `loop="map"`, `jax.lax.map` (one member after another)."""
+  if loop == "vmap":
+    return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=sharding.MODEL)
+
+  def mapped(*args):
+    def one(per_member):
+      it = iter(per_member)
+      return fn(*(a if axis is None else next(it) for a, axis in zip(args, in_axes, strict=True)))
+
+    return jax.lax.map(one, [a for a, axis in zip(args, in_axes, strict=True) if axis is not None])
+
+  return mapped
+
+
+def member_loop(config, mesh) -> str:
+  """"vmap" or "map": `config.population.loop`, with "auto" resolved for `mesh`."""
+  loop = config.population.get("loop", "vmap")
+  if loop != "auto":
+    return loop
+  one_cpu = mesh.shape[sharding.MODEL] == 1 and mesh.devices.flat[0].platform == "cpu"
+  return "map" if one_cpu else "vmap"
+
+
+def make_population_train_loop(model: sequence.SequenceModel, task: base.Task, mesh=None,
+                               loop: str = "vmap"):
+  """`make_train_loop` for M models at once, over a leading `model` axis (`over_members`
+  with `loop`).
 
   `(state [M], data_keys [M], dropout_keys [M], lr_scale [M], num_steps, sums=None,
   batches=None) -> (state, totals)`; a host-fed task's chunk of `batches` [K, B, ...] is
@@ -192,11 +220,11 @@ def make_population_train_loop(model: sequence.SequenceModel, task: base.Task, m
   "steps": steps run, "alive": [M] bool}.
   """
   one_step = make_train_step(model, task, mesh)
-  train_step = jax.vmap(one_step, spmd_axis_name=sharding.MODEL)
+  train_step = over_members(one_step, (0,) * 5, loop)
   # A host-fed batch is every member's: the members differ in their seeds' initial
   # parameters and dropout, and read the same batches (each its own examples of them,
   # with cross-validation folds).
-  shared_step = jax.vmap(one_step, in_axes=(0, 0, 0, 0, None, 0), spmd_axis_name=sharding.MODEL)
+  shared_step = over_members(one_step, (0, 0, 0, 0, None, 0), loop)
 
   def train_loop(state, data_keys, dropout_keys, lr_scale, num_steps, sums=None, batches=None):
     if batches is None:
@@ -304,7 +332,8 @@ def jit_train_loop(run, inputs: tuple = ()):
                    in_shardings=(run.state_sharding, repl, repl, repl, repl, *chunks),
                    out_shardings=(run.state_sharding, repl), donate_argnums=0)
   split = _split(run)
-  return jax.jit(make_population_train_loop(run.model, run.task, run.mesh),
+  return jax.jit(make_population_train_loop(run.model, run.task, run.mesh,
+                                            member_loop(run.config, run.mesh)),
                  in_shardings=(run.state_sharding, split, split, split, repl, repl, *chunks),
                  out_shardings=(run.state_sharding, repl), donate_argnums=0)
 
@@ -312,8 +341,9 @@ def jit_train_loop(run, inputs: tuple = ()):
 def zero_sums(run, inputs: tuple = ()) -> dict[str, np.ndarray]:
   """Zero metric sums of the run's train loop (given `inputs`, as `jit_train_loop`), on
   the host ({name: [] or [M]})."""
-  make = make_population_train_loop if run.grid else make_train_loop
-  loop = make(run.model, run.task, run.mesh)
+  loop = (make_population_train_loop(run.model, run.task, run.mesh,
+                                     member_loop(run.config, run.mesh))
+          if run.grid else make_train_loop(run.model, run.task, run.mesh))
   shapes = jax.eval_shape(loop, run.state, *run.loop_args(), 1, None, *inputs)[1]["sums"]
   return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 

@@ -117,10 +117,10 @@ class Task:
     and whether higher is better."""
     return self.metric, self.higher_is_better
 
-  def feed(self, batch_size: int, seed: int, mesh, total: int):
+  def feed(self, batch_size: int, seed: int, mesh, steps: int):
     """What brings training batches to the devices: here nothing (`feed.OnDevice`), since
     they are made inside the train loop; a task of files sends them from the host."""
-    del batch_size, seed, mesh, total
+    del batch_size, seed, mesh, steps
     return feed_lib.OnDevice()
 
   def held_out(self, sets):

@@ -152,10 +152,10 @@ class DataTask(base.Task):
     # Accuracy ties often; the cross-entropy tells the better of two tied steps apart.
     return ("xent", False) if self.kind == "classification" else (self.metric, False)
 
-  def feed(self, batch_size: int, seed: int, mesh, total: int) -> feed_lib.Feed:
+  def feed(self, batch_size: int, seed: int, mesh, steps: int) -> feed_lib.Feed:
     """The training split's batches, sent from the host a chunk at a time (Keras `fit`
-    order from `seed`)."""
-    return feed_lib.Feed(self.train_examples, batch_size, seed, mesh, total)
+    order from `seed`), at most `steps` a chunk (the most one call of the train loop runs)."""
+    return feed_lib.Feed(self.train_examples, batch_size, seed, mesh, steps)
 
   def held_out(self, sets):
     """The validation and test splits, evaluated batch by batch from the host."""
