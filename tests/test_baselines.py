@@ -12,17 +12,19 @@ from seqjax.data.tasks import data
 from seqjax.train import trainer
 
 
-def _dtw_reference(a, b, band):
-  """Textbook DTW by the full table (squared distances), inside a band of `band` steps
-  of the shorter series around the straight line from the first steps to the last, in
-  exact fractions of each series' time."""
-  la, lb = len(a), len(b)
+def _in_band(i, j, la, lb, band):
+  """Whether cell (i, j) lies within `band` steps of the shorter series of the straight
+  line from the first steps to the last, in exact fractions of each series' time."""
   shorter = min(la, lb) - 1
+  if shorter == 0:
+    return True
+  return abs(Fraction(i, la - 1) - Fraction(j, lb - 1)) * shorter <= band
 
-  def in_band(i, j):
-    if shorter == 0:
-      return True
-    return abs(Fraction(i, la - 1) - Fraction(j, lb - 1)) * shorter <= band
+
+def _dtw_reference(a, b, band):
+  """Textbook DTW by the full table (squared distances), inside the band (`_in_band`)."""
+  la, lb = len(a), len(b)
+  in_band = lambda i, j: _in_band(i, j, la, lb, band)  # noqa: E731
 
   table = np.full((la + 1, lb + 1), np.inf)
   table[0, 0] = 0.0
@@ -65,6 +67,37 @@ def test_dtw_band_of_very_unequal_lengths_and_single_steps():
       want = _dtw_reference(xa[i, :la[i]].astype(np.float32).astype(np.float64),
                             xb[j, :lb[j]].astype(np.float32).astype(np.float64), band)
       np.testing.assert_allclose(got[i, j], want, rtol=128 * np.finfo(np.float32).eps)
+
+
+def _keogh_reference(a, b):
+  """LB_Keogh of series a [n, F] against b [m, F]: each step of a's squared distance to
+  the envelope of b's steps in its row of the band, summed."""
+  n, m = len(a), len(b)
+  band = max(1, round(baselines.DTW_WINDOW * min(n, m)))
+  total = 0.0
+  for i in range(n):
+    cols = [j for j in range(m) if _in_band(i, j, n, m, band)]
+    hi, lo = b[cols].max(0), b[cols].min(0)
+    total += ((np.maximum(a[i] - hi, 0) + np.maximum(lo - a[i], 0)) ** 2).sum()
+  return total
+
+
+def test_lower_bounds_over_several_blocks_of_steps_equal_the_band_envelopes():
+  """A series' bound is summed `STEP_BLOCK` steps at a time, as many blocks as its
+  length needs: lengths from 1 to over 3 blocks, against the envelopes by brute force."""
+  rng = np.random.default_rng(7)
+  block = baselines.STEP_BLOCK
+  la, lb = np.array([1, block, block + 1, 3 * block + 5]), np.array([3, 2 * block + 9, 40])
+  z = lambda n, lengths: baselines.z_normalise(  # noqa: E731
+      rng.normal(size=(n, lengths.max(), 2)).cumsum(1), lengths)
+  xa, xb = z(4, la), z(3, lb)
+  got = baselines.dtw_lower_bounds((xa, la), (xb, lb))
+  want = np.array([[max(_keogh_reference(xa[i, :la[i]].astype(np.float64), xb[j, :lb[j]]),
+                        _keogh_reference(xb[j, :lb[j]].astype(np.float64), xa[i, :la[i]]))
+                    for j in range(3)] for i in range(4)])
+  # float32 sums of up to ~400 squared gaps of z-normalised values, by different orders.
+  np.testing.assert_allclose(got, want, rtol=256 * np.finfo(np.float32).eps, atol=1e-5)
+  assert (want > 0).sum() >= 8  # the bounds are not trivially zero
 
 
 def test_dtw_of_series_past_max_steps_is_skipped(monkeypatch):

@@ -86,13 +86,18 @@ def test_early_stopping_steps_stop_each_member_that_many_steps_after_its_best(tm
   assert records("capped") == records("free")
 
 
-def test_members_one_after_another_train_as_side_by_side(tmp_path):
+def test_members_one_after_another_train_as_side_by_side(tmp_path, monkeypatch):
   """`population.loop="map"` runs the members' steps one after another (`lax.map`) in
   the same program: the same members as side by side (`vmap`), float32 roundings apart."""
   config = _config(**{"population.seeds": 2, "train.steps": 40})
   side = trainer.train_and_evaluate(config, str(tmp_path / "vmap"))
+  loops, over_members = [], programs.over_members
+  monkeypatch.setattr(programs, "over_members",
+                      lambda fn, axes, loop="vmap": (loops.append(loop),
+                                                     over_members(fn, axes, loop))[1])
   one = trainer.train_and_evaluate(configlib.override(config, {"population.loop": "map"}),
                                    str(tmp_path / "map"))
+  assert loops and set(loops) == {"map"}  # the run's train loop was made with it
   for a, b in zip(side["members"], one["members"], strict=True):
     _close(a["test"]["mae"], b["test"]["mae"])
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
@@ -157,10 +162,13 @@ def test_the_ensemble_averages_class_probabilities(tmp_path):
 
 
 def _cmd(workdir):
+  # Each member's best parameters kept (`train.keep_best`), evaluated at each checkpoint:
+  # a kill between the store's save and the checkpoint's must lose neither.
   return [sys.executable, "-m", "seqjax.main", "--config=configs/mean.py:quick",
           "--config.train.steps=200", "--config.train.checkpoint_every=10",
-          "--config.train.eval_every=50", "--config.train.log_every=10",
-          "--config.population.seeds=3", f"--workdir={workdir}"]
+          "--config.train.eval_every=10", "--config.train.log_every=10",
+          "--config.train.keep_best=True", "--config.population.seeds=3",
+          f"--workdir={workdir}"]
 
 
 @pytest.mark.slow

@@ -32,7 +32,8 @@ NN_BUDGET = 4e10
 # The Sakoe-Chiba band of the DTW baseline: a fraction of the shorter series' length.
 DTW_WINDOW = 0.1
 # The longest series the DTW baseline computes: its band's cells are found in int32
-# products of two lengths (`in_band`), exact up to here.
+# products of lengths (`in_band`, `_dtw`'s first column of a diagonal: up to twice
+# this squared), exact up to here.
 MAX_STEPS = 32767
 
 

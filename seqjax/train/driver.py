@@ -349,9 +349,11 @@ def loop(train_loop, state, loop_args: tuple, *, total: int,
         progress.report(step, {k: v for k, v in scalars.items() if "/" not in k},  # no members
                         monitor.summary() if quiet else "")
       if itstime(step, t.checkpoint_every, total) or stop or early:
+        # The best parameters first: a checkpoint is never ahead of the store, whose
+        # parameters its evaluations chose (a store ahead of it is saved again on resume).
+        monitor.save_best()
         ckpt.save(step, state)
         windows.save(step, window, window_steps)
-        monitor.save_best()
       if stop:
         ckpt.wait()
         raise cli.Preempted(f"stopped by {StopSignals.SIGNALS[stop]} at step {step}; checkpoint "

@@ -60,7 +60,7 @@ class Monitor:
       evaluate, eval_set: the run's compiled evaluation and its validation set.
       writer, ckpt: where metrics and checkpoints go.
       state: the restored (or fresh) train state; a population's divergence marks.
-      best: where each evaluation's improved parameters go (`train.keep_best`), or None.
+      best: where the best parameters go (`train.keep_best`, `save_best`), or None.
       history: the run's metric records up to its checkpoint (a resumed run's).
     """
     self._run, self._evaluate, self._eval_set = run, evaluate, eval_set

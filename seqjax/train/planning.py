@@ -304,6 +304,9 @@ def plan(config: ml_collections.ConfigDict, workdir: str | None = None,
                   "axis splits the members of a population); use mesh.data")
   if members is not None:
     sharding.check_divides(mesh, sharding.MODEL, len(members), "the number of members")
+    if config.population.get("loop") == "map" and mesh.shape[sharding.MODEL] != 1:
+      validate.fail("population.loop", "map", "must be vmap or auto where mesh.model splits "
+                    "the members over devices (map runs them one after another on each)")
   sharding.check_divides(mesh, sharding.DATA, config.train.batch_size, "train.batch_size")
   per_device = 1 if members is None else len(members) // mesh.shape[sharding.MODEL]
   check_memory(config, task, mesh, per_device)

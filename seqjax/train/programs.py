@@ -196,7 +196,8 @@ def over_members(fn, in_axes, loop: str = "vmap"):
 
 
 def member_loop(config, mesh) -> str:
-  """"vmap" or "map": `config.population.loop`, with "auto" resolved for `mesh`."""
+  """`config.population.loop` for `mesh`: "vmap" or "map" ("auto": "map" where the
+  members share CPU devices, `mesh.model` 1)."""
   loop = config.population.get("loop", "vmap")
   if loop != "auto":
     return loop

@@ -20,8 +20,8 @@ from seqjax.config import configlib, validate
 from seqjax.runtime import files, sharding
 
 MIN_FREE_MB = 64
-# Fields a resumed run may change: where it runs (the mesh), not what it computes.
-# Fields a resumed run may change: where and how it computes, not what.
+# Fields a resumed run may change: where it runs (the mesh) and how its members are
+# run (one after another or side by side), not what it computes.
 RESUMABLE_PREFIXES = ("allow_config_change", "mesh.", "population.loop")
 # Fields a config file gained after runs were written without them, and the value that
 # computes what those runs computed: such a run resumes with it.
