@@ -249,15 +249,16 @@ def _keogh(a: jax.Array, la: jax.Array, band: jax.Array, upper: jax.Array, lower
   def one(args):
     x, n, band = args  # [T, F], its length, its bands [Nb]
     reach = band[:, None] * (jnp.maximum(n, lb[:, None]) - 1)
-    single = n <= 1  # one step: every column is in its row
 
     def block(k, total):
       steps = k * STEP_BLOCK + jnp.arange(STEP_BLOCK)
       xs = jax.lax.dynamic_slice_in_dim(x, k * STEP_BLOCK, STEP_BLOCK)  # [STEP_BLOCK, F]
       # Row i of the band (`in_band`): the columns j with |i (m - 1) - j (n - 1)| <= reach.
+      # A one-step series (n - 1 = 0, divided by 1 instead) has row 0 alone: from -reach
+      # to reach, every column once clipped, as the band says.
       along = steps[None] * last
-      lo = jnp.where(single, 0, -((reach - along) // jnp.maximum(n - 1, 1)))
-      hi = jnp.where(single, last, (along + reach) // jnp.maximum(n - 1, 1))
+      lo = -((reach - along) // jnp.maximum(n - 1, 1))
+      hi = (along + reach) // jnp.maximum(n - 1, 1)
       lo, hi = jnp.clip(lo, 0, last), jnp.clip(hi, 0, last)
       level = log2[jnp.maximum(hi - lo, 0)]
       env = lambda t, pick: pick(t[level, rows, lo],  # noqa: E731

@@ -83,6 +83,9 @@ class Monitor:
     self._unsaved: int | None = None  # the step of best parameters not yet in the store
     self.steps_per_epoch = run.task.steps_per_epoch or 0
     self._latest: tuple[int, float] | None = None  # (step, headline metric or its median)
+    if best is not None:  # a copy of its own: the state's buffers are donated to the loop
+      self._copy = jax.jit(lambda p: jax.tree.map(lambda a: jnp.array(a, copy=True), p),
+                           out_shardings=run.state_sharding.params)
     if self._population:
       mesh = run.mesh
       self.alive = self._diverged_at(state) < 0
@@ -90,17 +93,12 @@ class Monitor:
       self._masked_lr = jax.jit(lambda s, keep: jnp.where(keep, s, 0.0), out_shardings=split)
       self._lr_scale, self._frozen = run.lr_scale, None
       if best is not None:
-        params_sharding = run.state_sharding.params
         self._keep = jax.jit(
             lambda old, new, better: jax.tree.map(
                 lambda o, n: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
-                old, new), out_shardings=params_sharding)
+                old, new), out_shardings=run.state_sharding.params)
         self._best_params = (best.restore(state.params)[1] if best.latest_step() is not None
-                             else jax.jit(lambda p: p, out_shardings=params_sharding)(
-                                 state.params))
-    elif best is not None:  # a copy of its own: the state's buffers are donated to the loop
-      self._copy = jax.jit(lambda p: jax.tree.map(lambda a: jnp.array(a, copy=True), p),
-                           out_shardings=run.state_sharding.params)
+                             else self._copy(state.params))
     for record in history:
       if record["split"] == "validation":
         metrics = self._unpack(record)

@@ -329,22 +329,27 @@ def jit_train_loop(run, inputs: tuple = ()):
   repl = sharding.replicated(run.mesh)
   chunks = tuple(jax.tree.map(lambda a: a.sharding, x) for x in inputs)
   if not run.grid:
-    return jax.jit(make_train_loop(run.model, run.task, run.mesh),
+    return jax.jit(_run_train_loop(run),
                    in_shardings=(run.state_sharding, repl, repl, repl, repl, *chunks),
                    out_shardings=(run.state_sharding, repl), donate_argnums=0)
   split = _split(run)
-  return jax.jit(make_population_train_loop(run.model, run.task, run.mesh,
-                                            member_loop(run.config, run.mesh)),
+  return jax.jit(_run_train_loop(run),
                  in_shardings=(run.state_sharding, split, split, split, repl, repl, *chunks),
                  out_shardings=(run.state_sharding, repl), donate_argnums=0)
+
+
+def _run_train_loop(run):
+  """The run's train loop, unjitted: one model's, or its population's with its member loop."""
+  if not run.grid:
+    return make_train_loop(run.model, run.task, run.mesh)
+  return make_population_train_loop(run.model, run.task, run.mesh,
+                                    member_loop(run.config, run.mesh))
 
 
 def zero_sums(run, inputs: tuple = ()) -> dict[str, np.ndarray]:
   """Zero metric sums of the run's train loop (given `inputs`, as `jit_train_loop`), on
   the host ({name: [] or [M]})."""
-  loop = (make_population_train_loop(run.model, run.task, run.mesh,
-                                     member_loop(run.config, run.mesh))
-          if run.grid else make_train_loop(run.model, run.task, run.mesh))
+  loop = _run_train_loop(run)
   shapes = jax.eval_shape(loop, run.state, *run.loop_args(), 1, None, *inputs)[1]["sums"]
   return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
