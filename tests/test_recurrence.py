@@ -1,5 +1,7 @@
 """Tier 1: the hand-written VJP of the recurrence against JAX's autodiff of the same scan."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,3 +92,49 @@ def test_layer_without_fused_vjp_supports_forward_mode():
   _, vjp = jax.vjp(lambda x: lstm.LSTM(4, 2, precision="highest").apply(params, x)[1], x)
   # <J 1, 1> from forward mode equals <1, J^T 1> from the fused reverse mode
   np.testing.assert_allclose(jnp.sum(tangent), jnp.sum(vjp(jnp.ones((2, 6, 4)))[0]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("lengths,unroll", [
+    ((4, 6, 2), 1), ((4, 6, 2), 4), ((0, 0, 0), 3), ((4, 6, 2), 3), ((3, 9, 1), 2)])
+def test_steps_past_the_batchs_longest_are_skipped_and_change_nothing(lengths, unroll):
+  """With every sequence shorter than T, the fused path runs up to the batch's longest
+  only (blocks of `unroll` and a tail), and equals autodiff of the whole masked scan."""
+  mask = jnp.arange(T)[:, None] < jnp.asarray(lengths)[None, :]  # [T, B]
+  mask = mask.at[1, 0].set(False)  # a gap inside a sequence, as a Keras mask may have
+
+  def loss(fused, w_h, gx, carry):
+    (h, c), ys = recurrence.scan(w_h, gx, carry, mask, unroll=unroll, dtype=jnp.float64,
+                                 precision="highest", fused=fused)
+    return jnp.sum(jnp.sin(ys) * jnp.arange(T)[:, None, None]) + jnp.sum(h * 2) + jnp.sum(c ** 2)
+
+  with jax.enable_x64(True):
+    w_h, gx, carry, _ = _inputs(jnp.float64)
+    (l1, g1), (l2, g2) = (jax.value_and_grad(functools.partial(loss, fused), argnums=(0, 1, 2))(
+        w_h, gx, carry) for fused in (False, True))
+  np.testing.assert_allclose(l1, l2, rtol=1e-12)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), g1, g2)
+  assert int(recurrence.active_steps(mask)) == max(lengths)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("active,unroll,ran", [(5, 1, 5), (5, 4, 8 + 2), (0, 4, 2), (9, 4, 10),
+                                               (3, 5, 5 + 0), (7, 10, 10)])
+def test_scan_active_runs_the_blocks_that_hold_active_steps_and_the_tail(active, unroll, ran,
+                                                                         reverse):
+  """Of T=10 steps: ceil(active/unroll) blocks of `unroll`, the last T % unroll steps
+  always, all of them when one block would hold T; the outputs of the skipped steps are
+  the fill, the others the step's."""
+  steps = 10
+
+  def body(count, x):
+    return count + 1, x * 2.0
+
+  xs = jnp.arange(1.0, steps + 1)
+  count, ys = recurrence.scan_active(body, jnp.int32(0), xs, -1.0, jnp.int32(active), unroll,
+                                     reverse=reverse)
+  assert int(count) == ran
+  full = steps // unroll * unroll
+  blocks = min(-(-active // unroll), full // unroll)
+  run = np.arange(steps) < blocks * unroll
+  run |= np.arange(steps) >= full if full < steps else run
+  np.testing.assert_array_equal(ys, np.where(run, 2.0 * np.arange(1.0, steps + 1), -1.0))

@@ -15,7 +15,10 @@ small kernels plus a [H, G] weight-gradient matmul and add in every step:
   for all T steps after the forward scan, as whole-array ops;
 - the backward scan body is then two elementwise kernels and one matmul;
 - the recurrent weight gradient is one [H, T*B] x [T*B, G] matmul after the
-  backward scan, not T small ones accumulated inside it.
+  backward scan, not T small ones accumulated inside it;
+- with a mask, both loops stop at the batch's longest sequence (`scan_active`):
+  sequences are padded to the longest of a dataset, and a batch's steps after
+  its own longest are padding in every sequence.
 
 Measured on the freq shape (B32 T100 H100, 2-core CPU) by `python -m seqjax.bench`.
 The derivation is checked against JAX's autodiff of the same forward scan in
@@ -88,7 +91,63 @@ def lstm_step(w_h: Array, carry: Carry, gx_t: Array, dtype: Any = jnp.float32,
   return o * jnp.tanh(c), c
 
 
-def _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep):
+def active_steps(mask: Array) -> Array:
+  """The number of steps up to the last one any sequence of the batch has.
+
+  Args:
+    mask: [T, B] bool, False where a step is padding.
+
+  Returns:
+    An int32 scalar in [0, T]: the steps after it are padding in every sequence.
+  """
+  any_valid = jnp.any(mask, axis=1)
+  last = mask.shape[0] - jnp.argmax(any_valid[::-1])
+  return jnp.where(jnp.any(any_valid), last, 0).astype(jnp.int32)
+
+
+def scan_active(body, carry, xs, fill, active, unroll, reverse=False):
+  """`lax.scan(body, carry, xs, unroll=unroll, reverse=reverse)` over the first `active`
+  steps only, for a body that leaves the carry as it is on a step that is padding in
+  every sequence and returns `fill` there (a tree of scalars like its outputs).
+
+  A batch of sequences of different lengths is padded to the longest of the dataset,
+  not of the batch; the steps past the batch's longest would all be padding, and are
+  not run. Blocks of `unroll` steps run in a loop of `ceil(active / unroll)` trips; the
+  last `T % unroll` steps, too few for a block, always run (padded: carried through).
+  """
+  steps = jax.tree.leaves(xs)[0].shape[0]
+  size = steps if unroll is True else max(1, min(int(unroll), steps))
+  if size >= steps:
+    return jax.lax.scan(body, carry, xs, unroll=unroll, reverse=reverse)
+  full = steps // size * size
+  blocks = jnp.minimum((active + size - 1) // size, full // size)
+  shapes = jax.eval_shape(body, carry, jax.tree.map(lambda a: a[0], xs))[1]
+  ys = jax.tree.map(lambda s, v: jnp.full((steps, *s.shape), v, s.dtype), shapes, fill)
+
+  def block(i, state):
+    carry, ys = state
+    start = (blocks - 1 - i if reverse else i) * size
+    part = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), xs)
+    carry, out = jax.lax.scan(body, carry, part, unroll=size, reverse=reverse)
+    ys = jax.tree.map(lambda y, o: jax.lax.dynamic_update_slice_in_dim(y, o, start, 0), ys, out)
+    return carry, ys
+
+  def tail(carry, ys):
+    if full == steps:
+      return carry, ys
+    carry, out = jax.lax.scan(body, carry, jax.tree.map(lambda a: a[full:], xs),
+                              unroll=steps - full, reverse=reverse)
+    return carry, jax.tree.map(lambda y, o: y.at[full:].set(o), ys, out)
+
+  if reverse:
+    carry, ys = tail(carry, ys)
+  carry, ys = jax.lax.fori_loop(0, blocks, block, (carry, ys))
+  if not reverse:
+    carry, ys = tail(carry, ys)
+  return carry, ys
+
+
+def _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep, skip=False):
   """The forward scan.
 
   With `keep`, each step also returns what its backward step needs and that
@@ -97,6 +156,10 @@ def _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep):
   dz = [dc, dc, dc, dh] * p, dc += dh * k and dc_prev = dc * f (see `_fused_bwd`);
   and, with a mask, the carried h (the output is 0 on padded steps).
   `h_mask` [B, H] (recurrent dropout) multiplies h before the recurrent matmul.
+  `skip`, with a mask, skips the steps after the batch's longest sequence
+  (`scan_active`): JAX cannot differentiate that loop, so only the hand-written VJP
+  asks for it. Their kept h is 0, not the carry: their p is 0, so it meets only zeros
+  in the weight gradient.
   """
   scale, shift = gate_scale(w_h.shape[0], gx.dtype)
 
@@ -123,7 +186,11 @@ def _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep):
     # padded steps pass the gradients through
     return new, (out, new[0], jnp.where(m, p, 0.0), jnp.where(m, k, 0.0), jnp.where(m, f, 1.0))
 
-  return jax.lax.scan(body, carry, gx if mask is None else (gx, mask), unroll=unroll)
+  xs = gx if mask is None else (gx, mask)
+  if mask is None or not skip:
+    return jax.lax.scan(body, carry, xs, unroll=unroll)
+  fill = (0.0, 0.0, 0.0, 0.0, 1.0) if keep else 0.0  # out, h, p, k, f of a padded step
+  return scan_active(body, carry, xs, fill, active_steps(mask), unroll)
 
 
 def forward_mode(tree: Any) -> bool:
@@ -143,11 +210,13 @@ def forward_mode(tree: Any) -> bool:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _fused(w_h, gx, carry, mask, h_mask, unroll, dtype, precision):
-  return _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep=False)
+  return _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep=False,
+                  skip=True)
 
 
 def _fused_fwd(w_h, gx, carry, mask, h_mask, unroll, dtype, precision):
-  final, kept = _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep=True)
+  final, kept = _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep=True,
+                         skip=True)
   if mask is None:
     outs, p, k, f = kept
     hs = outs
@@ -181,8 +250,12 @@ def _fused_bwd(unroll, dtype, precision, residuals, cotangents):
       dh_prev = jnp.where(m_t[:, None], dh_prev, dh)
     return (dh_prev, dc * f_t), dz
 
-  xs = (p, k, f, douts) if mask is None else (p, k, f, douts, mask)
-  (dh0, dc0), dz = jax.lax.scan(body, (dh_final, dc_final), xs, reverse=True, unroll=unroll)
+  if mask is None:
+    (dh0, dc0), dz = jax.lax.scan(body, (dh_final, dc_final), (p, k, f, douts), reverse=True,
+                                  unroll=unroll)
+  else:  # a padded step passes dh and dc through, and its dz is 0
+    (dh0, dc0), dz = scan_active(body, (dh_final, dc_final), (p, k, f, douts, mask), 0.0,
+                                  active_steps(mask), unroll, reverse=True)
   # All steps' weight gradients as one matmul: [H, T*B] x [T*B, G].
   dw = jax.lax.dot_general(h_prev.astype(dtype), dz.astype(dtype), (((0, 1), (0, 1)), ((), ())),
                            precision=precision, preferred_element_type=acc_dtype(dtype))
