@@ -60,10 +60,13 @@ def test_every_matmul_forward_and_backward_has_the_precision(precision, remat, m
   assert set(found) == {(expected, expected)}
 
 
-def test_gpu_lowering_carries_the_precision():
-  """The program XLA receives for a GPU asks for float32 matmuls (lowered on this CPU)."""
+@pytest.mark.parametrize("masked", [False, True])
+def test_gpu_lowering_carries_the_precision(masked):
+  """The program XLA receives for a GPU asks for float32 matmuls (lowered on this CPU),
+  also where the loops stop at the batch's longest sequence."""
   model, params, x = _model_and_inputs("highest")
-  loss = lambda p: jnp.sum(model.apply({"params": p}, x)[1])
+  mask = (jnp.arange(T)[None] < jnp.array([[14], [5], [11]])) if masked else None
+  loss = lambda p: jnp.sum(model.apply({"params": p}, x, mask=mask)[1])
   text = jax.jit(jax.grad(loss)).trace(params).lower(lowering_platforms=("cuda",)).as_text()
   dots = re.findall(r"stablehlo\.dot_general.*", text)
   assert len(dots) >= 6
