@@ -95,12 +95,18 @@ def test_layer_without_fused_vjp_supports_forward_mode():
 
 
 @pytest.mark.parametrize("lengths,unroll", [
-    ((4, 6, 2), 1), ((4, 6, 2), 4), ((0, 0, 0), 3), ((4, 6, 2), 3), ((3, 9, 1), 2)])
-def test_steps_past_the_batchs_longest_are_skipped_and_change_nothing(lengths, unroll):
+    ((4, 6, 2), 1), ((2, 3, 1), 4), ((0, 0, 0), 3), ((4, 6, 2), 3), ((4, 5, 2), 2),
+    ((3, 9, 1), 2)])
+def test_steps_past_the_batchs_longest_are_skipped_and_change_nothing(lengths, unroll,
+                                                                        monkeypatch):
   """With every sequence shorter than T, the fused path runs up to the batch's longest
   only (blocks of `unroll` and a tail), and equals autodiff of the whole masked scan."""
   mask = jnp.arange(T)[:, None] < jnp.asarray(lengths)[None, :]  # [T, B]
   mask = mask.at[1, 0].set(False)  # a gap inside a sequence, as a Keras mask may have
+  calls, scan_active = [], recurrence.scan_active
+  monkeypatch.setattr(recurrence, "scan_active",
+                      lambda *a, **k: (calls.append(k.get("reverse", False)),
+                                       scan_active(*a, **k))[1])
 
   def loss(fused, w_h, gx, carry):
     (h, c), ys = recurrence.scan(w_h, gx, carry, mask, unroll=unroll, dtype=jnp.float64,
@@ -114,27 +120,79 @@ def test_steps_past_the_batchs_longest_are_skipped_and_change_nothing(lengths, u
   np.testing.assert_allclose(l1, l2, rtol=1e-12)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), g1, g2)
   assert int(recurrence.active_steps(mask)) == max(lengths)
+  if recurrence.skips_padding():  # the fused forward and backward went through it
+    assert sorted(calls) == [False, True]
+
+
+def test_a_second_derivative_through_the_fused_path_runs_the_whole_scan():
+  """JAX cannot reverse-differentiate a loop of traced length: a gradient of a gradient
+  (under jit, the mask traced) equals autodiff's."""
+  w_h, gx, carry, _ = _inputs(jnp.float32)
+  mask = jnp.arange(T)[:, None] < jnp.asarray([4, 6, 2])[None, :]
+
+  def norm(fused, w_h, mask):
+    grad = jax.grad(lambda w: jnp.sum(recurrence.scan(w, gx, carry, mask, precision="highest",
+                                                      fused=fused)[1] ** 2))
+    return jnp.sum(grad(w_h) ** 2)
+
+  a, b = (jax.jit(jax.grad(functools.partial(norm, fused)))(w_h, mask) for fused in (False, True))
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_masked_scan_of_no_steps():
+  w_h, gx, carry, _ = _inputs(jnp.float32)
+  mask = jnp.zeros((0, B), bool)
+  (h, c), ys = recurrence.scan(w_h, gx[:0], carry, mask)
+  assert ys.shape == (0, B, H) and int(recurrence.active_steps(mask)) == 0
+  np.testing.assert_array_equal(h, carry[0])
+
+
+def _counted(steps):
+  """A body that leaves its state on padding (as the LSTM's does) and counts every step
+  it runs, and its inputs x (beside a `valid` [T] of the caller's)."""
+
+  def body(carry, xs):
+    count, acc = carry
+    x, valid = xs
+    new = jnp.where(valid, acc * 0.5 + x, acc)
+    return (count + 1, new), jnp.where(valid, new * 3.0, -1.0)
+
+  return body, jnp.arange(1.0, steps + 1)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("active,unroll,ran", [(5, 1, 5), (5, 4, 8 + 2), (0, 4, 2), (9, 4, 10),
-                                               (3, 5, 5 + 0), (7, 10, 10)])
+                                               (3, 5, 5 + 0), (7, 10, 10), (4, True, 10)])
 def test_scan_active_runs_the_blocks_that_hold_active_steps_and_the_tail(active, unroll, ran,
                                                                          reverse):
   """Of T=10 steps: ceil(active/unroll) blocks of `unroll`, the last T % unroll steps
-  always, all of them when one block would hold T; the outputs of the skipped steps are
-  the fill, the others the step's."""
+  always, all of them when one block would hold T; the carry and outputs are the whole
+  scan's, in either direction."""
   steps = 10
-
-  def body(count, x):
-    return count + 1, x * 2.0
-
-  xs = jnp.arange(1.0, steps + 1)
-  count, ys = recurrence.scan_active(body, jnp.int32(0), xs, -1.0, jnp.int32(active), unroll,
-                                     reverse=reverse)
+  body, x = _counted(steps)
+  valid = (jnp.arange(steps) < active) & (jnp.arange(steps) != 1)  # a gap too
+  (count, acc), ys = recurrence.scan_active(body, (jnp.int32(0), 0.0), (x, valid), -1.0,
+                                            jnp.int32(active), unroll, reverse=reverse)
+  (_, want_acc), want_ys = jax.lax.scan(body, (jnp.int32(0), 0.0), (x, valid), reverse=reverse)
   assert int(count) == ran
-  full = steps // unroll * unroll
-  blocks = min(-(-active // unroll), full // unroll)
-  run = np.arange(steps) < blocks * unroll
-  run |= np.arange(steps) >= full if full < steps else run
-  np.testing.assert_array_equal(ys, np.where(run, 2.0 * np.arange(1.0, steps + 1), -1.0))
+  np.testing.assert_array_equal(acc, want_acc)
+  np.testing.assert_array_equal(ys, want_ys)
+
+
+def test_under_vmap_every_member_runs_the_longest_members_steps():
+  """A trip count per member would make JAX select the whole loop state at every trip:
+  the members share the longest one (padding for the others), and keep their results."""
+  steps = 12
+  body, x = _counted(steps)
+  actives = jnp.asarray([2, 7, 4])
+
+  def run(active):
+    valid = jnp.arange(steps) < active
+    return recurrence.scan_active(body, (jnp.int32(0), 0.0), (x, valid), -1.0, active, 1)
+
+  (counts, accs), ys = jax.vmap(run)(actives)
+  np.testing.assert_array_equal(counts, [7, 7, 7])
+  for i, active in enumerate(actives):
+    (_, acc), want = run(active)
+    np.testing.assert_array_equal(accs[i], acc)
+    np.testing.assert_array_equal(ys[i], want)

@@ -33,6 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from seqjax.model import numerics
 from seqjax.model.numerics import Precision, canonical_precision
 
 Array = jax.Array
@@ -100,9 +101,42 @@ def active_steps(mask: Array) -> Array:
   Returns:
     An int32 scalar in [0, T]: the steps after it are padding in every sequence.
   """
+  if mask.shape[0] == 0:
+    return jnp.int32(0)
   any_valid = jnp.any(mask, axis=1)
   last = mask.shape[0] - jnp.argmax(any_valid[::-1])
   return jnp.where(jnp.any(any_valid), last, 0).astype(jnp.int32)
+
+
+@jax.custom_batching.custom_vmap
+def _longest(active: Array) -> Array:
+  return active
+
+
+@_longest.def_vmap
+def _longest_vmap(axis_size, in_batched, active):
+  # Under vmap (a population, each member with its own batch) every member runs the
+  # longest member's steps, padding for the others: a trip count that differs between
+  # members would make JAX select the whole loop state, output buffers included, per trip.
+  del axis_size
+  return (jnp.max(active, axis=0) if in_batched[0] else active), False
+
+
+def skips_padding(platform: str | None = None) -> bool:
+  """Whether the fused path stops at the batch's longest sequence on `platform`
+  (default `jax.default_backend()`).
+
+  Measured on CPU. On a GPU a loop of traced length reads its condition back to the
+  host at every trip, where a scan's fixed trip count does not; until measured there,
+  GPUs and TPUs keep the whole scan.
+  """
+  return numerics.platform_kind(platform) == "cpu"
+
+
+def _skip(tree: Any) -> bool:
+  # JAX cannot reverse-differentiate a loop of traced length: a second derivative
+  # through the fused path (its rules' inputs are then traced) runs the whole scan.
+  return skips_padding() and not differentiated(tree)
 
 
 def scan_active(body, carry, xs, fill, active, unroll, reverse=False):
@@ -114,12 +148,24 @@ def scan_active(body, carry, xs, fill, active, unroll, reverse=False):
   not of the batch; the steps past the batch's longest would all be padding, and are
   not run. Blocks of `unroll` steps run in a loop of `ceil(active / unroll)` trips; the
   last `T % unroll` steps, too few for a block, always run (padded: carried through).
+  Under `vmap` every member runs as many steps as the one with the most.
+
+  Args:
+    body, carry, unroll, reverse: as `lax.scan`'s.
+    xs: a tree of [T, ...] arrays.
+    fill: a tree of scalars, the outputs of a step that is not run.
+    active: int32 scalar in [0, T] (`active_steps`); the steps from it on are not run.
+
+  Returns:
+    (final carry, outputs [T, ...]), those of `lax.scan`.
   """
   steps = jax.tree.leaves(xs)[0].shape[0]
-  size = steps if unroll is True else max(1, min(int(unroll), steps))
+  whole = type(unroll) in (bool, jnp.bool_) and unroll  # lax.scan's unroll=True
+  size = steps if whole else max(1, min(int(unroll), steps))
   if size >= steps:
     return jax.lax.scan(body, carry, xs, unroll=unroll, reverse=reverse)
   full = steps // size * size
+  active = _longest(active)
   blocks = jnp.minimum((active + size - 1) // size, full // size)
   shapes = jax.eval_shape(body, carry, jax.tree.map(lambda a: a[0], xs))[1]
   ys = jax.tree.map(lambda s, v: jnp.full((steps, *s.shape), v, s.dtype), shapes, fill)
@@ -158,8 +204,8 @@ def _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep, skip=
   `h_mask` [B, H] (recurrent dropout) multiplies h before the recurrent matmul.
   `skip`, with a mask, skips the steps after the batch's longest sequence
   (`scan_active`): JAX cannot differentiate that loop, so only the hand-written VJP
-  asks for it. Their kept h is 0, not the carry: their p is 0, so it meets only zeros
-  in the weight gradient.
+  asks for it. Their kept h is 0, not the carry: it is the h_prev of the next step,
+  padding too, whose dz is 0, so it meets only zeros in the weight gradient.
   """
   scale, shift = gate_scale(w_h.shape[0], gx.dtype)
 
@@ -200,23 +246,33 @@ def forward_mode(tree: Any) -> bool:
 
   Tracer classes are read by name: JAX exports them only from private modules.
   """
+  return "JVPTracer" in _tracer_names(tree)
+
+
+def differentiated(tree: Any) -> bool:
+  """True when a leaf of `tree` is being differentiated, forward or reverse (seen
+  through `vmap`): inside a custom VJP's own rules, a second derivative."""
+  return not {"JVPTracer", "LinearizeTracer"}.isdisjoint(_tracer_names(tree))
+
+
+def _tracer_names(tree: Any) -> set[str]:
+  names = set()
   for x in jax.tree.leaves(tree):
     while type(x).__name__ == "BatchTracer":
       x = x.val
-    if type(x).__name__ == "JVPTracer":
-      return True
-  return False
+    names.add(type(x).__name__)
+  return names
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _fused(w_h, gx, carry, mask, h_mask, unroll, dtype, precision):
   return _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep=False,
-                  skip=True)
+                  skip=_skip((w_h, gx, carry, h_mask)))
 
 
 def _fused_fwd(w_h, gx, carry, mask, h_mask, unroll, dtype, precision):
   final, kept = _forward(w_h, gx, carry, mask, h_mask, unroll, dtype, precision, keep=True,
-                         skip=True)
+                         skip=_skip((w_h, gx, carry, h_mask)))
   if mask is None:
     outs, p, k, f = kept
     hs = outs
@@ -250,12 +306,12 @@ def _fused_bwd(unroll, dtype, precision, residuals, cotangents):
       dh_prev = jnp.where(m_t[:, None], dh_prev, dh)
     return (dh_prev, dc * f_t), dz
 
-  if mask is None:
-    (dh0, dc0), dz = jax.lax.scan(body, (dh_final, dc_final), (p, k, f, douts), reverse=True,
-                                  unroll=unroll)
-  else:  # a padded step passes dh and dc through, and its dz is 0
-    (dh0, dc0), dz = scan_active(body, (dh_final, dc_final), (p, k, f, douts, mask), 0.0,
-                                  active_steps(mask), unroll, reverse=True)
+  xs = (p, k, f, douts) if mask is None else (p, k, f, douts, mask)
+  if mask is not None and _skip((residuals, cotangents)):  # padding: dh, dc through, dz 0
+    (dh0, dc0), dz = scan_active(body, (dh_final, dc_final), xs, 0.0, active_steps(mask),
+                                  unroll, reverse=True)
+  else:
+    (dh0, dc0), dz = jax.lax.scan(body, (dh_final, dc_final), xs, reverse=True, unroll=unroll)
   # All steps' weight gradients as one matmul: [H, T*B] x [T*B, G].
   dw = jax.lax.dot_general(h_prev.astype(dtype), dz.astype(dtype), (((0, 1), (0, 1)), ((), ())),
                            precision=precision, preferred_element_type=acc_dtype(dtype))
