@@ -10,10 +10,10 @@ Session fixtures are made once per test process (each xdist worker).
 import atexit
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
+import cli_process
 import jax
 import numpy as np
 import pytest
@@ -95,7 +95,7 @@ def echo_command():
 def uninterrupted(echo_command, tmp_path_factory):
   """The workdir of `echo_command` run to its end without a stop (once per test process)."""
   workdir = tmp_path_factory.mktemp("uninterrupted") / "wd"
-  result = subprocess.run(echo_command + [f"--workdir={workdir}"], cwd=ROOT,
+  result = cli_process.run(echo_command + [f"--workdir={workdir}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr
   return workdir

@@ -10,12 +10,12 @@ import collections
 import functools
 import os
 import re
-import subprocess
 import sys
 import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import cli_process
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -539,7 +539,7 @@ CASES = [
 
 
 def _run(args, **kw):
-  return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+  return cli_process.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
 
 
 def _one_error_line(result, code, named):

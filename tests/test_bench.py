@@ -4,9 +4,9 @@ are asserted)."""
 import csv
 import json
 import os
-import subprocess
 import sys
 
+import cli_process
 import jax
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 def test_bench_cli_on_a_tiny_shape(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "seqjax.bench", "--shapes=tiny", "--repeats=2",
+  proc = cli_process.run([sys.executable, "-m", "seqjax.bench", "--shapes=tiny", "--repeats=2",
                          "--peers=seqjax,flax nn.RNN", f"--out={tmp_path}"], cwd=ROOT,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -39,7 +39,7 @@ def test_bench_cli_on_a_tiny_shape(tmp_path):
 
 def test_bench_rejects_unknown_peers_and_shapes():
   for flag in ("--peers=caffe", "--shapes=huge"):
-    proc = subprocess.run([sys.executable, "-m", "seqjax.bench", flag], cwd=ROOT,
+    proc = cli_process.run([sys.executable, "-m", "seqjax.bench", flag], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "allowed" in proc.stderr
 
@@ -85,7 +85,7 @@ def test_ratios_and_seed_table():
 
 @pytest.mark.slow
 def test_unroll_sweep_marks_the_automatic_choice(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "seqjax.bench", "--shapes=tiny", "--repeats=2",
+  proc = cli_process.run([sys.executable, "-m", "seqjax.bench", "--shapes=tiny", "--repeats=2",
                          "--unroll=1,2", f"--out={tmp_path}"], cwd=ROOT,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]

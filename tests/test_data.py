@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import cli_process
 import jax
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run(module, *args, cwd=ROOT):
   # Not preallocating: on a GPU, the test process and this one share the device.
   env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-  return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+  return cli_process.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                         cwd=cwd, timeout=600, env=env)
 
 

@@ -2,10 +2,10 @@
 
 import io
 import os
-import subprocess
 import sys
 import warnings
 
+import cli_process
 import jax
 import pytest
 
@@ -18,7 +18,7 @@ def _doctor(tmp_path, *args, pythonpath=None):
   env = dict(os.environ)
   if pythonpath:
     env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
-  return subprocess.run([sys.executable, "-m", "seqjax.doctor", *args], cwd=tmp_path, env=env,
+  return cli_process.run([sys.executable, "-m", "seqjax.doctor", *args], cwd=tmp_path, env=env,
                         capture_output=True, text=True, timeout=600)
 
 

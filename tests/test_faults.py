@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import cli_process
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +26,7 @@ ECHO = os.path.join(ROOT, "configs", "echo.py")
 
 
 def _run(args, cwd=ROOT, **kw):
-  return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
+  return cli_process.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
 
 
 def _started(command, workdir, checkpoint_step):

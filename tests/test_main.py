@@ -3,16 +3,16 @@
 Its bad configs are rows of the table in tests/test_bad_inputs.py."""
 
 import os
-import subprocess
 import sys
 
+import cli_process
 import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def run_main(*args, workdir, env=None):
-  return subprocess.run([sys.executable, "-m", "seqjax.main", *args, f"--workdir={workdir}"],
+  return cli_process.run([sys.executable, "-m", "seqjax.main", *args, f"--workdir={workdir}"],
                         cwd=ROOT, capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, **(env or {})))
 
@@ -51,10 +51,10 @@ def test_rerun_loads_compiled_programs_from_the_cache(tmp_path):
 
 def test_report_names_a_missing_folder_and_an_empty_one(tmp_path):
   """`python -m seqjax.report`: no such folder is one line, exit 2; no runs in one, exit 0."""
-  missing = subprocess.run([sys.executable, "-m", "seqjax.report", "nowhere"], cwd=tmp_path,
+  missing = cli_process.run([sys.executable, "-m", "seqjax.report", "nowhere"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=60)
   assert missing.returncode == 2 and missing.stderr.startswith("error: nowhere: no such folder")
   (tmp_path / "runs").mkdir()
-  empty = subprocess.run([sys.executable, "-m", "seqjax.report"], cwd=tmp_path,
+  empty = cli_process.run([sys.executable, "-m", "seqjax.report"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
   assert empty.returncode == 0 and "no results.json under runs/" in empty.stdout

@@ -2,11 +2,11 @@
 lowering checked on this CPU, and the choice between them."""
 
 import os
-import subprocess
 import sys
 import textwrap
 import warnings
 
+import cli_process
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -285,6 +285,6 @@ def test_under_a_mesh_that_splits_the_batch_each_device_runs_the_kernels_on_its_
   """)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+  proc = cli_process.run([sys.executable, "-c", script], env=env, capture_output=True,
                         text=True, timeout=600)
   assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

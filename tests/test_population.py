@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import cli_process
 import jax
 import numpy as np
 import pytest
@@ -174,7 +175,7 @@ def _cmd(workdir):
 @pytest.mark.slow
 def test_a_population_killed_three_times_resumes_to_the_same_files(tmp_path):
   full = tmp_path / "full"
-  subprocess.run(_cmd(full), cwd=ROOT, check=True, capture_output=True, timeout=300)
+  cli_process.run(_cmd(full), cwd=ROOT, check=True, capture_output=True, timeout=300)
   killed = tmp_path / "killed"
   # After checkpoints 40 and 120, and while 160 is being written (its orbax tmp folder seen;
   # a write that finished first is killed just after).
@@ -190,7 +191,7 @@ def test_a_population_killed_three_times_resumes_to_the_same_files(tmp_path):
       time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-  done = subprocess.run(_cmd(killed), cwd=ROOT, capture_output=True, text=True, timeout=300)
+  done = cli_process.run(_cmd(killed), cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr
   assert "resumed from the checkpoint" in done.stdout
   assert (full / "results.json").read_text() == (killed / "results.json").read_text()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import cli_process
 import jax
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def _run(args, **kw):
-  return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+  return cli_process.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
 
 
 def _start(command, workdir):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import cli_process
 import pytest
 
 from seqjax import scaling
@@ -30,7 +31,7 @@ def test_mesh_shape(data, model, devices, expected):
 def run_on_devices(script: str, devices: int = 8, env=None, timeout=900) -> str:
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              JAX_PLATFORMS="cpu", **(env or {}))
-  proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env,
+  proc = cli_process.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   return proc.stdout
@@ -129,7 +130,7 @@ print("OK")
 
 
 def test_main_reports_a_bad_mesh_in_one_line(tmp_path):
-  proc = subprocess.run(
+  proc = cli_process.run(
       [sys.executable, "-m", "seqjax.main", "--config=configs/freq.py:quick",
        f"--workdir={tmp_path}", "--config.mesh.data=3"], cwd=ROOT, capture_output=True,
       text=True, timeout=300,
@@ -160,7 +161,7 @@ def test_two_processes_train_like_one(tmp_path):
   outs = [p.communicate(timeout=600)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
   assert "validation at step 20" in outs[0] and "validation at" not in outs[1]  # process 0 reports
-  one = subprocess.run(command + [f"--workdir={tmp_path / 'one'}"], cwd=ROOT, env=base,
+  one = cli_process.run(command + [f"--workdir={tmp_path / 'one'}"], cwd=ROOT, env=base,
                        capture_output=True, text=True, timeout=600)
   assert one.returncode == 0, one.stderr[-3000:]
   results = [json.load(open(tmp_path / run / "results.json")) for run in ("two", "one")]
@@ -198,7 +199,7 @@ def test_main_splits_a_cpu_into_devices_without_deadlock(tmp_path):
   did not fire every time, so this can catch a regression, not always.
   """
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
-  proc = subprocess.run(
+  proc = cli_process.run(
       [sys.executable, "-m", "seqjax.main", "--config=configs/freq.py:quick",
        f"--workdir={tmp_path}", "--config.mesh.cpu_devices=2", "--config.train.steps=100",
        "--config.train.log_every=100", "--config.train.eval_every=100",

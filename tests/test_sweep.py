@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import cli_process
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -105,7 +106,7 @@ def test_sweep_resumes_after_kill_9_bit_identical(tmp_path):
   config_file = tmp_path / "small.py"
   config_file.write_text(SMALL_SWEEP)
   full = tmp_path / "full"
-  done = subprocess.run(_sweep_cmd(config_file, full), cwd=ROOT, capture_output=True, text=True,
+  done = cli_process.run(_sweep_cmd(config_file, full), cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
   assert done.returncode == 0, done.stderr
   killed = tmp_path / "killed"
@@ -120,7 +121,7 @@ def test_sweep_resumes_after_kill_9_bit_identical(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.communicate()
   assert not (killed / "all" / "results.json").exists()
-  rerun = subprocess.run(_sweep_cmd(config_file, killed), cwd=ROOT, capture_output=True,
+  rerun = cli_process.run(_sweep_cmd(config_file, killed), cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr
   assert "resumed from the checkpoint at step 60" in rerun.stdout
