@@ -19,7 +19,8 @@ LSTMLayer = functools.partial(lstm.LSTMLayer, precision="highest")
 
 
 def _init(module, x, **kw):
-  return module.init(KEY, x, **kw)
+  # Jitted: an eager init runs the forward pass op by op (seconds a model on a CPU).
+  return jax.jit(module.init)(KEY, x, **kw)
 
 
 def _randn(seed, shape, scale=1.0):
@@ -101,18 +102,19 @@ def test_step_by_step_equals_scan_and_chunks():
   x = _randn(5, (3, 12, 2))
   m = LSTM(6, 2)
   params = _init(m, x)
-  carry_full, y_full = m.apply(params, x)
+  apply = jax.jit(m.apply)  # one program for the 12 single steps
+  carry_full, y_full = apply(params, x)
 
   carry, ys = None, []
   for t in range(12):
-    carry, y = m.apply(params, x[:, t:t + 1], carry)
+    carry, y = apply(params, x[:, t:t + 1], carry)
     ys.append(y)
   np.testing.assert_allclose(jnp.concatenate(ys, 1), y_full, atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), carry, carry_full)
 
   carry, ys = None, []
   for start, stop in [(0, 5), (5, 6), (6, 12)]:
-    carry, y = m.apply(params, x[:, start:stop], carry)
+    carry, y = apply(params, x[:, start:stop], carry)
     ys.append(y)
   np.testing.assert_allclose(jnp.concatenate(ys, 1), y_full, atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), carry, carry_full)
@@ -165,7 +167,8 @@ def test_remat_chunks_do_not_change_values_or_gradients(remat, masked):
     (h, c), y = LSTM(4, 2, remat=remat).apply(params, x, mask=mask)
     return jnp.sum(jnp.sin(y)) + jnp.sum(h * c)
 
-  (l1, g1), (l2, g2) = (jax.value_and_grad(loss)(params, r) for r in (0, remat))
+  (l1, g1), (l2, g2) = (jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, r)
+                        for r in (0, remat))
   np.testing.assert_allclose(l1, l2, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g1, g2)
 
@@ -220,7 +223,8 @@ def test_gradients_match_finite_differences_float64():
       (h, c), y = m.apply(params, x, carry0)
       return jnp.sum(jnp.sin(y)) + jnp.sum(h * c)
 
-    check_grads(loss, (params, x, carry0), order=1, modes=["rev"], atol=1e-7, rtol=1e-7)
+    check_grads(jax.jit(loss), (params, x, carry0), order=1, modes=["rev"], atol=1e-7,
+                rtol=1e-7)
 
 
 def test_jit_traces_once_per_shape():
