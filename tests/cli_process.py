@@ -2,35 +2,44 @@
 
 A command such as `python -m seqjax.main ...` spends seconds importing JAX, flax,
 optax and orbax before it reads its first flag, and the suite runs dozens of them.
-So each test process keeps one server that has imported those libraries (without
-starting a JAX backend, so that a child can still choose its devices through
-XLA_FLAGS) and forks it once per command. The child takes the command's working
-directory, environment, stdin and output files, and runs the module or code as
-`python -m` or `python -c` would: as `__main__`, with `sys.argv` and `sys.path[0]`
-set alike, and exits as the interpreter would (atexit handlers run, output flushed).
+So each test process keeps one server that has imported those libraries (not seqjax
+itself, and without starting a JAX backend, so that a child still chooses its devices
+through XLA_FLAGS) and forks it once per command. The child takes the command's
+working directory, environment, stdin and output files, and runs the module or code
+as `python -m` or `python -c` would: as `__main__`, with `sys.argv`, `sys.orig_argv`
+and `sys.path[0]` set alike. It exits as the interpreter does, waiting for its
+threads, running its atexit handlers and flushing its output, but without finalising
+every module: what only that prints (a `__del__`, an abandoned asyncio task) is not
+seen, so a test that checks for it passes `fresh=True`.
 
-A fresh interpreter still runs a command with interpreter options, one whose module
-the server has imported already (it would be imported twice), one whose environment
-differs from the server's in what Python or JAX read as they start (`PYTHON*`,
-`JAX_*`), and every process that a test signals (those use `subprocess.Popen`).
+A fresh interpreter also runs a command with interpreter options, one whose module
+the server has imported, and one whose environment differs from the server's in what
+Python, numpy or JAX read as they start (`FRESH_ENVIRONMENT`). Processes that a test
+signals are started by the test itself (`subprocess.Popen`).
 
-Run as a script, this file is the server: one JSON request a line on stdin, and for
-each the child's pid, then its exit code, a JSON line each on stdout.
+Run as a script, this file is the server. It answers a line of the modules it has
+imported, then reads one JSON request a line on stdin and answers each with the
+child's pid, then its exit code (killed at the request's timeout), a JSON line each.
 """
 
 import atexit
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import types
 
-# What every seqjax command imports before it reads its flags. Not the command
-# modules themselves (seqjax.main, .sweep, .bench, ...): each runs as `__main__`.
-PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "orbax.checkpoint", "absl.app",
-           "ml_collections.config_flags", "seqjax.config.cli", "seqjax.train.trainer")
+# What every seqjax command imports before it reads its flags; seqjax is imported by
+# each child, so that its import-time setup sees the command line (`sys.orig_argv`).
+PRELOAD = ("numpy", "jax", "jax.numpy", "flax.linen", "optax", "orbax.checkpoint",
+           "absl.app", "ml_collections.config_flags")
+# Environment variables read once, as Python, numpy (OpenBLAS) or JAX start or import.
+FRESH_ENVIRONMENT = ("JAX_", "PYTHON", "OPENBLAS_", "OMP_", "MKL_", "GOTO_", "LANG", "LC_",
+                     "TZ", "TF_CPP_")
 
 _server: subprocess.Popen | None = None
 _server_env: dict[str, str] = {}  # the environment it started with
@@ -38,9 +47,8 @@ _preloaded: set[str] = set()  # the modules it has imported
 _lock = threading.Lock()
 
 
-def _environment_read_at_import(env) -> dict[str, str]:
-  """What Python and JAX read from the environment as they start and import."""
-  return {k: v for k, v in env.items() if k.startswith(("JAX_", "PYTHON"))}
+def _read_at_start(env) -> dict[str, str]:
+  return {k: v for k, v in env.items() if k.startswith(FRESH_ENVIRONMENT)}
 
 
 def _warm_command(args) -> tuple[str, str] | None:
@@ -51,6 +59,7 @@ def _warm_command(args) -> tuple[str, str] | None:
 
 
 def _start() -> subprocess.Popen:
+  """The server of this process, started on first use or after it died."""
   global _server, _server_env, _preloaded
   if _server is None or _server.poll() is not None:
     _server = subprocess.Popen([sys.executable, os.path.abspath(__file__)],
@@ -58,46 +67,70 @@ def _start() -> subprocess.Popen:
                                bufsize=1)
     atexit.register(_server.kill)
     _server_env = dict(os.environ)
-    _preloaded = set(json.loads(_server.stdout.readline())["modules"])
+    _preloaded = set(_reply(_server)["modules"])
   return _server
 
 
+def _reply(server: subprocess.Popen) -> dict:
+  line = server.stdout.readline()
+  if not line:
+    raise RuntimeError(f"the warm command server exited ({server.wait()}); its error is "
+                       "on the stderr of the test that started it")
+  return json.loads(line)
+
+
 def run(args, cwd=None, env=None, timeout=None, input=None, check=False,
-        capture_output=True, text=True) -> subprocess.CompletedProcess:
-  """`subprocess.run(args, cwd=..., env=..., timeout=..., capture_output=True,
-  text=True)`, forked from the warm server where it can be (see the module's doc)."""
+        capture_output=True, text=True, fresh=False) -> subprocess.CompletedProcess:
+  """`subprocess.run(args, ...)` with its output captured, forked from the warm server
+  where it can be (see the module's doc); `fresh=True`: always a new interpreter."""
+  args = [os.fspath(a) for a in args]
   env = dict(os.environ if env is None else env)
   warm = _warm_command(args)
+  if (fresh or not warm or not capture_output or not hasattr(os, "pidfd_open")  # Linux
+      or (cwd is not None and not os.path.isdir(cwd))):
+    return subprocess.run(args, cwd=cwd, env=env, timeout=timeout, input=input, check=check,
+                          capture_output=capture_output, text=text)
   with _lock:
-    server = _start() if warm else None
-    if (not warm or not capture_output
-        or (warm[0] == "module" and warm[1] in _preloaded)
-        or _environment_read_at_import(env) != _environment_read_at_import(_server_env)):
-      return subprocess.run(args, cwd=cwd, env=env, timeout=timeout, input=input, check=check,
-                            capture_output=capture_output, text=text)
-    with tempfile.TemporaryDirectory(prefix="seqjax-cli-") as folder:
-      files = {name: os.path.join(folder, name) for name in ("stdin", "stdout", "stderr")}
-      with open(files["stdin"], "w" if text else "wb") as f:
-        f.write(input or ("" if text else b""))
-      request = {"kind": warm[0], "what": warm[1], "argv": list(args[2:]),
-                 "cwd": os.path.abspath(cwd or os.getcwd()), "env": env, **files}
-      server.stdin.write(json.dumps(request) + "\n")
-      pid = json.loads(server.stdout.readline())["pid"]
-      timer = threading.Timer(timeout or 0, os.kill, (pid, 9))
-      if timeout:
-        timer.start()
-      code = json.loads(server.stdout.readline())["code"]
-      timer.cancel()
-      outputs = []
-      for name in ("stdout", "stderr"):
-        with open(files[name], "r" if text else "rb") as f:
-          outputs.append(f.read())
-  if timeout and code == -9:
+    server = _start()
+    if ((warm[0] == "module" and warm[1] in _preloaded)
+        or _read_at_start(env) != _read_at_start(_server_env)):
+      server = None
+    else:
+      code, timed_out, outputs = _run_warm(server, warm, args, cwd, env, timeout, input, text)
+  if server is None:
+    return subprocess.run(args, cwd=cwd, env=env, timeout=timeout, input=input, check=check,
+                          capture_output=capture_output, text=text)
+  if timed_out:
     raise subprocess.TimeoutExpired(args, timeout, *outputs)
   result = subprocess.CompletedProcess(args, code, *outputs)
   if check:
     result.check_returncode()
   return result
+
+
+def _run_warm(server, warm, args, cwd, env, timeout, input, text):
+  """(exit code, whether it timed out, [stdout, stderr]) of `args` run by the server."""
+  global _server
+  with tempfile.TemporaryDirectory(prefix="seqjax-cli-") as folder:
+    files = {name: os.path.join(folder, name) for name in ("stdin", "stdout", "stderr")}
+    with open(files["stdin"], "w" if text else "wb") as f:
+      f.write(input or ("" if text else b""))
+    request = {"kind": warm[0], "what": warm[1], "argv": args,
+               "cwd": os.path.abspath(cwd or os.getcwd()), "env": env, "timeout": timeout,
+               **files}
+    try:
+      server.stdin.write(json.dumps(request) + "\n")
+      _reply(server)  # its pid: the child runs
+      done = _reply(server)
+    except BaseException:  # interrupted mid-exchange: a later request cannot trust it
+      server.kill()
+      _server = None
+      raise
+    outputs = []
+    for name in ("stdout", "stderr"):
+      with open(files[name], "r" if text else "rb") as f:
+        outputs.append(f.read())
+  return done["code"], done["timed_out"], outputs
 
 
 def _child(request):
@@ -111,7 +144,7 @@ def _child(request):
     opened = os.open(request[name], flags | (os.O_CREAT if fd else 0))
     os.dup2(opened, fd)
     os.close(opened)
-  code = 0
+  code, interrupted = 0, False
   try:
     _run_command(request)
   except SystemExit as e:
@@ -125,52 +158,73 @@ def _child(request):
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
       tb = tb.tb_next
     sys.excepthook(type(e), e.with_traceback(tb), tb)
-    code = 1
-  # The interpreter's exit, less its finalisation of every module the server imported
-  # (a second a command): it waits for the threads that are not daemons, runs the atexit
-  # handlers, and flushes the output.
-  threading._shutdown()
+    code, interrupted = 1, isinstance(e, KeyboardInterrupt)
+  threading._shutdown()  # the threads that are not daemons, as the interpreter waits
   atexit._run_exitfuncs()
   sys.stdout.flush()
   sys.stderr.flush()
+  if interrupted:  # as Python ends after an uncaught Ctrl-C: by the signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
   os._exit(code)
 
 
 def _run_command(request):
   import runpy
+  sys.orig_argv = [sys.executable, *request["argv"][1:]]
   sys.path[0] = "" if request["kind"] == "code" else os.getcwd()
+  sys.modules["__main__"] = types.ModuleType("__main__")  # not the server's
   if request["kind"] == "module":
-    sys.argv = [request["what"], *request["argv"][1:]]  # runpy sets argv[0] to its file
+    sys.argv = [request["what"], *request["argv"][3:]]  # runpy sets argv[0] to its file
     runpy.run_module(request["what"], run_name="__main__", alter_sys=True)
   else:
-    sys.argv = ["-c", *request["argv"][1:]]
-    main = types.ModuleType("__main__")
-    sys.modules["__main__"] = main
-    exec(compile(request["what"], "<string>", "exec"), main.__dict__)
+    sys.argv = ["-c", *request["argv"][3:]]
+    exec(compile(request["what"], "<string>", "exec"), sys.modules["__main__"].__dict__)
+
+
+def _wait(pid: int, timeout: float | None) -> tuple[int, bool]:
+  """(exit code, timed out) of the child `pid`, killed once `timeout` seconds pass."""
+  timed_out = False
+  if timeout is not None:
+    pidfd = os.pidfd_open(pid)  # readable once the child exits; it is not reaped yet
+    timed_out = not select.select([pidfd], [], [], timeout)[0]
+    os.close(pidfd)
+    if timed_out:
+      os.kill(pid, signal.SIGKILL)
+  _, status = os.waitpid(pid, 0)
+  return os.waitstatus_to_exitcode(status), timed_out
 
 
 def _serve():
+  """The server's loop: import PRELOAD, then fork a child for each request."""
   import gc
   import importlib
   import warnings
-  # Python 3.12 warns on any fork of a process with a second thread; JAX's import
-  # starts one, and no backend (whose threads a fork would break) is started here.
-  warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
   for module in PRELOAD:
     importlib.import_module(module)
-  gc.freeze()  # a child's collections then skip the imports' objects, as seqjax.main does
+  from jax._src import xla_bridge
+  # A backend started here would fix every child's devices and XLA_FLAGS.
+  assert not getattr(xla_bridge, "backends_are_initialized", lambda: False)()
+  gc.freeze()  # a child's collections then skip the imports' objects
   reply = sys.stdout
   reply.write(json.dumps({"modules": sorted(sys.modules)}) + "\n")
   reply.flush()
   for line in sys.stdin:
     request = json.loads(line)
-    pid = os.fork()
+    # Python 3.12 warns on any fork of a process with a second thread: numpy's OpenBLAS
+    # pool, which handles a fork itself.
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", DeprecationWarning)
+      pid = os.fork()
     if pid == 0:
-      _child(request)  # never returns
+      try:
+        _child(request)
+      finally:
+        os._exit(70)  # a failure before the command ran: never back into this loop
     reply.write(json.dumps({"pid": pid}) + "\n")
     reply.flush()
-    _, status = os.waitpid(pid, 0)
-    reply.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n")
+    code, timed_out = _wait(pid, request["timeout"])
+    reply.write(json.dumps({"code": code, "timed_out": timed_out}) + "\n")
     reply.flush()
 
 

@@ -263,7 +263,7 @@ def test_a_corrupted_checkpoint_is_recovered_quietly(tmp_path, freq_quick, copy_
         with open(path, "r+b") as f:
           f.truncate(os.path.getsize(path) // 3)
   (workdir / "results.json").unlink()
-  result = _run(cmd)
+  result = _run(cmd, fresh=True)  # what the interpreter's finalisation prints is seen
   assert result.returncode == 0, result.stderr
   assert result.stdout.count("warning: checkpoint 20 is unreadable") == 1
   assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr

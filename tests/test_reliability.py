@@ -124,7 +124,8 @@ def test_data_generation_is_bit_identical_on_1_and_8_devices():
 
 def test_two_runs_are_bit_identical(echo_command, uninterrupted, tmp_path):
   workdir = str(tmp_path / "wd")
-  result = _run(echo_command + [f"--workdir={workdir}"])
+  # A new interpreter beside the fixture's forked one: another string hash seed, too.
+  result = _run(echo_command + [f"--workdir={workdir}"], fresh=True)
   assert result.returncode == 0, result.stderr
   _same_run(uninterrupted, workdir)
 
