@@ -86,20 +86,18 @@ def run(args, cwd=None, env=None, timeout=None, input=None, check=False,
   args = [os.fspath(a) for a in args]
   env = dict(os.environ if env is None else env)
   warm = _warm_command(args)
-  if (fresh or not warm or not capture_output or not hasattr(os, "pidfd_open")  # Linux
-      or (cwd is not None and not os.path.isdir(cwd))):
+  done = None
+  if (not fresh and warm and capture_output and hasattr(os, "pidfd_open")  # Linux
+      and (cwd is None or os.path.isdir(cwd))):
+    with _lock:
+      server = _start()
+      if (not (warm[0] == "module" and warm[1] in _preloaded)
+          and _read_at_start(env) == _read_at_start(_server_env)):
+        done = _run_warm(server, warm, args, cwd, env, timeout, input, text)
+  if done is None:
     return subprocess.run(args, cwd=cwd, env=env, timeout=timeout, input=input, check=check,
                           capture_output=capture_output, text=text)
-  with _lock:
-    server = _start()
-    if ((warm[0] == "module" and warm[1] in _preloaded)
-        or _read_at_start(env) != _read_at_start(_server_env)):
-      server = None
-    else:
-      code, timed_out, outputs = _run_warm(server, warm, args, cwd, env, timeout, input, text)
-  if server is None:
-    return subprocess.run(args, cwd=cwd, env=env, timeout=timeout, input=input, check=check,
-                          capture_output=capture_output, text=text)
+  code, timed_out, outputs = done
   if timed_out:
     raise subprocess.TimeoutExpired(args, timeout, *outputs)
   result = subprocess.CompletedProcess(args, code, *outputs)
